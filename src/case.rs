@@ -1,0 +1,312 @@
+//! The service case: its session code, its two seats and the status derived
+//! from them, and the two JSON views of a case (agent and customer).
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::RngExt;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A session code: `s` followed by 8 (or 11) digits, shown as `s12-345-678`.
+///
+/// Held as its digits; parsing accepts any case of `s`, and dashes and spaces
+/// anywhere, so `S12345678`, `12-345-678` and `s12 345 678` are all one code.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionCode {
+    digits: String,
+}
+
+/// The number of digits a code may have.
+pub const CODE_DIGITS: [usize; 2] = [8, 11];
+
+impl SessionCode {
+    /// Parses a code as a client typed it. Returns `None` for anything that
+    /// is not `s` (optional) followed by 8 or 11 digits.
+    pub fn parse(input: &str) -> Option<SessionCode> {
+        if input.len() > 40 {
+            return None;
+        }
+        let mut rest = input.trim();
+        if let Some(stripped) = rest.strip_prefix(['s', 'S']) {
+            rest = stripped;
+        }
+        let mut digits = String::with_capacity(11);
+        for c in rest.chars() {
+            match c {
+                '0'..='9' => digits.push(c),
+                '-' | ' ' => {}
+                _ => return None,
+            }
+        }
+        CODE_DIGITS
+            .contains(&digits.len())
+            .then_some(SessionCode { digits })
+    }
+
+    /// Draws a fresh code of `len` digits from the thread-local CSPRNG
+    /// (ChaCha, seeded from the operating system).
+    pub fn random(len: usize) -> SessionCode {
+        let mut rng = rand::rng();
+        let digits = (0..len)
+            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+            .collect();
+        SessionCode { digits }
+    }
+
+    /// The digits alone, the form used as a key.
+    pub fn digits(&self) -> &str {
+        &self.digits
+    }
+}
+
+impl fmt::Display for SessionCode {
+    /// `s12-345-678`, or `s12-345-678-901` for 11 digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.digits;
+        write!(f, "s{}-{}-{}", &d[0..2], &d[2..5], &d[5..8])?;
+        if d.len() > 8 {
+            write!(f, "-{}", &d[8..])?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SessionCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for SessionCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SessionCode::parse(&s).ok_or_else(|| serde::de::Error::custom("invalid session code"))
+    }
+}
+
+/// The derived status of a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    New,
+    Pending,
+    InProgress,
+    Closed,
+    Expired,
+}
+
+impl Status {
+    /// Every status, in the order of the lifecycle.
+    pub const ALL: [Status; 5] = [
+        Status::New,
+        Status::Pending,
+        Status::InProgress,
+        Status::Closed,
+        Status::Expired,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::Closed => "closed",
+            Status::Expired => "expired",
+        }
+    }
+
+    /// Open means new, pending or in progress: joinable and closable.
+    pub fn is_open(self) -> bool {
+        !matches!(self, Status::Closed | Status::Expired)
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// How a case ended, when it did. Closing and expiry are terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Terminal {
+    Closed,
+    Expired,
+}
+
+/// The inputs of the status function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seats {
+    pub customer: bool,
+    pub supporter: bool,
+    /// Someone has sat in either seat at some point.
+    pub ever_occupied: bool,
+}
+
+/// The status table of PRODUCT.md, checked top-down. The one place status
+/// is decided; it is never stored.
+pub fn status(terminal: Option<Terminal>, seats: Seats) -> Status {
+    match terminal {
+        Some(Terminal::Closed) => Status::Closed,
+        Some(Terminal::Expired) => Status::Expired,
+        None if seats.customer && seats.supporter => Status::InProgress,
+        None if seats.customer || seats.supporter || seats.ever_occupied => Status::Pending,
+        None => Status::New,
+    }
+}
+
+/// Where a case came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Manual,
+    Quicksupport,
+    Sos,
+}
+
+/// The end customer, as far as known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// RFC 3339 UTC with a `Z` and millisecond precision, as the wire wants.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(t))
+}
+
+fn ser_opt_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&format_time(t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// The case object as agents and integrations see it (PROTOCOL.md, "Case
+/// object"). Built fresh from the broker's state each time it is sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaseView {
+    pub code: SessionCode,
+    pub company: String,
+    pub group: String,
+    pub name: String,
+    pub description: String,
+    pub customer: Customer,
+    pub source: Source,
+    pub created_by: String,
+    pub assignee: Option<String>,
+    pub status: Status,
+    pub customer_connected: bool,
+    pub supporter_connected: bool,
+    #[serde(serialize_with = "ser_time")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "ser_time")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub assigned_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "ser_time")]
+    pub expires_at: DateTime<Utc>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub closed_at: Option<DateTime<Utc>>,
+    pub closed_by: Option<String>,
+}
+
+/// The supporter as a customer sees them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SupporterView {
+    pub name: String,
+}
+
+/// The reduced case object customers see.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerCaseView {
+    pub code: SessionCode,
+    pub status: Status,
+    pub name: String,
+    pub customer_connected: bool,
+    pub supporter_connected: bool,
+    pub supporter: Option<SupporterView>,
+    #[serde(serialize_with = "ser_time")]
+    pub expires_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seats(customer: bool, supporter: bool, ever: bool) -> Seats {
+        Seats {
+            customer,
+            supporter,
+            ever_occupied: ever,
+        }
+    }
+
+    #[test]
+    fn status_table_row_by_row() {
+        // Row 1: closed wins over everything, even occupied seats.
+        for (c, s, e) in [(true, true, true), (false, false, false)] {
+            assert_eq!(
+                status(Some(Terminal::Closed), seats(c, s, e)),
+                Status::Closed
+            );
+        }
+        // Row 2: expired.
+        for (c, s, e) in [(true, true, true), (false, false, false)] {
+            assert_eq!(
+                status(Some(Terminal::Expired), seats(c, s, e)),
+                Status::Expired
+            );
+        }
+        // Row 3: both seats.
+        assert_eq!(status(None, seats(true, true, true)), Status::InProgress);
+        // Row 4: one seat, or once occupied.
+        assert_eq!(status(None, seats(true, false, true)), Status::Pending);
+        assert_eq!(status(None, seats(false, true, true)), Status::Pending);
+        assert_eq!(status(None, seats(false, false, true)), Status::Pending);
+        // Row 5: nobody ever.
+        assert_eq!(status(None, seats(false, false, false)), Status::New);
+    }
+
+    #[test]
+    fn codes_parse_with_or_without_dashes() {
+        let c = SessionCode::parse("s12-345-678").unwrap();
+        assert_eq!(c.to_string(), "s12-345-678");
+        for form in ["12345678", "S12345678", " s12 345 678 ", "s-12-345678"] {
+            assert_eq!(SessionCode::parse(form), Some(c.clone()), "{form}");
+        }
+        let long = SessionCode::parse("s12345678901").unwrap();
+        assert_eq!(long.to_string(), "s12-345-678-901");
+        for bad in [
+            "",
+            "s",
+            "s1234567",
+            "s123456789",
+            "x12345678",
+            "s12_345_678",
+            "s१२३४५६७८",
+        ] {
+            assert_eq!(SessionCode::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn random_codes_have_the_asked_length() {
+        for len in CODE_DIGITS {
+            let c = SessionCode::random(len);
+            assert_eq!(c.digits().len(), len);
+            assert_eq!(SessionCode::parse(&c.to_string()), Some(c));
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The one `Config`: the TOML file of PROTOCOL.md plus command-line
+//! overrides, every knob with a documented default, and `validate()`, which
+//! runs before anything binds and names the bad field.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Why a configuration was refused. The message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The broker's whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the one HTTP + WebSocket listener. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Time after creation at which an open case expires. Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub case_ttl: Duration,
+    /// Closed and expired cases are kept this long, then purged. Default `30d`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Closed and expired cases younger than this are in snapshots. Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_window: Duration,
+    /// How long the customer seat stays reserved for its resume token after
+    /// its holder left. Default `120s`.
+    #[serde(with = "humantime_serde")]
+    pub seat_grace: Duration,
+    /// Deadline for the `hello` message. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    /// How long shutdown waits for connections to close. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Browser origins allowed to open a WebSocket. Clients that send no
+    /// `Origin` are always accepted. Default `["http://localhost:8080",
+    /// "http://127.0.0.1:8080"]`.
+    pub allowed_origins: Vec<String>,
+    /// Digits in a session code: 8 (`s12-345-678`, default) or 11.
+    pub code_digits: usize,
+    /// Events each company's stream keeps for `resume`. Default 10000.
+    pub history_events: usize,
+    /// Messages a connection's outbound queue holds before the connection is
+    /// dropped as a slow consumer (close 4001). Default 4096.
+    pub outbox_messages: usize,
+    /// The largest client message, in bytes. Default 65536 (the protocol's).
+    pub max_message_bytes: usize,
+    /// Companies (tenants). The demo company when none are configured.
+    pub companies: Vec<CompanyConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            case_ttl: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            snapshot_window: Duration::from_secs(24 * 3600),
+            seat_grace: Duration::from_secs(120),
+            hello_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            allowed_origins: vec![
+                "http://localhost:8080".into(),
+                "http://127.0.0.1:8080".into(),
+            ],
+            code_digits: 8,
+            history_events: 10_000,
+            outbox_messages: 4096,
+            max_message_bytes: 64 * 1024,
+            companies: Vec::new(),
+        }
+    }
+}
+
+/// Automated assignment policy of a company.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignment {
+    #[default]
+    Manual,
+    RoundRobin,
+    LeastLoaded,
+}
+
+/// One company profile.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanyConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub assignment: Assignment,
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub modules: Vec<ModuleConfig>,
+}
+
+/// A group (queue) inside a company.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// An agent and its credential. Exactly one of `token` and `token_sha256`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub token: Option<String>,
+    /// Hex SHA-256 of the token, so the file need not hold the token itself.
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub admin: bool,
+    /// Open assigned cases automation may give this agent. Default 5.
+    #[serde(default = "default_max_cases")]
+    pub max_cases: u32,
+}
+
+fn default_max_cases() -> u32 {
+    5
+}
+
+impl std::fmt::Debug for AgentConfig {
+    // Never print a token, even in a debug dump of the config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("id", &self.id)
+            .field("groups", &self.groups)
+            .field("admin", &self.admin)
+            .field("max_cases", &self.max_cases)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentConfig {
+    /// The SHA-256 of the agent's token: the only form the broker keeps.
+    pub fn token_hash(&self) -> [u8; 32] {
+        match (&self.token, &self.token_sha256) {
+            (Some(token), _) => hash_token(token),
+            (None, Some(hex_hash)) => {
+                let mut out = [0u8; 32];
+                // validate() has checked the length and the digits.
+                hex::decode_to_slice(hex_hash, &mut out).expect("validated hex");
+                out
+            }
+            (None, None) => [0u8; 32],
+        }
+    }
+}
+
+/// SHA-256 of a bearer token.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A QuickSupport module key: the credential a customer's app uses to
+/// request help for one company and group.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    pub key: String,
+    pub group: String,
+    pub default_assignee: Option<String>,
+}
+
+/// Tokens of the built-in demo company, printed at start-up.
+pub const DEMO_ADMIN_TOKEN: &str = "demo-alice-token";
+/// The plain demo agent's token.
+pub const DEMO_AGENT_TOKEN: &str = "demo-bob-token";
+/// The demo QuickSupport module key.
+pub const DEMO_MODULE_KEY: &str = "demo-quicksupport";
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in demo: one company, two groups, an admin, a plain agent
+    /// and a QuickSupport module.
+    pub fn demo() -> Config {
+        let text = format!(
+            r#"
+[[companies]]
+id = "demo"
+name = "Demo Company"
+assignment = "manual"
+groups = [{{ id = "support", name = "Support" }}, {{ id = "sales", name = "Sales" }}]
+
+[[companies.agents]]
+id = "alice"
+name = "Alice (admin)"
+token = "{DEMO_ADMIN_TOKEN}"
+groups = ["support", "sales"]
+admin = true
+
+[[companies.agents]]
+id = "bob"
+name = "Bob"
+token = "{DEMO_AGENT_TOKEN}"
+groups = ["support"]
+
+[[companies.modules]]
+key = "{DEMO_MODULE_KEY}"
+group = "support"
+"#
+        );
+        Config::from_toml(&text).expect("the demo config is valid")
+    }
+
+    /// Checks everything that parsing cannot: references, uniqueness and
+    /// ranges. Errors name the field, e.g. `companies[0].agents[1].groups`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !crate::case::CODE_DIGITS.contains(&self.code_digits) {
+            return Err(invalid("code_digits", "must be 8 or 11"));
+        }
+        for (field, d) in [
+            ("case_ttl", self.case_ttl),
+            ("retention", self.retention),
+            ("hello_timeout", self.hello_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(field, "must be more than zero"));
+            }
+        }
+        for (field, n) in [
+            ("history_events", self.history_events),
+            ("outbox_messages", self.outbox_messages),
+        ] {
+            if n == 0 || n > 10_000_000 {
+                return Err(invalid(field, "must be between 1 and 10000000"));
+            }
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(invalid(
+                "max_message_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        let mut company_ids = HashSet::new();
+        let mut module_keys = HashSet::new();
+        let mut token_hashes = HashSet::new();
+        for (ci, c) in self.companies.iter().enumerate() {
+            let at = format!("companies[{ci}]");
+            check_id(&format!("{at}.id"), &c.id)?;
+            if !company_ids.insert(c.id.as_str()) {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!("duplicate company \"{}\"", c.id),
+                ));
+            }
+            if c.groups.is_empty() {
+                return Err(invalid(
+                    format!("{at}.groups"),
+                    "a company needs at least one group",
+                ));
+            }
+            let mut groups = HashSet::new();
+            for (gi, g) in c.groups.iter().enumerate() {
+                check_id(&format!("{at}.groups[{gi}].id"), &g.id)?;
+                if !groups.insert(g.id.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.groups[{gi}].id"),
+                        format!("duplicate group \"{}\"", g.id),
+                    ));
+                }
+            }
+            let mut agents = HashSet::new();
+            for (ai, a) in c.agents.iter().enumerate() {
+                let at = format!("{at}.agents[{ai}]");
+                check_id(&format!("{at}.id"), &a.id)?;
+                if a.id == "customer" || a.id == "auto" {
+                    return Err(invalid(
+                        format!("{at}.id"),
+                        format!("\"{}\" is reserved", a.id),
+                    ));
+                }
+                if !agents.insert(a.id.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.id"),
+                        format!("duplicate agent \"{}\"", a.id),
+                    ));
+                }
+                match (&a.token, &a.token_sha256) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(invalid(
+                            format!("{at}.token"),
+                            "set exactly one of token and token_sha256",
+                        ));
+                    }
+                    (Some(t), None) if t.len() < 8 => {
+                        return Err(invalid(
+                            format!("{at}.token"),
+                            "must be at least 8 characters",
+                        ));
+                    }
+                    (None, Some(h)) if h.len() != 64 || hex::decode(h).is_err() => {
+                        return Err(invalid(
+                            format!("{at}.token_sha256"),
+                            "must be 64 hex digits",
+                        ));
+                    }
+                    _ => {}
+                }
+                if !token_hashes.insert(a.token_hash()) {
+                    return Err(invalid(
+                        format!("{at}.token"),
+                        "another agent has the same token",
+                    ));
+                }
+                for g in &a.groups {
+                    if !groups.contains(g.as_str()) {
+                        return Err(invalid(
+                            format!("{at}.groups"),
+                            format!("unknown group \"{g}\""),
+                        ));
+                    }
+                }
+            }
+            for (mi, m) in c.modules.iter().enumerate() {
+                let at = format!("{at}.modules[{mi}]");
+                if m.key.is_empty() || m.key.len() > 128 {
+                    return Err(invalid(format!("{at}.key"), "must be 1 to 128 characters"));
+                }
+                if !module_keys.insert(m.key.as_str()) {
+                    return Err(invalid(format!("{at}.key"), "duplicate module key"));
+                }
+                if !groups.contains(m.group.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.group"),
+                        format!("unknown group \"{}\"", m.group),
+                    ));
+                }
+                if let Some(who) = &m.default_assignee {
+                    let Some(agent) = c.agents.iter().find(|a| &a.id == who) else {
+                        return Err(invalid(
+                            format!("{at}.default_assignee"),
+                            format!("unknown agent \"{who}\""),
+                        ));
+                    };
+                    if !agent.admin && !agent.groups.contains(&m.group) {
+                        return Err(invalid(
+                            format!("{at}.default_assignee"),
+                            format!("agent \"{who}\" is not in group \"{}\"", m.group),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ids appear in URLs and on the wire: keep them short and plain.
+fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "must be 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_is_valid() {
+        let c = Config::demo();
+        assert_eq!(c.companies.len(), 1);
+        assert_eq!(c.companies[0].agents.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = r#"
+[[companies]]
+id = "acme"
+groups = [{ id = "support" }]
+[[companies.agents]]
+id = "alice"
+token = "long-enough-token"
+groups = ["nope"]
+"#;
+        let e = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(e.contains("companies[0].agents[0].groups"), "{e}");
+        let e = Config::from_toml("case_ttl = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("case_ttl"), "{e}");
+        let e = Config::from_toml("bogus = 1").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn token_sha256_matches_token() {
+        let hex_hash = hex::encode(hash_token("secret-token"));
+        let text = format!(
+            "[[companies]]\nid = \"a\"\ngroups = [{{ id = \"g\" }}]\n[[companies.agents]]\nid = \"x\"\ntoken_sha256 = \"{hex_hash}\"\n"
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(
+            c.companies[0].agents[0].token_hash(),
+            hash_token("secret-token")
+        );
+    }
+}

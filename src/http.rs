@@ -1,0 +1,241 @@
+//! The HTTP side of the one listener: the WebSocket upgrade at `/v1/ws`,
+//! the JSON API of PROTOCOL.md, `/metrics` and `/healthz`. Errors use the
+//! same `{code, message}` body as WebSocket errors, with a matching status.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::App;
+use crate::broker::ListQuery;
+use crate::case::Status;
+use crate::directory::Agent;
+use crate::error::Error;
+use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp};
+
+/// The whole router, testable without a server.
+pub fn app(state: App) -> Router {
+    let max = state.broker.config().max_message_bytes;
+    Router::new()
+        .route("/v1/ws", get(ws_upgrade))
+        .route("/v1/cases", post(create_case).get(list_cases))
+        .route("/v1/cases/{code}", get(get_case).delete(delete_case))
+        .route("/v1/cases/{code}/assign", post(assign))
+        .route("/v1/cases/{code}/close", post(close))
+        .route("/v1/cases/{code}/transcript", get(transcript))
+        .route("/v1/help", post(help))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })
+        .layer(axum::extract::DefaultBodyLimit::max(max))
+        .with_state(state)
+}
+
+/// An error as an HTTP response.
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(json!({ "code": self.0.code, "message": self.0.message })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The agent behind `Authorization: Bearer <token>`.
+pub struct AuthAgent(pub Arc<Agent>);
+
+impl FromRequestParts<App> for AuthAgent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match token.and_then(|t| app.broker.authenticate(t)) {
+            Some(agent) => Ok(AuthAgent(agent)),
+            None => Err(ApiError(Error::unauthorized(
+                "a valid Authorization: Bearer token is required",
+            ))),
+        }
+    }
+}
+
+/// Parses a JSON body with the contract's error codes (400 for bad JSON,
+/// 413 past the size limit).
+fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let bytes = raw.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::too_large("request body too large")
+        } else {
+            Error::bad_request(e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError(Error::bad_request(e.to_string())))
+}
+
+async fn ws_upgrade(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Browsers always send Origin; other clients need not.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| {
+            app.broker
+                .config()
+                .allowed_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o))
+        });
+        if !allowed {
+            return ApiError(Error::forbidden("origin not allowed")).into_response();
+        }
+    }
+    let max = app.broker.config().max_message_bytes;
+    let tracker = app.tracker.clone();
+    ws.protocols(["casebroker.v1"])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tracker.track_future(crate::session::run(socket, app, peer)))
+}
+
+async fn create_case(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: CreateCase = body(raw)?;
+    let view = app.broker.create_case(&agent, req)?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn list_cases(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let status = match q.get("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            Status::parse(s)
+                .ok_or_else(|| Error::bad_request(format!("unknown status \"{s}\"")))?,
+        ),
+    };
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=crate::broker::limits::PAGE_MAX).contains(n))
+            .ok_or_else(|| Error::bad_request("limit must be 1 to 1000"))?,
+    };
+    let nonempty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+    let query = ListQuery {
+        status,
+        group: nonempty("group"),
+        assignee: nonempty("assignee"),
+        limit,
+        cursor: nonempty("cursor"),
+    };
+    let page = app.broker.list_cases(&agent, &query)?;
+    Ok(Json(json!({ "cases": page.cases, "next_cursor": page.next_cursor })).into_response())
+}
+
+async fn get_case(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(code): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(app.broker.get_case(&agent, &code)?).into_response())
+}
+
+async fn transcript(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(code): Path<String>,
+) -> ApiResult<Response> {
+    let (code, messages) = app.broker.transcript(&agent, &code)?;
+    Ok(Json(json!({ "code": code, "messages": messages })).into_response())
+}
+
+async fn assign(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(code): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: AssignBody = body(raw)?;
+    Ok(Json(app.broker.assign(&agent, &code, req.assignee)?).into_response())
+}
+
+async fn close(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(code): Path<String>,
+) -> ApiResult<Response> {
+    let (view, _) = app
+        .broker
+        .close(crate::broker::Actor::Agent(&agent), Some(&code))?;
+    Ok(Json(view).into_response())
+}
+
+async fn delete_case(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(code): Path<String>,
+) -> ApiResult<Response> {
+    app.broker.delete(&agent, &code)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn help(State(app): State<App>, raw: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+    let req: RequestHelp = body(raw)?;
+    let (view, _) = app.broker.request_help(None, req)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "code": view.code, "case": view })),
+    )
+        .into_response())
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let text = app.broker.metrics().render(&app.broker.count_by_status());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn healthz(State(app): State<App>) -> Response {
+    if app.shutdown.is_cancelled() {
+        ApiError(Error::new(ErrorCode::Unavailable, "shutting down")).into_response()
+    } else {
+        (StatusCode::OK, "ok").into_response()
+    }
+}

@@ -1,0 +1,151 @@
+//! The `casebroker` binary: flags, config, tracing, bind, run. Exit codes:
+//! 0 after a clean shutdown, 64 for a bad config or flag, 1 otherwise.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use casebroker::Config;
+use casebroker::config::{DEMO_ADMIN_TOKEN, DEMO_AGENT_TOKEN, DEMO_MODULE_KEY};
+use clap::Parser;
+
+/// A real-time WebSocket session broker for support teams.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (see README.md). Without it, a built-in demo company.
+    #[arg(long, value_name = "FILE")]
+    config: Option<String>,
+    /// Listen address, overriding the config's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// EX_USAGE from sysexits.h: the config or a flag is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(args.log_format);
+    let demo = args.config.is_none();
+    let mut config = match &args.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("casebroker: invalid config {path}: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => Config::demo(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("casebroker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, demo)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("casebroker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "casebroker listening");
+    if demo {
+        print_demo(addr);
+    }
+    casebroker::run(listener, config, shutdown_signal()).await?;
+    tracing::info!("casebroker stopped");
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn print_demo(addr: SocketAddr) {
+    println!(
+        r#"
+casebroker is running on the built-in demo config (pass --config FILE for yours).
+
+  company  demo   groups: support, sales
+  agents   alice  (admin)  token: {DEMO_ADMIN_TOKEN}
+           bob             token: {DEMO_AGENT_TOKEN}
+  module   {DEMO_MODULE_KEY}  (group support)
+
+Try it:
+  # a customer asks for help (HTTP), and gets a session code
+  curl -s -X POST http://{addr}/v1/help -d '{{"module":"{DEMO_MODULE_KEY}","name":"Ana"}}'
+  # the queue, as alice sees it
+  curl -s -H 'Authorization: Bearer {DEMO_ADMIN_TOKEN}' http://{addr}/v1/cases
+  # a live session over WebSocket (websocat): one terminal per side
+  websocat ws://{addr}/v1/ws
+    {{"type":"hello","role":"customer"}}
+    {{"type":"join","code":"<code>"}}
+  websocat ws://{addr}/v1/ws
+    {{"type":"hello","role":"agent","token":"{DEMO_AGENT_TOKEN}"}}
+    {{"type":"join","code":"<code>"}}
+    {{"type":"chat","code":"<code>","text":"Hello, how can I help?"}}
+"#
+    );
+}

@@ -1,0 +1,443 @@
+//! The wire contract (proto/README.md) as serde types: client messages,
+//! server messages, error codes and close codes. Strict on types and required
+//! fields, tolerant of unknown fields, additive on output.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::case::{CaseView, Customer, CustomerCaseView, SessionCode, Status};
+
+/// The `id` a client may put on a command: a string of at most 64
+/// characters, or an integer. Replies echo it unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    Num(i64),
+    Str(String),
+}
+
+/// The longest string `id`, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// A message with the optional `id` beside its `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    #[serde(flatten)]
+    pub msg: T,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Agent,
+    Customer,
+}
+
+impl Role {
+    /// The wire name, also used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Customer => "customer",
+        }
+    }
+}
+
+/// An agent's presence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    Available,
+    Away,
+}
+
+/// How a customer's app asks for help.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    #[default]
+    Quicksupport,
+    Sos,
+}
+
+/// Where a dashboard left off: `subscribe`'s `resume`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPos {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// `create_case` and `POST /v1/cases`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateCase {
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<Customer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+}
+
+/// `request_help` and `POST /v1/help`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestHelp {
+    pub module: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Via>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `assign`'s body: `assignee` must be present; `null` unassigns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssignBody {
+    #[serde(deserialize_with = "present_or_null")]
+    pub assignee: Option<String>,
+}
+
+/// A field that must be present but may be `null`. serde treats a missing
+/// `Option` as `None`; this one reports it as missing instead.
+fn present_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+/// Every message a client may send. Which role may send which is checked by
+/// the session; an agent command from a customer is `forbidden`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    Hello {
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    Subscribe {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<StreamPos>,
+    },
+    Unsubscribe {},
+    CreateCase(CreateCase),
+    Assign {
+        code: String,
+        #[serde(deserialize_with = "present_or_null")]
+        assignee: Option<String>,
+    },
+    Join {
+        code: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        takeover: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+    },
+    Leave {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+    },
+    Close {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+    },
+    Delete {
+        code: String,
+    },
+    Presence {
+        state: PresenceState,
+    },
+    Chat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        text: String,
+    },
+    Signal {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        data: Value,
+    },
+    RequestHelp(RequestHelp),
+    Ping {},
+}
+
+/// Why a client message could not be read. Carries the `id` when one could
+/// be read, so the error can echo it.
+#[derive(Debug)]
+pub struct DecodeError {
+    pub id: Option<Id>,
+    pub message: String,
+}
+
+/// Decodes one client text frame: JSON object, valid `id`, known `type`,
+/// required fields present and well typed; unknown fields ignored.
+pub fn decode_client(text: &str) -> Result<Envelope<ClientMsg>, DecodeError> {
+    let fail = |id: Option<Id>, message: String| DecodeError { id, message };
+    let mut value: Value =
+        serde_json::from_str(text).map_err(|e| fail(None, format!("malformed JSON: {e}")))?;
+    let Some(obj) = value.as_object_mut() else {
+        return Err(fail(None, "a message must be a JSON object".into()));
+    };
+    let id = match obj.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= MAX_ID_CHARS => Some(Id::Str(s)),
+        Some(Value::Number(n)) if n.is_i64() => Some(Id::Num(n.as_i64().unwrap_or_default())),
+        Some(_) => {
+            return Err(fail(
+                None,
+                format!("id must be a string of at most {MAX_ID_CHARS} characters or an integer"),
+            ));
+        }
+    };
+    match obj.get("type") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(fail(id, "type must be a string".into())),
+        None => return Err(fail(id, "missing field `type`".into())),
+    }
+    match ClientMsg::deserialize(value) {
+        Ok(msg) => Ok(Envelope { id, msg }),
+        Err(e) => Err(fail(id, e.to_string())),
+    }
+}
+
+/// An agent as `welcome` describes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: String,
+    pub name: String,
+    pub company: String,
+    pub groups: Vec<String>,
+    pub admin: bool,
+}
+
+/// A case in either view: agents get the full object, customers the reduced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CaseBody {
+    Agent(Box<CaseView>),
+    Customer(CustomerCaseView),
+}
+
+/// What changed in a queue event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// Why a session ended for a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Closed,
+    Expired,
+    Deleted,
+    Reassigned,
+}
+
+/// The sender of a relayed `chat` or `signal`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct From {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One chat line, as pushed and as kept in the transcript.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatLine {
+    pub from: From,
+    pub text: String,
+    /// RFC 3339, milliseconds, `Z`.
+    pub at: String,
+}
+
+/// Every message the server sends: replies (with the command's `id`) and
+/// pushes (without).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Welcome {
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<AgentInfo>,
+    },
+    Snapshot {
+        epoch: String,
+        seq: u64,
+        cases: Vec<CaseView>,
+    },
+    Resumed {
+        epoch: String,
+        seq: u64,
+    },
+    Event {
+        epoch: String,
+        seq: u64,
+        action: Action,
+        case: Box<CaseView>,
+    },
+    Unsubscribed {},
+    Case {
+        case: CaseBody,
+    },
+    Joined {
+        code: SessionCode,
+        case: CaseBody,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+    },
+    Left {
+        code: SessionCode,
+    },
+    Deleted {
+        code: SessionCode,
+    },
+    Presence {
+        state: PresenceState,
+    },
+    Sent {
+        code: SessionCode,
+    },
+    Pong {},
+    Status {
+        code: SessionCode,
+        status: Status,
+        customer_connected: bool,
+        supporter_connected: bool,
+    },
+    Chat {
+        code: SessionCode,
+        #[serde(flatten)]
+        line: ChatLine,
+    },
+    Signal {
+        code: SessionCode,
+        from: From,
+        data: Value,
+    },
+    Ended {
+        code: SessionCode,
+        reason: EndReason,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMsg {
+    /// Serialises the message with an optional `id`, once, to the text of a
+    /// frame.
+    pub fn to_text(&self, id: Option<&Id>) -> String {
+        #[derive(Serialize)]
+        struct WithId<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a Id>,
+            #[serde(flatten)]
+            msg: &'a ServerMsg,
+        }
+        serde_json::to_string(&WithId { id, msg: self }).expect("server messages serialise")
+    }
+}
+
+/// The error codes of the contract, each with its HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The matching HTTP status.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// WebSocket close codes of the contract.
+pub mod close {
+    /// Normal closure: a customer's case ended.
+    pub const NORMAL: u16 = 1000;
+    /// Policy violation, e.g. a binary frame.
+    pub const POLICY: u16 = 1008;
+    /// A message over the size limit.
+    pub const TOO_LARGE: u16 = 1009;
+    /// The server is shutting down; reconnect.
+    pub const SHUTDOWN: u16 = 4000;
+    /// The connection's outbound queue overflowed; reconnect and resume.
+    pub const SLOW: u16 = 4001;
+    /// Too many bad messages or too many messages; reconnect later.
+    pub const RATE_LIMITED: u16 = 4002;
+    /// Bad agent token; do not reconnect.
+    pub const UNAUTHORIZED: u16 = 4500;
+    /// No `hello` in time; do not reconnect.
+    pub const HELLO_TIMEOUT: u16 = 4501;
+    /// The first message was not a `hello`; do not reconnect.
+    pub const NO_HELLO: u16 = 4502;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_tolerates_unknown_fields_and_echoes_id() {
+        let m = decode_client(r#"{"type":"ping","id":7,"future":true}"#).unwrap();
+        assert_eq!(m.id, Some(Id::Num(7)));
+        assert_eq!(m.msg, ClientMsg::Ping {});
+    }
+
+    #[test]
+    fn decode_errors_keep_the_id_when_they_can() {
+        let e = decode_client(r#"{"type":"nope","id":"a"}"#).unwrap_err();
+        assert_eq!(e.id, Some(Id::Str("a".into())));
+        let e = decode_client(r#"{"type":"join","id":"b"}"#).unwrap_err();
+        assert_eq!(e.id, Some(Id::Str("b".into())));
+        assert!(e.message.contains("code"), "{}", e.message);
+        assert!(decode_client("{").unwrap_err().id.is_none());
+        assert!(
+            decode_client(r#"{"type":"ping","id":[1]}"#)
+                .unwrap_err()
+                .id
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn assign_requires_assignee_but_accepts_null() {
+        assert!(decode_client(r#"{"type":"assign","code":"s12345678"}"#).is_err());
+        let m = decode_client(r#"{"type":"assign","code":"s12345678","assignee":null}"#).unwrap();
+        assert!(matches!(m.msg, ClientMsg::Assign { assignee: None, .. }));
+    }
+}
