@@ -1,0 +1,7 @@
+//! Integration tests: a real broker on 127.0.0.1:0, real WebSocket and HTTP
+//! clients, one test binary.
+
+mod util;
+
+#[path = "integration/smoke.rs"]
+mod smoke;

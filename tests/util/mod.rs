@@ -1,0 +1,438 @@
+//! Test helpers: a real broker on `127.0.0.1:0`, a typed WebSocket client
+//! that waits for what it expects with a timeout, and an HTTP helper.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use casebroker::Config;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub const ALICE: &str = "alice-token-0001"; // acme admin, groups support + sales
+pub const BOB: &str = "bob-token-00002"; // acme, support
+pub const CAROL: &str = "carol-token-0003"; // acme, sales
+pub const DAVE: &str = "dave-token-00004"; // acme, support
+pub const GINA: &str = "gina-token-00005"; // globex admin, support
+pub const MODULE: &str = "acme-qs"; // acme / support
+pub const MODULE_BOB: &str = "acme-qs-bob"; // acme / support, default assignee bob
+pub const MODULE_SALES: &str = "acme-qs-sales"; // acme / sales
+pub const GLOBEX_MODULE: &str = "globex-qs"; // globex / support
+
+/// The test config: two companies, so isolation can be checked. `extra` is
+/// prepended (top-level keys such as `case_ttl = "1s"`).
+pub fn config_with(extra: &str) -> Config {
+    let text = format!(
+        r#"
+{extra}
+
+[[companies]]
+id = "acme"
+name = "ACME"
+groups = [{{ id = "support" }}, {{ id = "sales" }}]
+
+[[companies.agents]]
+id = "alice"
+name = "Alice"
+token = "{ALICE}"
+groups = ["support", "sales"]
+admin = true
+
+[[companies.agents]]
+id = "bob"
+name = "Bob"
+token = "{BOB}"
+groups = ["support"]
+
+[[companies.agents]]
+id = "carol"
+name = "Carol"
+token = "{CAROL}"
+groups = ["sales"]
+
+[[companies.agents]]
+id = "dave"
+name = "Dave"
+token = "{DAVE}"
+groups = ["support"]
+
+[[companies.modules]]
+key = "{MODULE}"
+group = "support"
+
+[[companies.modules]]
+key = "{MODULE_BOB}"
+group = "support"
+default_assignee = "bob"
+
+[[companies.modules]]
+key = "{MODULE_SALES}"
+group = "sales"
+
+[[companies]]
+id = "globex"
+name = "Globex"
+groups = [{{ id = "support" }}]
+
+[[companies.agents]]
+id = "gina"
+name = "Gina"
+token = "{GINA}"
+groups = ["support"]
+admin = true
+
+[[companies.modules]]
+key = "{GLOBEX_MODULE}"
+group = "support"
+"#
+    );
+    Config::from_toml(&text).expect("test config is valid")
+}
+
+/// A broker serving on a free loopback port, shut down when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    /// A broker on the default test config.
+    pub async fn start() -> TestServer {
+        TestServer::with_config(config_with("")).await
+    }
+
+    pub async fn with_config(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(casebroker::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A connected WebSocket that has not said hello.
+    pub async fn ws(&self) -> WsClient {
+        WsClient::connect(&self.ws_url()).await
+    }
+
+    /// An agent connection after `welcome`.
+    pub async fn agent(&self, token: &str) -> WsClient {
+        let mut ws = self.ws().await;
+        ws.send(json!({"type": "hello", "role": "agent", "token": token}))
+            .await;
+        let welcome = ws.wait_type("welcome").await;
+        assert_eq!(welcome["role"], "agent", "{welcome}");
+        ws
+    }
+
+    /// A customer connection after `welcome`.
+    pub async fn customer(&self) -> WsClient {
+        let mut ws = self.ws().await;
+        ws.send(json!({"type": "hello", "role": "customer"})).await;
+        ws.wait_type("welcome").await;
+        ws
+    }
+
+    /// One HTTP request; returns the status and the JSON body (`Null` when
+    /// the body is empty or not JSON).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, self.url(path)).timeout(WAIT);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Raw HTTP request with a raw body.
+    pub async fn http_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .timeout(WAIT)
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Stops the broker and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("broker stops within its grace period")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// A close frame with this code.
+    Code(u16),
+    /// The stream ended without a close frame.
+    Dropped,
+}
+
+/// A WebSocket client that buffers what it receives, so a test can wait
+/// for one message while others (pushes) are kept for later.
+pub struct WsClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pending: VecDeque<Value>,
+    closed: Option<Closed>,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> WsClient {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("WebSocket handshake");
+        WsClient {
+            ws,
+            pending: VecDeque::new(),
+            closed: None,
+        }
+    }
+
+    /// Sends one JSON message.
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    /// Reads the next JSON message from the socket (not the buffer), or
+    /// `None` when the connection closed.
+    async fn read(&mut self) -> Option<Value> {
+        if self.closed.is_some() {
+            return None;
+        }
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no message within {WAIT:?}; pending: {:?}", self.pending)
+                });
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(serde_json::from_str(&t).expect("server sent JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    self.closed = Some(Closed::Code(
+                        frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+                    ));
+                    return None;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => {
+                    self.closed = Some(Closed::Dropped);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next message, buffered or new. Panics when none comes in time or
+    /// the connection closed.
+    pub async fn next(&mut self) -> Value {
+        if let Some(v) = self.pending.pop_front() {
+            return v;
+        }
+        match self.read().await {
+            Some(v) => v,
+            None => panic!("connection closed: {:?}", self.closed),
+        }
+    }
+
+    /// Waits for the first message matching `pred`; the others stay
+    /// buffered, in order.
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.pending.iter().position(&pred) {
+            return self.pending.remove(i).unwrap();
+        }
+        loop {
+            match self.read().await {
+                Some(v) if pred(&v) => return v,
+                Some(v) => self.pending.push_back(v),
+                None => panic!(
+                    "connection closed ({:?}) while waiting for {what}; pending: {:?}",
+                    self.closed, self.pending
+                ),
+            }
+        }
+    }
+
+    /// Waits for the first message of this `type`.
+    pub async fn wait_type(&mut self, ty: &str) -> Value {
+        let ty = ty.to_string();
+        self.wait_for(&ty.clone(), move |v| v["type"] == ty.as_str())
+            .await
+    }
+
+    /// Sends a command with a fresh `id` and waits for the message that
+    /// echoes it (reply or error).
+    pub async fn request(&mut self, mut v: Value) -> Value {
+        let id = format!("r{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        v["id"] = json!(id);
+        self.send(v).await;
+        let want = json!(id);
+        self.wait_for(&format!("reply {id}"), move |m| m["id"] == want)
+            .await
+    }
+
+    /// Like `request`, but panics unless the reply has the given type.
+    pub async fn ok(&mut self, v: Value, ty: &str) -> Value {
+        let reply = self.request(v.clone()).await;
+        assert_eq!(reply["type"], ty, "request {v} got {reply}");
+        reply
+    }
+
+    /// Like `request`, but panics unless the reply is an `error` with this
+    /// code; returns the error.
+    pub async fn err(&mut self, v: Value, code: &str) -> Value {
+        let reply = self.request(v.clone()).await;
+        assert_eq!(reply["type"], "error", "request {v} got {reply}");
+        assert_eq!(reply["code"], code, "request {v} got {reply}");
+        reply
+    }
+
+    /// Waits for the connection to close; returns how, with the messages
+    /// received before it.
+    pub async fn closed(&mut self) -> (Closed, Vec<Value>) {
+        let mut seen: Vec<Value> = self.pending.drain(..).collect();
+        while let Some(v) = self.read().await {
+            seen.push(v);
+        }
+        (self.closed.take().unwrap_or(Closed::Dropped), seen)
+    }
+
+    /// Sends a `ping` and waits for its `pong`: everything the server sent
+    /// before the pong is then buffered, so "nothing else arrived" can be
+    /// checked with `pending()` without sleeping.
+    pub async fn sync(&mut self) {
+        self.ok(json!({"type": "ping"}), "pong").await;
+    }
+
+    /// The messages received and not yet consumed.
+    pub fn pending(&self) -> &VecDeque<Value> {
+        &self.pending
+    }
+
+    /// Drops every buffered message.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Closes the socket with a close frame.
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+/// Creates a case over WebSocket as `ws` (an agent) in `group`; returns the
+/// case object.
+pub async fn create_case(ws: &mut WsClient, group: &str) -> Value {
+    let reply = ws
+        .ok(
+            json!({"type": "create_case", "group": group, "name": "Printer down"}),
+            "case",
+        )
+        .await;
+    reply["case"].clone()
+}
+
+/// A customer connection that asked for help through `module`; returns the
+/// connection and the `joined` reply.
+pub async fn request_help(server: &TestServer, module: &str) -> (WsClient, Value) {
+    let mut c = server.customer().await;
+    let joined = c
+        .ok(
+            json!({"type": "request_help", "module": module, "name": "Ana"}),
+            "joined",
+        )
+        .await;
+    (c, joined)
+}
