@@ -27,10 +27,13 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxRx};
 use crate::protocol::{
-    Action, ChatLine, CreateCase, EndReason, From, Id, PresenceState, RequestHelp, Role, ServerMsg,
-    StreamPos, Via, close,
+    Action, AgentStatus, ChatLine, CreateCase, EndReason, From, Id, PresenceState, RequestHelp,
+    Role, ServerMsg, StreamPos, Via, close,
 };
 use crate::queue::{Filter, Replay, Stream};
+
+mod assign;
+use assign::{AUTO, AgentState, Key, Lines};
 
 /// Field limits, in Unicode characters (PRODUCT.md).
 pub mod limits {
@@ -119,6 +122,21 @@ struct CaseEntry {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     assigned_at: Option<DateTime<Utc>>,
+    /// Who made the current assignment: an agent id, or `auto`.
+    assigned_by: Option<String>,
+    /// The assignee who last gave the case back to the line; automation
+    /// prefers anyone else.
+    returned_by: Option<String>,
+    /// The current assignee has sat in the session (orphan rule).
+    assignee_joined: bool,
+    /// Creation order, the line's sort key.
+    line_seq: u64,
+    /// The agent whose load counts this case (reconciled in `commit`).
+    counted_for: Option<String>,
+    /// In its group's waiting line (reconciled in `commit`).
+    in_line: bool,
+    /// The last `queue` position told to the customer.
+    last_position: Option<usize>,
     expires_at: DateTime<Utc>,
     closed_at: Option<DateTime<Utc>>,
     closed_by: Option<String>,
@@ -132,9 +150,9 @@ struct CaseEntry {
     transcript: VecDeque<ChatLine>,
     expiry_deadline: Instant,
     purge_deadline: Option<Instant>,
-    /// The last `status` push sent to the seats, so that one is sent only
-    /// when something in it changed.
-    last_pushed: Option<(Status, bool, bool)>,
+    /// The last `status` push sent to the seats (with the assignee), so
+    /// that one is sent only when something in it changed.
+    last_pushed: Option<(Status, bool, bool, Option<String>)>,
 }
 
 impl CaseEntry {
@@ -170,6 +188,7 @@ impl CaseEntry {
             created_at: self.created_at,
             updated_at: self.updated_at,
             assigned_at: self.assigned_at,
+            assigned_by: self.assigned_by.clone(),
             expires_at: self.expires_at,
             closed_at: self.closed_at,
             closed_by: self.closed_by.clone(),
@@ -213,10 +232,12 @@ struct Conn {
     subscribed: Option<String>,
 }
 
-/// Presence of one agent, across its connections.
-struct AgentLive {
-    conns: usize,
-    presence: PresenceState,
+/// Which deadline a timer entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Expiry,
+    Purge,
+    Orphan,
 }
 
 #[derive(Default)]
@@ -224,10 +245,16 @@ struct State {
     cases: HashMap<SessionCode, CaseEntry>,
     conns: HashMap<ConnId, Conn>,
     streams: HashMap<String, Stream>,
-    agents: HashMap<(String, String), AgentLive>,
-    expiries: BTreeSet<(Instant, SessionCode)>,
-    purges: BTreeSet<(Instant, SessionCode)>,
+    agents: HashMap<Key, AgentState>,
+    lines: Lines,
+    /// Round robin: the config index of the last agent picked, per line.
+    rr: HashMap<Key, usize>,
+    /// Counts automatic assignments, to order agents by their last one.
+    auto_counter: u64,
+    /// Expiry, purge and orphan deadlines, earliest first.
+    timers: BTreeSet<(Instant, Timer, SessionCode)>,
     next_conn: ConnId,
+    next_case_seq: u64,
 }
 
 /// Filters and paging of `GET /v1/cases`.
@@ -296,6 +323,12 @@ impl Broker {
         let dir = Directory::new(&config);
         let mut state = State::default();
         for company in dir.companies() {
+            for agent in &company.agents {
+                state.agents.insert(
+                    (company.id.clone(), agent.id.clone()),
+                    AgentState::new(agent.clone()),
+                );
+            }
             state
                 .streams
                 .insert(company.id.clone(), Stream::new(config.history_events));
@@ -344,20 +377,6 @@ impl Broker {
         let mut st = self.state();
         st.next_conn += 1;
         let id = st.next_conn;
-        if let Some(agent) = &agent {
-            let live = st
-                .agents
-                .entry((agent.company.clone(), agent.id.clone()))
-                .or_insert(AgentLive {
-                    conns: 0,
-                    presence: PresenceState::Available,
-                });
-            live.conns += 1;
-            if live.conns == 1 {
-                // Presence right after `hello` is `available`.
-                live.presence = PresenceState::Available;
-            }
-        }
         st.conns.insert(
             id,
             Conn {
@@ -369,6 +388,9 @@ impl Broker {
                 subscribed: None,
             },
         );
+        if let Some(agent) = &st.conns[&id].agent.clone() {
+            st.agent_connected(&self.shared, agent);
+        }
         drop(st);
         self.shared.metrics.connection_opened(role);
         (id, outbox, rx)
@@ -397,13 +419,7 @@ impl Broker {
             }
         }
         if let Some(agent) = &c.agent {
-            let key = (agent.company.clone(), agent.id.clone());
-            if let Some(live) = st.agents.get_mut(&key) {
-                live.conns -= 1;
-                if live.conns == 0 {
-                    st.agents.remove(&key);
-                }
-            }
+            st.agent_disconnected(&self.shared, agent);
         }
         drop(st);
         self.shared.metrics.connection_closed(c.role);
@@ -445,10 +461,12 @@ impl Broker {
                 customer,
                 source: Source::Manual,
                 created_by: agent.id.clone(),
+                assigned_by: req.assignee.as_ref().map(|_| agent.id.clone()),
                 assignee: req.assignee,
             },
         );
         st.commit(&self.shared, &code, Action::Created);
+        st.dispatch(&self.shared, &agent.company);
         Ok(st.cases[&code].view())
     }
 
@@ -493,11 +511,13 @@ impl Broker {
                 customer,
                 source,
                 created_by: "customer".into(),
+                assigned_by: module.default_assignee.as_ref().map(|_| AUTO.to_string()),
                 assignee: module.default_assignee.clone(),
             },
         );
         let token = conn.map(|conn| st.seat_customer(&code, conn, None));
         st.commit(&self.shared, &code, Action::Created);
+        st.dispatch(&self.shared, &module.company);
         Ok((st.cases[&code].customer_view(dir), token))
     }
 
@@ -539,8 +559,10 @@ impl Broker {
         if e.assignee == assignee {
             return Ok(e.view());
         }
-        st.set_assignee(&self.shared, &code, assignee);
+        st.set_assignee(&self.shared, &code, assignee, Some(agent.id.clone()));
         st.commit(&self.shared, &code, Action::Updated);
+        // The old assignee has room again, or the case waits in the line.
+        st.dispatch(&self.shared, &agent.company);
         Ok(st.cases[&code].view())
     }
 
@@ -561,11 +583,19 @@ impl Broker {
         }
         let current = e.assignee.clone();
         match current.as_deref() {
-            None => st.set_assignee(&self.shared, &code, Some(agent.id.clone())),
+            None => st.set_assignee(
+                &self.shared,
+                &code,
+                Some(agent.id.clone()),
+                Some(agent.id.clone()),
+            ),
             Some(id) if id == agent.id => {}
-            Some(_) if takeover && agent.admin => {
-                st.set_assignee(&self.shared, &code, Some(agent.id.clone()))
-            }
+            Some(_) if takeover && agent.admin => st.set_assignee(
+                &self.shared,
+                &code,
+                Some(agent.id.clone()),
+                Some(agent.id.clone()),
+            ),
             Some(_) if takeover => {
                 return Err(Error::forbidden("only admins may take over a case"));
             }
@@ -579,10 +609,15 @@ impl Broker {
         let e = st.cases.get_mut(&code).expect("checked above");
         e.supporter_seat.add(conn, &outbox);
         e.ever_occupied = true;
+        e.assignee_joined = true;
         if let Some(c) = st.conns.get_mut(&conn) {
             c.sessions.insert(code.clone());
         }
         st.commit(&self.shared, &code, Action::Updated);
+        if current.is_some_and(|prev| prev != agent.id) {
+            // A takeover freed room for the previous assignee.
+            st.dispatch(&self.shared, &agent.company);
+        }
         Ok(st.cases[&code].view())
     }
 
@@ -711,7 +746,9 @@ impl Broker {
         e.terminal = Some(Terminal::Closed);
         e.closed_at = Some(Utc::now());
         e.closed_by = Some(closed_by);
+        let company = e.company.clone();
         st.finish(&self.shared, &code, EndReason::Closed);
+        st.dispatch(&self.shared, &company);
         let e = &st.cases[&code];
         Ok((e.view(), e.customer_view(&self.shared.dir)))
     }
@@ -732,18 +769,18 @@ impl Broker {
         st.end_seats(&code, EndReason::Deleted, true);
         st.commit(&self.shared, &code, Action::Deleted);
         st.remove_case(&code);
+        st.dispatch(&self.shared, &agent.company);
         Ok(code)
     }
 
     /// `presence`: an agent's availability, shared by all its connections.
     pub fn set_presence(&self, agent: &Agent, state: PresenceState) {
-        let mut st = self.state();
-        if let Some(live) = st
-            .agents
-            .get_mut(&(agent.company.clone(), agent.id.clone()))
-        {
-            live.presence = state;
-        }
+        self.state().set_presence(&self.shared, agent, state);
+    }
+
+    /// `GET /v1/agents`: the agents of the caller's company.
+    pub fn agents(&self, agent: &Agent) -> Vec<AgentStatus> {
+        self.state().agent_statuses(&self.shared, &agent.company)
     }
 
     /// `chat` from a seated connection to the other seat. Kept in the
@@ -955,32 +992,32 @@ impl Broker {
             .collect()
     }
 
-    /// Expires and purges what is due; returns the next deadline.
+    /// Expires, purges and returns orphans as they fall due; returns the
+    /// next deadline.
     pub fn run_timers(&self, now: Instant) -> Option<Instant> {
         let mut st = self.state();
-        while let Some((at, code)) = st.expiries.first().cloned() {
+        while let Some((at, timer, code)) = st.timers.first().cloned() {
             if at > now {
-                break;
+                return Some(at);
             }
-            st.expiries.pop_first();
-            if let Some(e) = st.cases.get_mut(&code)
-                && e.is_open()
-            {
-                e.terminal = Some(Terminal::Expired);
-                st.finish(&self.shared, &code, EndReason::Expired);
+            st.timers.pop_first();
+            match timer {
+                Timer::Expiry => {
+                    if let Some(e) = st.cases.get_mut(&code)
+                        && e.is_open()
+                    {
+                        e.terminal = Some(Terminal::Expired);
+                        let company = e.company.clone();
+                        st.finish(&self.shared, &code, EndReason::Expired);
+                        st.dispatch(&self.shared, &company);
+                    }
+                }
+                // Purging after retention emits nothing.
+                Timer::Purge => st.remove_case(&code),
+                Timer::Orphan => st.check_orphan(&self.shared, &code, now),
             }
         }
-        while let Some((at, code)) = st.purges.first().cloned() {
-            if at > now {
-                break;
-            }
-            st.purges.pop_first();
-            // Purging after retention emits nothing.
-            st.remove_case(&code);
-        }
-        let next_expiry = st.expiries.first().map(|(at, _)| *at);
-        let next_purge = st.purges.first().map(|(at, _)| *at);
-        next_expiry.into_iter().chain(next_purge).min()
+        None
     }
 
     /// Resolves when a deadline earlier than the known ones was added.
@@ -1009,6 +1046,7 @@ struct NewCase {
     source: Source,
     created_by: String,
     assignee: Option<String>,
+    assigned_by: Option<String>,
 }
 
 impl State {
@@ -1076,6 +1114,12 @@ impl State {
         let now = Utc::now();
         let deadline = Instant::now() + config.case_ttl;
         let assigned_at = new.assignee.as_ref().map(|_| now);
+        self.next_case_seq += 1;
+        let orphan_check = new.assigned_by.as_deref() == Some(AUTO)
+            && new
+                .assignee
+                .as_ref()
+                .is_some_and(|a| !self.is_online(&new.company, a));
         self.cases.insert(
             code.clone(),
             CaseEntry {
@@ -1091,6 +1135,13 @@ impl State {
                 created_at: now,
                 updated_at: now,
                 assigned_at,
+                assigned_by: new.assigned_by,
+                returned_by: None,
+                assignee_joined: false,
+                line_seq: self.next_case_seq,
+                counted_for: None,
+                in_line: false,
+                last_position: None,
                 expires_at: add_duration(now, config.case_ttl),
                 closed_at: None,
                 closed_by: None,
@@ -1106,18 +1157,28 @@ impl State {
                 last_pushed: None,
             },
         );
-        self.add_timer(shared, true, deadline, &code);
+        self.add_timer(shared, Timer::Expiry, deadline, &code);
+        if orphan_check {
+            self.add_timer(
+                shared,
+                Timer::Orphan,
+                Instant::now() + config.orphan_timeout,
+                &code,
+            );
+        }
         code
     }
 
-    fn add_timer(&mut self, shared: &Shared, expiry: bool, at: Instant, code: &SessionCode) {
-        let set = if expiry {
-            &mut self.expiries
-        } else {
-            &mut self.purges
-        };
-        let earliest = set.first().is_none_or(|(first, _)| at < *first);
-        set.insert((at, code.clone()));
+    fn is_online(&self, company: &str, agent: &str) -> bool {
+        self.agents
+            .get(&(company.to_string(), agent.to_string()))
+            .is_some_and(|a| a.conns > 0)
+    }
+
+    /// Adds a deadline; wakes the timer task when it is the earliest.
+    fn add_timer(&mut self, shared: &Shared, timer: Timer, at: Instant, code: &SessionCode) {
+        let earliest = self.timers.first().is_none_or(|(first, _, _)| at < *first);
+        self.timers.insert((at, timer, code.clone()));
         if earliest {
             shared.timers_changed.notify_one();
         }
@@ -1149,18 +1210,41 @@ impl State {
         {
             if !e.customer_seat.occupied() {
                 e.customer_left = Some(Instant::now());
+                e.last_position = None;
             }
             self.commit(shared, code, Action::Updated);
         }
     }
 
-    /// Changes the assignee; the previous assignee's connections in the
-    /// session get `ended` with reason `reassigned`.
-    fn set_assignee(&mut self, _shared: &Shared, code: &SessionCode, assignee: Option<String>) {
+    /// Changes the assignee (`by`: an agent id or `auto`); the previous
+    /// assignee's connections in the session get `ended` with reason
+    /// `reassigned`. A case given back to the line remembers who had it.
+    fn set_assignee(
+        &mut self,
+        shared: &Shared,
+        code: &SessionCode,
+        assignee: Option<String>,
+        by: Option<String>,
+    ) {
         self.end_seats(code, EndReason::Reassigned, false);
-        if let Some(e) = self.cases.get_mut(code) {
-            e.assigned_at = assignee.as_ref().map(|_| Utc::now());
-            e.assignee = assignee;
+        let Some(e) = self.cases.get_mut(code) else {
+            return;
+        };
+        if assignee.is_none() {
+            e.returned_by = e.assignee.take();
+        }
+        e.assigned_at = assignee.as_ref().map(|_| Utc::now());
+        e.assignee_joined = false;
+        let orphan_check = by.as_deref() == Some(AUTO);
+        e.assigned_by = assignee.as_ref().and(by);
+        e.assignee = assignee;
+        let (company, assignee) = (e.company.clone(), e.assignee.clone());
+        if orphan_check
+            && let Some(a) = assignee
+            && !self.is_online(&company, &a)
+        {
+            let at = Instant::now() + shared.config.orphan_timeout;
+            self.add_timer(shared, Timer::Orphan, at, code);
         }
     }
 
@@ -1203,19 +1287,20 @@ impl State {
         self.end_seats(code, reason, true);
         let purge_at = Instant::now() + shared.config.retention;
         if let Some(e) = self.cases.get_mut(code) {
-            let key = (e.expiry_deadline, code.clone());
+            let key = (e.expiry_deadline, Timer::Expiry, code.clone());
             e.purge_deadline = Some(purge_at);
-            self.expiries.remove(&key);
+            self.timers.remove(&key);
         }
-        self.add_timer(shared, false, purge_at, code);
+        self.add_timer(shared, Timer::Purge, purge_at, code);
         self.commit(shared, code, Action::Updated);
     }
 
     fn remove_case(&mut self, code: &SessionCode) {
         if let Some(e) = self.cases.remove(code) {
-            self.expiries.remove(&(e.expiry_deadline, code.clone()));
+            self.timers
+                .remove(&(e.expiry_deadline, Timer::Expiry, code.clone()));
             if let Some(at) = e.purge_deadline {
-                self.purges.remove(&(at, code.clone()));
+                self.timers.remove(&(at, Timer::Purge, code.clone()));
             }
         }
     }
@@ -1224,6 +1309,7 @@ impl State {
     /// its seats when their status line changed, and emit the company's
     /// event. `Deleted` sends the case as it last was.
     fn commit(&mut self, shared: &Shared, code: &SessionCode, action: Action) {
+        let waiting_line = self.reconcile(code, action);
         let Some(e) = self.cases.get_mut(code) else {
             return;
         };
@@ -1235,9 +1321,10 @@ impl State {
             view.status,
             view.customer_connected,
             view.supporter_connected,
+            view.assignee.clone(),
         );
-        if e.last_pushed != Some(line) && action != Action::Deleted {
-            e.last_pushed = Some(line);
+        if e.last_pushed.as_ref() != Some(&line) && action != Action::Deleted {
+            e.last_pushed = Some(line.clone());
             let msg = ServerMsg::Status {
                 code: code.clone(),
                 status: line.0,
@@ -1250,6 +1337,9 @@ impl State {
         if let Some(stream) = self.streams.get_mut(&view.company) {
             stream.publish(action, &view);
             shared.metrics.event_emitted();
+        }
+        if let Some(waiting_line) = waiting_line {
+            self.push_positions(&waiting_line);
         }
     }
 }

@@ -215,6 +215,8 @@ pub struct CaseView {
     pub updated_at: DateTime<Utc>,
     #[serde(serialize_with = "ser_opt_time")]
     pub assigned_at: Option<DateTime<Utc>>,
+    /// Who made the current assignment: an agent id, or `auto`.
+    pub assigned_by: Option<String>,
     #[serde(serialize_with = "ser_time")]
     pub expires_at: DateTime<Utc>,
     #[serde(serialize_with = "ser_opt_time")]

@@ -49,6 +49,10 @@ pub struct Config {
     /// its holder left. Default `120s`.
     #[serde(with = "humantime_serde")]
     pub seat_grace: Duration,
+    /// An automatically assigned case whose assignee stays offline this
+    /// long without joining goes back to the line. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub orphan_timeout: Duration,
     /// Deadline for the `hello` message. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub hello_timeout: Duration,
@@ -80,6 +84,7 @@ impl Default for Config {
             retention: Duration::from_secs(30 * 24 * 3600),
             snapshot_window: Duration::from_secs(24 * 3600),
             seat_grace: Duration::from_secs(120),
+            orphan_timeout: Duration::from_secs(300),
             hello_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             allowed_origins: vec![

@@ -36,6 +36,7 @@ pub fn app(state: App) -> Router {
         .route("/v1/cases/{code}/close", post(close))
         .route("/v1/cases/{code}/transcript", get(transcript))
         .route("/v1/help", post(help))
+        .route("/v1/agents", get(agents))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })
@@ -215,6 +216,10 @@ async fn delete_case(
 ) -> ApiResult<Response> {
     app.broker.delete(&agent, &code)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn agents(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
+    Json(json!({ "agents": app.broker.agents(&agent) })).into_response()
 }
 
 async fn help(State(app): State<App>, raw: Result<Bytes, BytesRejection>) -> ApiResult<Response> {

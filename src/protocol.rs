@@ -210,6 +210,18 @@ pub fn decode_client(text: &str) -> Result<Envelope<ClientMsg>, DecodeError> {
     }
 }
 
+/// An agent's presence and load, for dashboards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub id: String,
+    pub name: String,
+    pub groups: Vec<String>,
+    pub online: bool,
+    pub presence: PresenceState,
+    pub open_cases: u32,
+    pub max_cases: u32,
+}
+
 /// An agent as `welcome` describes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentInfo {
@@ -331,6 +343,13 @@ pub enum ServerMsg {
     Ended {
         code: SessionCode,
         reason: EndReason,
+    },
+    Queue {
+        code: SessionCode,
+        position: usize,
+    },
+    Agent {
+        agent: AgentStatus,
     },
     Error {
         code: ErrorCode,

@@ -110,6 +110,17 @@ impl Stream {
         self.seq
     }
 
+    /// Sends a push outside the event sequence (no `seq`, not replayed) to
+    /// every subscriber, e.g. an agent's presence.
+    pub fn push_all(&mut self, msg: &ServerMsg) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let frame = Utf8Bytes::from(msg.to_text(None));
+        self.subscribers
+            .retain(|_, sub| sub.outbox.push_shared(frame.clone()));
+    }
+
     /// Adds (or replaces) a connection's subscription.
     pub fn subscribe(&mut self, conn: u64, filter: Filter, outbox: Outbox) {
         self.subscribers.insert(conn, Subscriber { filter, outbox });
