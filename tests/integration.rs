@@ -5,3 +5,5 @@ mod util;
 
 #[path = "integration/smoke.rs"]
 mod smoke;
+#[path = "integration/bad_input.rs"]
+mod bad_input;
