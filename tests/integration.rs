@@ -7,3 +7,5 @@ mod util;
 mod smoke;
 #[path = "integration/bad_input.rs"]
 mod bad_input;
+#[path = "integration/queue.rs"]
+mod queue;
