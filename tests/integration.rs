@@ -9,3 +9,7 @@ mod smoke;
 mod bad_input;
 #[path = "integration/queue.rs"]
 mod queue;
+#[path = "integration/sessions.rs"]
+mod sessions;
+#[path = "integration/http_api.rs"]
+mod http_api;
