@@ -13,3 +13,5 @@ mod queue;
 mod sessions;
 #[path = "integration/http_api.rs"]
 mod http_api;
+#[path = "integration/golden.rs"]
+mod golden;
