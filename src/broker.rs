@@ -26,6 +26,7 @@ use crate::directory::{Agent, Directory};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxRx};
+use crate::protocol::SignalFrom;
 use crate::protocol::{
     Action, AgentStatus, ChatLine, CreateCase, EndReason, From, Id, PresenceState, RequestHelp,
     Role, ServerMsg, StreamPos, Via, close,
@@ -532,7 +533,7 @@ impl Broker {
             .agent(target)
             .ok_or_else(|| Error::bad_request(format!("unknown agent \"{target}\"")))?;
         if !agent.member_of(group) {
-            return Err(Error::bad_request(format!(
+            return Err(Error::forbidden(format!(
                 "agent \"{target}\" is not a member of group \"{group}\""
             )));
         }
@@ -544,14 +545,14 @@ impl Broker {
         let code = parse_code(code)?;
         let mut st = self.state();
         let e = st.visible_case(&code, agent)?;
-        if let Some(target) = &assignee {
-            self.assignable(agent, &e.group, target)?;
-        }
         let allowed = agent.admin
             || e.assignee.as_deref() == Some(agent.id.as_str())
             || (e.assignee.is_none() && agent.member_of(&e.group));
         if !allowed {
             return Err(Error::forbidden("you may not assign this case"));
+        }
+        if let Some(target) = &assignee {
+            self.assignable(agent, &e.group, target)?;
         }
         if !e.is_open() {
             return Err(Error::conflict("the case is no longer open"));
@@ -834,7 +835,7 @@ impl Broker {
         };
         other.push(&ServerMsg::Signal {
             code: code.clone(),
-            from: From { role, name: None },
+            from: SignalFrom { role },
             data,
         });
         Ok(code)

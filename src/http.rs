@@ -40,6 +40,10 @@ pub fn app(state: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })
+        .method_not_allowed_fallback(|| async {
+            let body = json!({ "code": ErrorCode::BadRequest, "message": "method not allowed" });
+            (StatusCode::METHOD_NOT_ALLOWED, Json(body))
+        })
         .layer(axum::extract::DefaultBodyLimit::max(max))
         .with_state(state)
 }

@@ -259,12 +259,18 @@ pub enum EndReason {
     Reassigned,
 }
 
-/// The sender of a relayed `chat` or `signal`.
+/// The sender of a relayed `chat`: its role and name (`null` when a
+/// customer gave none).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct From {
     pub role: Role,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// The sender of a relayed `signal`: its role alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignalFrom {
+    pub role: Role,
 }
 
 /// One chat line, as pushed and as kept in the transcript.
@@ -337,7 +343,7 @@ pub enum ServerMsg {
     },
     Signal {
         code: SessionCode,
-        from: From,
+        from: SignalFrom,
         data: Value,
     },
     Ended {

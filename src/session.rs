@@ -248,7 +248,7 @@ fn handle(
     let id = env.id;
     let result = match who {
         Peer::Agent(agent) => agent_command(broker, conn, agent, env.msg, id.as_ref()),
-        Peer::Customer => customer_command(broker, conn, env.msg),
+        Peer::Customer => customer_command(broker, conn, env.msg, id.as_ref()),
     };
     (id, true, result)
 }
@@ -312,6 +312,7 @@ fn customer_command(
     broker: &Broker,
     conn: ConnId,
     msg: ClientMsg,
+    id: Option<&Id>,
 ) -> Result<Option<ServerMsg>, Error> {
     Ok(Some(match msg {
         ClientMsg::Hello { .. } => return Err(Error::bad_request("hello was already said")),
@@ -341,7 +342,7 @@ fn customer_command(
         },
         ClientMsg::Signal { data, .. } => {
             let code = broker.signal(conn, None, data)?;
-            return Ok(Some(ServerMsg::Sent { code }));
+            return Ok(id.map(|_| ServerMsg::Sent { code }));
         }
         ClientMsg::Leave { .. } => ServerMsg::Left {
             code: broker.leave(conn, None)?,

@@ -1037,10 +1037,11 @@ async fn an_admin_assigns_to_anyone_in_the_group_or_back_to_the_line() {
         .await;
     assert_eq!(r["case"]["assignee"], "bob", "{r}");
 
+    // Carol is not in the case's group: anything else is forbidden.
     alice
         .err(
             json!({"type": "assign", "code": code, "assignee": "carol"}),
-            "bad_request",
+            "forbidden",
         )
         .await;
     alice
@@ -1129,11 +1130,12 @@ async fn a_plain_agent_assigns_by_the_rules() {
     .await;
     assert_eq!(get_case(&server, &k2).await["assignee"], "dave");
 
-    // Not a member of the group: bad_request.
+    // Not a member of the group: forbidden, like anything else the rules
+    // do not allow.
     let k4 = code_of(&create_case(&mut alice, "support").await);
     bob.err(
         json!({"type": "assign", "code": k4, "assignee": "carol"}),
-        "bad_request",
+        "forbidden",
     )
     .await;
     assert_eq!(get_case(&server, &k4).await["assignee"], Value::Null);
