@@ -46,7 +46,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("== the customer's app asks for help with the demo module key");
     let (mut customer, _) = tokio_tungstenite::connect_async(&url).await?;
-    send(&mut customer, "customer", json!({"type": "hello", "role": "customer"})).await?;
+    send(
+        &mut customer,
+        "customer",
+        json!({"type": "hello", "role": "customer"}),
+    )
+    .await?;
     until(&mut customer, "customer", "welcome").await?;
     send(
         &mut customer,
@@ -59,22 +64,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n== the session code is {code}; bob (an agent) joins it");
 
     let (mut agent, _) = tokio_tungstenite::connect_async(&url).await?;
-    send(&mut agent, "bob", json!({"type": "hello", "role": "agent", "token": "demo-bob-token"})).await?;
+    send(
+        &mut agent,
+        "bob",
+        json!({"type": "hello", "role": "agent", "token": "demo-bob-token"}),
+    )
+    .await?;
     until(&mut agent, "bob", "welcome").await?;
-    send(&mut agent, "bob", json!({"type": "join", "id": 2, "code": code})).await?;
+    send(
+        &mut agent,
+        "bob",
+        json!({"type": "join", "id": 2, "code": code}),
+    )
+    .await?;
     until(&mut agent, "bob", "joined").await?;
     until(&mut customer, "customer", "status").await?;
 
     println!("\n== they chat");
-    send(&mut agent, "bob", json!({"type": "chat", "id": 3, "code": code, "text": "Hi Ana, I'm on it."})).await?;
+    send(
+        &mut agent,
+        "bob",
+        json!({"type": "chat", "id": 3, "code": code, "text": "Hi Ana, I'm on it."}),
+    )
+    .await?;
     until(&mut customer, "customer", "chat").await?;
-    send(&mut customer, "customer", json!({"type": "chat", "id": 4, "text": "Thank you!"})).await?;
+    send(
+        &mut customer,
+        "customer",
+        json!({"type": "chat", "id": 4, "text": "Thank you!"}),
+    )
+    .await?;
     until(&mut agent, "bob", "chat").await?;
 
     println!("\n== bob closes the case; the customer is told and disconnected");
-    send(&mut agent, "bob", json!({"type": "close", "id": 5, "code": code})).await?;
+    send(
+        &mut agent,
+        "bob",
+        json!({"type": "close", "id": 5, "code": code}),
+    )
+    .await?;
     until(&mut agent, "bob", "case").await?;
     until(&mut customer, "customer", "ended").await?;
-    println!("\nDone. The case is in `GET /v1/cases/{code}` (Authorization: Bearer demo-alice-token).");
+    println!(
+        "\nDone. The case is in `GET /v1/cases/{code}` (Authorization: Bearer demo-alice-token)."
+    );
     Ok(())
 }

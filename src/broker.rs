@@ -374,7 +374,8 @@ impl Broker {
     /// Registers a connection after its `hello`; returns its id and the
     /// receiving end of its outbox.
     pub fn connect(&self, role: Role, agent: Option<Arc<Agent>>) -> (ConnId, Outbox, OutboxRx) {
-        let (outbox, rx) = Outbox::new(self.shared.config.outbox_messages);
+        let config = &self.shared.config;
+        let (outbox, rx) = Outbox::new(config.outbox_messages, config.outbox_bytes);
         let mut st = self.state();
         st.next_conn += 1;
         let id = st.next_conn;

@@ -72,6 +72,56 @@ pub struct Config {
     pub outbox_messages: usize,
     /// The largest client message, in bytes. Default 65536 (the protocol's).
     pub max_message_bytes: usize,
+    /// Bytes a connection's outbound queue may hold (one larger message,
+    /// such as a big snapshot, is let through alone). Default 4 MiB.
+    pub outbox_bytes: usize,
+    /// Open TCP connections the broker serves; past it, new connections get
+    /// HTTP 503. Default: derived from the open-file limit at start-up.
+    pub max_connections: Option<usize>,
+    /// WebSocket connections one client address may hold. Default 1000.
+    pub max_connections_per_ip: usize,
+    /// Messages a connection may send per second, sustained. Default 50.
+    pub messages_per_second: u32,
+    /// Messages a connection may send in a burst. Default 100.
+    pub message_burst: u32,
+    /// Failed code joins one address may make per minute before it backs
+    /// off (answered `rate_limited`). Default 10.
+    pub failed_joins_per_minute: u32,
+    /// The longest back-off of an address; each block doubles up to it.
+    /// Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub max_join_backoff: Duration,
+    /// Failed joins per minute, all addresses together, past which a
+    /// warning is logged and `casebroker_join_failure_alarm` is 1. Default 1000.
+    pub failed_join_alarm_per_minute: u64,
+    /// `request_help` / `POST /v1/help` per client address per minute. Default 30.
+    pub help_per_ip_per_minute: u32,
+    /// `request_help` / `POST /v1/help` per module key per minute. Default 600.
+    pub help_per_module_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` is believed. Default none.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Deadline for the HTTP request line and headers (the WebSocket
+    /// handshake). Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A WebSocket ping is sent this often. Default `25s`.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A connection that answers no ping within this is closed. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// A socket write that takes longer closes the connection. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// WebSocket read buffer per connection, in bytes. Default 4096.
+    pub read_buffer_bytes: usize,
+    /// Bytes buffered before a write reaches the socket. Default 65536.
+    pub write_buffer_bytes: usize,
+    /// The most a connection's write buffer may hold. Default 64 MiB.
+    pub max_write_buffer_bytes: usize,
+    /// A separate listener for `/metrics` alone. Default none (`/metrics`
+    /// is on the main listener).
+    pub metrics_listen: Option<SocketAddr>,
     /// Companies (tenants). The demo company when none are configured.
     pub companies: Vec<CompanyConfig>,
 }
@@ -95,6 +145,25 @@ impl Default for Config {
             history_events: 10_000,
             outbox_messages: 4096,
             max_message_bytes: 64 * 1024,
+            outbox_bytes: 4 * 1024 * 1024,
+            max_connections: None,
+            max_connections_per_ip: 1000,
+            messages_per_second: 50,
+            message_burst: 100,
+            failed_joins_per_minute: 10,
+            max_join_backoff: Duration::from_secs(300),
+            failed_join_alarm_per_minute: 1000,
+            help_per_ip_per_minute: 30,
+            help_per_module_per_minute: 600,
+            trusted_proxies: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 64 * 1024,
+            max_write_buffer_bytes: 64 * 1024 * 1024,
+            metrics_listen: None,
             companies: Vec::new(),
         }
     }
@@ -268,6 +337,12 @@ group = "support"
             ("case_ttl", self.case_ttl),
             ("retention", self.retention),
             ("hello_timeout", self.hello_timeout),
+            ("orphan_timeout", self.orphan_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("ping_interval", self.ping_interval),
+            ("pong_timeout", self.pong_timeout),
+            ("write_timeout", self.write_timeout),
+            ("max_join_backoff", self.max_join_backoff),
         ] {
             if d.is_zero() {
                 return Err(invalid(field, "must be more than zero"));
@@ -276,10 +351,39 @@ group = "support"
         for (field, n) in [
             ("history_events", self.history_events),
             ("outbox_messages", self.outbox_messages),
+            ("outbox_bytes", self.outbox_bytes),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_connections", self.max_connections.unwrap_or(1)),
+            ("messages_per_second", self.messages_per_second as usize),
+            ("message_burst", self.message_burst as usize),
+            (
+                "failed_joins_per_minute",
+                self.failed_joins_per_minute as usize,
+            ),
+            (
+                "help_per_ip_per_minute",
+                self.help_per_ip_per_minute as usize,
+            ),
+            (
+                "help_per_module_per_minute",
+                self.help_per_module_per_minute as usize,
+            ),
         ] {
-            if n == 0 || n > 10_000_000 {
-                return Err(invalid(field, "must be between 1 and 10000000"));
+            if n == 0 || n > 1_000_000_000 {
+                return Err(invalid(field, "must be between 1 and 1000000000"));
             }
+        }
+        if !(256..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
+            return Err(invalid(
+                "read_buffer_bytes",
+                "must be between 256 and 16777216",
+            ));
+        }
+        if self.max_write_buffer_bytes <= self.write_buffer_bytes + self.max_message_bytes {
+            return Err(invalid(
+                "max_write_buffer_bytes",
+                "must be larger than write_buffer_bytes + max_message_bytes",
+            ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
             return Err(invalid(

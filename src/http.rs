@@ -14,16 +14,17 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::App;
-use crate::broker::ListQuery;
+use crate::broker::{Broker, ListQuery};
 use crate::case::Status;
 use crate::directory::Agent;
 use crate::error::Error;
 use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp};
+use crate::server::TcpSlot;
 
 /// The whole router, testable without a server.
 pub fn app(state: App) -> Router {
@@ -110,27 +111,48 @@ async fn ws_upgrade(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    slot: Option<Extension<TcpSlot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let config = app.broker.config();
     // Browsers always send Origin; other clients need not.
     if let Some(origin) = headers.get(header::ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|o| {
-            app.broker
-                .config()
+            config
                 .allowed_origins
                 .iter()
                 .any(|a| a.eq_ignore_ascii_case(o))
         });
         if !allowed {
+            app.broker.metrics().refused("origin");
             return ApiError(Error::forbidden("origin not allowed")).into_response();
         }
     }
-    let max = app.broker.config().max_message_bytes;
+    let ip = app.guard.client_ip(peer, &headers);
+    let Some(permit) = app.guard.admit(ip) else {
+        app.broker.metrics().refused("per_ip");
+        return ApiError(Error::new(
+            ErrorCode::RateLimited,
+            "too many connections from your address",
+        ))
+        .into_response();
+    };
     let tracker = app.tracker.clone();
+    // Small read buffers keep idle connections cheap; the write buffer
+    // batches a burst of events into few syscalls.
     ws.protocols(["casebroker.v1"])
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| tracker.track_future(crate::session::run(socket, app, peer)))
+        .max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_message_bytes)
+        .read_buffer_size(config.read_buffer_bytes)
+        .write_buffer_size(config.write_buffer_bytes)
+        .max_write_buffer_size(config.max_write_buffer_bytes)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                // The TCP slot is held until the socket is really gone.
+                let _slot = slot;
+                crate::session::run(socket, app, ip, permit).await
+            })
+        })
 }
 
 async fn create_case(
@@ -226,8 +248,20 @@ async fn agents(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response
     Json(json!({ "agents": app.broker.agents(&agent) })).into_response()
 }
 
-async fn help(State(app): State<App>, raw: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+async fn help(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
     let req: RequestHelp = body(raw)?;
+    let ip = app.guard.client_ip(peer, &headers);
+    let known = app
+        .broker
+        .directory()
+        .module(&req.module)
+        .map(|_| req.module.as_str());
+    app.guard.check_help(ip, known)?;
     let (view, _) = app.broker.request_help(None, req)?;
     Ok((
         StatusCode::CREATED,
@@ -237,7 +271,22 @@ async fn help(State(app): State<App>, raw: Result<Bytes, BytesRejection>) -> Api
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let text = app.broker.metrics().render(&app.broker.count_by_status());
+    render_metrics(&app.broker)
+}
+
+/// `/metrics` alone, for `metrics_listen`.
+pub fn metrics_app(broker: Broker) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let broker = broker.clone();
+            async move { render_metrics(&broker) }
+        }),
+    )
+}
+
+fn render_metrics(broker: &Broker) -> Response {
+    let text = broker.metrics().render(&broker.count_by_status());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -76,16 +76,43 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+/// Files kept free for everything that is not a client connection (the
+/// listeners, logs, /proc reads).
+const RESERVED_FILES: u64 = 64;
+
+async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
+    // Raise the soft open-file limit to the hard one; every connection is a
+    // file, so that limit decides the capacity. Beyond it the broker answers
+    // 503 rather than failing to accept.
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let derived = files.saturating_sub(RESERVED_FILES).max(1) as usize;
+    let capacity = *config.max_connections.get_or_insert(derived);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "casebroker listening");
+    tracing::info!(%addr, open_files = files, capacity, "casebroker listening");
+    if let Some(l) = &metrics_listener {
+        tracing::info!(addr = %l.local_addr()?, "metrics listening");
+    }
     if demo {
         print_demo(addr);
     }
-    casebroker::run(listener, config, shutdown_signal()).await?;
+    casebroker::run_with_metrics(listener, metrics_listener, config, shutdown_signal()).await?;
     tracing::info!("casebroker stopped");
     Ok(())
 }

@@ -1,12 +1,62 @@
 //! Prometheus metrics in the broker's own `Registry` (no globals). Labels
-//! never carry company, agent or case ids.
+//! never carry company, agent or case ids. Hot-path counters are resolved
+//! to their label once, at start-up.
+
+use std::time::Duration;
 
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::case::Status;
-use crate::protocol::Role;
+use crate::protocol::{ErrorCode, Role};
+
+/// Why a connection was closed by the broker, for
+/// `casebroker_disconnects_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    Slow,
+    RateLimited,
+    TooLarge,
+    HelloTimeout,
+    PongTimeout,
+    WriteTimeout,
+    Shutdown,
+    Unauthorized,
+    NoHello,
+    CaseEnded,
+}
+
+impl Disconnect {
+    pub const ALL: [Disconnect; 10] = [
+        Disconnect::Slow,
+        Disconnect::RateLimited,
+        Disconnect::TooLarge,
+        Disconnect::HelloTimeout,
+        Disconnect::PongTimeout,
+        Disconnect::WriteTimeout,
+        Disconnect::Shutdown,
+        Disconnect::Unauthorized,
+        Disconnect::NoHello,
+        Disconnect::CaseEnded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disconnect::Slow => "slow",
+            Disconnect::RateLimited => "rate_limited",
+            Disconnect::TooLarge => "too_large",
+            Disconnect::HelloTimeout => "hello_timeout",
+            Disconnect::PongTimeout => "pong_timeout",
+            Disconnect::WriteTimeout => "write_timeout",
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::Unauthorized => "unauthorized",
+            Disconnect::NoHello => "no_hello",
+            Disconnect::CaseEnded => "case_ended",
+        }
+    }
+}
 
 /// The broker's metrics.
 #[derive(Clone)]
@@ -14,10 +64,20 @@ pub struct Metrics {
     registry: Registry,
     connections: IntGaugeVec,
     connections_total: IntCounterVec,
+    capacity: IntGauge,
+    refused: IntCounterVec,
     cases: IntGaugeVec,
     events: IntCounter,
-    messages_in: IntCounterVec,
+    messages_in_by_type: IntCounterVec,
+    messages_in: IntCounter,
+    messages_out: IntCounter,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
     errors: IntCounterVec,
+    disconnects: IntCounterVec,
+    join_failures: IntCounterVec,
+    join_alarm: IntGauge,
+    push_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -26,8 +86,25 @@ impl Default for Metrics {
     }
 }
 
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("unique metric");
+    m
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let m = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("unique metric");
+    m
+}
+
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric, and the process collector
+    /// (memory, CPU, open files).
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let connections = IntGaugeVec::new(
@@ -38,69 +115,127 @@ impl Metrics {
             &["role"],
         )
         .expect("valid metric");
-        let connections_total = IntCounterVec::new(
-            Opts::new(
-                "casebroker_connections_total",
-                "WebSocket connections accepted after hello, by role",
-            ),
-            &["role"],
-        )
-        .expect("valid metric");
+        registry
+            .register(Box::new(connections.clone()))
+            .expect("unique metric");
         let cases = IntGaugeVec::new(
             Opts::new("casebroker_cases", "Cases held, by derived status"),
             &["status"],
         )
         .expect("valid metric");
-        let events = IntCounter::new(
-            "casebroker_events_total",
-            "Queue events emitted, all companies",
+        registry
+            .register(Box::new(cases.clone()))
+            .expect("unique metric");
+        let messages = counter_vec(
+            &registry,
+            "casebroker_messages_total",
+            "WebSocket messages, by direction (in, out)",
+            "direction",
+        );
+        let bytes = counter_vec(
+            &registry,
+            "casebroker_bytes_total",
+            "WebSocket message payload bytes, by direction (in, out)",
+            "direction",
+        );
+        let push_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "casebroker_push_latency_seconds",
+                "Time from a queue event's emission to its write on a dashboard's socket",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
         )
         .expect("valid metric");
-        let messages_in = IntCounterVec::new(
-            Opts::new(
-                "casebroker_messages_received_total",
-                "Client WebSocket messages received, by type",
-            ),
-            &["type"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "casebroker_errors_total",
-                "Error replies sent, by error code",
-            ),
-            &["code"],
-        )
-        .expect("valid metric");
+        registry
+            .register(Box::new(push_latency.clone()))
+            .expect("unique metric");
         let build = IntGauge::with_opts(
             Opts::new("casebroker_build_info", "Always 1; the version is a label")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
         )
         .expect("valid metric");
         build.set(1);
-        for m in [
-            Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(connections_total.clone()),
-            Box::new(cases.clone()),
-            Box::new(events.clone()),
-            Box::new(messages_in.clone()),
-            Box::new(errors.clone()),
-            Box::new(build.clone()),
-        ] {
-            registry.register(m).expect("unique metric names");
-        }
-        for role in [Role::Agent, Role::Customer] {
-            connections.with_label_values(&[role.as_str()]).set(0);
-        }
-        Metrics {
-            registry,
+        registry.register(Box::new(build)).expect("unique metric");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        let m = Metrics {
+            connections_total: counter_vec(
+                &registry,
+                "casebroker_connections_total",
+                "WebSocket connections accepted after hello, by role",
+                "role",
+            ),
+            capacity: gauge(
+                &registry,
+                "casebroker_connection_capacity",
+                "TCP connections the broker serves before answering 503",
+            ),
+            refused: counter_vec(
+                &registry,
+                "casebroker_connections_refused_total",
+                "Connections refused before the WebSocket opened, by reason",
+                "reason",
+            ),
+            events: IntCounter::new("casebroker_events_total", "Queue events emitted")
+                .expect("valid metric"),
+            messages_in_by_type: counter_vec(
+                &registry,
+                "casebroker_messages_received_total",
+                "Client WebSocket messages received, by type (invalid when undecodable)",
+                "type",
+            ),
+            messages_in: messages.with_label_values(&["in"]),
+            messages_out: messages.with_label_values(&["out"]),
+            bytes_in: bytes.with_label_values(&["in"]),
+            bytes_out: bytes.with_label_values(&["out"]),
+            errors: counter_vec(
+                &registry,
+                "casebroker_errors_total",
+                "Error replies sent, by error code",
+                "code",
+            ),
+            disconnects: counter_vec(
+                &registry,
+                "casebroker_disconnects_total",
+                "Connections closed by the broker, by reason",
+                "reason",
+            ),
+            join_failures: counter_vec(
+                &registry,
+                "casebroker_join_failures_total",
+                "Failed customer joins, by reason (not_found, conflict, rate_limited)",
+                "reason",
+            ),
+            join_alarm: gauge(
+                &registry,
+                "casebroker_join_failure_alarm",
+                "1 while failed joins this minute are over failed_join_alarm_per_minute",
+            ),
             connections,
-            connections_total,
             cases,
-            events,
-            messages_in,
-            errors,
+            push_latency,
+            registry,
+        };
+        m.registry
+            .register(Box::new(m.events.clone()))
+            .expect("unique metric");
+        for role in [Role::Agent, Role::Customer] {
+            m.connections.with_label_values(&[role.as_str()]).set(0);
+            m.connections_total.with_label_values(&[role.as_str()]);
         }
+        for d in Disconnect::ALL {
+            m.disconnects.with_label_values(&[d.as_str()]);
+        }
+        for r in ["not_found", "conflict", "rate_limited"] {
+            m.join_failures.with_label_values(&[r]);
+        }
+        m
     }
 
     pub fn connection_opened(&self, role: Role) {
@@ -114,22 +249,56 @@ impl Metrics {
         self.connections.with_label_values(&[role.as_str()]).dec();
     }
 
+    pub fn set_capacity(&self, n: usize) {
+        self.capacity.set(n as i64);
+    }
+
+    /// A connection refused before it opened (`capacity`, `per_ip`, `origin`).
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
+
     pub fn event_emitted(&self) {
         self.events.inc();
     }
 
-    /// A client message of a known type (label values are the fixed wire
-    /// names, or `invalid`).
-    pub fn message_received(&self, kind: &'static str) {
-        self.messages_in.with_label_values(&[kind]).inc();
+    /// One client message of `len` bytes, of a known wire type (or
+    /// `invalid`).
+    pub fn message_received(&self, kind: &'static str, len: usize) {
+        self.messages_in_by_type.with_label_values(&[kind]).inc();
+        self.messages_in.inc();
+        self.bytes_in.inc_by(len as u64);
     }
 
-    pub fn error_sent(&self, code: crate::protocol::ErrorCode) {
+    /// Messages written to a socket in one batch.
+    pub fn messages_sent(&self, count: u64, bytes: u64) {
+        self.messages_out.inc_by(count);
+        self.bytes_out.inc_by(bytes);
+    }
+
+    pub fn error_sent(&self, code: ErrorCode) {
         let label = serde_json::to_value(code)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         self.errors.with_label_values(&[label.as_str()]).inc();
+    }
+
+    pub fn disconnected(&self, reason: Disconnect) {
+        self.disconnects.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn join_failed(&self, reason: &'static str) {
+        self.join_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn join_alarm(&self, on: bool) {
+        self.join_alarm.set(i64::from(on));
+    }
+
+    /// An event reached a socket this long after it was emitted.
+    pub fn push_latency(&self, d: Duration) {
+        self.push_latency.observe(d.as_secs_f64());
     }
 
     /// Sets the per-status gauge and renders everything in the text format.

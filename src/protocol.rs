@@ -414,6 +414,8 @@ impl ErrorCode {
 pub mod close {
     /// Normal closure: a customer's case ended.
     pub const NORMAL: u16 = 1000;
+    /// Going away: the peer stopped answering pings.
+    pub const GOING_AWAY: u16 = 1001;
     /// Policy violation, e.g. a binary frame.
     pub const POLICY: u16 = 1008;
     /// A message over the size limit.

@@ -1,25 +1,34 @@
 //! One task per WebSocket: `hello` within a deadline, then one `select!`
-//! loop over the socket, the connection's outbox, its kill switch and the
-//! broker's shutdown. A drop guard always releases the connection's seats.
+//! loop over the socket, the connection's outbox, its kill switch, the ping
+//! timer and the broker's shutdown. A drop guard always releases the
+//! connection's seats.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, field, info_span};
 
 use crate::App;
 use crate::broker::{Actor, Broker, ConnId};
 use crate::directory::Agent;
 use crate::error::Error;
-use crate::outbox::Outgoing;
-use crate::protocol::{CaseBody, ClientMsg, Id, Role, ServerMsg, close, decode_client};
+use crate::guard::ConnPermit;
+use crate::metrics::{Disconnect, Metrics};
+use crate::outbox::{OutboxRx, Outgoing};
+use crate::protocol::{CaseBody, ClientMsg, ErrorCode, Id, Role, ServerMsg, close, decode_client};
 
-/// Consecutive bad messages after which a connection is closed (4002).
+/// Consecutive undecodable messages after which a connection is closed
+/// (4002).
 const MAX_BAD_IN_A_ROW: u32 = 20;
+/// Consecutive messages over the rate limit after which a connection is
+/// closed (4002).
+const MAX_LIMITED_IN_A_ROW: u32 = 20;
 /// Outbox items written per flush, so one busy connection cannot starve
 /// its own reads.
 const WRITE_BATCH: usize = 256;
@@ -41,85 +50,138 @@ impl Drop for Registered {
 
 /// Who said `hello`.
 enum Peer {
-    Agent(std::sync::Arc<Agent>),
+    Agent(Arc<Agent>),
     Customer,
 }
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn run(socket: WebSocket, app: App, peer: SocketAddr) {
+/// The writing half: every write has a deadline and is counted.
+struct Writer {
+    sink: Sink,
+    metrics: Metrics,
+    write_timeout: Duration,
+}
+
+/// Why the session ends.
+struct End(Option<Disconnect>);
+
+impl Writer {
+    /// Sends one frame now (a reply or an error).
+    async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
+        let len = frame.len() as u64;
+        match timeout(self.write_timeout, self.sink.send(Message::Text(frame))).await {
+            Ok(Ok(())) => {
+                self.metrics.messages_sent(1, len);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(End(None)),
+            Err(_) => Err(End(Some(Disconnect::WriteTimeout))),
+        }
+    }
+
+    async fn error(&mut self, id: Option<&Id>, err: &Error) -> Result<(), End> {
+        self.metrics.error_sent(err.code);
+        debug!(code = ?err.code, "error reply");
+        let msg = ServerMsg::Error {
+            code: err.code,
+            message: err.message.clone(),
+        };
+        self.send(Utf8Bytes::from(msg.to_text(id))).await
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch) with one
+    /// flush, then records how late each queue event reached the socket.
+    async fn batch(&mut self, first: Outgoing, rx: &mut OutboxRx) -> Result<(), End> {
+        let mut emitted: Vec<Instant> = Vec::new();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        let mut next = Some(first);
+        let mut closing = None;
+        let write = async {
+            for _ in 0..WRITE_BATCH {
+                let Some(item) = next.take() else { break };
+                let frame = match item {
+                    Outgoing::Text(frame) => frame,
+                    Outgoing::Event(frame, at) => {
+                        emitted.push(at);
+                        frame
+                    }
+                    Outgoing::Close(code, reason) => {
+                        closing = Some((code, reason));
+                        break;
+                    }
+                };
+                count += 1;
+                bytes += frame.len() as u64;
+                self.sink.feed(Message::Text(frame)).await?;
+                next = rx.try_recv();
+            }
+            self.sink.flush().await
+        };
+        match timeout(self.write_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(End(None)),
+            Err(_) => return Err(End(Some(Disconnect::WriteTimeout))),
+        }
+        self.metrics.messages_sent(count, bytes);
+        if !emitted.is_empty() {
+            let now = Instant::now();
+            for at in emitted {
+                self.metrics.push_latency(now - at);
+            }
+        }
+        if let Some((code, reason)) = closing {
+            self.close(code, reason).await;
+            return Err(End(Some(Disconnect::CaseEnded)));
+        }
+        Ok(())
+    }
+
+    /// Sends a close frame; a short deadline so a dead peer cannot hold us.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        let _ = timeout(Duration::from_secs(2), async {
+            let _ = self.sink.send(frame).await;
+            let _ = self.sink.close().await;
+        })
+        .await;
+    }
+
+    /// Closes with `code`, counting the reason.
+    async fn close_for(&mut self, reason: Disconnect, code: u16, text: &'static str) {
+        self.metrics.disconnected(reason);
+        self.close(code, text).await;
+    }
+}
+
+/// Serves one upgraded WebSocket until it closes. `permit` holds the
+/// client address's connection slot for the life of the socket.
+pub async fn run(socket: WebSocket, app: App, ip: IpAddr, permit: ConnPermit) {
     let span = info_span!(
         "conn",
-        peer = %peer,
+        ip = %ip,
         conn = field::Empty,
         role = field::Empty,
         agent = field::Empty,
-        company = field::Empty
+        company = field::Empty,
+        code = field::Empty
     );
-    serve(socket, app).instrument(span).await;
+    serve(socket, app, ip).instrument(span).await;
+    drop(permit);
 }
 
-async fn serve(socket: WebSocket, app: App) {
-    let (mut sink, mut source) = socket.split();
-    let hello_timeout = app.broker.config().hello_timeout;
-    let first = tokio::select! {
-        r = tokio::time::timeout(hello_timeout, next_text(&mut source)) => r,
-        _ = app.shutdown.cancelled() => {
-            send_close(&mut sink, close::SHUTDOWN, "shutting down").await;
-            return;
-        }
+async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
+    let (sink, mut source) = socket.split();
+    let config = app.broker.config();
+    let mut w = Writer {
+        sink,
+        metrics: app.broker.metrics().clone(),
+        write_timeout: config.write_timeout,
     };
-    let text = match first {
-        Err(_) => {
-            debug!("no hello in time");
-            send_close(&mut sink, close::HELLO_TIMEOUT, "hello timeout").await;
-            return;
-        }
-        Ok(FirstFrame::Gone) => return,
-        Ok(FirstFrame::TooLarge) => {
-            send_close(&mut sink, close::TOO_LARGE, "message too large").await;
-            return;
-        }
-        Ok(FirstFrame::Binary) => {
-            let err = Error::bad_request("the first message must be a hello text frame");
-            send_error(&app.broker, &mut sink, None, &err).await;
-            send_close(&mut sink, close::NO_HELLO, "expected hello").await;
-            return;
-        }
-        Ok(FirstFrame::Text(t)) => t,
+    let Some((id, who)) = hello(&app, &mut w, &mut source).await else {
+        return;
     };
-    let (id, who) = match decode_client(&text) {
-        Ok(env) => match env.msg {
-            ClientMsg::Hello {
-                role: Role::Customer,
-                ..
-            } => (env.id, Peer::Customer),
-            ClientMsg::Hello {
-                role: Role::Agent,
-                token,
-            } => match token.as_deref().and_then(|t| app.broker.authenticate(t)) {
-                Some(agent) => (env.id, Peer::Agent(agent)),
-                None => {
-                    let err = Error::unauthorized("bad or missing agent token");
-                    send_error(&app.broker, &mut sink, env.id.as_ref(), &err).await;
-                    send_close(&mut sink, close::UNAUTHORIZED, "unauthorized").await;
-                    return;
-                }
-            },
-            _ => {
-                let err = Error::bad_request("the first message must be a hello");
-                send_error(&app.broker, &mut sink, env.id.as_ref(), &err).await;
-                send_close(&mut sink, close::NO_HELLO, "expected hello").await;
-                return;
-            }
-        },
-        Err(e) => {
-            let err = Error::bad_request(e.message);
-            send_error(&app.broker, &mut sink, e.id.as_ref(), &err).await;
-            send_close(&mut sink, close::NO_HELLO, "expected hello").await;
-            return;
-        }
-    };
-
     let (role, agent) = match &who {
         Peer::Agent(a) => (Role::Agent, Some(a.clone())),
         Peer::Customer => (Role::Customer, None),
@@ -144,67 +206,201 @@ async fn serve(socket: WebSocket, app: App) {
     if !outbox.push(&welcome, id.as_ref()) {
         return;
     }
+    if let Err(End(reason)) = session(&app, &mut w, &mut source, &mut rx, conn, ip, &who).await
+        && let Some(reason) = reason
+    {
+        w.metrics.disconnected(reason);
+    }
+}
 
+/// Waits for `hello` and checks it. On failure the error and the close
+/// frame are sent here.
+async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option<Id>, Peer)> {
+    let first = tokio::select! {
+        r = timeout(app.broker.config().hello_timeout, next_data(source)) => r,
+        _ = app.shutdown.cancelled() => {
+            w.close_for(Disconnect::Shutdown, close::SHUTDOWN, "shutting down").await;
+            return None;
+        }
+    };
+    let no_hello = |message: String| Error::bad_request(message);
+    let text = match first {
+        Err(_) => {
+            debug!("no hello in time");
+            w.close_for(
+                Disconnect::HelloTimeout,
+                close::HELLO_TIMEOUT,
+                "hello timeout",
+            )
+            .await;
+            return None;
+        }
+        Ok(FirstFrame::Gone) => return None,
+        Ok(FirstFrame::TooLarge) => {
+            w.close_for(Disconnect::TooLarge, close::TOO_LARGE, "message too large")
+                .await;
+            return None;
+        }
+        Ok(FirstFrame::Binary) => {
+            let _ = w
+                .error(
+                    None,
+                    &no_hello("the first message must be a hello text frame".into()),
+                )
+                .await;
+            w.close_for(Disconnect::NoHello, close::NO_HELLO, "expected hello")
+                .await;
+            return None;
+        }
+        Ok(FirstFrame::Text(t)) => t,
+    };
+    w.metrics.message_received("hello", text.len());
+    let (id, err) = match decode_client(&text) {
+        Ok(env) => match env.msg {
+            ClientMsg::Hello {
+                role: Role::Customer,
+                ..
+            } => return Some((env.id, Peer::Customer)),
+            ClientMsg::Hello {
+                role: Role::Agent,
+                token,
+            } => match token.as_deref().and_then(|t| app.broker.authenticate(t)) {
+                Some(agent) => return Some((env.id, Peer::Agent(agent))),
+                None => {
+                    let err = Error::unauthorized("bad or missing agent token");
+                    let _ = w.error(env.id.as_ref(), &err).await;
+                    w.close_for(
+                        Disconnect::Unauthorized,
+                        close::UNAUTHORIZED,
+                        "unauthorized",
+                    )
+                    .await;
+                    return None;
+                }
+            },
+            _ => (env.id, no_hello("the first message must be a hello".into())),
+        },
+        Err(e) => (e.id, no_hello(e.message)),
+    };
+    let _ = w.error(id.as_ref(), &err).await;
+    w.close_for(Disconnect::NoHello, close::NO_HELLO, "expected hello")
+        .await;
+    None
+}
+
+/// The session loop after `welcome`.
+async fn session(
+    app: &App,
+    w: &mut Writer,
+    source: &mut Source,
+    rx: &mut OutboxRx,
+    conn: ConnId,
+    ip: IpAddr,
+    who: &Peer,
+) -> Result<(), End> {
+    let config = app.broker.config();
+    let limiter: DefaultDirectRateLimiter = RateLimiter::direct(
+        Quota::per_second(nonzero(config.messages_per_second))
+            .allow_burst(nonzero(config.message_burst)),
+    );
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    // Set while a ping waits for any sign of life.
+    let mut pong_deadline: Option<Instant> = None;
     let mut bad_in_a_row = 0u32;
+    let mut limited_in_a_row = 0u32;
+    let kill = rx.kill.clone();
     loop {
         tokio::select! {
             biased;
-            code = rx.kill.wait() => {
+            code = kill.wait() => {
                 debug!(code, "closing connection");
-                send_close(&mut sink, code, reason_for(code)).await;
-                return;
+                let reason = match code {
+                    close::SLOW => Disconnect::Slow,
+                    _ => Disconnect::RateLimited,
+                };
+                w.close_for(reason, code, reason_for(code)).await;
+                return Ok(());
             }
             _ = app.shutdown.cancelled() => {
-                send_close(&mut sink, close::SHUTDOWN, "shutting down").await;
-                return;
+                w.close_for(Disconnect::Shutdown, close::SHUTDOWN, "shutting down").await;
+                return Ok(());
             }
-            item = rx.rx.recv() => {
-                let Some(item) = item else { return };
-                if !write_batch(&mut sink, item, &mut rx.rx).await {
-                    return;
+            _ = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
+                debug!("no pong in time");
+                w.close_for(Disconnect::PongTimeout, close::GOING_AWAY, "pong timeout").await;
+                return Ok(());
+            }
+            _ = ping.tick() => {
+                if pong_deadline.is_none() {
+                    let sent = timeout(w.write_timeout, w.sink.send(Message::Ping(Default::default()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        return Err(End(None));
+                    }
+                    pong_deadline = Some(Instant::now() + config.pong_timeout);
                 }
             }
+            item = rx.recv() => {
+                let Some(item) = item else { return Ok(()) };
+                w.batch(item, rx).await?;
+            }
             msg = source.next() => {
+                // Any frame from the peer shows the connection is alive.
+                pong_deadline = None;
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Binary(_))) => {
-                        let err = Error::bad_request("messages are JSON text frames");
-                        send_error(&app.broker, &mut sink, None, &err).await;
+                    Some(Ok(Message::Binary(b))) => {
+                        w.metrics.message_received("invalid", b.len());
+                        w.error(None, &Error::bad_request("messages are JSON text frames")).await?;
                         bad_in_a_row += 1;
                         if bad_in_a_row >= MAX_BAD_IN_A_ROW {
-                            send_close(&mut sink, close::RATE_LIMITED, "too many bad messages").await;
-                            return;
+                            w.close_for(Disconnect::RateLimited, close::RATE_LIMITED, "too many bad messages").await;
+                            return Ok(());
                         }
                         continue;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(Message::Close(_))) | None => return Ok(()),
                     Some(Err(e)) => {
                         if is_too_large(&e) {
-                            send_close(&mut sink, close::TOO_LARGE, "message too large").await;
+                            w.close_for(Disconnect::TooLarge, close::TOO_LARGE, "message too large").await;
                         }
-                        return;
+                        return Ok(());
                     }
                 };
-                let (id, decoded, result) = handle(&app.broker, conn, &who, &text);
-                let ok = match result {
-                    Ok(Some(reply)) => write_now(&mut sink, Utf8Bytes::from(reply.to_text(id.as_ref()))).await,
-                    Ok(None) => true,
-                    Err(err) => send_error(&app.broker, &mut sink, id.as_ref(), &err).await,
-                };
-                if !ok {
-                    return;
+                if limiter.check().is_err() {
+                    w.metrics.message_received("rate_limited", text.len());
+                    limited_in_a_row += 1;
+                    if limited_in_a_row >= MAX_LIMITED_IN_A_ROW {
+                        w.close_for(Disconnect::RateLimited, close::RATE_LIMITED, "rate limited").await;
+                        return Ok(());
+                    }
+                    let id = decode_client(&text).ok().and_then(|e| e.id);
+                    let err = Error::new(ErrorCode::RateLimited, "too many messages; slow down");
+                    w.error(id.as_ref(), &err).await?;
+                    continue;
+                }
+                limited_in_a_row = 0;
+                let (id, decoded, result) = handle(app, conn, ip, who, &text);
+                match result {
+                    Ok(Some(reply)) => w.send(Utf8Bytes::from(reply.to_text(id.as_ref()))).await?,
+                    Ok(None) => {}
+                    Err(err) => w.error(id.as_ref(), &err).await?,
                 }
                 // Only undecodable messages count: a stream of garbage closes
                 // the connection, refused commands do not.
                 bad_in_a_row = if decoded { 0 } else { bad_in_a_row + 1 };
                 if bad_in_a_row >= MAX_BAD_IN_A_ROW {
-                    send_close(&mut sink, close::RATE_LIMITED, "too many bad messages").await;
-                    return;
+                    w.close_for(Disconnect::RateLimited, close::RATE_LIMITED, "too many bad messages").await;
+                    return Ok(());
                 }
             }
         }
     }
+}
+
+fn nonzero(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n.max(1)).expect("at least one")
 }
 
 fn reason_for(code: u16) -> &'static str {
@@ -232,23 +428,27 @@ fn is_too_large(e: &axum::Error) -> bool {
 /// echo, whether the message decoded, and the reply if the session must
 /// send one itself.
 fn handle(
-    broker: &Broker,
+    app: &App,
     conn: ConnId,
+    ip: IpAddr,
     who: &Peer,
     text: &str,
 ) -> (Option<Id>, bool, Result<Option<ServerMsg>, Error>) {
+    let broker = &app.broker;
     let env = match decode_client(text) {
         Ok(env) => env,
         Err(e) => {
-            broker.metrics().message_received("invalid");
+            broker.metrics().message_received("invalid", text.len());
             return (e.id, false, Err(Error::bad_request(e.message)));
         }
     };
-    broker.metrics().message_received(kind(&env.msg));
+    broker
+        .metrics()
+        .message_received(kind(&env.msg), text.len());
     let id = env.id;
     let result = match who {
         Peer::Agent(agent) => agent_command(broker, conn, agent, env.msg, id.as_ref()),
-        Peer::Customer => customer_command(broker, conn, env.msg, id.as_ref()),
+        Peer::Customer => customer_command(app, conn, ip, env.msg, id.as_ref()),
     };
     (id, true, result)
 }
@@ -309,11 +509,13 @@ fn agent_command(
 }
 
 fn customer_command(
-    broker: &Broker,
+    app: &App,
     conn: ConnId,
+    ip: IpAddr,
     msg: ClientMsg,
     id: Option<&Id>,
 ) -> Result<Option<ServerMsg>, Error> {
+    let broker = &app.broker;
     Ok(Some(match msg {
         ClientMsg::Hello { .. } => return Err(Error::bad_request("hello was already said")),
         ClientMsg::Join {
@@ -322,7 +524,20 @@ fn customer_command(
             resume_token,
             ..
         } => {
-            let (view, token) = broker.customer_join(conn, &code, name, resume_token)?;
+            // Checked before the code is looked up: a guesser learns nothing.
+            app.guard.check_join(ip)?;
+            let (view, token) = match broker.customer_join(conn, &code, name, resume_token) {
+                Ok(joined) => joined,
+                Err(e) => {
+                    match e.code {
+                        ErrorCode::NotFound => app.guard.join_failed(ip, "not_found"),
+                        ErrorCode::Conflict => app.guard.join_failed(ip, "conflict"),
+                        _ => {}
+                    }
+                    return Err(e);
+                }
+            };
+            app.guard.join_succeeded(ip);
             ServerMsg::Joined {
                 code: view.code.clone(),
                 case: CaseBody::Customer(view),
@@ -330,6 +545,11 @@ fn customer_command(
             }
         }
         ClientMsg::RequestHelp(req) => {
+            let known = broker
+                .directory()
+                .module(&req.module)
+                .map(|_| req.module.as_str());
+            app.guard.check_help(ip, known)?;
             let (view, token) = broker.request_help(Some(conn), req)?;
             ServerMsg::Joined {
                 code: view.code.clone(),
@@ -390,7 +610,7 @@ enum FirstFrame {
 }
 
 /// The first data frame of a connection.
-async fn next_text(source: &mut Source) -> FirstFrame {
+async fn next_data(source: &mut Source) -> FirstFrame {
     loop {
         match source.next().await {
             Some(Ok(Message::Text(t))) => return FirstFrame::Text(t),
@@ -400,55 +620,4 @@ async fn next_text(source: &mut Source) -> FirstFrame {
             Some(Ok(Message::Close(_)) | Err(_)) | None => return FirstFrame::Gone,
         }
     }
-}
-
-/// Writes `first` and whatever else is queued (up to a batch) with one
-/// flush. False when the connection must end.
-async fn write_batch(sink: &mut Sink, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> bool {
-    let mut item = first;
-    for _ in 0..WRITE_BATCH {
-        match item {
-            Outgoing::Text(frame) => {
-                if sink.feed(Message::Text(frame)).await.is_err() {
-                    return false;
-                }
-            }
-            Outgoing::Close(code, reason) => {
-                send_close(sink, code, reason).await;
-                return false;
-            }
-        }
-        match rx.try_recv() {
-            Ok(next) => item = next,
-            Err(_) => break,
-        }
-    }
-    sink.flush().await.is_ok()
-}
-
-async fn write_now(sink: &mut Sink, frame: Utf8Bytes) -> bool {
-    sink.send(Message::Text(frame)).await.is_ok()
-}
-
-async fn send_error(broker: &Broker, sink: &mut Sink, id: Option<&Id>, err: &Error) -> bool {
-    broker.metrics().error_sent(err.code);
-    debug!(code = ?err.code, "error reply");
-    let msg = ServerMsg::Error {
-        code: err.code,
-        message: err.message.clone(),
-    };
-    write_now(sink, Utf8Bytes::from(msg.to_text(id))).await
-}
-
-/// Sends a close frame; a short deadline so a dead peer cannot hold us.
-async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) {
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }));
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = sink.send(frame).await;
-        let _ = sink.close().await;
-    })
-    .await;
 }

@@ -3,15 +3,17 @@
 
 mod util;
 
-#[path = "integration/smoke.rs"]
-mod smoke;
+#[path = "integration/assignment.rs"]
+mod assignment;
 #[path = "integration/bad_input.rs"]
 mod bad_input;
+#[path = "integration/golden.rs"]
+mod golden;
+#[path = "integration/http_api.rs"]
+mod http_api;
 #[path = "integration/queue.rs"]
 mod queue;
 #[path = "integration/sessions.rs"]
 mod sessions;
-#[path = "integration/http_api.rs"]
-mod http_api;
-#[path = "integration/golden.rs"]
-mod golden;
+#[path = "integration/smoke.rs"]
+mod smoke;

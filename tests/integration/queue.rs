@@ -203,7 +203,7 @@ async fn subscribe_gives_snapshot_then_live_events() {
 #[tokio::test]
 async fn events_are_in_order_and_complete() {
     const N: usize = 50;
-    let server = TestServer::start().await;
+    let server = TestServer::with_config(config_with(UNLIMITED)).await;
     let mut dash = server.agent(ALICE).await;
     let snap = subscribe(&mut dash, json!({})).await;
     let seq0 = seq_of(&snap);
@@ -743,7 +743,8 @@ async fn every_subscriber_gets_the_same_event() {
 #[tokio::test]
 async fn slow_consumer_is_disconnected_and_others_keep_up() {
     const N: u64 = 3000;
-    let server = TestServer::with_config(config_with("outbox_messages = 16")).await;
+    let server =
+        TestServer::with_config(config_with(&format!("outbox_messages = 16\n{UNLIMITED}"))).await;
 
     // Subscribes, then never reads until the end.
     let mut slow = server.agent(ALICE).await;

@@ -29,6 +29,10 @@ pub const MODULE_BOB: &str = "acme-qs-bob"; // acme / support, default assignee 
 pub const MODULE_SALES: &str = "acme-qs-sales"; // acme / sales
 pub const GLOBEX_MODULE: &str = "globex-qs"; // globex / support
 
+/// Top-level config lines that lift the per-connection message rate, for
+/// tests that drive load through one connection.
+pub const UNLIMITED: &str = "messages_per_second = 1000000\nmessage_burst = 1000000";
+
 /// The test config: two companies, so isolation can be checked. `extra` is
 /// prepended (top-level keys such as `case_ttl = "1s"`).
 pub fn config_with(extra: &str) -> Config {
