@@ -311,4 +311,36 @@ mod tests {
             assert_eq!(SessionCode::parse(&c.to_string()), Some(c));
         }
     }
+
+    proptest::proptest! {
+        /// The table's invariants for every input: terminal states win,
+        /// `in_progress` means both seats, `new` means nobody ever.
+        #[test]
+        fn status_properties(
+            terminal in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just(Terminal::Closed),
+                proptest::strategy::Just(Terminal::Expired),
+            ]),
+            customer: bool,
+            supporter: bool,
+            ever: bool,
+        ) {
+            // A seat occupied now was occupied once.
+            let ever = ever || customer || supporter;
+            let st = status(terminal, seats(customer, supporter, ever));
+            match terminal {
+                Some(Terminal::Closed) => proptest::prop_assert_eq!(st, Status::Closed),
+                Some(Terminal::Expired) => proptest::prop_assert_eq!(st, Status::Expired),
+                None => {
+                    proptest::prop_assert!(st.is_open());
+                    proptest::prop_assert_eq!(st == Status::InProgress, customer && supporter);
+                    proptest::prop_assert_eq!(st == Status::New, !ever);
+                    proptest::prop_assert_eq!(
+                        st == Status::Pending,
+                        ever && !(customer && supporter)
+                    );
+                }
+            }
+        }
+    }
 }

@@ -477,6 +477,7 @@ fn agent_command(
         ClientMsg::Assign { code, assignee } => case(broker.assign(agent, &code, assignee)?),
         ClientMsg::Join { code, takeover, .. } => {
             let view = broker.agent_join(conn, agent, &code, takeover)?;
+            tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
                 code: view.code.clone(),
                 case: CaseBody::Agent(Box::new(view)),
@@ -538,6 +539,7 @@ fn customer_command(
                 }
             };
             app.guard.join_succeeded(ip);
+            tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
                 code: view.code.clone(),
                 case: CaseBody::Customer(view),
@@ -551,6 +553,7 @@ fn customer_command(
                 .map(|_| req.module.as_str());
             app.guard.check_help(ip, known)?;
             let (view, token) = broker.request_help(Some(conn), req)?;
+            tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
                 code: view.code.clone(),
                 case: CaseBody::Customer(view),
