@@ -782,7 +782,7 @@ impl Broker {
 
     /// `GET /v1/agents`: the agents of the caller's company.
     pub fn agents(&self, agent: &Agent) -> Vec<AgentStatus> {
-        self.state().agent_statuses(&self.shared, &agent.company)
+        self.state().agent_statuses(&self.shared, agent)
     }
 
     /// `chat` from a seated connection to the other seat. Kept in the

@@ -110,15 +110,17 @@ impl Stream {
         self.seq
     }
 
-    /// Sends a push outside the event sequence (no `seq`, not replayed) to
-    /// every subscriber, e.g. an agent's presence.
-    pub fn push_all(&mut self, msg: &ServerMsg) {
+    /// Sends a push outside the event sequence (no `seq`, not replayed),
+    /// such as an agent's presence, to the subscribers that see one of
+    /// `groups`.
+    pub fn push_to_groups(&mut self, msg: &ServerMsg, groups: &[String]) {
         if self.subscribers.is_empty() {
             return;
         }
         let frame = Utf8Bytes::from(msg.to_text(None));
-        self.subscribers
-            .retain(|_, sub| sub.outbox.push_shared(frame.clone()));
+        self.subscribers.retain(|_, sub| {
+            !groups.iter().any(|g| sub.filter.sees(g)) || sub.outbox.push_shared(frame.clone())
+        });
     }
 
     /// Adds (or replaces) a connection's subscription.

@@ -134,12 +134,15 @@ impl State {
     }
 
     /// Every agent of a company, in config order.
-    pub(super) fn agent_statuses(&self, shared: &Shared, company: &str) -> Vec<AgentStatus> {
-        let Some(c) = shared.dir.company(company) else {
+    /// Every agent of the viewer's company that the viewer may see (admins:
+    /// all; others: those sharing a group), in config order.
+    pub(super) fn agent_statuses(&self, shared: &Shared, viewer: &Agent) -> Vec<AgentStatus> {
+        let Some(c) = shared.dir.company(&viewer.company) else {
             return Vec::new();
         };
         c.agents
             .iter()
+            .filter(|a| a.groups.iter().any(|g| viewer.sees(g)))
             .filter_map(|a| self.agents.get(&(a.company.clone(), a.id.clone())))
             .map(AgentState::status)
             .collect()
@@ -225,8 +228,9 @@ impl State {
             return;
         };
         let msg = ServerMsg::Agent { agent: a.status() };
+        let groups = a.agent.groups.clone();
         if let Some(stream) = self.streams.get_mut(&key.0) {
-            stream.push_all(&msg);
+            stream.push_to_groups(&msg, &groups);
         }
     }
 

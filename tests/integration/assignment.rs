@@ -1015,3 +1015,32 @@ async fn automatic_changes_are_ordinary_updated_events() {
     assert_eq!(ev["case"]["assignee"], "dave");
     assert_eq!(ev["case"]["assigned_by"], "alice");
 }
+
+#[tokio::test]
+async fn agents_outside_a_dashboards_groups_are_not_shown_to_it() {
+    let server = TestServer::with_config(config("manual", 5, "")).await;
+    // Bob sees support; carol is in sales only; dave is in support.
+    let mut bob = server.agent(BOB).await;
+    bob.ok(json!({"type": "subscribe"}), "snapshot").await;
+    let _carol = server.agent(CAROL).await;
+    let _dave = server.agent(DAVE).await;
+    agent_push(&mut bob, "dave", "dave online", |a| a["online"] == true).await;
+    bob.sync().await;
+    assert!(
+        bob.pending()
+            .iter()
+            .all(|m| !(m["type"] == "agent" && m["agent"]["id"] == "carol")),
+        "bob was told about carol: {:?}",
+        bob.pending()
+    );
+    let ids: Vec<String> = agents_as(&server, BOB)
+        .await
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&"dave".to_string()), "{ids:?}");
+    assert!(!ids.contains(&"carol".to_string()), "{ids:?}");
+    // An admin sees everyone.
+    let all = agents_as(&server, ALICE).await;
+    assert!(all.iter().any(|a| a["id"] == "carol"), "{all:?}");
+}
