@@ -53,6 +53,31 @@ pub mod limits {
     pub const RESUME_TOKEN_BYTES: usize = 16;
 }
 
+/// The locked state. When a command is done with it, waiting customers are
+/// told their new line positions, once, after every change the command made
+/// (including automatic assignment), so nobody is told a position that
+/// lasted no time.
+struct Locked<'a>(MutexGuard<'a, State>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.0.flush_positions();
+    }
+}
+
 /// A connection's id, unique for the broker's life.
 pub type ConnId = u64;
 
@@ -256,6 +281,8 @@ struct State {
     timers: BTreeSet<(Instant, Timer, SessionCode)>,
     next_conn: ConnId,
     next_case_seq: u64,
+    /// Lines whose positions changed during the current command.
+    dirty_lines: HashSet<Key>,
 }
 
 /// Filters and paging of `GET /v1/cases`.
@@ -359,11 +386,13 @@ impl Broker {
 
     /// The lock. A panic while it was held leaves the state as the panicking
     /// command left it; serving on beats taking every other case down.
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn state(&self) -> Locked<'_> {
+        Locked(
+            self.shared
+                .state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// The agent a bearer token belongs to.
@@ -1311,7 +1340,9 @@ impl State {
     /// its seats when their status line changed, and emit the company's
     /// event. `Deleted` sends the case as it last was.
     fn commit(&mut self, shared: &Shared, code: &SessionCode, action: Action) {
-        let waiting_line = self.reconcile(code, action);
+        if let Some(line) = self.reconcile(code, action) {
+            self.dirty_lines.insert(line);
+        }
         let Some(e) = self.cases.get_mut(code) else {
             return;
         };
@@ -1339,9 +1370,6 @@ impl State {
         if let Some(stream) = self.streams.get_mut(&view.company) {
             stream.publish(action, &view);
             shared.metrics.event_emitted();
-        }
-        if let Some(waiting_line) = waiting_line {
-            self.push_positions(&waiting_line);
         }
     }
 }

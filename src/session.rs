@@ -61,8 +61,30 @@ struct Writer {
     write_timeout: Duration,
 }
 
-/// Why the session ends.
-struct End(Option<Disconnect>);
+/// Why the session ends, and the close frame to send once the connection
+/// has left its seats.
+struct End {
+    reason: Option<Disconnect>,
+    close: Option<(u16, &'static str)>,
+}
+
+impl End {
+    /// The peer is gone or the socket failed: nothing more to send.
+    fn gone(reason: Option<Disconnect>) -> End {
+        End {
+            reason,
+            close: None,
+        }
+    }
+
+    /// The broker ends the connection with a close code.
+    fn close(reason: Disconnect, code: u16, text: &'static str) -> End {
+        End {
+            reason: Some(reason),
+            close: Some((code, text)),
+        }
+    }
+}
 
 impl Writer {
     /// Sends one frame now (a reply or an error).
@@ -73,8 +95,8 @@ impl Writer {
                 self.metrics.messages_sent(1, len);
                 Ok(())
             }
-            Ok(Err(_)) => Err(End(None)),
-            Err(_) => Err(End(Some(Disconnect::WriteTimeout))),
+            Ok(Err(_)) => Err(End::gone(None)),
+            Err(_) => Err(End::gone(Some(Disconnect::WriteTimeout))),
         }
     }
 
@@ -118,8 +140,8 @@ impl Writer {
         };
         match timeout(self.write_timeout, write).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(End(None)),
-            Err(_) => return Err(End(Some(Disconnect::WriteTimeout))),
+            Ok(Err(_)) => return Err(End::gone(None)),
+            Err(_) => return Err(End::gone(Some(Disconnect::WriteTimeout))),
         }
         self.metrics.messages_sent(count, bytes);
         if !emitted.is_empty() {
@@ -129,19 +151,19 @@ impl Writer {
             }
         }
         if let Some((code, reason)) = closing {
-            self.close(code, reason).await;
-            return Err(End(Some(Disconnect::CaseEnded)));
+            return Err(End::close(Disconnect::CaseEnded, code, reason));
         }
         Ok(())
     }
 
-    /// Sends a close frame; a short deadline so a dead peer cannot hold us.
+    /// Sends a close frame after whatever is still buffered, within the
+    /// write deadline, so a slow reader still learns why it was closed.
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         }));
-        let _ = timeout(Duration::from_secs(2), async {
+        let _ = timeout(self.write_timeout, async {
             let _ = self.sink.send(frame).await;
             let _ = self.sink.close().await;
         })
@@ -206,10 +228,17 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
     if !outbox.push(&welcome, id.as_ref()) {
         return;
     }
-    if let Err(End(reason)) = session(&app, &mut w, &mut source, &mut rx, conn, ip, &who).await
-        && let Some(reason) = reason
-    {
-        w.metrics.disconnected(reason);
+    let end = session(&app, &mut w, &mut source, &mut rx, conn, ip, &who).await;
+    // Leave the seats at once; the close frame may take a while to reach a
+    // slow reader.
+    drop(_registered);
+    if let Err(End { reason, close }) = end {
+        if let Some(reason) = reason {
+            w.metrics.disconnected(reason);
+        }
+        if let Some((code, text)) = close {
+            w.close(code, text).await;
+        }
     }
 }
 
@@ -319,23 +348,20 @@ async fn session(
                     close::SLOW => Disconnect::Slow,
                     _ => Disconnect::RateLimited,
                 };
-                w.close_for(reason, code, reason_for(code)).await;
-                return Ok(());
+                return Err(End::close(reason, code, reason_for(code)));
             }
             _ = app.shutdown.cancelled() => {
-                w.close_for(Disconnect::Shutdown, close::SHUTDOWN, "shutting down").await;
-                return Ok(());
+                return Err(End::close(Disconnect::Shutdown, close::SHUTDOWN, "shutting down"));
             }
             _ = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
                 debug!("no pong in time");
-                w.close_for(Disconnect::PongTimeout, close::GOING_AWAY, "pong timeout").await;
-                return Ok(());
+                return Err(End::close(Disconnect::PongTimeout, close::GOING_AWAY, "pong timeout"));
             }
             _ = ping.tick() => {
                 if pong_deadline.is_none() {
                     let sent = timeout(w.write_timeout, w.sink.send(Message::Ping(Default::default()))).await;
                     if !matches!(sent, Ok(Ok(()))) {
-                        return Err(End(None));
+                        return Err(End::gone(None));
                     }
                     pong_deadline = Some(Instant::now() + config.pong_timeout);
                 }
@@ -354,8 +380,7 @@ async fn session(
                         w.error(None, &Error::bad_request("messages are JSON text frames")).await?;
                         bad_in_a_row += 1;
                         if bad_in_a_row >= MAX_BAD_IN_A_ROW {
-                            w.close_for(Disconnect::RateLimited, close::RATE_LIMITED, "too many bad messages").await;
-                            return Ok(());
+                            return Err(End::close(Disconnect::RateLimited, close::RATE_LIMITED, "too many bad messages"));
                         }
                         continue;
                     }
@@ -363,7 +388,7 @@ async fn session(
                     Some(Ok(Message::Close(_))) | None => return Ok(()),
                     Some(Err(e)) => {
                         if is_too_large(&e) {
-                            w.close_for(Disconnect::TooLarge, close::TOO_LARGE, "message too large").await;
+                            return Err(End::close(Disconnect::TooLarge, close::TOO_LARGE, "message too large"));
                         }
                         return Ok(());
                     }
@@ -372,8 +397,7 @@ async fn session(
                     w.metrics.message_received("rate_limited", text.len());
                     limited_in_a_row += 1;
                     if limited_in_a_row >= MAX_LIMITED_IN_A_ROW {
-                        w.close_for(Disconnect::RateLimited, close::RATE_LIMITED, "rate limited").await;
-                        return Ok(());
+                        return Err(End::close(Disconnect::RateLimited, close::RATE_LIMITED, "rate limited"));
                     }
                     let id = decode_client(&text).ok().and_then(|e| e.id);
                     let err = Error::new(ErrorCode::RateLimited, "too many messages; slow down");
@@ -391,8 +415,7 @@ async fn session(
                 // the connection, refused commands do not.
                 bad_in_a_row = if decoded { 0 } else { bad_in_a_row + 1 };
                 if bad_in_a_row >= MAX_BAD_IN_A_ROW {
-                    w.close_for(Disconnect::RateLimited, close::RATE_LIMITED, "too many bad messages").await;
-                    return Ok(());
+                    return Err(End::close(Disconnect::RateLimited, close::RATE_LIMITED, "too many bad messages"));
                 }
             }
         }

@@ -201,9 +201,17 @@ impl State {
         line_changed
     }
 
+    /// Tells the waiting customers of every line changed by the command
+    /// their positions.
+    pub(super) fn flush_positions(&mut self) {
+        for line in std::mem::take(&mut self.dirty_lines) {
+            self.push_positions(&line);
+        }
+    }
+
     /// Tells each waiting customer of a line its position (1 = next), when
     /// it changed.
-    pub(super) fn push_positions(&mut self, line: &Key) {
+    fn push_positions(&mut self, line: &Key) {
         let Some(codes) = self.lines.get(line) else {
             return;
         };
