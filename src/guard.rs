@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use dashmap::DashMap;
+use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
@@ -36,7 +37,9 @@ struct Window {
 pub struct Guard {
     conns_per_ip: DashMap<IpAddr, usize>,
     max_per_ip: usize,
-    failed_joins: DefaultKeyedRateLimiter<IpAddr>,
+    /// Tells how much of an address's failure budget is left, so the
+    /// back-off starts with the failure that exhausts it.
+    failed_joins: DefaultKeyedRateLimiter<IpAddr, StateInformationMiddleware>,
     backoff: DashMap<IpAddr, Backoff>,
     max_backoff: Duration,
     help_per_ip: DefaultKeyedRateLimiter<IpAddr>,
@@ -79,7 +82,8 @@ impl Guard {
         Guard {
             conns_per_ip: DashMap::new(),
             max_per_ip: config.max_connections_per_ip,
-            failed_joins: RateLimiter::keyed(per_minute(config.failed_joins_per_minute)),
+            failed_joins: RateLimiter::keyed(per_minute(config.failed_joins_per_minute))
+                .with_middleware::<StateInformationMiddleware>(),
             backoff: DashMap::new(),
             max_backoff: config.max_join_backoff,
             help_per_ip: RateLimiter::keyed(per_minute(config.help_per_ip_per_minute)),
@@ -160,8 +164,10 @@ impl Guard {
     pub fn join_failed(&self, ip: IpAddr, reason: &'static str) {
         self.metrics.join_failed(reason);
         self.count_for_alarm();
-        if self.failed_joins.check_key(&ip).is_ok() {
-            return;
+        match self.failed_joins.check_key(&ip) {
+            Ok(left) if left.remaining_burst_capacity() > 0 => return,
+            // This failure used up the budget (or it was already gone).
+            _ => {}
         }
         let mut b = self.backoff.entry(ip).or_insert(Backoff {
             until: Instant::now(),

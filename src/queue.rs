@@ -97,8 +97,9 @@ impl Stream {
         };
         let frame = Utf8Bytes::from(msg.to_text(None));
         let group: Arc<str> = Arc::from(case.group.as_str());
+        let now = tokio::time::Instant::now();
         self.subscribers
-            .retain(|_, sub| !sub.filter.sees(&group) || sub.outbox.push_shared(frame.clone()));
+            .retain(|_, sub| !sub.filter.sees(&group) || sub.outbox.push_event(frame.clone(), now));
         if self.history.len() == self.capacity {
             self.history.pop_front();
         }

@@ -342,14 +342,7 @@ async fn session(
     loop {
         tokio::select! {
             biased;
-            code = kill.wait() => {
-                debug!(code, "closing connection");
-                let reason = match code {
-                    close::SLOW => Disconnect::Slow,
-                    _ => Disconnect::RateLimited,
-                };
-                return Err(End::close(reason, code, reason_for(code)));
-            }
+            code = kill.wait() => return Err(killed(code)),
             _ = app.shutdown.cancelled() => {
                 return Err(End::close(Disconnect::Shutdown, close::SHUTDOWN, "shutting down"));
             }
@@ -368,7 +361,15 @@ async fn session(
             }
             item = rx.recv() => {
                 let Some(item) = item else { return Ok(()) };
-                w.batch(item, rx).await?;
+                // A write blocked on a reader that stopped reading must not
+                // hide that its queue overflowed meanwhile.
+                let overflowed = tokio::select! {
+                    r = w.batch(item, rx) => { r?; None }
+                    code = kill.wait() => Some(code),
+                };
+                if let Some(code) = overflowed {
+                    return Err(killed(code));
+                }
             }
             msg = source.next() => {
                 // Any frame from the peer shows the connection is alive.
@@ -420,6 +421,17 @@ async fn session(
             }
         }
     }
+}
+
+/// The end of a connection told to close by the broker (its outbox
+/// overflowed, or it is rate limited).
+fn killed(code: u16) -> End {
+    debug!(code, "closing connection");
+    let reason = match code {
+        close::SLOW => Disconnect::Slow,
+        _ => Disconnect::RateLimited,
+    };
+    End::close(reason, code, reason_for(code))
 }
 
 fn nonzero(n: u32) -> std::num::NonZeroU32 {

@@ -9,6 +9,8 @@ mod assignment;
 mod bad_input;
 #[path = "integration/golden.rs"]
 mod golden;
+#[path = "integration/hostile.rs"]
+mod hostile;
 #[path = "integration/http_api.rs"]
 mod http_api;
 #[path = "integration/queue.rs"]
