@@ -118,7 +118,7 @@ impl Writer {
         let mut next = Some(first);
         let mut closing = None;
         let write = async {
-            for _ in 0..WRITE_BATCH {
+            for written in 1..=WRITE_BATCH {
                 let Some(item) = next.take() else { break };
                 let frame = match item {
                     Outgoing::Text(frame) => frame,
@@ -134,7 +134,11 @@ impl Writer {
                 count += 1;
                 bytes += frame.len() as u64;
                 self.sink.feed(Message::Text(frame)).await?;
-                next = rx.try_recv();
+                // Take the next item only if this batch will write it: what
+                // is taken out of the outbox must never be dropped.
+                if written < WRITE_BATCH {
+                    next = rx.try_recv();
+                }
             }
             self.sink.flush().await
         };

@@ -805,3 +805,36 @@ async fn slow_consumer_is_disconnected_and_others_keep_up() {
         );
     }
 }
+
+/// A dashboard whose socket backs up collects a deep outbox; when it reads
+/// again, the outbox drains in batches and not one event may go missing
+/// between two batches.
+#[tokio::test]
+async fn a_deep_outbox_drains_without_losing_an_event() {
+    let server = TestServer::with_config(config_with(&format!(
+        "outbox_messages = 100000\noutbox_bytes = 268435456\n{UNLIMITED}"
+    )))
+    .await;
+    let mut dashboard = server.agent(ALICE).await;
+    let snap = dashboard.ok(json!({"type": "subscribe"}), "snapshot").await;
+    let first = snap["seq"].as_u64().unwrap() + 1;
+    // Stop reading the dashboard while big events pile up behind its full
+    // socket.
+    let mut maker = server.agent(ALICE).await;
+    let description = "x".repeat(3000);
+    const N: u64 = 2000;
+    for i in 0..N {
+        maker
+            .send(json!({"type": "create_case", "id": i, "group": "support", "description": description}))
+            .await;
+    }
+    for _ in 0..N {
+        maker.wait_type("case").await;
+    }
+    let mut expected = first;
+    while expected < first + N {
+        let m = dashboard.wait_type("event").await;
+        assert_eq!(m["seq"], expected, "event lost or out of order");
+        expected += 1;
+    }
+}

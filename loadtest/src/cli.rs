@@ -1,0 +1,381 @@
+//! The command line: flags of every scenario with their caps, and
+//! [`run_cli`], which runs one scenario within a hard time bound, prints
+//! the summary table and writes `--json` and `--plot`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::fanout::{self, FanoutOpts};
+use crate::idle::{self, IdleOpts, Mix, PER_PROCESS};
+use crate::lifecycle::{self, LifecycleOpts};
+use crate::mixed::{self, MixedOpts};
+use crate::plot;
+use crate::report::{Progress, Report};
+use crate::target::{DEFAULT_URL, Target, raise_nofile_limit};
+
+/// The longest run `--seconds` allows.
+pub const MAX_SECONDS: u64 = 600;
+/// The most connections any scenario opens.
+pub const MAX_CONNECTIONS: usize = 100_000;
+/// Time allowed beyond `--seconds` for connecting, draining and closing;
+/// past it the run is abandoned.
+const HARD_EXTRA: Duration = Duration::from_secs(600);
+
+/// Load tester for casebroker: drives a broker on loopback with one of the
+/// scenarios below, then prints a summary (and writes --json / --plot).
+/// Every scenario is bounded in connections and seconds and stops by
+/// itself; only loopback URLs are accepted.
+#[derive(Debug, Parser)]
+#[command(name = "casebroker-loadtest", version)]
+pub struct Cli {
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: Option<u16>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// N dashboards subscribe to one company; a driver changes cases as fast
+    /// as they keep up (or at --rate). Delivered events/s, push latency,
+    /// and a check that every dashboard got every event in seq order.
+    Fanout(FanoutArgs),
+    /// Complete cases: request_help, agent join, one chat each way, close.
+    /// Cases/s and each step's latency.
+    Lifecycle(LifecycleArgs),
+    /// N idle connections (half customers, half dashboards); the broker's
+    /// resident memory per connection.
+    Idle(IdleArgs),
+    /// Many dashboards and connected customers with a steady rate of case
+    /// changes; push latency under load.
+    Mixed(MixedArgs),
+    /// Holds a share of idle connections for a parent process.
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Flags every scenario has.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// WebSocket URL of the broker; loopback only.
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// How long the measured part runs (1 to 600).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub seconds: u64,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Draw the latency distribution to FILE (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<String>,
+    /// Client sockets are bound in turn to 127.0.0.1 .. 127.0.0.N.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub source_addrs: u8,
+    /// Agent token for dashboards, the driver and lifecycle agents.
+    #[arg(long, default_value = "load-admin-token")]
+    pub token: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl Common {
+    fn target(&self) -> anyhow::Result<Target> {
+        Target::new(&self.url, self.source_addrs)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Dashboards (1 to 100,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub dashboards: u32,
+    /// Case changes per second; without it, as fast as the slowest
+    /// dashboard keeps up.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Without --rate: events the driver may be ahead of the slowest
+    /// dashboard (keep it below the broker's outbox_messages).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub window: u64,
+    /// Group the driver creates cases in.
+    #[arg(long, default_value = "support")]
+    pub group: String,
+    /// Also run the same fan-out against this server (the Node.js
+    /// baseline, say ws://127.0.0.1:8090/) and compare.
+    #[arg(long, value_name = "URL")]
+    pub baseline_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LifecycleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Cases in flight at once (1 to 10,000).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Module keys for request_help, used in turn (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "load-qs-1,load-qs-2,load-qs-3,load-qs-4,load-qs-5,load-qs-6,load-qs-7,load-qs-8"
+    )]
+    pub module: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Idle connections, half customers and half dashboards (2 to 100,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub connections: u32,
+    /// The broker's process id, for its VmRSS (otherwise /metrics, or the
+    /// process listening on the URL's port).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    #[command(flatten)]
+    pub spread: Spread,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MixedArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Dashboards (1 to 100,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub dashboards: u32,
+    /// Connected, idle customers (0 to 100,000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub customers: u32,
+    /// Case changes per second.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
+    pub rate: f64,
+    /// Group the driver creates cases in.
+    #[arg(long, default_value = "support")]
+    pub group: String,
+    #[command(flatten)]
+    pub spread: Spread,
+}
+
+/// How idle connections are spread over processes.
+#[derive(Debug, Clone, Args)]
+pub struct Spread {
+    /// Sockets per process before worker processes are started.
+    #[arg(long, hide = true, default_value_t = PER_PROCESS)]
+    pub per_process: usize,
+    /// The program worker processes run (default: this one).
+    #[arg(long, hide = true)]
+    pub worker_exe: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub url: String,
+    #[arg(long, default_value_t = 16)]
+    pub source_addrs: u8,
+    #[arg(long, default_value_t = 0)]
+    pub source_offset: usize,
+    #[arg(long)]
+    pub token: String,
+    #[arg(long, default_value_t = 0)]
+    pub customers: usize,
+    #[arg(long, default_value_t = 0)]
+    pub dashboards: usize,
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub max_seconds: u64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if r.is_finite() && r > 0.0 && r <= 1_000_000.0 {
+        Ok(r)
+    } else {
+        Err("must be more than 0 and at most 1,000,000".into())
+    }
+}
+
+impl Cli {
+    /// The `--seconds` of the chosen scenario.
+    fn seconds(&self) -> u64 {
+        match &self.command {
+            Command::Fanout(a) => a.common.seconds * if a.baseline_url.is_some() { 2 } else { 1 },
+            Command::Lifecycle(a) => a.common.seconds,
+            Command::Idle(a) => a.common.seconds,
+            Command::Mixed(a) => a.common.seconds,
+            Command::Worker(a) => a.max_seconds,
+        }
+    }
+
+    fn common(&self) -> Option<&Common> {
+        match &self.command {
+            Command::Fanout(a) => Some(&a.common),
+            Command::Lifecycle(a) => Some(&a.common),
+            Command::Idle(a) => Some(&a.common),
+            Command::Mixed(a) => Some(&a.common),
+            Command::Worker(_) => None,
+        }
+    }
+}
+
+/// Runs the scenario the command line names, prints its table, writes its
+/// files. Returns the report (`None` for the hidden worker).
+pub async fn run_cli(cli: Cli) -> anyhow::Result<Option<Report>> {
+    raise_nofile_limit();
+    let limit = Duration::from_secs(cli.seconds()) + HARD_EXTRA;
+    let common = cli.common().cloned();
+    let report = tokio::time::timeout(limit, scenario(cli))
+        .await
+        .map_err(|_| anyhow::anyhow!("the run exceeded its hard limit of {limit:?}"))??;
+    let (Some(report), Some(common)) = (report, common) else {
+        return Ok(None);
+    };
+    println!("{}", report.table());
+    if let Some(path) = &common.json {
+        report.write_json(path)?;
+    }
+    if let Some(path) = &common.plot {
+        plot::draw(path, &report.title, &report.latency)?;
+    }
+    Ok(Some(report))
+}
+
+async fn scenario(cli: Cli) -> anyhow::Result<Option<Report>> {
+    Ok(Some(match cli.command {
+        Command::Fanout(a) => fanout_cmd(a).await?,
+        Command::Lifecycle(a) => {
+            lifecycle::run(LifecycleOpts {
+                target: a.common.target()?,
+                token: a.common.token.clone(),
+                modules: a.module.clone(),
+                concurrency: a.concurrency as usize,
+                seconds: a.common.seconds,
+                progress: !a.common.no_progress,
+            })
+            .await?
+        }
+        Command::Idle(a) => {
+            idle::run(&IdleOpts {
+                target: a.common.target()?,
+                token: a.common.token.clone(),
+                connections: a.connections as usize,
+                seconds: a.common.seconds,
+                broker_pid: a.broker_pid,
+                per_process: a.spread.per_process.max(1),
+                worker_exe: a.spread.worker_exe.clone(),
+                progress: !a.common.no_progress,
+            })
+            .await?
+        }
+        Command::Mixed(a) => {
+            if a.dashboards as usize + a.customers as usize > MAX_CONNECTIONS {
+                anyhow::bail!("--dashboards + --customers may not exceed {MAX_CONNECTIONS}");
+            }
+            mixed::run(&MixedOpts {
+                fanout: FanoutOpts {
+                    target: a.common.target()?,
+                    token: a.common.token.clone(),
+                    group: a.group.clone(),
+                    dashboards: a.dashboards as usize,
+                    seconds: a.common.seconds,
+                    rate: Some(a.rate),
+                    window: 0,
+                    progress: !a.common.no_progress,
+                },
+                customers: a.customers as usize,
+                per_process: a.spread.per_process.max(1),
+                worker_exe: a.spread.worker_exe.clone(),
+            })
+            .await?
+        }
+        Command::Worker(w) => {
+            let target = Target::new(&w.url, w.source_addrs)?.with_offset(w.source_offset);
+            let mix = Mix {
+                customers: w.customers,
+                dashboards: w.dashboards,
+            };
+            if mix.total() > MAX_CONNECTIONS {
+                anyhow::bail!("a worker holds at most {MAX_CONNECTIONS} connections");
+            }
+            idle::worker(target, &w.token, mix, w.max_seconds).await?;
+            return Ok(None);
+        }
+    }))
+}
+
+async fn fanout_cmd(a: FanoutArgs) -> anyhow::Result<Report> {
+    let baseline = match &a.baseline_url {
+        Some(url) => Some(Target::new(url, a.common.source_addrs)?),
+        None => None,
+    };
+    let opts = FanoutOpts {
+        target: a.common.target()?,
+        token: a.common.token.clone(),
+        group: a.group.clone(),
+        dashboards: a.dashboards as usize,
+        seconds: a.common.seconds,
+        rate: a.rate,
+        window: a.window,
+        progress: !a.common.no_progress,
+    };
+    let pace = match a.rate {
+        Some(r) => format!("{r} changes/s"),
+        None => format!("as fast as they keep up, window {}", a.window),
+    };
+    let bar = Progress::new(opts.progress, opts.dashboards as u64);
+    let main = fanout::run(&opts, &bar)
+        .await
+        .with_context(|| format!("fanout against {}", opts.target.url()))?;
+    let mut r = Report::new(format!(
+        "fanout: {} dashboards, {pace}, {} s",
+        opts.dashboards, opts.seconds
+    ));
+    main.fill(&mut r, "");
+    r.json = main.json();
+    r.set("scenario", "fanout");
+    r.set("url", opts.target.url());
+    r.set("rate", a.rate);
+    r.latency.push(("casebroker".into(), main.latency.clone()));
+    r.failed = !main.clean();
+    if let Some(target) = baseline {
+        let url = target.url().to_string();
+        let other = fanout::run(&FanoutOpts { target, ..opts }, &bar)
+            .await
+            .with_context(|| format!("fanout against the baseline {url}"))?;
+        other.fill(&mut r, "baseline");
+        let mut b = other.json();
+        b.insert("url".into(), url.into());
+        r.set("baseline", serde_json::Value::Object(b));
+        r.latency.push(("baseline".into(), other.latency.clone()));
+        r.failed |= !other.clean();
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_are_enforced_by_the_parser() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        assert!(parse(&["lt", "fanout", "--seconds", "601"]).is_err());
+        assert!(parse(&["lt", "fanout", "--dashboards", "100001"]).is_err());
+        assert!(parse(&["lt", "idle", "--connections", "100001"]).is_err());
+        assert!(parse(&["lt", "fanout", "--rate", "0"]).is_err());
+        let ok = parse(&["lt", "lifecycle", "--module", "a,b"]).unwrap();
+        let Command::Lifecycle(l) = ok.command else {
+            panic!()
+        };
+        assert_eq!(l.module, ["a", "b"]);
+        assert_eq!(l.common.url, DEFAULT_URL);
+    }
+}

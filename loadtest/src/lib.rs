@@ -1,0 +1,27 @@
+//! casebroker-loadtest: drives a casebroker (or the Node.js baseline) on
+//! loopback with bounded scenarios and reports throughput, latency,
+//! correctness and memory.
+//!
+//! # Layout
+//! - [`cli`]: flags, caps, and [`cli::run_cli`], which runs one scenario and
+//!   writes its table, JSON and plot.
+//! - [`target`]: the loopback-only URL check and source-address rotation.
+//! - [`client`]: a typed client over the main crate's wire types.
+//! - [`scan`]: the byte scanners of the hot receive paths.
+//! - [`fanout`], [`lifecycle`], [`idle`], [`mixed`]: the scenarios.
+//! - [`stats`], [`report`], [`plot`]: histograms, table and JSON, SVG.
+
+pub mod cli;
+pub mod client;
+pub mod fanout;
+pub mod idle;
+pub mod lifecycle;
+pub mod mixed;
+pub mod plot;
+pub mod report;
+pub mod scan;
+pub mod stats;
+pub mod target;
+
+pub use cli::{Cli, run_cli};
+pub use target::NotLoopback;

@@ -1,0 +1,294 @@
+//! CI smoke test of the load tester: every scenario runs for a second or
+//! two with small counts against a casebroker started in this process (on
+//! `127.0.0.1:0`, with `casebroker-load.toml`), through the same command
+//! line a person would type. It asserts correctness only (nothing lost,
+//! `seq` in order, no failures, the JSON keys present), never timing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use casebroker::Config;
+use casebroker_loadtest::report::JSON_KEYS;
+use casebroker_loadtest::{Cli, run_cli};
+use clap::Parser;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// A broker on a free loopback port, stopped when dropped.
+struct Broker {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let config = Config::from_toml(include_str!("../casebroker-load.toml"))
+            .expect("casebroker-load.toml is a valid config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/v1/ws", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(casebroker::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Broker {
+            url,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A fresh scratch directory for one test's output files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "casebroker-loadtest-smoke-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the command line `args` (plus `--json`, `--no-progress` and a few
+/// source addresses); returns the JSON it wrote, after checking its keys.
+async fn run(name: &str, args: &[&str]) -> Value {
+    let json = scratch(name).join("out.json");
+    let json_arg = json.to_str().unwrap().to_string();
+    let mut argv = vec!["casebroker-loadtest"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--json", &json_arg, "--no-progress", "--source-addrs", "4"]);
+    let cli = Cli::try_parse_from(&argv).expect("valid command line");
+    let report = tokio::time::timeout(Duration::from_secs(60), run_cli(cli))
+        .await
+        .expect("the scenario stops by itself")
+        .expect("the scenario runs")
+        .expect("a report");
+    let text = std::fs::read_to_string(&json).expect("--json wrote its file");
+    let v: Value = serde_json::from_str(&text).expect("--json is JSON");
+    for key in JSON_KEYS {
+        assert!(v.get(key).is_some(), "{name}: key {key} missing in {text}");
+    }
+    assert!(
+        !report.failed,
+        "{name}: the run reported a failure:\n{}",
+        report.table()
+    );
+    v
+}
+
+/// Asserts a fan-out result: every dashboard got every event, in order.
+fn assert_complete(name: &str, v: &Value) {
+    for key in [
+        "lost",
+        "gaps",
+        "out_of_order",
+        "missing_at_end",
+        "unexpected",
+        "disconnected",
+        "driver_errors",
+    ] {
+        assert_eq!(v[key], 0, "{name}: {key} in {v:#}");
+    }
+    assert!(v["delivered"].as_u64().unwrap() > 0, "{name}: {v:#}");
+    assert_eq!(v["delivered"], v["expected"], "{name}: {v:#}");
+    assert!(v["delivered_per_sec"].is_number(), "{name}: {v:#}");
+    assert!(v["p99_ms"].is_number(), "{name}: {v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_as_fast_as_possible_loses_nothing() {
+    let b = Broker::start().await;
+    let svg = scratch("fanout-plot").join("latency.svg");
+    let svg_arg = svg.to_str().unwrap().to_string();
+    let v = run(
+        "fanout",
+        &[
+            "fanout",
+            "--url",
+            &b.url,
+            "--dashboards",
+            "8",
+            "--seconds",
+            "2",
+            "--plot",
+            &svg_arg,
+        ],
+    )
+    .await;
+    assert_complete("fanout", &v);
+    let plot = std::fs::read_to_string(&svg).expect("--plot wrote its file");
+    assert!(plot.starts_with("<svg"), "{}", &plot[..plot.len().min(200)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_at_a_rate_loses_nothing() {
+    let b = Broker::start().await;
+    let v = run(
+        "fanout-rate",
+        &[
+            "fanout",
+            "--url",
+            &b.url,
+            "--dashboards",
+            "5",
+            "--seconds",
+            "2",
+            "--rate",
+            "300",
+        ],
+    )
+    .await;
+    assert_complete("fanout-rate", &v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_completes_cases() {
+    let b = Broker::start().await;
+    let v = run(
+        "lifecycle",
+        &[
+            "lifecycle",
+            "--url",
+            &b.url,
+            "--concurrency",
+            "4",
+            "--seconds",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(v["failed"], 0, "{v:#}");
+    assert!(v["cases"].as_u64().unwrap() > 0, "{v:#}");
+    assert!(v["cases_per_sec"].is_number(), "{v:#}");
+    for step in casebroker_loadtest::lifecycle::STEPS {
+        assert!(
+            v["steps"][step]["count"].as_u64().unwrap() > 0,
+            "{step}: {v:#}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_holds_connections_across_worker_processes() {
+    let b = Broker::start().await;
+    // 15 sockets per process: this process holds 15, two workers the rest.
+    let v = run(
+        "idle",
+        &[
+            "idle",
+            "--url",
+            &b.url,
+            "--connections",
+            "40",
+            "--seconds",
+            "1",
+            "--per-process",
+            "15",
+            "--worker-exe",
+            env!("CARGO_BIN_EXE_casebroker-loadtest"),
+        ],
+    )
+    .await;
+    assert_eq!(v["connections"], 40, "{v:#}");
+    assert_eq!(v["failed"], 0, "{v:#}");
+    assert_eq!(v["dropped"], 0, "{v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_loses_nothing_under_idle_load() {
+    let b = Broker::start().await;
+    let v = run(
+        "mixed",
+        &[
+            "mixed",
+            "--url",
+            &b.url,
+            "--dashboards",
+            "6",
+            "--customers",
+            "60",
+            "--rate",
+            "100",
+            "--seconds",
+            "2",
+        ],
+    )
+    .await;
+    assert_complete("mixed", &v);
+    assert_eq!(v["customers"], 60, "{v:#}");
+}
+
+#[test]
+fn urls_outside_loopback_are_refused_with_exit_code_2() {
+    for url in ["ws://10.0.0.1:8080/v1/ws", "ws://example.com/v1/ws"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_casebroker-loadtest"))
+            .args(["fanout", "--url", url, "--seconds", "1", "--no-progress"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{url}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("loopback"),
+            "{out:?}"
+        );
+    }
+}
+
+/// The Node.js baseline speaks enough of the protocol for `fanout`. Needs
+/// Node.js and npm (`.ci/run` installs them where missing); the baseline's
+/// pinned `ws` package is installed here when it is not yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_runs_against_the_node_baseline() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("baseline");
+    if !dir.join("node_modules/ws").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is needed for the Node.js baseline (install nodejs and npm)");
+        assert!(status.success(), "npm install in loadtest/baseline failed");
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut node = tokio::process::Command::new("node")
+        .arg(dir.join("server.js"))
+        .args(["--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(node.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line),
+    )
+    .await
+    .expect("the baseline starts")
+    .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    let url = format!("ws://127.0.0.1:{port}/");
+    let v = run(
+        "baseline",
+        &[
+            "fanout",
+            "--url",
+            &url,
+            "--dashboards",
+            "5",
+            "--seconds",
+            "1",
+        ],
+    )
+    .await;
+    assert_complete("baseline", &v);
+    let _ = node.kill().await;
+}
