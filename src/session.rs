@@ -59,6 +59,8 @@ struct Writer {
     sink: Sink,
     metrics: Metrics,
     write_timeout: Duration,
+    /// Emission times of the events in the batch being written (reused).
+    emitted: Vec<Instant>,
 }
 
 /// Why the session ends, and the close frame to send once the connection
@@ -113,7 +115,8 @@ impl Writer {
     /// Writes `first` and whatever else is queued (up to a batch) with one
     /// flush, then records how late each queue event reached the socket.
     async fn batch(&mut self, first: Outgoing, rx: &mut OutboxRx) -> Result<(), End> {
-        let mut emitted: Vec<Instant> = Vec::new();
+        let emitted = &mut self.emitted;
+        emitted.clear();
         let (mut count, mut bytes) = (0u64, 0u64);
         let mut next = Some(first);
         let mut closing = None;
@@ -148,10 +151,10 @@ impl Writer {
             Err(_) => return Err(End::gone(Some(Disconnect::WriteTimeout))),
         }
         self.metrics.messages_sent(count, bytes);
-        if !emitted.is_empty() {
+        if !self.emitted.is_empty() {
             let now = Instant::now();
-            for at in emitted {
-                self.metrics.push_latency(now - at);
+            for at in &self.emitted {
+                self.metrics.push_latency(now - *at);
             }
         }
         if let Some((code, reason)) = closing {
@@ -204,6 +207,7 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
         sink,
         metrics: app.broker.metrics().clone(),
         write_timeout: config.write_timeout,
+        emitted: Vec::new(),
     };
     let Some((id, who)) = hello(&app, &mut w, &mut source).await else {
         return;
@@ -342,12 +346,17 @@ async fn session(
     let mut pong_deadline: Option<Instant> = None;
     let mut bad_in_a_row = 0u32;
     let mut limited_in_a_row = 0u32;
+    // Created once, not per turn of the loop: each registers with its token.
     let kill = rx.kill.clone();
+    let killed_now = kill.wait();
+    tokio::pin!(killed_now);
+    let shutdown = app.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
-            code = kill.wait() => return Err(killed(code)),
-            _ = app.shutdown.cancelled() => {
+            code = &mut killed_now => return Err(killed(code)),
+            _ = &mut shutdown => {
                 return Err(End::close(Disconnect::Shutdown, close::SHUTDOWN, "shutting down"));
             }
             _ = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
@@ -369,7 +378,7 @@ async fn session(
                 // hide that its queue overflowed meanwhile.
                 let overflowed = tokio::select! {
                     r = w.batch(item, rx) => { r?; None }
-                    code = kill.wait() => Some(code),
+                    code = &mut killed_now => Some(code),
                 };
                 if let Some(code) = overflowed {
                     return Err(killed(code));
