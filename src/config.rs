@@ -113,7 +113,9 @@ pub struct Config {
     /// A socket write that takes longer closes the connection. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
-    /// WebSocket read buffer per connection, in bytes. Default 4096.
+    /// Initial capacity of a connection's WebSocket read storage, in bytes.
+    /// Socket reads always go through tungstenite's fixed 4 KiB chunk; this
+    /// only sets what an idle connection keeps beside it. Default 256.
     pub read_buffer_bytes: usize,
     /// Bytes buffered before a write reaches the socket. Default 65536.
     pub write_buffer_bytes: usize,
@@ -160,7 +162,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 256,
             write_buffer_bytes: 64 * 1024,
             max_write_buffer_bytes: 64 * 1024 * 1024,
             metrics_listen: None,

@@ -1,13 +1,20 @@
 //! A connection's bounded outbound queue. Everything the broker sends to a
-//! socket goes through one; it is filled with `try_send` and never waited
-//! on. A full outbox means a slow consumer: the connection is told to close
-//! with 4001 and must resume.
+//! socket goes through one; it is filled without waiting and never waited
+//! on. A full outbox (by messages or by bytes) means a slow consumer: the
+//! connection is told to close with 4001 and must resume.
+//!
+//! The queue is a `VecDeque` behind a mutex with a `Notify`, rather than a
+//! channel: tokio's bounded channel allocates a block of slots (about
+//! 1.8 KiB here) for every connection up front, which alone would be a
+//! quarter of an idle connection's budget. This queue allocates as items
+//! arrive and gives memory back once drained.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +29,16 @@ pub enum Outgoing {
     Event(Utf8Bytes, Instant),
     /// Close the connection with this code after what is queued before it.
     Close(u16, &'static str),
+}
+
+impl Outgoing {
+    /// Payload bytes, for the outbox's byte bound.
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Text(f) | Outgoing::Event(f, _) => f.len(),
+            Outgoing::Close(..) => 0,
+        }
+    }
 }
 
 /// Tells a connection's task to close at once, with a code.
@@ -47,69 +64,96 @@ impl Kill {
     }
 }
 
+/// Items and their bytes, under one lock.
+#[derive(Debug, Default)]
+struct Items {
+    queue: VecDeque<Outgoing>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Queue {
+    items: Mutex<Items>,
+    /// Wakes the writer; a notification sent while it is busy is kept as a
+    /// permit, so none is lost.
+    ready: Notify,
+    /// The receiving side is gone.
+    closed: AtomicBool,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Items> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A drained queue keeps at most this many slots allocated.
+const KEEP_SLOTS: usize = 16;
+
 /// The sending side of a connection's outbound queue.
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
+    queue: Arc<Queue>,
     kill: Arc<Kill>,
-    /// Bytes queued and not yet taken by the writer.
-    queued: Arc<AtomicUsize>,
-    max_bytes: usize,
 }
 
 /// The receiving side, owned by the connection's task.
 pub struct OutboxRx {
-    rx: mpsc::Receiver<Outgoing>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
     pub kill: Arc<Kill>,
 }
 
+impl Drop for OutboxRx {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        // Free what nobody will write.
+        *self.queue.lock() = Items::default();
+    }
+}
+
 impl OutboxRx {
-    /// The next item; `None` once every sender is gone.
+    /// The next item. Cancel-safe: an item is only taken when returned.
     pub async fn recv(&mut self) -> Option<Outgoing> {
-        let item = self.rx.recv().await;
-        self.taken(item.as_ref());
-        item
+        loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            self.queue.ready.notified().await;
+        }
     }
 
     /// The next item if one is queued now.
     pub fn try_recv(&mut self) -> Option<Outgoing> {
-        let item = self.rx.try_recv().ok();
-        self.taken(item.as_ref());
-        item
-    }
-
-    fn taken(&self, item: Option<&Outgoing>) {
-        if let Some(len) = item.map(Outgoing::len) {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+        let mut items = self.queue.lock();
+        let item = items.queue.pop_front()?;
+        items.bytes -= item.len();
+        if items.queue.is_empty() && items.queue.capacity() > KEEP_SLOTS {
+            items.queue.shrink_to(KEEP_SLOTS);
         }
-    }
-}
-
-impl Outgoing {
-    /// Payload bytes, for the outbox's byte bound.
-    fn len(&self) -> usize {
-        match self {
-            Outgoing::Text(f) | Outgoing::Event(f, _) => f.len(),
-            Outgoing::Close(..) => 0,
-        }
+        Some(item)
     }
 }
 
 impl Outbox {
-    /// A queue of at most `capacity` messages and about `max_bytes` bytes.
-    pub fn new(capacity: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
-        let (tx, rx) = mpsc::channel(capacity);
+    /// A queue of at most `max_messages` messages and about `max_bytes`
+    /// bytes (one larger message, such as a big snapshot, passes alone).
+    pub fn new(max_messages: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
+        let queue = Arc::new(Queue {
+            items: Mutex::new(Items::default()),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+            max_messages,
+            max_bytes,
+        });
         let kill = Arc::new(Kill::default());
-        let queued = Arc::new(AtomicUsize::new(0));
         (
             Outbox {
-                tx,
+                queue: queue.clone(),
                 kill: kill.clone(),
-                queued: queued.clone(),
-                max_bytes,
             },
-            OutboxRx { rx, queued, kill },
+            OutboxRx { queue, kill },
         )
     }
 
@@ -140,23 +184,92 @@ impl Outbox {
     }
 
     fn push_item(&self, item: Outgoing) -> bool {
+        if self.queue.closed.load(Ordering::Acquire) {
+            return false;
+        }
         let len = item.len();
-        // One message larger than the bound (a big snapshot) may pass alone.
-        let queued = self.queued.load(Ordering::Acquire);
-        if queued > 0 && queued + len > self.max_bytes {
+        let full = {
+            let mut items = self.queue.lock();
+            let over_bytes = items.bytes > 0 && items.bytes + len > self.queue.max_bytes;
+            let full = items.queue.len() >= self.queue.max_messages || over_bytes;
+            if !full {
+                items.bytes += len;
+                items.queue.push_back(item);
+            }
+            full
+        };
+        if full {
             self.kill(close::SLOW);
             return false;
         }
-        self.queued.fetch_add(len, Ordering::AcqRel);
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(e) => {
-                self.queued.fetch_sub(len, Ordering::AcqRel);
-                if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    self.kill(close::SLOW);
+        self.queue.ready.notify_one();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Utf8Bytes {
+        Utf8Bytes::from("x".repeat(n))
+    }
+
+    #[tokio::test]
+    async fn items_come_out_in_order_and_wake_the_reader() {
+        let (tx, mut rx) = Outbox::new(10, 1000);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                match rx.recv().await {
+                    Some(Outgoing::Text(f)) => got.push(f.len()),
+                    other => panic!("{other:?}"),
                 }
-                false
             }
+            got
+        });
+        for n in [1, 2, 3] {
+            assert!(tx.push_shared(frame(n)));
         }
+        assert_eq!(reader.await.unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn past_the_message_bound_the_connection_is_told_to_close() {
+        let (tx, _rx) = Outbox::new(2, 1000);
+        assert!(tx.push_shared(frame(1)));
+        assert!(tx.push_shared(frame(1)));
+        assert!(!tx.push_shared(frame(1)));
+        assert!(tx.kill.token.is_cancelled());
+        assert_eq!(tx.kill.code.load(Ordering::Acquire), close::SLOW);
+    }
+
+    #[test]
+    fn past_the_byte_bound_too_but_one_big_message_passes_alone() {
+        let (tx, mut rx) = Outbox::new(100, 10);
+        assert!(tx.push_shared(frame(50)), "alone, a big message passes");
+        assert!(!tx.push_shared(frame(1)), "behind it, nothing more");
+        assert!(rx.try_recv().is_some());
+        let (tx, _rx) = Outbox::new(100, 10);
+        assert!(tx.push_shared(frame(6)));
+        assert!(!tx.push_shared(frame(6)));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_memory_back() {
+        let (tx, mut rx) = Outbox::new(10_000, usize::MAX);
+        for _ in 0..1000 {
+            tx.push_shared(frame(1));
+        }
+        while rx.try_recv().is_some() {}
+        assert!(rx.queue.lock().queue.capacity() <= KEEP_SLOTS);
+    }
+
+    #[test]
+    fn nothing_is_queued_once_the_reader_is_gone() {
+        let (tx, rx) = Outbox::new(10, 1000);
+        drop(rx);
+        assert!(!tx.push_shared(frame(1)));
+        assert!(!tx.kill.token.is_cancelled(), "a gone reader is not slow");
     }
 }

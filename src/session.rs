@@ -246,8 +246,26 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
         }
         if let Some((code, text)) = close {
             w.close(code, text).await;
+            linger(&mut source).await;
         }
     }
+}
+
+/// How long a closing connection's remaining input is read and dropped.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// After our close frame, reads and drops what the peer still sends until
+/// its close frame, briefly: closing a socket with unread input resets it,
+/// and the reset would destroy our close frame before the peer reads it.
+async fn linger(source: &mut Source) {
+    let _ = timeout(LINGER, async {
+        while let Some(Ok(msg)) = source.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Waits for `hello` and checks it. On failure the error and the close
@@ -257,6 +275,7 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
         r = timeout(app.broker.config().hello_timeout, next_data(source)) => r,
         _ = app.shutdown.cancelled() => {
             w.close_for(Disconnect::Shutdown, close::SHUTDOWN, "shutting down").await;
+            linger(source).await;
             return None;
         }
     };
@@ -270,12 +289,14 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
                 "hello timeout",
             )
             .await;
+            linger(source).await;
             return None;
         }
         Ok(FirstFrame::Gone) => return None,
         Ok(FirstFrame::TooLarge) => {
             w.close_for(Disconnect::TooLarge, close::TOO_LARGE, "message too large")
                 .await;
+            linger(source).await;
             return None;
         }
         Ok(FirstFrame::Binary) => {
@@ -287,6 +308,7 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
                 .await;
             w.close_for(Disconnect::NoHello, close::NO_HELLO, "expected hello")
                 .await;
+            linger(source).await;
             return None;
         }
         Ok(FirstFrame::Text(t)) => t,
@@ -312,6 +334,7 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
                         "unauthorized",
                     )
                     .await;
+                    linger(source).await;
                     return None;
                 }
             },
@@ -322,6 +345,7 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
     let _ = w.error(id.as_ref(), &err).await;
     w.close_for(Disconnect::NoHello, close::NO_HELLO, "expected hello")
         .await;
+    linger(source).await;
     None
 }
 
