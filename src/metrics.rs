@@ -2,6 +2,8 @@
 //! never carry company, agent or case ids. Hot-path counters are resolved
 //! to their label once, at start-up.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -11,6 +13,26 @@ use prometheus::{
 
 use crate::case::Status;
 use crate::protocol::{ErrorCode, Role};
+
+/// Every `type` label of `casebroker_messages_received_total`.
+const MESSAGE_TYPES: [&str; 16] = [
+    "hello",
+    "subscribe",
+    "unsubscribe",
+    "create_case",
+    "assign",
+    "join",
+    "leave",
+    "close",
+    "delete",
+    "presence",
+    "chat",
+    "signal",
+    "request_help",
+    "ping",
+    "invalid",
+    "rate_limited",
+];
 
 /// Why a connection was closed by the broker, for
 /// `casebroker_disconnects_total{reason}`.
@@ -62,13 +84,16 @@ impl Disconnect {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    connections: IntGaugeVec,
-    connections_total: IntCounterVec,
     capacity: IntGauge,
     refused: IntCounterVec,
     cases: IntGaugeVec,
     events: IntCounter,
     messages_in_by_type: IntCounterVec,
+    /// `messages_in_by_type` resolved for every known type, so the hot path
+    /// skips the vector's lock and label hashing.
+    by_type: Arc<HashMap<&'static str, IntCounter>>,
+    /// Per role (agent, customer): open connections and accepted ones.
+    by_role: [(IntGauge, IntCounter); 2],
     messages_in: IntCounter,
     messages_out: IntCounter,
     bytes_in: IntCounter,
@@ -164,13 +189,33 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("unique metric");
+        let connections_total = counter_vec(
+            &registry,
+            "casebroker_connections_total",
+            "WebSocket connections accepted after hello, by role",
+            "role",
+        );
+        let by_role = [Role::Agent, Role::Customer].map(|role| {
+            let gauge = connections.with_label_values(&[role.as_str()]);
+            gauge.set(0);
+            (gauge, connections_total.with_label_values(&[role.as_str()]))
+        });
+        let messages_in_by_type = counter_vec(
+            &registry,
+            "casebroker_messages_received_total",
+            "Client WebSocket messages received, by type (invalid when undecodable)",
+            "type",
+        );
+        let by_type = Arc::new(
+            MESSAGE_TYPES
+                .iter()
+                .map(|t| (*t, messages_in_by_type.with_label_values(&[*t])))
+                .collect(),
+        );
         let m = Metrics {
-            connections_total: counter_vec(
-                &registry,
-                "casebroker_connections_total",
-                "WebSocket connections accepted after hello, by role",
-                "role",
-            ),
+            by_role,
+            by_type,
+            messages_in_by_type,
             capacity: gauge(
                 &registry,
                 "casebroker_connection_capacity",
@@ -184,12 +229,6 @@ impl Metrics {
             ),
             events: IntCounter::new("casebroker_events_total", "Queue events emitted")
                 .expect("valid metric"),
-            messages_in_by_type: counter_vec(
-                &registry,
-                "casebroker_messages_received_total",
-                "Client WebSocket messages received, by type (invalid when undecodable)",
-                "type",
-            ),
             messages_in: messages.with_label_values(&["in"]),
             messages_out: messages.with_label_values(&["out"]),
             bytes_in: bytes.with_label_values(&["in"]),
@@ -217,7 +256,6 @@ impl Metrics {
                 "casebroker_join_failure_alarm",
                 "1 while failed joins this minute are over failed_join_alarm_per_minute",
             ),
-            connections,
             cases,
             push_latency,
             registry,
@@ -225,10 +263,6 @@ impl Metrics {
         m.registry
             .register(Box::new(m.events.clone()))
             .expect("unique metric");
-        for role in [Role::Agent, Role::Customer] {
-            m.connections.with_label_values(&[role.as_str()]).set(0);
-            m.connections_total.with_label_values(&[role.as_str()]);
-        }
         for d in Disconnect::ALL {
             m.disconnects.with_label_values(&[d.as_str()]);
         }
@@ -238,15 +272,21 @@ impl Metrics {
         m
     }
 
+    fn role(&self, role: Role) -> &(IntGauge, IntCounter) {
+        &self.by_role[match role {
+            Role::Agent => 0,
+            Role::Customer => 1,
+        }]
+    }
+
     pub fn connection_opened(&self, role: Role) {
-        self.connections.with_label_values(&[role.as_str()]).inc();
-        self.connections_total
-            .with_label_values(&[role.as_str()])
-            .inc();
+        let (open, total) = self.role(role);
+        open.inc();
+        total.inc();
     }
 
     pub fn connection_closed(&self, role: Role) {
-        self.connections.with_label_values(&[role.as_str()]).dec();
+        self.role(role).0.dec();
     }
 
     pub fn set_capacity(&self, n: usize) {
@@ -265,7 +305,10 @@ impl Metrics {
     /// One client message of `len` bytes, of a known wire type (or
     /// `invalid`).
     pub fn message_received(&self, kind: &'static str, len: usize) {
-        self.messages_in_by_type.with_label_values(&[kind]).inc();
+        match self.by_type.get(kind) {
+            Some(c) => c.inc(),
+            None => self.messages_in_by_type.with_label_values(&[kind]).inc(),
+        }
         self.messages_in.inc();
         self.bytes_in.inc_by(len as u64);
     }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::{Quota, RateLimiter};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, field, info_span};
 
@@ -103,13 +104,28 @@ impl Writer {
     }
 
     async fn error(&mut self, id: Option<&Id>, err: &Error) -> Result<(), End> {
-        self.metrics.error_sent(err.code);
-        debug!(code = ?err.code, "error reply");
-        let msg = ServerMsg::Error {
-            code: err.code,
-            message: err.message.clone(),
-        };
-        self.send(Utf8Bytes::from(msg.to_text(id))).await
+        let frame = error_frame(&self.metrics, id, err);
+        self.send(frame).await
+    }
+
+    /// Writes a command's reply together with whatever the command queued
+    /// for this connection (its pushes), with one flush: a command costs
+    /// one write, not one per message.
+    async fn reply(&mut self, frame: Utf8Bytes, rx: &mut OutboxRx) -> Result<(), End> {
+        let len = frame.len() as u64;
+        match timeout(self.write_timeout, self.sink.feed(Message::Text(frame))).await {
+            Ok(Ok(())) => self.metrics.messages_sent(1, len),
+            Ok(Err(_)) => return Err(End::gone(None)),
+            Err(_) => return Err(End::gone(Some(Disconnect::WriteTimeout))),
+        }
+        match rx.try_recv() {
+            Some(item) => self.batch(item, rx).await,
+            None => match timeout(self.write_timeout, self.sink.flush()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::gone(None)),
+                Err(_) => Err(End::gone(Some(Disconnect::WriteTimeout))),
+            },
+        }
     }
 
     /// Writes `first` and whatever else is queued (up to a batch) with one
@@ -360,9 +376,12 @@ async fn session(
     who: &Peer,
 ) -> Result<(), End> {
     let config = app.broker.config();
-    let limiter: DefaultDirectRateLimiter = RateLimiter::direct(
+    // The std clock: governor's default clock calibrates itself (cpuid)
+    // each time one is made, which is too dear once per connection.
+    let limiter = RateLimiter::direct_with_clock(
         Quota::per_second(nonzero(config.messages_per_second))
             .allow_burst(nonzero(config.message_burst)),
+        MonotonicClock,
     );
     let mut ping =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
@@ -445,9 +464,9 @@ async fn session(
                 limited_in_a_row = 0;
                 let (id, decoded, result) = handle(app, conn, ip, who, &text);
                 match result {
-                    Ok(Some(reply)) => w.send(Utf8Bytes::from(reply.to_text(id.as_ref()))).await?,
+                    Ok(Some(reply)) => w.reply(Utf8Bytes::from(reply.to_text(id.as_ref())), rx).await?,
                     Ok(None) => {}
-                    Err(err) => w.error(id.as_ref(), &err).await?,
+                    Err(err) => w.reply(error_frame(&w.metrics, id.as_ref(), &err), rx).await?,
                 }
                 // Only undecodable messages count: a stream of garbage closes
                 // the connection, refused commands do not.
@@ -458,6 +477,17 @@ async fn session(
             }
         }
     }
+}
+
+/// An `error` message, counted.
+fn error_frame(metrics: &Metrics, id: Option<&Id>, err: &Error) -> Utf8Bytes {
+    metrics.error_sent(err.code);
+    debug!(code = ?err.code, "error reply");
+    let msg = ServerMsg::Error {
+        code: err.code,
+        message: err.message.clone(),
+    };
+    Utf8Bytes::from(msg.to_text(id))
 }
 
 /// The end of a connection told to close by the broker (its outbox
