@@ -393,7 +393,10 @@ async fn session(
     let kill = rx.kill.clone();
     let killed_now = kill.wait();
     tokio::pin!(killed_now);
-    let shutdown = app.shutdown.cancelled();
+    // A child token: polling the shared one from every connection on each
+    // wake-up would contend on its lock.
+    let shutdown_token = app.shutdown.child_token();
+    let shutdown = shutdown_token.cancelled();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
