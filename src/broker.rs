@@ -1,6 +1,6 @@
 //! The broker's state and every command that changes it. `Broker` is a
 //! cheap handle to `Arc<Shared>` → `Mutex<State>`; methods are synchronous,
-//! lock, change, queue what must be sent with `try_send`, and return. They
+//! lock, change, queue what must be sent (never waiting), and return. They
 //! never await, so no lock is held across an `.await`.
 //!
 //! Every change to a case goes through `State::commit`, the one place that

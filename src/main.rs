@@ -30,11 +30,6 @@ enum LogFormat {
     Json,
 }
 
-/// mimalloc: many small, short-lived allocations per message; it is
-/// measurably faster than the system allocator here (BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// EX_USAGE from sysexits.h: the config or a flag is wrong.
 const EXIT_CONFIG: u8 = 64;
 
