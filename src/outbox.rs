@@ -188,21 +188,27 @@ impl Outbox {
             return false;
         }
         let len = item.len();
-        let full = {
+        let (full, was_empty) = {
             let mut items = self.queue.lock();
             let over_bytes = items.bytes > 0 && items.bytes + len > self.queue.max_bytes;
             let full = items.queue.len() >= self.queue.max_messages || over_bytes;
+            let was_empty = items.queue.is_empty();
             if !full {
                 items.bytes += len;
                 items.queue.push_back(item);
             }
-            full
+            (full, was_empty)
         };
         if full {
             self.kill(close::SLOW);
             return false;
         }
-        self.queue.ready.notify_one();
+        // Only the first item wakes the writer: it empties the queue before
+        // it waits again (`OutboxRx::recv` looks before it sleeps), so
+        // items behind the first need no wake-up of their own.
+        if was_empty {
+            self.queue.ready.notify_one();
+        }
         true
     }
 }

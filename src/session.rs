@@ -12,6 +12,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use governor::clock::MonotonicClock;
 use governor::{Quota, RateLimiter};
+use tokio::time::error::Elapsed;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, field, info_span};
 
@@ -93,7 +94,7 @@ impl Writer {
     /// Sends one frame now (a reply or an error).
     async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
         let len = frame.len() as u64;
-        match timeout(self.write_timeout, self.sink.send(Message::Text(frame))).await {
+        match deadline(self.write_timeout, self.sink.send(Message::Text(frame))).await {
             Ok(Ok(())) => {
                 self.metrics.messages_sent(1, len);
                 Ok(())
@@ -113,14 +114,14 @@ impl Writer {
     /// one write, not one per message.
     async fn reply(&mut self, frame: Utf8Bytes, rx: &mut OutboxRx) -> Result<(), End> {
         let len = frame.len() as u64;
-        match timeout(self.write_timeout, self.sink.feed(Message::Text(frame))).await {
+        match deadline(self.write_timeout, self.sink.feed(Message::Text(frame))).await {
             Ok(Ok(())) => self.metrics.messages_sent(1, len),
             Ok(Err(_)) => return Err(End::gone(None)),
             Err(_) => return Err(End::gone(Some(Disconnect::WriteTimeout))),
         }
         match rx.try_recv() {
             Some(item) => self.batch(item, rx).await,
-            None => match timeout(self.write_timeout, self.sink.flush()).await {
+            None => match deadline(self.write_timeout, self.sink.flush()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(End::gone(None)),
                 Err(_) => Err(End::gone(Some(Disconnect::WriteTimeout))),
@@ -161,7 +162,7 @@ impl Writer {
             }
             self.sink.flush().await
         };
-        match timeout(self.write_timeout, write).await {
+        match deadline(self.write_timeout, write).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(End::gone(None)),
             Err(_) => return Err(End::gone(Some(Disconnect::WriteTimeout))),
@@ -264,6 +265,17 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
             w.close(code, text).await;
             linger(&mut source).await;
         }
+    }
+}
+
+/// `timeout`, without arming a timer when the future is ready at once (a
+/// write into a socket with room): timers are shared by every connection,
+/// and most writes never need one.
+async fn deadline<F: Future>(limit: Duration, f: F) -> Result<F::Output, Elapsed> {
+    let mut f = std::pin::pin!(f);
+    match futures::poll!(f.as_mut()) {
+        std::task::Poll::Ready(out) => Ok(out),
+        std::task::Poll::Pending => timeout(limit, f).await,
     }
 }
 

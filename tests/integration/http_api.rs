@@ -1148,3 +1148,59 @@ async fn field_limits_over_http() {
         .await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// `metrics_listen`: `/metrics` alone on its own listener, moving with the
+/// main one's traffic; nothing else is served there.
+#[tokio::test]
+async fn metrics_can_be_served_on_their_own_listener() {
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (main_addr, metrics_addr) = (main.local_addr().unwrap(), metrics.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let broker = tokio::spawn(casebroker::run_with_metrics(
+        main,
+        Some(metrics),
+        config_with(""),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("http://{main_addr}/v1/cases"))
+        .bearer_auth(ALICE)
+        .json(&json!({"group": "support"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let text = http
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("casebroker_cases{status=\"new\"} 1"),
+        "{text}"
+    );
+    let other = http
+        .get(format!("http://{metrics_addr}/v1/cases"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics listener serves /metrics alone"
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), broker)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+}
