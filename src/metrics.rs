@@ -12,27 +12,11 @@ use prometheus::{
 };
 
 use crate::case::Status;
-use crate::protocol::{ErrorCode, Role};
+use crate::protocol::{ClientMsg, ErrorCode, Role};
 
-/// Every `type` label of `casebroker_messages_received_total`.
-const MESSAGE_TYPES: [&str; 16] = [
-    "hello",
-    "subscribe",
-    "unsubscribe",
-    "create_case",
-    "assign",
-    "join",
-    "leave",
-    "close",
-    "delete",
-    "presence",
-    "chat",
-    "signal",
-    "request_help",
-    "ping",
-    "invalid",
-    "rate_limited",
-];
+/// `type` labels of `casebroker_messages_received_total` besides the
+/// client message types.
+const OTHER_MESSAGE_LABELS: [&str; 2] = ["invalid", "rate_limited"];
 
 /// Why a connection was closed by the broker, for
 /// `casebroker_disconnects_total{reason}`.
@@ -207,8 +191,9 @@ impl Metrics {
             "type",
         );
         let by_type = Arc::new(
-            MESSAGE_TYPES
+            ClientMsg::TYPES
                 .iter()
+                .chain(&OTHER_MESSAGE_LABELS)
                 .map(|t| (*t, messages_in_by_type.with_label_values(&[*t])))
                 .collect(),
         );

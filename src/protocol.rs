@@ -171,6 +171,46 @@ pub enum ClientMsg {
     Ping {},
 }
 
+impl ClientMsg {
+    /// Every client `type`, as on the wire.
+    pub const TYPES: [&'static str; 14] = [
+        "hello",
+        "subscribe",
+        "unsubscribe",
+        "create_case",
+        "assign",
+        "join",
+        "leave",
+        "close",
+        "delete",
+        "presence",
+        "chat",
+        "signal",
+        "request_help",
+        "ping",
+    ];
+
+    /// This message's `type`, as on the wire (a metric label).
+    pub fn wire_type(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello { .. } => "hello",
+            ClientMsg::Subscribe { .. } => "subscribe",
+            ClientMsg::Unsubscribe {} => "unsubscribe",
+            ClientMsg::CreateCase(_) => "create_case",
+            ClientMsg::Assign { .. } => "assign",
+            ClientMsg::Join { .. } => "join",
+            ClientMsg::Leave { .. } => "leave",
+            ClientMsg::Close { .. } => "close",
+            ClientMsg::Delete { .. } => "delete",
+            ClientMsg::Presence { .. } => "presence",
+            ClientMsg::Chat { .. } => "chat",
+            ClientMsg::Signal { .. } => "signal",
+            ClientMsg::RequestHelp(_) => "request_help",
+            ClientMsg::Ping {} => "ping",
+        }
+    }
+}
+
 /// Why a client message could not be read. Carries the `id` when one could
 /// be read, so the error can echo it.
 #[derive(Debug)]
@@ -459,6 +499,20 @@ mod tests {
                 .id
                 .is_none()
         );
+    }
+
+    #[test]
+    fn every_wire_type_is_listed() {
+        // One object that carries every command's required fields.
+        let all = serde_json::json!({"role": "customer", "code": "s12345678", "assignee": null,
+            "state": "away", "text": "", "data": null, "module": "m", "group": "g"});
+        for ty in ClientMsg::TYPES {
+            let mut v = all.clone();
+            v["type"] = ty.into();
+            let msg =
+                decode_client(&v.to_string()).unwrap_or_else(|e| panic!("{ty}: {}", e.message));
+            assert_eq!(msg.msg.wire_type(), ty);
+        }
     }
 
     #[test]

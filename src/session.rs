@@ -561,7 +561,7 @@ fn handle(
     };
     broker
         .metrics()
-        .message_received(kind(&env.msg), text.len());
+        .message_received(env.msg.wire_type(), text.len());
     let id = env.id;
     let result = match who {
         Peer::Agent(agent) => agent_command(broker, conn, agent, env.msg, id.as_ref()),
@@ -700,26 +700,6 @@ fn customer_command(
             return Err(Error::forbidden("agents only"));
         }
     }))
-}
-
-/// The wire name of a client message, for metrics.
-fn kind(msg: &ClientMsg) -> &'static str {
-    match msg {
-        ClientMsg::Hello { .. } => "hello",
-        ClientMsg::Subscribe { .. } => "subscribe",
-        ClientMsg::Unsubscribe {} => "unsubscribe",
-        ClientMsg::CreateCase(_) => "create_case",
-        ClientMsg::Assign { .. } => "assign",
-        ClientMsg::Join { .. } => "join",
-        ClientMsg::Leave { .. } => "leave",
-        ClientMsg::Close { .. } => "close",
-        ClientMsg::Delete { .. } => "delete",
-        ClientMsg::Presence { .. } => "presence",
-        ClientMsg::Chat { .. } => "chat",
-        ClientMsg::Signal { .. } => "signal",
-        ClientMsg::RequestHelp(_) => "request_help",
-        ClientMsg::Ping {} => "ping",
-    }
 }
 
 enum FirstFrame {
