@@ -1363,6 +1363,7 @@ impl State {
                 status: line.0,
                 customer_connected: line.1,
                 supporter_connected: line.2,
+                supporter: e.customer_view(&shared.dir).supporter,
             };
             e.customer_seat.push(&msg);
             e.supporter_seat.push(&msg);

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::case::{CaseView, Customer, CustomerCaseView, SessionCode, Status};
+use crate::case::{CaseView, Customer, CustomerCaseView, SessionCode, Status, SupporterView};
 
 /// The `id` a client may put on a command: a string of at most 64
 /// characters, or an integer. Replies echo it unchanged.
@@ -375,6 +375,8 @@ pub enum ServerMsg {
         status: Status,
         customer_connected: bool,
         supporter_connected: bool,
+        /// The assignee as the customer sees it (`{name}`), or null.
+        supporter: Option<SupporterView>,
     },
     Chat {
         code: SessionCode,

@@ -25,6 +25,10 @@ async fn customer_and_agent_meet_and_chat() {
         })
         .await;
     assert_eq!(st["supporter_connected"], true);
+    assert_eq!(
+        st["supporter"]["name"], "Bob",
+        "the customer learns who took the case"
+    );
 
     bob.ok(
         json!({"type": "chat", "code": code, "text": "Hi Ana"}),
