@@ -221,13 +221,18 @@ impl CaseEntry {
         }
     }
 
-    fn customer_view(&self, dir: &Directory) -> CustomerCaseView {
-        let supporter = self.assignee.as_ref().map(|id| SupporterView {
+    /// The assignee as customers see it: its display name.
+    fn supporter(&self, dir: &Directory) -> Option<SupporterView> {
+        self.assignee.as_ref().map(|id| SupporterView {
             name: dir
                 .company(&self.company)
                 .and_then(|c| c.agent(id))
                 .map_or_else(|| id.clone(), |a| a.name.clone()),
-        });
+        })
+    }
+
+    fn customer_view(&self, dir: &Directory) -> CustomerCaseView {
+        let supporter = self.supporter(dir);
         CustomerCaseView {
             code: self.code.clone(),
             status: self.status(),
@@ -1363,7 +1368,7 @@ impl State {
                 status: line.0,
                 customer_connected: line.1,
                 supporter_connected: line.2,
-                supporter: e.customer_view(&shared.dir).supporter,
+                supporter: e.supporter(&shared.dir),
             };
             e.customer_seat.push(&msg);
             e.supporter_seat.push(&msg);

@@ -94,14 +94,9 @@ impl Writer {
     /// Sends one frame now (a reply or an error).
     async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
         let len = frame.len() as u64;
-        match deadline(self.write_timeout, self.sink.send(Message::Text(frame))).await {
-            Ok(Ok(())) => {
-                self.metrics.messages_sent(1, len);
-                Ok(())
-            }
-            Ok(Err(_)) => Err(End::gone(None)),
-            Err(_) => Err(End::gone(Some(Disconnect::WriteTimeout))),
-        }
+        written(deadline(self.write_timeout, self.sink.send(Message::Text(frame))).await)?;
+        self.metrics.messages_sent(1, len);
+        Ok(())
     }
 
     async fn error(&mut self, id: Option<&Id>, err: &Error) -> Result<(), End> {
@@ -114,18 +109,11 @@ impl Writer {
     /// one write, not one per message.
     async fn reply(&mut self, frame: Utf8Bytes, rx: &mut OutboxRx) -> Result<(), End> {
         let len = frame.len() as u64;
-        match deadline(self.write_timeout, self.sink.feed(Message::Text(frame))).await {
-            Ok(Ok(())) => self.metrics.messages_sent(1, len),
-            Ok(Err(_)) => return Err(End::gone(None)),
-            Err(_) => return Err(End::gone(Some(Disconnect::WriteTimeout))),
-        }
+        written(deadline(self.write_timeout, self.sink.feed(Message::Text(frame))).await)?;
+        self.metrics.messages_sent(1, len);
         match rx.try_recv() {
             Some(item) => self.batch(item, rx).await,
-            None => match deadline(self.write_timeout, self.sink.flush()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(End::gone(None)),
-                Err(_) => Err(End::gone(Some(Disconnect::WriteTimeout))),
-            },
+            None => written(deadline(self.write_timeout, self.sink.flush()).await),
         }
     }
 
@@ -162,11 +150,7 @@ impl Writer {
             }
             self.sink.flush().await
         };
-        match deadline(self.write_timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(End::gone(None)),
-            Err(_) => return Err(End::gone(Some(Disconnect::WriteTimeout))),
-        }
+        written(deadline(self.write_timeout, write).await)?;
         self.metrics.messages_sent(count, bytes);
         if !self.emitted.is_empty() {
             let now = Instant::now();
@@ -265,6 +249,16 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
             w.close(code, text).await;
             linger(&mut source).await;
         }
+    }
+}
+
+/// How a deadline-bound write ended: a failed socket ends the connection
+/// quietly, an expired deadline counts as `write_timeout`.
+fn written<E>(r: Result<Result<(), E>, Elapsed>) -> Result<(), End> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::gone(None)),
+        Err(_) => Err(End::gone(Some(Disconnect::WriteTimeout))),
     }
 }
 
