@@ -9,17 +9,22 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A session code: `s` followed by 8 (or 11) digits, shown as `s12-345-678`.
 ///
-/// Held as its digits; parsing accepts any case of `s`, and dashes and spaces
+/// Held as its number and its digit count, so it is `Copy` and a look-up
+/// never allocates. Parsing accepts any case of `s`, and dashes and spaces
 /// anywhere, so `S12345678`, `12-345-678` and `s12 345 678` are all one code.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionCode {
-    digits: String,
+    len: u8,
+    value: u64,
 }
 
 /// The number of digits a code may have.
 pub const CODE_DIGITS: [usize; 2] = [8, 11];
 
 impl SessionCode {
+    /// Sorts before every code (a lower bound for ranges).
+    pub const MIN: SessionCode = SessionCode { len: 0, value: 0 };
+
     /// Parses a code as a client typed it. Returns `None` for anything that
     /// is not `s` (optional) followed by 8 or 11 digits.
     pub fn parse(input: &str) -> Option<SessionCode> {
@@ -30,39 +35,50 @@ impl SessionCode {
         if let Some(stripped) = rest.strip_prefix(['s', 'S']) {
             rest = stripped;
         }
-        let mut digits = String::with_capacity(11);
-        for c in rest.chars() {
+        let (mut len, mut value) = (0u8, 0u64);
+        for c in rest.bytes() {
             match c {
-                '0'..='9' => digits.push(c),
-                '-' | ' ' => {}
+                b'0'..=b'9' => {
+                    len += 1;
+                    if usize::from(len) > CODE_DIGITS[1] {
+                        return None;
+                    }
+                    value = value * 10 + u64::from(c - b'0');
+                }
+                b'-' | b' ' => {}
                 _ => return None,
             }
         }
         CODE_DIGITS
-            .contains(&digits.len())
-            .then_some(SessionCode { digits })
+            .contains(&usize::from(len))
+            .then_some(SessionCode { len, value })
     }
 
     /// Draws a fresh code of `len` digits from the thread-local CSPRNG
     /// (ChaCha, seeded from the operating system).
     pub fn random(len: usize) -> SessionCode {
-        let mut rng = rand::rng();
-        let digits = (0..len)
-            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-            .collect();
-        SessionCode { digits }
+        let len = if len == CODE_DIGITS[1] {
+            CODE_DIGITS[1]
+        } else {
+            CODE_DIGITS[0]
+        };
+        let value = rand::rng().random_range(0..10u64.pow(len as u32));
+        SessionCode {
+            len: len as u8,
+            value,
+        }
     }
 
-    /// The digits alone, the form used as a key.
-    pub fn digits(&self) -> &str {
-        &self.digits
+    /// The digits alone, zero-padded (the form used in cursors).
+    pub fn digits(&self) -> String {
+        format!("{:0width$}", self.value, width = usize::from(self.len))
     }
 }
 
 impl fmt::Display for SessionCode {
     /// `s12-345-678`, or `s12-345-678-901` for 11 digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = &self.digits;
+        let d = self.digits();
         write!(f, "s{}-{}-{}", &d[0..2], &d[2..5], &d[5..8])?;
         if d.len() > 8 {
             write!(f, "-{}", &d[8..])?;
@@ -286,7 +302,7 @@ mod tests {
         let c = SessionCode::parse("s12-345-678").unwrap();
         assert_eq!(c.to_string(), "s12-345-678");
         for form in ["12345678", "S12345678", " s12 345 678 ", "s-12-345678"] {
-            assert_eq!(SessionCode::parse(form), Some(c.clone()), "{form}");
+            assert_eq!(SessionCode::parse(form), Some(c), "{form}");
         }
         let long = SessionCode::parse("s12345678901").unwrap();
         assert_eq!(long.to_string(), "s12-345-678-901");

@@ -21,6 +21,12 @@ pub struct Agent {
     pub group_set: Arc<HashSet<String>>,
     pub admin: bool,
     pub max_cases: u32,
+    /// The company's place in the directory: its shard.
+    pub company_index: usize,
+    /// The agent's place in its company, in config order.
+    pub index: usize,
+    /// The agent's groups as indexes into the company's groups.
+    pub group_indexes: Vec<usize>,
     token_hash: [u8; 32],
 }
 
@@ -33,6 +39,16 @@ impl Agent {
     /// True when the agent is a member of `group`.
     pub fn member_of(&self, group: &str) -> bool {
         self.group_set.contains(group)
+    }
+
+    /// True when the agent is a member of the company's group `group`.
+    pub fn member_of_index(&self, group: usize) -> bool {
+        self.group_indexes.contains(&group)
+    }
+
+    /// True when the agent may see cases of the company's group `group`.
+    pub fn sees_index(&self, group: usize) -> bool {
+        self.admin || self.member_of_index(group)
     }
 
     /// The agent as `welcome` shows it.
@@ -52,19 +68,37 @@ impl Agent {
 pub struct Company {
     pub id: String,
     pub name: String,
+    /// The company's place in the directory: its shard.
+    pub index: usize,
     pub assignment: Assignment,
     pub groups: Vec<String>,
     /// Agents in config order (round robin follows it).
     pub agents: Vec<Arc<Agent>>,
+    agent_index: HashMap<String, usize>,
+    group_index: HashMap<String, usize>,
 }
 
 impl Company {
     pub fn agent(&self, id: &str) -> Option<&Arc<Agent>> {
-        self.agents.iter().find(|a| a.id == id)
+        self.agent_index.get(id).map(|&i| &self.agents[i])
     }
 
     pub fn has_group(&self, group: &str) -> bool {
-        self.groups.iter().any(|g| g == group)
+        self.group_index.contains_key(group)
+    }
+
+    /// The index of a group of this company.
+    pub fn group(&self, group: &str) -> Option<usize> {
+        self.group_index.get(group).copied()
+    }
+
+    /// The groups' indexes that `agent` may see (admins: all).
+    pub fn visible_groups(&self, agent: &Agent) -> Vec<usize> {
+        if agent.admin {
+            (0..self.groups.len()).collect()
+        } else {
+            agent.group_indexes.clone()
+        }
     }
 }
 
@@ -74,12 +108,20 @@ pub struct Module {
     pub company: String,
     pub group: String,
     pub default_assignee: Option<String>,
+    /// The company's index (its shard).
+    pub company_index: usize,
+    /// The group's index in its company.
+    pub group_index: usize,
+    /// The default assignee's index in its company.
+    pub default_assignee_index: Option<usize>,
 }
 
 /// Everything the config declares, indexed.
 #[derive(Debug, Default)]
 pub struct Directory {
-    companies: HashMap<String, Company>,
+    /// In config order; a company's index is its shard.
+    companies: Vec<Company>,
+    company_index: HashMap<String, usize>,
     modules: HashMap<String, Module>,
     agents: Vec<Arc<Agent>>,
 }
@@ -88,11 +130,18 @@ impl Directory {
     /// Builds the directory from a validated config.
     pub fn new(config: &Config) -> Directory {
         let mut dir = Directory::default();
-        for c in &config.companies {
+        for (ci, c) in config.companies.iter().enumerate() {
+            let groups: Vec<String> = c.groups.iter().map(|g| g.id.clone()).collect();
+            let group_index: HashMap<String, usize> = groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.clone(), i))
+                .collect();
             let agents: Vec<Arc<Agent>> = c
                 .agents
                 .iter()
-                .map(|a| {
+                .enumerate()
+                .map(|(ai, a)| {
                     Arc::new(Agent {
                         id: a.id.clone(),
                         name: if a.name.is_empty() {
@@ -105,9 +154,21 @@ impl Directory {
                         group_set: Arc::new(a.groups.iter().cloned().collect()),
                         admin: a.admin,
                         max_cases: a.max_cases,
+                        company_index: ci,
+                        index: ai,
+                        group_indexes: a
+                            .groups
+                            .iter()
+                            .filter_map(|g| group_index.get(g).copied())
+                            .collect(),
                         token_hash: a.token_hash(),
                     })
                 })
+                .collect();
+            let agent_index: HashMap<String, usize> = agents
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.id.clone(), i))
                 .collect();
             dir.agents.extend(agents.iter().cloned());
             for m in &c.modules {
@@ -117,23 +178,30 @@ impl Directory {
                         company: c.id.clone(),
                         group: m.group.clone(),
                         default_assignee: m.default_assignee.clone(),
+                        company_index: ci,
+                        group_index: group_index.get(&m.group).copied().unwrap_or_default(),
+                        default_assignee_index: m
+                            .default_assignee
+                            .as_ref()
+                            .and_then(|a| agent_index.get(a).copied()),
                     },
                 );
             }
-            dir.companies.insert(
-                c.id.clone(),
-                Company {
-                    id: c.id.clone(),
-                    name: if c.name.is_empty() {
-                        c.id.clone()
-                    } else {
-                        c.name.clone()
-                    },
-                    assignment: c.assignment,
-                    groups: c.groups.iter().map(|g| g.id.clone()).collect(),
-                    agents,
+            dir.company_index.insert(c.id.clone(), ci);
+            dir.companies.push(Company {
+                id: c.id.clone(),
+                name: if c.name.is_empty() {
+                    c.id.clone()
+                } else {
+                    c.name.clone()
                 },
-            );
+                index: ci,
+                assignment: c.assignment,
+                groups,
+                agents,
+                agent_index,
+                group_index,
+            });
         }
         dir
     }
@@ -152,11 +220,12 @@ impl Directory {
     }
 
     pub fn company(&self, id: &str) -> Option<&Company> {
-        self.companies.get(id)
+        self.company_index.get(id).map(|&i| &self.companies[i])
     }
 
-    pub fn companies(&self) -> impl Iterator<Item = &Company> {
-        self.companies.values()
+    /// Every company, in config order (index order).
+    pub fn companies(&self) -> &[Company] {
+        &self.companies
     }
 
     /// The module a key names. Keys are public (they ship in client apps),

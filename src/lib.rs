@@ -5,28 +5,27 @@
 //! - [`config`]: the one `Config` (TOML file and flags) and its validation.
 //! - [`directory`]: companies, groups, agents and module keys from the config.
 //! - [`case`]: session codes, the case views, and the status function.
-//! - [`broker`]: the state and every command that changes it; the one
-//!   mutation path that emits queue events.
-//! - [`queue`]: a company's live stream: epoch, seq, history, fan-out.
-//! - [`outbox`]: each connection's bounded outbound queue.
-//! - [`session`]: one task per WebSocket.
+//! - [`core`]: the state of every company, a shard each with its own lock;
+//!   commands decide, changes are applied by the one writer of case
+//!   records, effects come out as plain data.
+//! - [`delivery`]: effects to frames, once; connections' bounded outboxes;
+//!   each company's subscribers.
+//! - [`transport`]: the accept loop, HTTP routes, WebSocket sessions and
+//!   per-address limits.
+//! - [`app`]: what handlers and sessions share.
 //! - [`protocol`]: the wire types, error codes and close codes.
-//! - [`http`]: the HTTP API, `/metrics` and `/healthz`.
 //! - [`metrics`]: Prometheus metrics in the broker's own registry.
 
-pub mod broker;
+pub mod app;
 pub mod case;
 pub mod config;
+pub mod core;
+pub mod delivery;
 pub mod directory;
 pub mod error;
-pub mod guard;
-pub mod http;
 pub mod metrics;
-pub mod outbox;
 pub mod protocol;
-pub mod queue;
-pub mod server;
-pub mod session;
+pub mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,20 +35,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use broker::Broker;
-pub use config::Config;
-
-/// What every request handler and session shares.
-#[derive(Clone)]
-pub struct App {
-    pub broker: Broker,
-    /// Per-address limits.
-    pub guard: Arc<guard::Guard>,
-    /// Cancelled when the broker shuts down; sessions close with 4000.
-    pub shutdown: CancellationToken,
-    /// Every connection and background task, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-}
+pub use crate::app::App;
+pub use crate::config::Config;
+pub use crate::core::Broker;
+use crate::delivery::Hub;
+use crate::transport::{guard, http, server};
 
 /// Serves HTTP and WebSocket on `listener` until `shutdown` resolves, then
 /// closes every socket with 4000 and waits at most `shutdown_grace` for the
@@ -75,15 +65,20 @@ pub async fn run_with_metrics(
     let metrics = metrics::Metrics::new();
     metrics.set_capacity(capacity.min(i64::MAX as usize));
     let guard = Arc::new(guard::Guard::new(&config, metrics.clone()));
-    let broker = Broker::new(config, metrics.clone());
+    let hub = Arc::new(Hub::new(config.companies.len(), metrics.clone()));
+    let broker = Broker::new(config, metrics.clone(), hub.clone());
     let app = App {
         broker: broker.clone(),
+        hub,
         guard: guard.clone(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
     };
-    app.tracker
-        .spawn(run_timers(broker.clone(), guard, app.shutdown.clone()));
+    for shard in 0..broker.shards() {
+        app.tracker
+            .spawn(run_timers(broker.clone(), shard, app.shutdown.clone()));
+    }
+    app.tracker.spawn(sweep(guard, app.shutdown.clone()));
     if let Some(l) = metrics_listener {
         app.tracker.spawn(server::serve(
             l,
@@ -127,18 +122,27 @@ pub async fn run_with_metrics(
     Ok(())
 }
 
-/// Drives case expiry, purging and orphan checks: sleeps until the
-/// earliest deadline (or until an earlier one is added), never scanning
-/// every case. Once a minute it also forgets idle rate-limit state.
-async fn run_timers(broker: Broker, guard: Arc<guard::Guard>, shutdown: CancellationToken) {
-    let mut sweep = tokio::time::interval(Duration::from_secs(60));
+/// Drives one company's expiry, purging, orphan checks and coalesced line
+/// positions: sleeps until its earliest deadline (or until an earlier one
+/// is added), never scanning every case.
+async fn run_timers(broker: Broker, shard: usize, shutdown: CancellationToken) {
     loop {
-        let next = broker.run_timers(tokio::time::Instant::now());
+        let next = broker.run_timers(shard, tokio::time::Instant::now());
         let until = next.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}
-            _ = broker.timers_changed() => {}
-            _ = sweep.tick() => guard.sweep(),
+            _ = broker.timers_changed(shard) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Once a minute, forgets idle rate-limit state.
+async fn sweep(guard: Arc<guard::Guard>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => guard.sweep(),
             _ = shutdown.cancelled() => return,
         }
     }

@@ -18,13 +18,14 @@ use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::App;
-use crate::broker::{Broker, ListQuery};
+use super::api_error::ApiError;
+use super::server::TcpSlot;
+use crate::app::App;
 use crate::case::Status;
+use crate::core::{Broker, ListQuery, Who, limits};
 use crate::directory::Agent;
 use crate::error::Error;
 use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp};
-use crate::server::TcpSlot;
 
 /// The whole router, testable without a server.
 pub fn app(state: App) -> Router {
@@ -47,27 +48,6 @@ pub fn app(state: App) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(max))
         .with_state(state)
-}
-
-/// An error as an HTTP response.
-pub struct ApiError(pub Error);
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError(e)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            Json(json!({ "code": self.0.code, "message": self.0.message })),
-        )
-            .into_response()
-    }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -150,7 +130,7 @@ async fn ws_upgrade(
             tracker.track_future(async move {
                 // The TCP slot is held until the socket is really gone.
                 let _slot = slot;
-                crate::session::run(socket, app, ip, permit).await
+                super::session::run(socket, app, ip, permit).await
             })
         })
 }
@@ -182,7 +162,7 @@ async fn list_cases(
         Some(l) => l
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=crate::broker::limits::PAGE_MAX).contains(n))
+            .filter(|n| (1..=limits::PAGE_MAX).contains(n))
             .ok_or_else(|| Error::bad_request("limit must be 1 to 1000"))?,
     };
     let nonempty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
@@ -229,9 +209,7 @@ async fn close(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
-    let (view, _) = app
-        .broker
-        .close(crate::broker::Actor::Agent(&agent), Some(&code))?;
+    let (view, _) = app.broker.close(Who::Agent(&agent), Some(&code))?;
     Ok(Json(view).into_response())
 }
 

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::api_error::ApiError;
 use crate::error::Error;
-use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 

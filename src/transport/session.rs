@@ -16,13 +16,13 @@ use tokio::time::error::Elapsed;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, field, info_span};
 
-use crate::App;
-use crate::broker::{Actor, Broker, ConnId};
+use super::guard::ConnPermit;
+use crate::app::App;
+use crate::core::{Conn, Who};
+use crate::delivery::{OutboxRx, Outgoing};
 use crate::directory::Agent;
 use crate::error::Error;
-use crate::guard::ConnPermit;
 use crate::metrics::{Disconnect, Metrics};
-use crate::outbox::{OutboxRx, Outgoing};
 use crate::protocol::{CaseBody, ClientMsg, ErrorCode, Id, Role, ServerMsg, close, decode_client};
 
 /// Consecutive undecodable messages after which a connection is closed
@@ -40,13 +40,13 @@ type Source = SplitStream<WebSocket>;
 
 /// Releases the connection's seats and subscription however the task ends.
 struct Registered {
-    broker: Broker,
-    conn: ConnId,
+    app: App,
+    conn: Conn,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.broker.disconnect(self.conn);
+        self.app.disconnect(&self.conn);
     }
 }
 
@@ -217,13 +217,9 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
         Peer::Agent(a) => (Role::Agent, Some(a.clone())),
         Peer::Customer => (Role::Customer, None),
     };
-    let (conn, outbox, mut rx) = app.broker.connect(role, agent.clone());
-    let _registered = Registered {
-        broker: app.broker.clone(),
-        conn,
-    };
+    let (conn, outbox, mut rx) = app.connect(role, agent.clone());
     let span = tracing::Span::current();
-    span.record("conn", conn);
+    span.record("conn", conn.id);
     span.record("role", role.as_str());
     if let Some(a) = &agent {
         span.record("agent", a.id.as_str());
@@ -234,13 +230,26 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
         role,
         agent: agent.as_ref().map(|a| a.info()),
     };
+    let registered = Registered {
+        app: app.clone(),
+        conn,
+    };
     if !outbox.push(&welcome, id.as_ref()) {
         return;
     }
-    let end = session(&app, &mut w, &mut source, &mut rx, conn, ip, &who).await;
+    let end = session(
+        &app,
+        &mut w,
+        &mut source,
+        &mut rx,
+        &registered.conn,
+        ip,
+        &who,
+    )
+    .await;
     // Leave the seats at once; the close frame may take a while to reach a
     // slow reader.
-    drop(_registered);
+    drop(registered);
     if let Err(End { reason, close }) = end {
         if let Some(reason) = reason {
             w.metrics.disconnected(reason);
@@ -377,7 +386,7 @@ async fn session(
     w: &mut Writer,
     source: &mut Source,
     rx: &mut OutboxRx,
-    conn: ConnId,
+    conn: &Conn,
     ip: IpAddr,
     who: &Peer,
 ) -> Result<(), End> {
@@ -540,7 +549,7 @@ fn is_too_large(e: &axum::Error) -> bool {
 /// send one itself.
 fn handle(
     app: &App,
-    conn: ConnId,
+    conn: &Conn,
     ip: IpAddr,
     who: &Peer,
     text: &str,
@@ -558,26 +567,30 @@ fn handle(
         .message_received(env.msg.wire_type(), text.len());
     let id = env.id;
     let result = match who {
-        Peer::Agent(agent) => agent_command(broker, conn, agent, env.msg, id.as_ref()),
+        Peer::Agent(agent) => agent_command(app, conn, agent, env.msg, id.as_ref()),
         Peer::Customer => customer_command(app, conn, ip, env.msg, id.as_ref()),
     };
     (id, true, result)
 }
 
 fn agent_command(
-    broker: &Broker,
-    conn: ConnId,
+    app: &App,
+    conn: &Conn,
     agent: &Agent,
     msg: ClientMsg,
     id: Option<&Id>,
 ) -> Result<Option<ServerMsg>, Error> {
+    let broker = &app.broker;
     let case = |view| ServerMsg::Case {
         case: CaseBody::Agent(Box::new(view)),
     };
     Ok(Some(match msg {
         ClientMsg::Hello { .. } => return Err(Error::bad_request("hello was already said")),
         ClientMsg::Subscribe { group, resume } => {
-            broker.subscribe(conn, agent, group, resume, id)?;
+            // The snapshot or `resumed` is queued in the stream's order and
+            // echoes this id.
+            app.hub.set_reply_id(conn.id, id.cloned());
+            broker.subscribe(conn, agent, group, resume)?;
             return Ok(None);
         }
         ClientMsg::Unsubscribe {} => {
@@ -590,7 +603,7 @@ fn agent_command(
             let view = broker.agent_join(conn, agent, &code, takeover)?;
             tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
-                code: view.code.clone(),
+                code: view.code,
                 case: CaseBody::Agent(Box::new(view)),
                 resume_token: None,
             }
@@ -598,7 +611,7 @@ fn agent_command(
         ClientMsg::Leave { code } => ServerMsg::Left {
             code: broker.leave(conn, code.as_deref())?,
         },
-        ClientMsg::Close { code } => case(broker.close(Actor::Agent(agent), code.as_deref())?.0),
+        ClientMsg::Close { code } => case(broker.close(Who::Agent(agent), code.as_deref())?.0),
         ClientMsg::Delete { code } => ServerMsg::Deleted {
             code: broker.delete(agent, &code)?,
         },
@@ -622,7 +635,7 @@ fn agent_command(
 
 fn customer_command(
     app: &App,
-    conn: ConnId,
+    conn: &Conn,
     ip: IpAddr,
     msg: ClientMsg,
     id: Option<&Id>,
@@ -652,7 +665,7 @@ fn customer_command(
             app.guard.join_succeeded(ip);
             tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
-                code: view.code.clone(),
+                code: view.code,
                 case: CaseBody::Customer(view),
                 resume_token: Some(token),
             }
@@ -666,7 +679,7 @@ fn customer_command(
             let (view, token) = broker.request_help(Some(conn), req)?;
             tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
-                code: view.code.clone(),
+                code: view.code,
                 case: CaseBody::Customer(view),
                 resume_token: token,
             }
@@ -682,7 +695,7 @@ fn customer_command(
             code: broker.leave(conn, None)?,
         },
         ClientMsg::Close { .. } => ServerMsg::Case {
-            case: CaseBody::Customer(broker.close(Actor::Customer(conn), None)?.1),
+            case: CaseBody::Customer(broker.close(Who::Customer(conn), None)?.1),
         },
         ClientMsg::Ping {} => ServerMsg::Pong {},
         ClientMsg::Subscribe { .. }

@@ -1,0 +1,172 @@
+//! Automated assignment and presence inside one company: agents coming and
+//! going, handing waiting cases to eligible agents oldest first (the choice
+//! itself is [`super::policy`]'s), and the orphan rule.
+
+use chrono::Utc;
+use tokio::time::Instant;
+
+use crate::case::SessionCode;
+use crate::config::Assignment;
+use crate::protocol::PresenceState;
+
+use super::change::Change;
+use super::line::Place;
+use super::policy::{self, Candidate};
+use super::record::AssignedBy;
+use super::shard::Locked;
+use super::timers::Timer;
+
+impl Locked<'_> {
+    /// What the policy knows of every agent of the company, for `group`.
+    fn candidates(&self, group: usize) -> Vec<Candidate> {
+        self.company
+            .agents
+            .iter()
+            .zip(&self.st.agents)
+            .map(|(a, live)| Candidate {
+                index: a.index,
+                online: live.conns > 0,
+                presence: live.presence,
+                member: a.member_of_index(group),
+                load: live.load(),
+                max_cases: a.max_cases,
+                last_auto: live.last_auto,
+            })
+            .collect()
+    }
+
+    fn anyone_eligible(&self, group: usize) -> bool {
+        self.company
+            .agents
+            .iter()
+            .zip(&self.st.agents)
+            .any(|(a, live)| {
+                live.conns > 0
+                    && live.presence == PresenceState::Available
+                    && a.member_of_index(group)
+                    && live.load() < a.max_cases
+            })
+    }
+
+    /// Hands waiting cases to eligible agents, oldest first across the
+    /// company's groups, until nobody eligible is left for any waiting
+    /// case. Each turn assigns one case, so the work is bounded by the
+    /// assignments made, not by the length of the lines.
+    pub fn dispatch(&mut self) {
+        let policy = self.company.assignment;
+        if policy == Assignment::Manual {
+            return;
+        }
+        loop {
+            let mut oldest: Option<(Place, usize)> = None;
+            for g in 0..self.st.lines.groups() {
+                let Some(head) = self.st.lines.group(g).head() else {
+                    continue;
+                };
+                if oldest.is_none_or(|(o, _)| head < o) && self.anyone_eligible(g) {
+                    oldest = Some((head, g));
+                }
+            }
+            let Some(((_, code), group)) = oldest else {
+                return;
+            };
+            let returned_by = self.st.cases.get(&code).and_then(|c| c.rec.returned_by);
+            let candidates = self.candidates(group);
+            let Some(agent) = policy::pick(policy, &candidates, returned_by, self.st.rr[group])
+            else {
+                return;
+            };
+            if policy == Assignment::RoundRobin {
+                self.st.rr[group] = Some(agent);
+            }
+            self.st.auto_counter += 1;
+            let order = self.st.auto_counter;
+            self.st.agents[agent].last_auto = order;
+            self.apply(Change::Assigned {
+                code,
+                to: agent,
+                by: AssignedBy::Auto,
+                at: Utc::now(),
+            });
+        }
+    }
+
+    /// An agent connection of this company said hello.
+    pub fn agent_connected(&mut self, agent: usize) {
+        let a = &mut self.st.agents[agent];
+        a.conns += 1;
+        if a.conns == 1 {
+            // Presence right after `hello` is `available`.
+            a.presence = PresenceState::Available;
+            a.offline_since = None;
+            self.push_agent(agent);
+            self.dispatch();
+        }
+    }
+
+    /// An agent connection closed. The last one takes the agent offline and
+    /// starts the orphan clock of its unjoined automatic cases (found
+    /// through the agent's own open cases, not a scan of the company).
+    pub fn agent_disconnected(&mut self, agent: usize) {
+        let a = &mut self.st.agents[agent];
+        a.conns = a.conns.saturating_sub(1);
+        if a.conns > 0 {
+            return;
+        }
+        let now = Instant::now();
+        a.offline_since = Some(now);
+        let at = now + self.shared.config.orphan_timeout;
+        let orphans: Vec<SessionCode> = self.st.agents[agent]
+            .open
+            .iter()
+            .filter(|code| {
+                self.st.cases.get(code).is_some_and(|c| {
+                    c.rec.assigned_by == Some(AssignedBy::Auto) && !c.rec.assignee_joined
+                })
+            })
+            .copied()
+            .collect();
+        for code in orphans {
+            self.add_timer(at, Timer::Orphan, code);
+        }
+        self.push_agent(agent);
+    }
+
+    /// `presence`.
+    pub fn set_presence(&mut self, agent: usize, state: PresenceState) {
+        let a = &mut self.st.agents[agent];
+        if a.presence == state {
+            return;
+        }
+        a.presence = state;
+        self.push_agent(agent);
+        self.dispatch();
+    }
+
+    /// Returns an orphaned case to the line: still assigned automatically,
+    /// never joined, its assignee offline for `orphan_timeout`.
+    pub fn check_orphan(&mut self, code: SessionCode, now: Instant) {
+        let timeout = self.shared.config.orphan_timeout;
+        let Some(c) = self.st.cases.get(&code) else {
+            return;
+        };
+        if !c.is_open() || c.rec.assigned_by != Some(AssignedBy::Auto) || c.rec.assignee_joined {
+            return;
+        }
+        let Some(assignee) = c.rec.assignee else {
+            return;
+        };
+        match self.st.agents[assignee].offline_since {
+            None => {}
+            Some(since) if since + timeout <= now => {
+                self.apply(Change::Returned {
+                    code,
+                    at: Utc::now(),
+                });
+                self.dispatch();
+            }
+            // Back and gone again since the timer was set: wait the rest.
+            Some(since) => self.add_timer(since + timeout, Timer::Orphan, code),
+        }
+    }
+}

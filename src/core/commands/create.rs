@@ -1,0 +1,225 @@
+//! Creating cases: `create_case` by an agent (and `POST /v1/cases`), and
+//! `request_help` by a customer's support module (and `POST /v1/help`).
+
+use std::collections::VecDeque;
+
+use chrono::Utc;
+use dashmap::mapref::entry::Entry;
+use sha2::{Digest, Sha256};
+
+use crate::case::{CaseView, Customer, CustomerCaseView, SessionCode, Source};
+use crate::directory::Agent;
+use crate::error::{Error, Result};
+use crate::protocol::{CreateCase, RequestHelp, Via};
+
+use super::super::change::{Change, Seat};
+use super::super::record::{Actor, AssignedBy, CaseRecord};
+use super::super::shard::Locked;
+use super::super::timers;
+use super::super::{Broker, Conn};
+use super::{check_customer, check_len, limits};
+
+/// What a new case starts with, before it has a code.
+struct NewCase {
+    group: usize,
+    name: String,
+    description: String,
+    customer: Customer,
+    source: Source,
+    created_by: Actor,
+    assignee: Option<usize>,
+    assigned_by: Option<AssignedBy>,
+}
+
+/// A fresh resume token and its hash (only the hash is kept).
+pub(crate) fn new_resume_token() -> (String, [u8; 32]) {
+    let token = hex::encode(rand::random::<[u8; limits::RESUME_TOKEN_BYTES]>());
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Broker {
+    /// `create_case` and `POST /v1/cases`.
+    pub fn create_case(&self, agent: &Agent, req: CreateCase) -> Result<CaseView> {
+        let company = self.company(agent.company_index);
+        let group = company
+            .group(&req.group)
+            .ok_or_else(|| Error::bad_request(format!("unknown group \"{}\"", req.group)))?;
+        if !agent.sees_index(group) {
+            return Err(Error::forbidden("you are not a member of this group"));
+        }
+        let name = req.name.unwrap_or_default();
+        check_len("name", &name, limits::NAME)?;
+        let description = req.description.unwrap_or_default();
+        check_len("description", &description, limits::DESCRIPTION)?;
+        let customer = req.customer.unwrap_or_default();
+        check_customer(&customer)?;
+        let assignee = match &req.assignee {
+            Some(target) => {
+                let target = self.assignable(agent, group, target)?;
+                if !agent.admin && target != agent.index && !agent.member_of_index(group) {
+                    return Err(Error::forbidden("you may not assign cases of this group"));
+                }
+                Some(target)
+            }
+            None => None,
+        };
+        let mut cx = self.lock(agent.company_index);
+        let rec = cx.new_record(NewCase {
+            group,
+            name,
+            description,
+            customer,
+            source: Source::Manual,
+            created_by: Actor::Agent(agent.index),
+            assigned_by: assignee.map(|_| AssignedBy::Agent(agent.index)),
+            assignee,
+        });
+        let code = rec.code;
+        cx.apply(Change::Created(Box::new(rec)));
+        cx.dispatch();
+        Ok(cx.case(&code)?.view(company))
+    }
+
+    /// `request_help` (with the customer's connection, which takes the seat)
+    /// and `POST /v1/help` (without; the case stays `new`). Returns the case
+    /// in the customer's view and, with a connection, the resume token.
+    pub fn request_help(
+        &self,
+        conn: Option<&Conn>,
+        req: RequestHelp,
+    ) -> Result<(CustomerCaseView, Option<String>)> {
+        let module = self
+            .shared
+            .dir
+            .module(&req.module)
+            .ok_or_else(|| Error::unauthorized("unknown module key"))?;
+        let customer = Customer {
+            name: req.name,
+            email: req.email,
+        };
+        check_customer(&customer)?;
+        let description = req.description.unwrap_or_default();
+        check_len("description", &description, limits::DESCRIPTION)?;
+        let (source, title) = match req.via.unwrap_or_default() {
+            Via::Quicksupport => (Source::Quicksupport, "Help request"),
+            Via::Sos => (Source::Sos, "SOS"),
+        };
+        let name = match &customer.name {
+            Some(n) if !n.is_empty() => format!("{title}: {n}"),
+            _ => title.to_string(),
+        };
+        if let Some(conn) = conn {
+            self.check_customer_free(conn)?;
+        }
+        let shard = module.company_index;
+        let mut cx = self.lock(shard);
+        let rec = cx.new_record(NewCase {
+            group: module.group_index,
+            name: name.chars().take(limits::NAME).collect(),
+            description,
+            customer,
+            source,
+            created_by: Actor::Customer,
+            assigned_by: module.default_assignee_index.map(|_| AssignedBy::Auto),
+            assignee: module.default_assignee_index,
+        });
+        let code = rec.code;
+        let at = rec.created_at;
+        let mut changes = vec![Change::Created(Box::new(rec))];
+        // The customer's connection sits down in the same change set, so
+        // the company sees one `created` event, already pending.
+        let token = conn.map(|conn| {
+            conn.set_shard(shard);
+            cx.add_conn(conn.id);
+            let (token, hash) = new_resume_token();
+            changes.push(Change::SeatTaken {
+                code,
+                seat: Seat::Customer,
+                conn: conn.id,
+                at,
+                customer_name: None,
+                token_hash: Some(hash),
+            });
+            token
+        });
+        cx.apply_all(changes);
+        cx.dispatch();
+        let company = self.company(shard);
+        Ok((cx.case(&code)?.customer_view(company), token))
+    }
+
+    /// `conflict` when a customer connection already serves a case.
+    pub(crate) fn check_customer_free(&self, conn: &Conn) -> Result<()> {
+        if let Some(shard) = conn.shard() {
+            let cx = self.lock(shard);
+            if cx.conn(conn.id).is_ok_and(|s| s.case.is_some()) {
+                return Err(Error::conflict("this connection already serves a case"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that agent `target` may be given a case of `group` by `by`;
+    /// returns its index.
+    pub(crate) fn assignable(&self, by: &Agent, group: usize, target: &str) -> Result<usize> {
+        let company = self.company(by.company_index);
+        let agent = company
+            .agent(target)
+            .ok_or_else(|| Error::bad_request(format!("unknown agent \"{target}\"")))?;
+        if !agent.member_of_index(group) {
+            return Err(Error::forbidden(format!(
+                "agent \"{target}\" is not a member of group \"{}\"",
+                company.groups[group]
+            )));
+        }
+        Ok(agent.index)
+    }
+}
+
+impl Locked<'_> {
+    /// Draws a code no other case holds, in any company, and builds the
+    /// new case's record.
+    fn new_record(&mut self, new: NewCase) -> CaseRecord {
+        let digits = self.shared.config.code_digits;
+        let code = loop {
+            let code = SessionCode::random(digits);
+            if let Entry::Vacant(slot) = self.shared.codes.entry(code) {
+                slot.insert(self.shard);
+                break code;
+            }
+        };
+        let now = Utc::now();
+        self.st.next_line_seq += 1;
+        CaseRecord {
+            code,
+            group: new.group,
+            name: new.name,
+            description: new.description,
+            customer: new.customer,
+            source: new.source,
+            created_by: new.created_by,
+            assigned_at: new.assignee.map(|_| now),
+            assignee: new.assignee,
+            assigned_by: new.assigned_by,
+            returned_by: None,
+            assignee_joined: false,
+            line_seq: self.st.next_line_seq,
+            created_at: now,
+            updated_at: now,
+            expires_at: timers::add(now, self.shared.config.case_ttl),
+            closed_at: None,
+            closed_by: None,
+            terminal: None,
+            purge_at: None,
+            ever_occupied: false,
+            resume_token_hash: None,
+            customer_left_at: None,
+            transcript: VecDeque::new(),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The commands: each checks who may do what, decides, and applies the
+//! resulting changes on the case's shard. One file per family:
+//! [`create`], [`assign`] (assign, join, close, delete), [`session`]
+//! (customer join, leave, chat, signal), [`subscribe`], [`query`], and the
+//! connection's life and deadlines here.
+
+pub mod assign;
+pub mod create;
+pub mod query;
+pub mod session;
+pub mod subscribe;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::time::Instant;
+
+use crate::case::{Customer, SessionCode};
+use crate::directory::Agent;
+use crate::error::{Error, Result};
+use crate::protocol::Role;
+
+use super::change::{Change, Seat};
+use super::effect::Effect;
+use super::timers::Timer;
+use super::{Broker, Conn, NO_SHARD};
+
+pub use query::{ListQuery, Page};
+
+/// Field limits, in Unicode characters (PRODUCT.md).
+pub mod limits {
+    pub const NAME: usize = 100;
+    pub const DESCRIPTION: usize = 4000;
+    pub const CUSTOMER_NAME: usize = 100;
+    pub const EMAIL: usize = 254;
+    pub const CHAT: usize = 4000;
+    /// Bytes of the serialised `data` of a `signal`.
+    pub const SIGNAL_BYTES: usize = 32 * 1024;
+    /// Chat lines kept per case.
+    pub const TRANSCRIPT: usize = 1000;
+    /// The largest page of `GET /v1/cases`.
+    pub const PAGE_MAX: usize = 1000;
+    /// Resume tokens are this many random bytes (128 bits).
+    pub const RESUME_TOKEN_BYTES: usize = 16;
+}
+
+/// Who acts on a case: an agent, or a customer through its connection.
+#[derive(Clone, Copy)]
+pub enum Who<'a> {
+    Agent(&'a Agent),
+    Customer(&'a Conn),
+}
+
+pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.chars().count() > max {
+        Err(Error::too_large(format!(
+            "{field} is longer than {max} characters"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn check_customer(c: &Customer) -> Result<()> {
+    if let Some(name) = &c.name {
+        check_len("customer.name", name, limits::CUSTOMER_NAME)?;
+    }
+    if let Some(email) = &c.email {
+        check_len("customer.email", email, limits::EMAIL)?;
+        if !email.contains('@') {
+            return Err(Error::bad_request("customer.email is not an email address"));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a code from any client path.
+pub fn parse_code(input: &str) -> Result<SessionCode> {
+    SessionCode::parse(input)
+        .ok_or_else(|| Error::bad_request("code must be s followed by 8 or 11 digits"))
+}
+
+/// A code a command requires (`None`: the field was missing).
+pub(crate) fn required_code(code: Option<&str>) -> Result<SessionCode> {
+    parse_code(code.ok_or_else(|| Error::bad_request("missing field `code`"))?)
+}
+
+impl Broker {
+    /// Registers a connection after its `hello`. An agent connection counts
+    /// towards its agent's presence at once. `reachable` runs with the new
+    /// id before anything may be delivered to it.
+    pub fn connect_with(
+        &self,
+        role: Role,
+        agent: Option<Arc<Agent>>,
+        reachable: impl FnOnce(super::ConnId),
+    ) -> Conn {
+        let id = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        reachable(id);
+        let conn = Conn {
+            id,
+            role,
+            agent,
+            shard: AtomicUsize::new(NO_SHARD),
+        };
+        if let Some(a) = &conn.agent {
+            let mut cx = self.lock(a.company_index);
+            cx.add_conn(id);
+            cx.agent_connected(a.index);
+        }
+        self.shared.metrics.connection_opened(role);
+        conn
+    }
+
+    /// Forgets a connection: it leaves every seat at once (the status
+    /// follows) and its subscription.
+    pub fn disconnect(&self, conn: &Conn) {
+        if let Some(shard) = conn.shard() {
+            let mut cx = self.lock(shard);
+            if let Some(state) = cx.st.conns.remove(&conn.id) {
+                if state.subscribed {
+                    cx.emit(Effect::Unsubscribe { conn: conn.id });
+                }
+                let now = chrono::Utc::now();
+                if let Some(code) = state.case {
+                    cx.apply(Change::SeatLeft {
+                        code,
+                        seat: Seat::Customer,
+                        conn: conn.id,
+                        at: now,
+                    });
+                }
+                for code in state.sessions {
+                    cx.apply(Change::SeatLeft {
+                        code,
+                        seat: Seat::Supporter,
+                        conn: conn.id,
+                        at: now,
+                    });
+                }
+            }
+            if let Some(a) = &conn.agent {
+                cx.agent_disconnected(a.index);
+            }
+        }
+        self.shared.metrics.connection_closed(conn.role);
+    }
+
+    /// Expires, purges, returns orphans and tells coalesced positions as
+    /// they fall due in one company; returns its next deadline.
+    pub fn run_timers(&self, shard: usize, now: Instant) -> Option<Instant> {
+        let mut cx = self.lock(shard);
+        while let Some((timer, code)) = cx.st.timers.pop_due(now) {
+            match timer {
+                Timer::Expiry => {
+                    if cx.st.cases.get(&code).is_some_and(|c| c.is_open()) {
+                        cx.apply(Change::Expired {
+                            code,
+                            at: chrono::Utc::now(),
+                        });
+                        cx.dispatch();
+                    }
+                }
+                // Purging after retention emits nothing.
+                Timer::Purge => cx.apply(Change::Purged { code }),
+                Timer::Orphan => cx.check_orphan(code, now),
+            }
+        }
+        cx.tell_positions(now);
+        let next = cx.st.timers.next();
+        match (next, cx.st.lines.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Resolves when one company's deadlines changed (an earlier one
+    /// appeared, or positions became due).
+    pub async fn timers_changed(&self, shard: usize) {
+        self.shared.shards[shard].timers_changed.notified().await;
+    }
+}

@@ -1,0 +1,118 @@
+//! What must happen outside the core after a change: plain data, no bytes
+//! and no sockets. The delivery layer turns each effect into a frame once
+//! and hands it to the connections named.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::case::{CaseView, SessionCode, Status, SupporterView};
+use crate::protocol::{Action, AgentStatus, ChatLine, EndReason, Role};
+
+use super::ConnId;
+
+/// One event of a company's stream, as kept for replay.
+#[derive(Debug)]
+pub struct Event {
+    pub epoch: Arc<str>,
+    pub seq: u64,
+    pub action: Action,
+    /// The case's group index, for the subscribers' filters.
+    pub group: usize,
+    pub case: CaseView,
+}
+
+/// Which events a subscriber may see.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    /// The groups (indexes) the agent may see; `None` for an admin.
+    pub groups: Option<Arc<[usize]>>,
+    /// The `group` asked for in `subscribe`, if any.
+    pub only: Option<usize>,
+}
+
+impl Filter {
+    /// True when an event or case of `group` is for this subscriber.
+    pub fn sees(&self, group: usize) -> bool {
+        self.groups.as_ref().is_none_or(|g| g.contains(&group))
+            && self.only.is_none_or(|o| o == group)
+    }
+
+    /// True when this subscriber sees any of `groups`.
+    pub fn sees_any(&self, groups: &[usize]) -> bool {
+        groups.iter().any(|&g| self.sees(g))
+    }
+}
+
+/// How a subscription starts.
+#[derive(Debug)]
+pub enum Start {
+    /// The open and recently ended cases the subscriber may see.
+    Snapshot {
+        epoch: Arc<str>,
+        seq: u64,
+        cases: Vec<CaseView>,
+    },
+    /// The stream still holds what was missed: these events follow.
+    Resumed {
+        epoch: Arc<str>,
+        seq: u64,
+        events: Vec<Arc<Event>>,
+    },
+}
+
+/// An effect of a change or a command, for the delivery layer.
+#[derive(Debug)]
+pub enum Effect {
+    /// A company event, to every subscriber whose filter lets it through.
+    Event(Arc<Event>),
+    /// A case's status line changed: to both seats.
+    Status {
+        to: Vec<ConnId>,
+        code: SessionCode,
+        status: Status,
+        customer_connected: bool,
+        supporter_connected: bool,
+        supporter: Option<SupporterView>,
+    },
+    /// The session ended for these connections; customers' are closed.
+    Ended {
+        to: Vec<ConnId>,
+        code: SessionCode,
+        reason: EndReason,
+        close: bool,
+    },
+    /// A waiting customer's new place in line.
+    Position {
+        to: Vec<ConnId>,
+        code: SessionCode,
+        position: usize,
+    },
+    /// An agent's presence or load, to the subscribers that see one of its
+    /// groups.
+    Agent {
+        agent: AgentStatus,
+        groups: Arc<[usize]>,
+    },
+    /// A chat line, to the other seat.
+    Chat {
+        to: Vec<ConnId>,
+        code: SessionCode,
+        line: ChatLine,
+    },
+    /// Signalling data, to the other seat.
+    Signal {
+        to: Vec<ConnId>,
+        code: SessionCode,
+        from: Role,
+        data: Value,
+    },
+    /// A connection subscribes: its start, then every event it may see.
+    Subscribe {
+        conn: ConnId,
+        filter: Filter,
+        start: Start,
+    },
+    /// A connection's subscription ends.
+    Unsubscribe { conn: ConnId },
+}

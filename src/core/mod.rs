@@ -1,0 +1,169 @@
+//! The broker's core: the state of every company and its only writer. No
+//! socket, frame or HTTP type lives here.
+//!
+//! - Each company is a [`shard`] with its own lock: its cases, waiting
+//!   lines, stream, deadlines and the live state of its agents. Commands of
+//!   two companies never wait on each other.
+//! - Commands ([`commands`]) check permissions and decide; what they decide
+//!   is a [`change::Change`], applied by [`change`]'s `apply`, the one writer
+//!   of case records, which yields [`effect::Effect`]s as plain data.
+//! - When a command is done, its shard hands the effects, in order, to the
+//!   [`Deliver`] sink while still holding the lock, so every subscriber
+//!   sees a company's events in `seq` order. A journal or a shared backend
+//!   attaches at that same point: it sees every change and every effect.
+
+pub mod assignment;
+pub mod change;
+pub mod commands;
+pub mod effect;
+pub mod index;
+pub mod line;
+pub mod policy;
+pub mod record;
+pub mod shard;
+pub mod stream;
+pub mod timers;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use tokio::sync::Notify;
+
+use crate::case::SessionCode;
+use crate::config::Config;
+use crate::directory::{Agent, Company, Directory};
+use crate::metrics::Metrics;
+use crate::protocol::Role;
+
+pub use commands::{ListQuery, Page, Who, limits, parse_code};
+pub use effect::Effect;
+use shard::{Locked, ShardState};
+
+/// A connection's id, unique for the broker's life.
+pub type ConnId = u64;
+
+/// Where effects go: the delivery layer (and, later, a journal in front of
+/// it). Called with the shard's lock held, in the shard's order; it must
+/// not block and must not call back into the broker.
+pub trait Deliver: Send + Sync + 'static {
+    fn deliver(&self, shard: usize, effects: &mut Vec<Effect>);
+}
+
+/// A handle to the broker's core. Clone it freely.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+/// What every shard shares.
+pub(crate) struct Shared {
+    pub dir: Directory,
+    pub config: Config,
+    pub metrics: Metrics,
+    pub deliver: Arc<dyn Deliver>,
+    /// Which company each held code belongs to: a join by code finds its
+    /// shard here.
+    pub codes: DashMap<SessionCode, usize>,
+    next_conn: AtomicU64,
+    shards: Vec<Shard>,
+}
+
+/// One company's lock and its timer wake-up.
+pub(crate) struct Shard {
+    pub state: Mutex<ShardState>,
+    /// Wakes the shard's timer task when an earlier deadline appears.
+    pub timers_changed: Notify,
+}
+
+/// A live connection as the core knows it. Owned by the connection's task
+/// and passed to every command it sends.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: ConnId,
+    pub role: Role,
+    pub agent: Option<Arc<Agent>>,
+    /// The shard of the case a customer connection last joined.
+    shard: AtomicUsize,
+}
+
+const NO_SHARD: usize = usize::MAX;
+
+impl Conn {
+    /// The shard this connection's seats are in, if it has any.
+    pub(crate) fn shard(&self) -> Option<usize> {
+        match &self.agent {
+            Some(a) => Some(a.company_index),
+            None => Some(self.shard.load(Ordering::Acquire)).filter(|&s| s != NO_SHARD),
+        }
+    }
+
+    fn set_shard(&self, shard: usize) {
+        self.shard.store(shard, Ordering::Release);
+    }
+}
+
+impl Broker {
+    /// A broker for a validated config, handing its effects to `deliver`.
+    pub fn new(config: Config, metrics: Metrics, deliver: Arc<dyn Deliver>) -> Broker {
+        let dir = Directory::new(&config);
+        let shards = dir
+            .companies()
+            .iter()
+            .map(|c| Shard {
+                state: Mutex::new(ShardState::new(c, config.history_events)),
+                timers_changed: Notify::new(),
+            })
+            .collect();
+        Broker {
+            shared: Arc::new(Shared {
+                dir,
+                config,
+                metrics,
+                deliver,
+                codes: DashMap::new(),
+                next_conn: AtomicU64::new(1),
+                shards,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.shared.dir
+    }
+
+    /// The number of shards (one per company).
+    pub fn shards(&self) -> usize {
+        self.shared.shards.len()
+    }
+
+    /// The agent a bearer token belongs to.
+    pub fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
+        self.shared.dir.authenticate(token)
+    }
+
+    /// Locks one company. A panic while it was held leaves the shard as the
+    /// panicking command left it; serving on beats taking the company down.
+    fn lock(&self, shard: usize) -> Locked<'_> {
+        let s = &self.shared.shards[shard];
+        let st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        Locked::new(st, &self.shared, shard)
+    }
+
+    fn company(&self, shard: usize) -> &Company {
+        &self.shared.dir.companies()[shard]
+    }
+
+    /// The shard holding `code`, if any.
+    fn shard_of(&self, code: &SessionCode) -> Option<usize> {
+        self.shared.codes.get(code).map(|s| *s)
+    }
+}

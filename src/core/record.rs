@@ -1,0 +1,229 @@
+//! A case as a shard holds it: the durable record (everything needed to
+//! rebuild the case: fields, assignment history, resume-token hash,
+//! transcript, deadlines as wall-clock times) and the live part that does
+//! not survive a restart (who sits in the seats, what was last told).
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::case::{
+    CaseView, Customer, CustomerCaseView, Seats, SessionCode, Source, Status, SupporterView,
+    Terminal, status,
+};
+use crate::directory::Company;
+use crate::protocol::ChatLine;
+
+use super::ConnId;
+use super::index::Entry;
+
+/// Who did something to a case: an agent (its index in the company) or
+/// the customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor {
+    Agent(usize),
+    Customer,
+}
+
+/// Who made an assignment: an agent, or automation (policies and module
+/// defaults), shown as `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignedBy {
+    Agent(usize),
+    Auto,
+}
+
+/// `assigned_by` of automatic assignments on the wire.
+pub const AUTO: &str = "auto";
+
+/// The durable part of a case. Changed only by [`super::change::apply`].
+#[derive(Clone, Debug)]
+pub struct CaseRecord {
+    pub code: SessionCode,
+    /// The group's index in the company.
+    pub group: usize,
+    pub name: String,
+    pub description: String,
+    pub customer: Customer,
+    pub source: Source,
+    pub created_by: Actor,
+    /// The assignee's index in the company.
+    pub assignee: Option<usize>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub assigned_by: Option<AssignedBy>,
+    /// The assignee who last gave the case back to the line; automation
+    /// prefers anyone else.
+    pub returned_by: Option<usize>,
+    /// The current assignee has sat in the session (orphan rule).
+    pub assignee_joined: bool,
+    /// Creation order in the company: the waiting line's sort key.
+    pub line_seq: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub closed_by: Option<Actor>,
+    pub terminal: Option<Terminal>,
+    /// When a terminal case is purged.
+    pub purge_at: Option<DateTime<Utc>>,
+    /// Someone has sat in either seat at some point.
+    pub ever_occupied: bool,
+    /// SHA-256 of the customer's resume token.
+    pub resume_token_hash: Option<[u8; 32]>,
+    /// When the customer seat was last left, for `seat_grace`.
+    pub customer_left_at: Option<DateTime<Utc>>,
+    /// The last chat lines, oldest first.
+    pub transcript: VecDeque<ChatLine>,
+}
+
+/// The status line last pushed to a case's seats.
+pub type StatusLine = (Status, bool, bool, Option<usize>);
+
+/// The live part of a case: not durable.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Connections in the customer seat.
+    pub customer: Vec<ConnId>,
+    /// Connections in the supporter seat (the assignee's).
+    pub supporter: Vec<ConnId>,
+    /// What the seats were last told, so `status` is pushed only on change.
+    pub last_pushed: Option<StatusLine>,
+    /// The status under which the case is indexed.
+    pub indexed: Option<Entry>,
+    /// The agent whose load counts this case.
+    pub counted_for: Option<usize>,
+    /// In its group's waiting line.
+    pub in_line: bool,
+    /// The armed expiry and purge deadlines, to disarm them.
+    pub expiry: Option<Instant>,
+    pub purge: Option<Instant>,
+    /// When the case ended (ms), as the ended index holds it.
+    pub ended_ms: Option<i64>,
+}
+
+/// A case: its record and its live part.
+#[derive(Debug)]
+pub struct Case {
+    pub rec: CaseRecord,
+    pub live: Live,
+}
+
+impl Case {
+    pub fn new(rec: CaseRecord) -> Case {
+        Case {
+            rec,
+            live: Live::default(),
+        }
+    }
+
+    pub fn seats(&self) -> Seats {
+        Seats {
+            customer: !self.live.customer.is_empty(),
+            supporter: !self.live.supporter.is_empty(),
+            ever_occupied: self.rec.ever_occupied,
+        }
+    }
+
+    /// The derived status.
+    pub fn status(&self) -> Status {
+        status(self.rec.terminal, self.seats())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.rec.terminal.is_none()
+    }
+
+    /// The case's place in its waiting line.
+    pub fn place(&self) -> (u64, SessionCode) {
+        (self.rec.line_seq, self.rec.code)
+    }
+
+    /// The order of lists and snapshots: creation time, then code.
+    pub fn order(&self) -> Order {
+        (self.rec.created_at.timestamp_millis(), self.rec.code)
+    }
+
+    /// Where the case belongs in the indexes now.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            group: self.rec.group,
+            status: self.status(),
+            assignee: self.rec.assignee,
+            order: self.order(),
+        }
+    }
+
+    /// What the seats are told in `status`.
+    pub fn status_line(&self) -> StatusLine {
+        let seats = self.seats();
+        (
+            self.status(),
+            seats.customer,
+            seats.supporter,
+            self.rec.assignee,
+        )
+    }
+
+    /// The case object agents and integrations see.
+    pub fn view(&self, company: &Company) -> CaseView {
+        let r = &self.rec;
+        let seats = self.seats();
+        CaseView {
+            code: r.code,
+            company: company.id.clone(),
+            group: company.groups[r.group].clone(),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            customer: r.customer.clone(),
+            source: r.source,
+            created_by: actor_id(company, r.created_by),
+            assignee: r.assignee.map(|a| company.agents[a].id.clone()),
+            status: self.status(),
+            customer_connected: seats.customer,
+            supporter_connected: seats.supporter,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            assigned_at: r.assigned_at,
+            assigned_by: r.assigned_by.map(|by| match by {
+                AssignedBy::Agent(a) => company.agents[a].id.clone(),
+                AssignedBy::Auto => AUTO.to_string(),
+            }),
+            expires_at: r.expires_at,
+            closed_at: r.closed_at,
+            closed_by: r.closed_by.map(|by| actor_id(company, by)),
+        }
+    }
+
+    /// The assignee as customers see it: its display name.
+    pub fn supporter(&self, company: &Company) -> Option<SupporterView> {
+        self.rec.assignee.map(|a| SupporterView {
+            name: company.agents[a].name.clone(),
+        })
+    }
+
+    /// The reduced case object customers see.
+    pub fn customer_view(&self, company: &Company) -> CustomerCaseView {
+        let seats = self.seats();
+        CustomerCaseView {
+            code: self.rec.code,
+            status: self.status(),
+            name: self.rec.name.clone(),
+            customer_connected: seats.customer,
+            supporter_connected: seats.supporter,
+            supporter: self.supporter(company),
+            expires_at: self.rec.expires_at,
+        }
+    }
+}
+
+/// A key that sorts cases by creation time, then code.
+pub type Order = (i64, SessionCode);
+
+/// An actor's id on the wire: an agent id, or `customer`.
+pub fn actor_id(company: &Company, actor: Actor) -> String {
+    match actor {
+        Actor::Agent(a) => company.agents[a].id.clone(),
+        Actor::Customer => "customer".to_string(),
+    }
+}

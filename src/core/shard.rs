@@ -1,0 +1,240 @@
+//! One company: its cases, waiting lines, stream, indexes, deadlines, the
+//! live state of its agents and connections, behind its own lock.
+//!
+//! [`Locked`] is the held lock. Commands queue effects on it; when it is
+//! dropped, waiting customers whose positions are due are told them, and
+//! every effect is handed to the delivery sink, in order, before the lock
+//! is released.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::MutexGuard;
+
+use tokio::time::Instant;
+
+use crate::case::SessionCode;
+use crate::directory::Company;
+use crate::error::{Error, Result};
+use crate::protocol::{AgentStatus, ErrorCode, PresenceState};
+
+use super::effect::Effect;
+use super::index::Index;
+use super::line::Lines;
+use super::record::Case;
+use super::stream::Stream;
+use super::timers::Timers;
+use super::{ConnId, Shared};
+
+/// Live state of one configured agent.
+#[derive(Debug)]
+pub struct AgentLive {
+    /// Open agent connections; online while above zero.
+    pub conns: usize,
+    pub presence: PresenceState,
+    /// The open cases assigned to the agent (its load).
+    pub open: HashSet<SessionCode>,
+    /// Order of the agent's last automatic assignment; 0 for never.
+    pub last_auto: u64,
+    /// When the last connection closed (`None` while online).
+    pub offline_since: Option<Instant>,
+}
+
+impl AgentLive {
+    fn new() -> AgentLive {
+        AgentLive {
+            conns: 0,
+            presence: PresenceState::Available,
+            open: HashSet::new(),
+            last_auto: 0,
+            offline_since: Some(Instant::now()),
+        }
+    }
+
+    pub fn load(&self) -> u32 {
+        self.open.len() as u32
+    }
+}
+
+/// A connection of this company, as far as its seats and subscription go.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// The customer's one case.
+    pub case: Option<SessionCode>,
+    /// The sessions an agent connection sits in.
+    pub sessions: HashSet<SessionCode>,
+    pub subscribed: bool,
+}
+
+/// A company's state.
+pub struct ShardState {
+    pub cases: HashMap<SessionCode, Case>,
+    pub lines: Lines,
+    pub stream: Stream,
+    pub index: Index,
+    pub agents: Vec<AgentLive>,
+    pub conns: HashMap<ConnId, ConnState>,
+    pub timers: Timers,
+    /// Round robin: the config index of the last agent picked, per group.
+    pub rr: Vec<Option<usize>>,
+    /// Counts automatic assignments, to order agents by their last one.
+    pub auto_counter: u64,
+    /// Creation order of the company's cases.
+    pub next_line_seq: u64,
+    /// What the current command must have happen, in order.
+    pub effects: Vec<Effect>,
+}
+
+impl ShardState {
+    pub fn new(company: &Company, history: usize) -> ShardState {
+        let groups = company.groups.len();
+        ShardState {
+            cases: HashMap::new(),
+            lines: Lines::new(groups),
+            stream: Stream::new(history),
+            index: Index::new(groups, company.agents.len()),
+            agents: company.agents.iter().map(|_| AgentLive::new()).collect(),
+            conns: HashMap::new(),
+            timers: Timers::default(),
+            rr: vec![None; groups],
+            auto_counter: 0,
+            next_line_seq: 0,
+            effects: Vec::new(),
+        }
+    }
+}
+
+/// A company's held lock, with what commands need beside the state.
+pub struct Locked<'a> {
+    pub st: MutexGuard<'a, ShardState>,
+    pub(crate) shared: &'a Shared,
+    pub company: &'a Company,
+    pub shard: usize,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = ShardState;
+    fn deref(&self) -> &ShardState {
+        &self.st
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut ShardState {
+        &mut self.st
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.tell_positions(Instant::now());
+        if !self.st.effects.is_empty() {
+            self.shared
+                .deliver
+                .deliver(self.shard, &mut self.st.effects);
+            self.st.effects.clear();
+        }
+    }
+}
+
+impl<'a> Locked<'a> {
+    pub(crate) fn new(
+        st: MutexGuard<'a, ShardState>,
+        shared: &'a Shared,
+        shard: usize,
+    ) -> Locked<'a> {
+        Locked {
+            st,
+            shared,
+            company: &shared.dir.companies()[shard],
+            shard,
+        }
+    }
+
+    /// Queues an effect.
+    pub fn emit(&mut self, effect: Effect) {
+        self.st.effects.push(effect);
+    }
+
+    /// Tells waiting customers their positions if a flush is due now;
+    /// otherwise makes sure the timer task wakes when it is.
+    pub fn tell_positions(&mut self, now: Instant) {
+        let pending = self.st.lines.due();
+        let Some(at) = self.st.lines.flush_at(now) else {
+            return;
+        };
+        if at > now {
+            if pending != Some(at) {
+                self.shared.shards[self.shard].timers_changed.notify_one();
+            }
+            return;
+        }
+        let st = &mut *self.st;
+        for (code, position) in st.lines.flush(now) {
+            if let Some(case) = st.cases.get(&code)
+                && !case.live.customer.is_empty()
+            {
+                st.effects.push(Effect::Position {
+                    to: case.live.customer.clone(),
+                    code,
+                    position,
+                });
+            }
+        }
+    }
+
+    /// The connection's state in this company.
+    pub fn conn(&self, conn: ConnId) -> Result<&ConnState> {
+        self.st
+            .conns
+            .get(&conn)
+            .ok_or_else(|| Error::new(ErrorCode::Unavailable, "connection closed"))
+    }
+
+    /// The case if the agent may see it; `not_found` otherwise, so a case
+    /// of another group is indistinguishable from none.
+    pub fn visible(&self, code: &SessionCode, agent: &crate::directory::Agent) -> Result<&Case> {
+        match self.st.cases.get(code) {
+            Some(c) if agent.sees_index(c.rec.group) => Ok(c),
+            _ => Err(Error::not_found()),
+        }
+    }
+
+    pub fn case(&self, code: &SessionCode) -> Result<&Case> {
+        self.st.cases.get(code).ok_or_else(Error::not_found)
+    }
+
+    /// True when the agent has an open connection.
+    pub fn is_online(&self, agent: usize) -> bool {
+        self.st.agents[agent].conns > 0
+    }
+
+    /// An agent as `GET /v1/agents` and the `agent` push show it.
+    pub fn agent_status(&self, agent: usize) -> AgentStatus {
+        let a = &self.company.agents[agent];
+        let live = &self.st.agents[agent];
+        AgentStatus {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            groups: a.groups.clone(),
+            online: live.conns > 0,
+            presence: live.presence,
+            open_cases: live.load(),
+            max_cases: a.max_cases,
+        }
+    }
+
+    /// Sends an agent's status to the dashboards that see one of its groups.
+    pub fn push_agent(&mut self, agent: usize) {
+        let status = self.agent_status(agent);
+        let groups = self.company.agents[agent].group_indexes.clone().into();
+        self.emit(Effect::Agent {
+            agent: status,
+            groups,
+        });
+    }
+
+    /// Registers a connection of this company (agents at hello, customers
+    /// when they first join one of its cases).
+    pub fn add_conn(&mut self, conn: ConnId) {
+        self.st.conns.entry(conn).or_default();
+    }
+}

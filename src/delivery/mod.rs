@@ -1,0 +1,255 @@
+//! Delivery: the core's effects turned into frames, each serialised once,
+//! and handed to the connections' bounded outboxes without waiting. Holds
+//! every connection's outbox and each company's subscribers with their
+//! filters.
+//!
+//! The core calls [`Hub::deliver`] with the company's lock held, so events
+//! of one company reach every subscriber in `seq` order.
+
+pub mod outbox;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::case::CaseView;
+use crate::core::effect::{Event, Filter, Start};
+use crate::core::{ConnId, Deliver, Effect};
+use crate::metrics::Metrics;
+use crate::protocol::{Action, Id, ServerMsg, SignalFrom, close};
+
+pub use outbox::{Outbox, OutboxRx, Outgoing};
+
+/// A connection as delivery knows it.
+struct Endpoint {
+    outbox: Outbox,
+    /// The `id` of the `subscribe` in flight, echoed by its snapshot or
+    /// `resumed`.
+    reply_id: Option<Id>,
+}
+
+struct Subscriber {
+    filter: Filter,
+    outbox: Outbox,
+}
+
+/// Every connection's outbox, and each company's subscribers.
+pub struct Hub {
+    endpoints: DashMap<ConnId, Endpoint>,
+    /// Per company (shard): its subscribers. Only touched from
+    /// [`Hub::deliver`], under that company's lock.
+    subscribers: Vec<Mutex<HashMap<ConnId, Subscriber>>>,
+    metrics: Metrics,
+}
+
+impl Hub {
+    pub fn new(shards: usize, metrics: Metrics) -> Hub {
+        Hub {
+            endpoints: DashMap::new(),
+            subscribers: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            metrics,
+        }
+    }
+
+    /// Makes a connection reachable.
+    pub fn register(&self, conn: ConnId, outbox: Outbox) {
+        self.endpoints.insert(
+            conn,
+            Endpoint {
+                outbox,
+                reply_id: None,
+            },
+        );
+    }
+
+    /// Forgets a connection (after the core has released its seats).
+    pub fn unregister(&self, conn: ConnId) {
+        self.endpoints.remove(&conn);
+    }
+
+    /// Sets the `id` the next subscription start of `conn` echoes.
+    pub fn set_reply_id(&self, conn: ConnId, id: Option<Id>) {
+        if let Some(mut e) = self.endpoints.get_mut(&conn) {
+            e.reply_id = id;
+        }
+    }
+
+    /// The live subscribers of one company.
+    pub fn subscriber_count(&self, shard: usize) -> usize {
+        self.subscribers[shard]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    fn outbox(&self, conn: ConnId) -> Option<Outbox> {
+        self.endpoints.get(&conn).map(|e| e.outbox.clone())
+    }
+
+    /// One frame to each named connection.
+    fn to_each(&self, to: &[ConnId], frame: &Utf8Bytes) {
+        for &conn in to {
+            if let Some(outbox) = self.outbox(conn) {
+                outbox.push_shared(frame.clone());
+            }
+        }
+    }
+
+    fn one(&self, to: &[ConnId], msg: &ServerMsg) {
+        if !to.is_empty() {
+            self.to_each(to, &frame(msg, None));
+        }
+    }
+}
+
+impl Deliver for Hub {
+    fn deliver(&self, shard: usize, effects: &mut Vec<Effect>) {
+        let mut subs = self.subscribers[shard]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Event(event) => {
+                    let frame = event_frame(&event);
+                    self.metrics.event_emitted();
+                    let now = Instant::now();
+                    // A subscriber whose outbox is full is dropped from the
+                    // stream; its connection is closed with 4001.
+                    subs.retain(|_, s| {
+                        !s.filter.sees(event.group) || s.outbox.push_event(frame.clone(), now)
+                    });
+                }
+                Effect::Status {
+                    to,
+                    code,
+                    status,
+                    customer_connected,
+                    supporter_connected,
+                    supporter,
+                } => self.one(
+                    &to,
+                    &ServerMsg::Status {
+                        code,
+                        status,
+                        customer_connected,
+                        supporter_connected,
+                        supporter,
+                    },
+                ),
+                Effect::Ended {
+                    to,
+                    code,
+                    reason,
+                    close,
+                } => {
+                    let frame = frame(&ServerMsg::Ended { code, reason }, None);
+                    for conn in to {
+                        if let Some(outbox) = self.outbox(conn) {
+                            outbox.push_shared(frame.clone());
+                            if close {
+                                outbox.close(close::NORMAL, "case ended");
+                            }
+                        }
+                    }
+                }
+                Effect::Position { to, code, position } => {
+                    self.one(&to, &ServerMsg::Queue { code, position })
+                }
+                Effect::Agent { agent, groups } => {
+                    if subs.is_empty() {
+                        continue;
+                    }
+                    let frame = frame(&ServerMsg::Agent { agent }, None);
+                    subs.retain(|_, s| {
+                        !s.filter.sees_any(&groups) || s.outbox.push_shared(frame.clone())
+                    });
+                }
+                Effect::Chat { to, code, line } => self.one(&to, &ServerMsg::Chat { code, line }),
+                Effect::Signal {
+                    to,
+                    code,
+                    from,
+                    data,
+                } => self.one(
+                    &to,
+                    &ServerMsg::Signal {
+                        code,
+                        from: SignalFrom { role: from },
+                        data,
+                    },
+                ),
+                Effect::Subscribe {
+                    conn,
+                    filter,
+                    start,
+                } => {
+                    let Some((outbox, id)) = self
+                        .endpoints
+                        .get_mut(&conn)
+                        .map(|mut e| (e.outbox.clone(), e.reply_id.take()))
+                    else {
+                        continue;
+                    };
+                    match start {
+                        Start::Snapshot { epoch, seq, cases } => {
+                            let msg = ServerMsg::Snapshot {
+                                epoch: epoch.to_string(),
+                                seq,
+                                cases,
+                            };
+                            outbox.push_shared(frame(&msg, id.as_ref()));
+                        }
+                        Start::Resumed { epoch, seq, events } => {
+                            let msg = ServerMsg::Resumed {
+                                epoch: epoch.to_string(),
+                                seq,
+                            };
+                            if outbox.push_shared(frame(&msg, id.as_ref())) {
+                                for event in events {
+                                    if !outbox.push_shared(event_frame(&event)) {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    subs.insert(conn, Subscriber { filter, outbox });
+                }
+                Effect::Unsubscribe { conn } => {
+                    subs.remove(&conn);
+                }
+            }
+        }
+    }
+}
+
+/// A message as the text of a frame.
+pub fn frame(msg: &ServerMsg, id: Option<&Id>) -> Utf8Bytes {
+    Utf8Bytes::from(msg.to_text(id))
+}
+
+/// An `event` frame, serialised straight from the kept event.
+fn event_frame(event: &Event) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct EventFrame<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        epoch: &'a str,
+        seq: u64,
+        action: Action,
+        case: &'a CaseView,
+    }
+    let text = serde_json::to_string(&EventFrame {
+        kind: "event",
+        epoch: &event.epoch,
+        seq: event.seq,
+        action: event.action,
+        case: &event.case,
+    })
+    .expect("events serialise");
+    Utf8Bytes::from(text)
+}

@@ -1,0 +1,8 @@
+//! The outside of the broker: the accept loop, the HTTP routes, the
+//! WebSocket sessions and the per-address guard.
+
+pub mod api_error;
+pub mod guard;
+pub mod http;
+pub mod server;
+pub mod session;
