@@ -13,6 +13,8 @@ mod golden;
 mod hostile;
 #[path = "integration/http_api.rs"]
 mod http_api;
+#[path = "integration/line.rs"]
+mod line;
 #[path = "integration/queue.rs"]
 mod queue;
 #[path = "integration/sessions.rs"]
