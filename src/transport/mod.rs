@@ -2,7 +2,9 @@
 //! WebSocket sessions and the per-address guard.
 
 pub mod api_error;
+pub mod dispatch;
 pub mod guard;
 pub mod http;
 pub mod server;
 pub mod session;
+pub mod writer;

@@ -4,26 +4,25 @@
 //! connection's seats.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::stream::{SplitSink, SplitStream};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
 use governor::clock::MonotonicClock;
 use governor::{Quota, RateLimiter};
-use tokio::time::error::Elapsed;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, field, info_span};
 
+use super::dispatch::{Peer, handle};
 use super::guard::ConnPermit;
+use super::writer::{End, Writer, error_frame, killed};
 use crate::app::App;
-use crate::core::{Conn, Who};
-use crate::delivery::{OutboxRx, Outgoing};
-use crate::directory::Agent;
+use crate::core::Conn;
+use crate::delivery::OutboxRx;
 use crate::error::Error;
-use crate::metrics::{Disconnect, Metrics};
-use crate::protocol::{CaseBody, ClientMsg, ErrorCode, Id, Role, ServerMsg, close, decode_client};
+use crate::metrics::Disconnect;
+use crate::protocol::{ClientMsg, ErrorCode, Id, Role, ServerMsg, close, decode_client};
 
 /// Consecutive undecodable messages after which a connection is closed
 /// (4002).
@@ -31,11 +30,6 @@ const MAX_BAD_IN_A_ROW: u32 = 20;
 /// Consecutive messages over the rate limit after which a connection is
 /// closed (4002).
 const MAX_LIMITED_IN_A_ROW: u32 = 20;
-/// Outbox items written per flush, so one busy connection cannot starve
-/// its own reads.
-const WRITE_BATCH: usize = 256;
-
-type Sink = SplitSink<WebSocket, Message>;
 type Source = SplitStream<WebSocket>;
 
 /// Releases the connection's seats and subscription however the task ends.
@@ -47,141 +41,6 @@ struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.app.disconnect(&self.conn);
-    }
-}
-
-/// Who said `hello`.
-enum Peer {
-    Agent(Arc<Agent>),
-    Customer,
-}
-
-/// The writing half: every write has a deadline and is counted.
-struct Writer {
-    sink: Sink,
-    metrics: Metrics,
-    write_timeout: Duration,
-    /// Emission times of the events in the batch being written (reused).
-    emitted: Vec<Instant>,
-}
-
-/// Why the session ends, and the close frame to send once the connection
-/// has left its seats.
-struct End {
-    reason: Option<Disconnect>,
-    close: Option<(u16, &'static str)>,
-}
-
-impl End {
-    /// The peer is gone or the socket failed: nothing more to send.
-    fn gone(reason: Option<Disconnect>) -> End {
-        End {
-            reason,
-            close: None,
-        }
-    }
-
-    /// The broker ends the connection with a close code.
-    fn close(reason: Disconnect, code: u16, text: &'static str) -> End {
-        End {
-            reason: Some(reason),
-            close: Some((code, text)),
-        }
-    }
-}
-
-impl Writer {
-    /// Sends one frame now (a reply or an error).
-    async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
-        let len = frame.len() as u64;
-        written(deadline(self.write_timeout, self.sink.send(Message::Text(frame))).await)?;
-        self.metrics.messages_sent(1, len);
-        Ok(())
-    }
-
-    async fn error(&mut self, id: Option<&Id>, err: &Error) -> Result<(), End> {
-        let frame = error_frame(&self.metrics, id, err);
-        self.send(frame).await
-    }
-
-    /// Writes a command's reply together with whatever the command queued
-    /// for this connection (its pushes), with one flush: a command costs
-    /// one write, not one per message.
-    async fn reply(&mut self, frame: Utf8Bytes, rx: &mut OutboxRx) -> Result<(), End> {
-        let len = frame.len() as u64;
-        written(deadline(self.write_timeout, self.sink.feed(Message::Text(frame))).await)?;
-        self.metrics.messages_sent(1, len);
-        match rx.try_recv() {
-            Some(item) => self.batch(item, rx).await,
-            None => written(deadline(self.write_timeout, self.sink.flush()).await),
-        }
-    }
-
-    /// Writes `first` and whatever else is queued (up to a batch) with one
-    /// flush, then records how late each queue event reached the socket.
-    async fn batch(&mut self, first: Outgoing, rx: &mut OutboxRx) -> Result<(), End> {
-        let emitted = &mut self.emitted;
-        emitted.clear();
-        let (mut count, mut bytes) = (0u64, 0u64);
-        let mut next = Some(first);
-        let mut closing = None;
-        let write = async {
-            for written in 1..=WRITE_BATCH {
-                let Some(item) = next.take() else { break };
-                let frame = match item {
-                    Outgoing::Text(frame) => frame,
-                    Outgoing::Event(frame, at) => {
-                        emitted.push(at);
-                        frame
-                    }
-                    Outgoing::Close(code, reason) => {
-                        closing = Some((code, reason));
-                        break;
-                    }
-                };
-                count += 1;
-                bytes += frame.len() as u64;
-                self.sink.feed(Message::Text(frame)).await?;
-                // Take the next item only if this batch will write it: what
-                // is taken out of the outbox must never be dropped.
-                if written < WRITE_BATCH {
-                    next = rx.try_recv();
-                }
-            }
-            self.sink.flush().await
-        };
-        written(deadline(self.write_timeout, write).await)?;
-        self.metrics.messages_sent(count, bytes);
-        if !self.emitted.is_empty() {
-            let now = Instant::now();
-            for at in &self.emitted {
-                self.metrics.push_latency(now - *at);
-            }
-        }
-        if let Some((code, reason)) = closing {
-            return Err(End::close(Disconnect::CaseEnded, code, reason));
-        }
-        Ok(())
-    }
-
-    /// Sends a close frame after whatever is still buffered, within the
-    /// write deadline, so a slow reader still learns why it was closed.
-    async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        }));
-        let _ = timeout(self.write_timeout, async {
-            let _ = self.sink.send(frame).await;
-            let _ = self.sink.close().await;
-        })
-        .await;
-    }
-
-    /// Closes with `code`, counting the reason.
-    async fn close_for(&mut self, reason: Disconnect, code: u16, text: &'static str) {
-        self.metrics.disconnected(reason);
-        self.close(code, text).await;
     }
 }
 
@@ -258,27 +117,6 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
             w.close(code, text).await;
             linger(&mut source).await;
         }
-    }
-}
-
-/// How a deadline-bound write ended: a failed socket ends the connection
-/// quietly, an expired deadline counts as `write_timeout`.
-fn written<E>(r: Result<Result<(), E>, Elapsed>) -> Result<(), End> {
-    match r {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::gone(None)),
-        Err(_) => Err(End::gone(Some(Disconnect::WriteTimeout))),
-    }
-}
-
-/// `timeout`, without arming a timer when the future is ready at once (a
-/// write into a socket with room): timers are shared by every connection,
-/// and most writes never need one.
-async fn deadline<F: Future>(limit: Duration, f: F) -> Result<F::Output, Elapsed> {
-    let mut f = std::pin::pin!(f);
-    match futures::poll!(f.as_mut()) {
-        std::task::Poll::Ready(out) => Ok(out),
-        std::task::Poll::Pending => timeout(limit, f).await,
     }
 }
 
@@ -497,39 +335,8 @@ async fn session(
     }
 }
 
-/// An `error` message, counted.
-fn error_frame(metrics: &Metrics, id: Option<&Id>, err: &Error) -> Utf8Bytes {
-    metrics.error_sent(err.code);
-    debug!(code = ?err.code, "error reply");
-    let msg = ServerMsg::Error {
-        code: err.code,
-        message: err.message.clone(),
-    };
-    Utf8Bytes::from(msg.to_text(id))
-}
-
-/// The end of a connection told to close by the broker (its outbox
-/// overflowed, or it is rate limited).
-fn killed(code: u16) -> End {
-    debug!(code, "closing connection");
-    let reason = match code {
-        close::SLOW => Disconnect::Slow,
-        _ => Disconnect::RateLimited,
-    };
-    End::close(reason, code, reason_for(code))
-}
-
 fn nonzero(n: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(n.max(1)).expect("at least one")
-}
-
-fn reason_for(code: u16) -> &'static str {
-    match code {
-        close::SLOW => "slow consumer",
-        close::RATE_LIMITED => "rate limited",
-        close::SHUTDOWN => "shutting down",
-        _ => "",
-    }
 }
 
 fn is_too_large(e: &axum::Error) -> bool {
@@ -542,171 +349,6 @@ fn is_too_large(e: &axum::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-/// Decodes and runs one command for this connection. Returns the `id` to
-/// echo, whether the message decoded, and the reply if the session must
-/// send one itself.
-fn handle(
-    app: &App,
-    conn: &Conn,
-    ip: IpAddr,
-    who: &Peer,
-    text: &str,
-) -> (Option<Id>, bool, Result<Option<ServerMsg>, Error>) {
-    let broker = &app.broker;
-    let env = match decode_client(text) {
-        Ok(env) => env,
-        Err(e) => {
-            broker.metrics().message_received("invalid", text.len());
-            return (e.id, false, Err(Error::bad_request(e.message)));
-        }
-    };
-    broker
-        .metrics()
-        .message_received(env.msg.wire_type(), text.len());
-    let id = env.id;
-    let result = match who {
-        Peer::Agent(agent) => agent_command(app, conn, agent, env.msg, id.as_ref()),
-        Peer::Customer => customer_command(app, conn, ip, env.msg, id.as_ref()),
-    };
-    (id, true, result)
-}
-
-fn agent_command(
-    app: &App,
-    conn: &Conn,
-    agent: &Agent,
-    msg: ClientMsg,
-    id: Option<&Id>,
-) -> Result<Option<ServerMsg>, Error> {
-    let broker = &app.broker;
-    let case = |view| ServerMsg::Case {
-        case: CaseBody::Agent(Box::new(view)),
-    };
-    Ok(Some(match msg {
-        ClientMsg::Hello { .. } => return Err(Error::bad_request("hello was already said")),
-        ClientMsg::Subscribe { group, resume } => {
-            // The snapshot or `resumed` is queued in the stream's order and
-            // echoes this id.
-            app.hub.set_reply_id(conn.id, id.cloned());
-            broker.subscribe(conn, agent, group, resume)?;
-            return Ok(None);
-        }
-        ClientMsg::Unsubscribe {} => {
-            broker.unsubscribe(conn);
-            ServerMsg::Unsubscribed {}
-        }
-        ClientMsg::CreateCase(req) => case(broker.create_case(agent, req)?),
-        ClientMsg::Assign { code, assignee } => case(broker.assign(agent, &code, assignee)?),
-        ClientMsg::Join { code, takeover, .. } => {
-            let view = broker.agent_join(conn, agent, &code, takeover)?;
-            tracing::Span::current().record("code", field::display(&view.code));
-            ServerMsg::Joined {
-                code: view.code,
-                case: CaseBody::Agent(Box::new(view)),
-                resume_token: None,
-            }
-        }
-        ClientMsg::Leave { code } => ServerMsg::Left {
-            code: broker.leave(conn, code.as_deref())?,
-        },
-        ClientMsg::Close { code } => case(broker.close(Who::Agent(agent), code.as_deref())?.0),
-        ClientMsg::Delete { code } => ServerMsg::Deleted {
-            code: broker.delete(agent, &code)?,
-        },
-        ClientMsg::Presence { state } => {
-            broker.set_presence(agent, state);
-            ServerMsg::Presence { state }
-        }
-        ClientMsg::Chat { code, text } => ServerMsg::Sent {
-            code: broker.chat(conn, code.as_deref(), text)?,
-        },
-        ClientMsg::Signal { code, data } => {
-            let code = broker.signal(conn, code.as_deref(), data)?;
-            return Ok(id.map(|_| ServerMsg::Sent { code }));
-        }
-        ClientMsg::RequestHelp(_) => {
-            return Err(Error::forbidden("request_help is a customer command"));
-        }
-        ClientMsg::Ping {} => ServerMsg::Pong {},
-    }))
-}
-
-fn customer_command(
-    app: &App,
-    conn: &Conn,
-    ip: IpAddr,
-    msg: ClientMsg,
-    id: Option<&Id>,
-) -> Result<Option<ServerMsg>, Error> {
-    let broker = &app.broker;
-    Ok(Some(match msg {
-        ClientMsg::Hello { .. } => return Err(Error::bad_request("hello was already said")),
-        ClientMsg::Join {
-            code,
-            name,
-            resume_token,
-            ..
-        } => {
-            // Checked before the code is looked up: a guesser learns nothing.
-            app.guard.check_join(ip)?;
-            let (view, token) = match broker.customer_join(conn, &code, name, resume_token) {
-                Ok(joined) => joined,
-                Err(e) => {
-                    match e.code {
-                        ErrorCode::NotFound => app.guard.join_failed(ip, "not_found"),
-                        ErrorCode::Conflict => app.guard.join_failed(ip, "conflict"),
-                        _ => {}
-                    }
-                    return Err(e);
-                }
-            };
-            app.guard.join_succeeded(ip);
-            tracing::Span::current().record("code", field::display(&view.code));
-            ServerMsg::Joined {
-                code: view.code,
-                case: CaseBody::Customer(view),
-                resume_token: Some(token),
-            }
-        }
-        ClientMsg::RequestHelp(req) => {
-            let known = broker
-                .directory()
-                .module(&req.module)
-                .map(|_| req.module.as_str());
-            app.guard.check_help(ip, known)?;
-            let (view, token) = broker.request_help(Some(conn), req)?;
-            tracing::Span::current().record("code", field::display(&view.code));
-            ServerMsg::Joined {
-                code: view.code,
-                case: CaseBody::Customer(view),
-                resume_token: token,
-            }
-        }
-        ClientMsg::Chat { text, .. } => ServerMsg::Sent {
-            code: broker.chat(conn, None, text)?,
-        },
-        ClientMsg::Signal { data, .. } => {
-            let code = broker.signal(conn, None, data)?;
-            return Ok(id.map(|_| ServerMsg::Sent { code }));
-        }
-        ClientMsg::Leave { .. } => ServerMsg::Left {
-            code: broker.leave(conn, None)?,
-        },
-        ClientMsg::Close { .. } => ServerMsg::Case {
-            case: CaseBody::Customer(broker.close(Who::Customer(conn), None)?.1),
-        },
-        ClientMsg::Ping {} => ServerMsg::Pong {},
-        ClientMsg::Subscribe { .. }
-        | ClientMsg::Unsubscribe {}
-        | ClientMsg::CreateCase(_)
-        | ClientMsg::Assign { .. }
-        | ClientMsg::Delete { .. }
-        | ClientMsg::Presence { .. } => {
-            return Err(Error::forbidden("agents only"));
-        }
-    }))
 }
 
 enum FirstFrame {

@@ -1,0 +1,184 @@
+//! A session's commands: decodes one client message and runs it on the
+//! core for an agent or a customer connection, returning the reply.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tracing::field;
+
+use crate::app::App;
+use crate::core::{Conn, Who};
+use crate::directory::Agent;
+use crate::error::Error;
+use crate::protocol::{CaseBody, ClientMsg, ErrorCode, Id, ServerMsg, decode_client};
+
+/// Who said `hello`.
+pub enum Peer {
+    Agent(Arc<Agent>),
+    Customer,
+}
+
+/// Decodes and runs one command for this connection. Returns the `id` to
+/// echo, whether the message decoded, and the reply if the session must
+/// send one itself.
+pub fn handle(
+    app: &App,
+    conn: &Conn,
+    ip: IpAddr,
+    who: &Peer,
+    text: &str,
+) -> (Option<Id>, bool, Result<Option<ServerMsg>, Error>) {
+    let broker = &app.broker;
+    let env = match decode_client(text) {
+        Ok(env) => env,
+        Err(e) => {
+            broker.metrics().message_received("invalid", text.len());
+            return (e.id, false, Err(Error::bad_request(e.message)));
+        }
+    };
+    broker
+        .metrics()
+        .message_received(env.msg.wire_type(), text.len());
+    let id = env.id;
+    let result = match who {
+        Peer::Agent(agent) => agent_command(app, conn, agent, env.msg, id.as_ref()),
+        Peer::Customer => customer_command(app, conn, ip, env.msg, id.as_ref()),
+    };
+    (id, true, result)
+}
+
+fn agent_command(
+    app: &App,
+    conn: &Conn,
+    agent: &Agent,
+    msg: ClientMsg,
+    id: Option<&Id>,
+) -> Result<Option<ServerMsg>, Error> {
+    let broker = &app.broker;
+    let case = |view| ServerMsg::Case {
+        case: CaseBody::Agent(Box::new(view)),
+    };
+    Ok(Some(match msg {
+        ClientMsg::Hello { .. } => return Err(Error::bad_request("hello was already said")),
+        ClientMsg::Subscribe { group, resume } => {
+            // The snapshot or `resumed` is queued in the stream's order and
+            // echoes this id.
+            app.hub.set_reply_id(conn.id, id.cloned());
+            broker.subscribe(conn, agent, group, resume)?;
+            return Ok(None);
+        }
+        ClientMsg::Unsubscribe {} => {
+            broker.unsubscribe(conn);
+            ServerMsg::Unsubscribed {}
+        }
+        ClientMsg::CreateCase(req) => case(broker.create_case(agent, req)?),
+        ClientMsg::Assign { code, assignee } => case(broker.assign(agent, &code, assignee)?),
+        ClientMsg::Join { code, takeover, .. } => {
+            let view = broker.agent_join(conn, agent, &code, takeover)?;
+            tracing::Span::current().record("code", field::display(&view.code));
+            ServerMsg::Joined {
+                code: view.code,
+                case: CaseBody::Agent(Box::new(view)),
+                resume_token: None,
+            }
+        }
+        ClientMsg::Leave { code } => ServerMsg::Left {
+            code: broker.leave(conn, code.as_deref())?,
+        },
+        ClientMsg::Close { code } => case(broker.close(Who::Agent(agent), code.as_deref())?.0),
+        ClientMsg::Delete { code } => ServerMsg::Deleted {
+            code: broker.delete(agent, &code)?,
+        },
+        ClientMsg::Presence { state } => {
+            broker.set_presence(agent, state);
+            ServerMsg::Presence { state }
+        }
+        ClientMsg::Chat { code, text } => ServerMsg::Sent {
+            code: broker.chat(conn, code.as_deref(), text)?,
+        },
+        ClientMsg::Signal { code, data } => {
+            let code = broker.signal(conn, code.as_deref(), data)?;
+            return Ok(id.map(|_| ServerMsg::Sent { code }));
+        }
+        ClientMsg::RequestHelp(_) => {
+            return Err(Error::forbidden("request_help is a customer command"));
+        }
+        ClientMsg::Ping {} => ServerMsg::Pong {},
+    }))
+}
+
+fn customer_command(
+    app: &App,
+    conn: &Conn,
+    ip: IpAddr,
+    msg: ClientMsg,
+    id: Option<&Id>,
+) -> Result<Option<ServerMsg>, Error> {
+    let broker = &app.broker;
+    Ok(Some(match msg {
+        ClientMsg::Hello { .. } => return Err(Error::bad_request("hello was already said")),
+        ClientMsg::Join {
+            code,
+            name,
+            resume_token,
+            ..
+        } => {
+            // Checked before the code is looked up: a guesser learns nothing.
+            app.guard.check_join(ip)?;
+            let (view, token) = match broker.customer_join(conn, &code, name, resume_token) {
+                Ok(joined) => joined,
+                Err(e) => {
+                    match e.code {
+                        ErrorCode::NotFound => app.guard.join_failed(ip, "not_found"),
+                        ErrorCode::Conflict => app.guard.join_failed(ip, "conflict"),
+                        _ => {}
+                    }
+                    return Err(e);
+                }
+            };
+            app.guard.join_succeeded(ip);
+            tracing::Span::current().record("code", field::display(&view.code));
+            ServerMsg::Joined {
+                code: view.code,
+                case: CaseBody::Customer(view),
+                resume_token: Some(token),
+            }
+        }
+        ClientMsg::RequestHelp(req) => {
+            let known = broker
+                .directory()
+                .module(&req.module)
+                .map(|_| req.module.as_str());
+            app.guard.check_help(ip, known)?;
+            let (view, token) = broker.request_help(Some(conn), req)?;
+            tracing::Span::current().record("code", field::display(&view.code));
+            ServerMsg::Joined {
+                code: view.code,
+                case: CaseBody::Customer(view),
+                resume_token: token,
+            }
+        }
+        ClientMsg::Chat { text, .. } => ServerMsg::Sent {
+            code: broker.chat(conn, None, text)?,
+        },
+        ClientMsg::Signal { data, .. } => {
+            let code = broker.signal(conn, None, data)?;
+            return Ok(id.map(|_| ServerMsg::Sent { code }));
+        }
+        ClientMsg::Leave { .. } => ServerMsg::Left {
+            code: broker.leave(conn, None)?,
+        },
+        ClientMsg::Close { .. } => ServerMsg::Case {
+            case: CaseBody::Customer(broker.close(Who::Customer(conn), None)?.1),
+        },
+        ClientMsg::Ping {} => ServerMsg::Pong {},
+        ClientMsg::Subscribe { .. }
+        | ClientMsg::Unsubscribe {}
+        | ClientMsg::CreateCase(_)
+        | ClientMsg::Assign { .. }
+        | ClientMsg::Delete { .. }
+        | ClientMsg::Presence { .. } => {
+            return Err(Error::forbidden("agents only"));
+        }
+    }))
+}
