@@ -13,6 +13,7 @@ use crate::idle::{self, IdleOpts, Mix, PER_PROCESS};
 use crate::lifecycle::{self, LifecycleOpts};
 use crate::mixed::{self, MixedOpts};
 use crate::plot;
+use crate::queue_depth::{self, QueueDepthOpts};
 use crate::report::{Progress, Report};
 use crate::target::{DEFAULT_URL, Target, raise_nofile_limit};
 
@@ -53,6 +54,11 @@ pub enum Command {
     /// Many dashboards and connected customers with a steady rate of case
     /// changes; push latency under load.
     Mixed(MixedArgs),
+    /// Whether a change costs more behind a deep queue: create_case, assign
+    /// and close rates and latencies against the group as found, then
+    /// behind --cases open cases (--waiting of them with a waiting
+    /// customer), and the ratio deep / empty of each.
+    QueueDepth(QueueDepthArgs),
     /// Holds a share of idle connections for a parent process.
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -165,6 +171,43 @@ pub struct MixedArgs {
     pub spread: Spread,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct QueueDepthArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Open cases the fill adds to the group, waiting customers included
+    /// (1 to 1,000,000).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub cases: u32,
+    /// Of those, cases whose customer is seated and waiting (request_help,
+    /// one connection each); 0 to 15,000 and at most --cases.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=15_000))]
+    pub waiting: u32,
+    /// Group of every case; the --module keys must map to it.
+    #[arg(long, default_value = "support")]
+    pub group: String,
+    /// Module keys of the waiting customers, used in turn (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "load-qs-1,load-qs-2,load-qs-3,load-qs-4,load-qs-5,load-qs-6,load-qs-7,load-qs-8"
+    )]
+    pub module: Vec<String>,
+    /// Agent connections the commands are spread over (1 to 64).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: u32,
+    /// Commands each agent connection may have without reply (1 to 4096).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub window: u32,
+    /// Cases per measuring round (1 to 100,000; at most --cases / 10).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Agent that assign hands each case to before returning it to the
+    /// line; a member of --group.
+    #[arg(long, default_value = "admin")]
+    pub assignee: String,
+}
+
 /// How idle connections are spread over processes.
 #[derive(Debug, Clone, Args)]
 pub struct Spread {
@@ -211,6 +254,7 @@ impl Cli {
             Command::Lifecycle(a) => a.common.seconds,
             Command::Idle(a) => a.common.seconds,
             Command::Mixed(a) => a.common.seconds,
+            Command::QueueDepth(a) => queue_depth::time_bound(a.common.seconds),
             Command::Worker(a) => a.max_seconds,
         }
     }
@@ -221,6 +265,7 @@ impl Cli {
             Command::Lifecycle(a) => Some(&a.common),
             Command::Idle(a) => Some(&a.common),
             Command::Mixed(a) => Some(&a.common),
+            Command::QueueDepth(a) => Some(&a.common),
             Command::Worker(_) => None,
         }
     }
@@ -293,6 +338,23 @@ async fn scenario(cli: Cli) -> anyhow::Result<Option<Report>> {
                 customers: a.customers as usize,
                 per_process: a.spread.per_process.max(1),
                 worker_exe: a.spread.worker_exe.clone(),
+            })
+            .await?
+        }
+        Command::QueueDepth(a) => {
+            queue_depth::run(QueueDepthOpts {
+                target: a.common.target()?,
+                token: a.common.token.clone(),
+                group: a.group.clone(),
+                modules: a.module.clone(),
+                cases: a.cases as usize,
+                waiting: a.waiting as usize,
+                seconds: a.common.seconds,
+                connections: a.connections as usize,
+                window: a.window as usize,
+                batch: a.batch as usize,
+                assignee: a.assignee.clone(),
+                progress: !a.common.no_progress,
             })
             .await?
         }
@@ -371,6 +433,18 @@ mod tests {
         assert!(parse(&["lt", "fanout", "--dashboards", "100001"]).is_err());
         assert!(parse(&["lt", "idle", "--connections", "100001"]).is_err());
         assert!(parse(&["lt", "fanout", "--rate", "0"]).is_err());
+        assert!(parse(&["lt", "queue-depth", "--cases", "0"]).is_err());
+        assert!(parse(&["lt", "queue-depth", "--cases", "1000001"]).is_err());
+        assert!(parse(&["lt", "queue-depth", "--waiting", "15001"]).is_err());
+        assert!(parse(&["lt", "queue-depth", "--window", "0"]).is_err());
+        let qd = parse(&["lt", "queue-depth"]).unwrap();
+        let Command::QueueDepth(q) = qd.command else {
+            panic!()
+        };
+        assert_eq!(
+            (q.cases, q.waiting, q.group.as_str()),
+            (100_000, 1000, "support")
+        );
         let ok = parse(&["lt", "lifecycle", "--module", "a,b"]).unwrap();
         let Command::Lifecycle(l) = ok.command else {
             panic!()

@@ -8,7 +8,8 @@
 //! - [`target`]: the loopback-only URL check and source-address rotation.
 //! - [`client`]: a typed client over the main crate's wire types.
 //! - [`scan`]: the byte scanners of the hot receive paths.
-//! - [`fanout`], [`lifecycle`], [`idle`], [`mixed`]: the scenarios.
+//! - [`fanout`], [`lifecycle`], [`idle`], [`mixed`], [`queue_depth`]: the
+//!   scenarios.
 //! - [`stats`], [`report`], [`plot`]: histograms, table and JSON, SVG.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod idle;
 pub mod lifecycle;
 pub mod mixed;
 pub mod plot;
+pub mod queue_depth;
 pub mod report;
 pub mod scan;
 pub mod stats;

@@ -59,6 +59,11 @@ fn scratch(name: &str) -> PathBuf {
 /// Runs the command line `args` (plus `--json`, `--no-progress` and a few
 /// source addresses); returns the JSON it wrote, after checking its keys.
 async fn run(name: &str, args: &[&str]) -> Value {
+    run_with_table(name, args).await.0
+}
+
+/// As [`run`], and also returns the printed table.
+async fn run_with_table(name: &str, args: &[&str]) -> (Value, String) {
     let json = scratch(name).join("out.json");
     let json_arg = json.to_str().unwrap().to_string();
     let mut argv = vec!["casebroker-loadtest"];
@@ -80,7 +85,7 @@ async fn run(name: &str, args: &[&str]) -> Value {
         "{name}: the run reported a failure:\n{}",
         report.table()
     );
-    v
+    (v, report.table())
 }
 
 /// Asserts a fan-out result: every dashboard got every event, in order.
@@ -223,6 +228,46 @@ async fn mixed_loses_nothing_under_idle_load() {
     .await;
     assert_complete("mixed", &v);
     assert_eq!(v["customers"], 60, "{v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_compares_a_deep_queue_and_cleans_up() {
+    let b = Broker::start().await;
+    let args = [
+        "queue-depth",
+        "--url",
+        &b.url,
+        "--cases",
+        "200",
+        "--waiting",
+        "20",
+        "--seconds",
+        "1",
+    ];
+    let (v, table) = run_with_table("queue-depth", &args).await;
+    assert_eq!(v["failed"], 0, "{v:#}");
+    assert!(v["aborted"].is_null(), "{v:#}");
+    assert_eq!(v["fill"]["cases"], 200, "{v:#}");
+    assert_eq!(v["fill"]["customers"], 20, "{v:#}");
+    assert_eq!(v["cleanup"]["left"], 0, "{v:#}");
+    // Every waiting customer was told its place in the line.
+    assert!(v["queue_pushes"].as_u64().unwrap() >= 20, "{v:#}");
+    for op in casebroker_loadtest::queue_depth::OPS {
+        for phase in ["empty", "deep"] {
+            let m = &v[phase][op];
+            assert!(m["ops"].as_u64().unwrap() > 0, "{phase} {op}: {v:#}");
+            assert_eq!(m["errors"], 0, "{phase} {op}: {v:#}");
+            assert!(m["per_sec"].is_number(), "{phase} {op}: {v:#}");
+            assert!(m["p99_ms"].is_number(), "{phase} {op}: {v:#}");
+        }
+        assert!(v["ratios"][op].as_f64().unwrap() > 0.0, "{op}: {v:#}");
+        assert!(table.contains(&format!("{op} deep/empty")), "{op}: {table}");
+    }
+    assert!(v["meets_target"].is_boolean(), "{v:#}");
+    // The broker is left as found: a second run starts from an empty group.
+    let (again, _) = run_with_table("queue-depth-again", &args).await;
+    assert_eq!(again["open_before"], 0, "{again:#}");
+    assert_eq!(again["failed"], 0, "{again:#}");
 }
 
 #[test]
