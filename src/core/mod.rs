@@ -24,6 +24,9 @@ pub mod shard;
 pub mod stream;
 pub mod timers;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
