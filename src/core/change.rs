@@ -13,8 +13,8 @@ use crate::config::Assignment;
 use crate::protocol::{Action, ChatLine, EndReason, Role};
 
 use super::ConnId;
-use super::commands::limits;
 use super::effect::Effect;
+use super::limits;
 use super::record::{Actor, AssignedBy, Case, CaseRecord};
 use super::shard::Locked;
 use super::timers::{self, Timer};

@@ -9,7 +9,15 @@ use serde_json::Value;
 use crate::case::{CaseView, SessionCode, Status, SupporterView};
 use crate::protocol::{Action, AgentStatus, ChatLine, EndReason, Role};
 
-use super::ConnId;
+/// A connection's id, unique for the broker's life.
+pub type ConnId = u64;
+
+/// Where effects go: the delivery layer (and, later, a journal in front of
+/// it). Called with the shard's lock held, in the shard's order; it must
+/// not block and must not call back into the broker.
+pub trait Deliver: Send + Sync + 'static {
+    fn deliver(&self, shard: usize, effects: &mut Vec<Effect>);
+}
 
 /// One event of a company's stream, as kept for replay.
 #[derive(Debug)]

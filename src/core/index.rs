@@ -7,7 +7,8 @@ use std::ops::Bound;
 
 use crate::case::{SessionCode, Status};
 
-use super::record::Order;
+/// A key that sorts cases by creation time (ms), then code.
+pub type Order = (i64, SessionCode);
 
 /// The statuses an index slot stands for, in `Status::ALL` order.
 fn slot(status: Status) -> usize {

@@ -17,6 +17,7 @@ pub mod change;
 pub mod commands;
 pub mod effect;
 pub mod index;
+pub mod limits;
 pub mod line;
 pub mod policy;
 pub mod record;
@@ -39,44 +40,15 @@ use crate::directory::{Agent, Company, Directory};
 use crate::metrics::Metrics;
 use crate::protocol::Role;
 
-pub use commands::{ListQuery, Page, Who, limits, parse_code};
+pub use commands::{ListQuery, Page, Who, parse_code};
 pub use effect::Effect;
-use shard::{Locked, ShardState};
-
-/// A connection's id, unique for the broker's life.
-pub type ConnId = u64;
-
-/// Where effects go: the delivery layer (and, later, a journal in front of
-/// it). Called with the shard's lock held, in the shard's order; it must
-/// not block and must not call back into the broker.
-pub trait Deliver: Send + Sync + 'static {
-    fn deliver(&self, shard: usize, effects: &mut Vec<Effect>);
-}
+pub use effect::{ConnId, Deliver};
+use shard::{Locked, Shard, ShardState, Shared};
 
 /// A handle to the broker's core. Clone it freely.
 #[derive(Clone)]
 pub struct Broker {
     shared: Arc<Shared>,
-}
-
-/// What every shard shares.
-pub(crate) struct Shared {
-    pub dir: Directory,
-    pub config: Config,
-    pub metrics: Metrics,
-    pub deliver: Arc<dyn Deliver>,
-    /// Which company each held code belongs to: a join by code finds its
-    /// shard here.
-    pub codes: DashMap<SessionCode, usize>,
-    next_conn: AtomicU64,
-    shards: Vec<Shard>,
-}
-
-/// One company's lock and its timer wake-up.
-pub(crate) struct Shard {
-    pub state: Mutex<ShardState>,
-    /// Wakes the shard's timer task when an earlier deadline appears.
-    pub timers_changed: Notify,
 }
 
 /// A live connection as the core knows it. Owned by the connection's task

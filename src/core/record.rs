@@ -15,8 +15,8 @@ use crate::case::{
 use crate::directory::Company;
 use crate::protocol::ChatLine;
 
-use super::ConnId;
-use super::index::Entry;
+use super::effect::ConnId;
+use super::index::{Entry, Order};
 
 /// Who did something to a case: an agent (its index in the company) or
 /// the customer.
@@ -216,9 +216,6 @@ impl Case {
         }
     }
 }
-
-/// A key that sorts cases by creation time, then code.
-pub type Order = (i64, SessionCode);
 
 /// An actor's id on the wire: an agent id, or `customer`.
 pub fn actor_id(company: &Company, actor: Actor) -> String {

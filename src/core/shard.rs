@@ -7,22 +7,48 @@
 //! is released.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::MutexGuard;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dashmap::DashMap;
+use tokio::sync::Notify;
 
 use tokio::time::Instant;
 
 use crate::case::SessionCode;
-use crate::directory::Company;
+use crate::config::Config;
+use crate::directory::{Company, Directory};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::protocol::{AgentStatus, ErrorCode, PresenceState};
 
 use super::effect::Effect;
+use super::effect::{ConnId, Deliver};
 use super::index::Index;
 use super::line::Lines;
 use super::record::Case;
 use super::stream::Stream;
 use super::timers::Timers;
-use super::{ConnId, Shared};
+
+/// What every shard shares.
+pub(crate) struct Shared {
+    pub dir: Directory,
+    pub config: Config,
+    pub metrics: Metrics,
+    pub deliver: Arc<dyn Deliver>,
+    /// Which company each held code belongs to: a join by code finds its
+    /// shard here.
+    pub codes: DashMap<SessionCode, usize>,
+    pub next_conn: AtomicU64,
+    pub shards: Vec<Shard>,
+}
+
+/// One company's lock and its timer wake-up.
+pub(crate) struct Shard {
+    pub state: Mutex<ShardState>,
+    /// Wakes the shard's timer task when an earlier deadline appears.
+    pub timers_changed: Notify,
+}
 
 /// Live state of one configured agent.
 #[derive(Debug)]

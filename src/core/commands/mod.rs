@@ -22,27 +22,11 @@ use crate::protocol::Role;
 
 use super::change::{Change, Seat};
 use super::effect::Effect;
+use super::limits;
 use super::timers::Timer;
 use super::{Broker, Conn, NO_SHARD};
 
 pub use query::{ListQuery, Page};
-
-/// Field limits, in Unicode characters (PRODUCT.md).
-pub mod limits {
-    pub const NAME: usize = 100;
-    pub const DESCRIPTION: usize = 4000;
-    pub const CUSTOMER_NAME: usize = 100;
-    pub const EMAIL: usize = 254;
-    pub const CHAT: usize = 4000;
-    /// Bytes of the serialised `data` of a `signal`.
-    pub const SIGNAL_BYTES: usize = 32 * 1024;
-    /// Chat lines kept per case.
-    pub const TRANSCRIPT: usize = 1000;
-    /// The largest page of `GET /v1/cases`.
-    pub const PAGE_MAX: usize = 1000;
-    /// Resume tokens are this many random bytes (128 bits).
-    pub const RESUME_TOKEN_BYTES: usize = 16;
-}
 
 /// Who acts on a case: an agent, or a customer through its connection.
 #[derive(Clone, Copy)]

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::protocol::ChatLine;
 
 use super::super::Broker;
-use super::super::record::Order;
+use super::super::index::Order;
 use super::{limits, parse_code};
 
 /// Filters and paging of `GET /v1/cases`.
