@@ -69,6 +69,12 @@ impl SessionCode {
         }
     }
 
+    /// A number that identifies the code among all codes (its digit count
+    /// and value), for storage keys.
+    pub fn key(&self) -> u64 {
+        (u64::from(self.len) << 56) | self.value
+    }
+
     /// The digits alone, zero-padded (the form used in cursors).
     pub fn digits(&self) -> String {
         format!("{:0width$}", self.value, width = usize::from(self.len))
@@ -150,7 +156,7 @@ impl Status {
 }
 
 /// How a case ended, when it did. Closing and expiry are terminal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Terminal {
     Closed,
     Expired,

@@ -124,6 +124,23 @@ pub struct Config {
     /// A separate listener for `/metrics` alone. Default none (`/metrics`
     /// is on the main listener).
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the journal and the images live. Default `casebroker-data`
+    /// (in the working directory).
+    pub data_dir: std::path::PathBuf,
+    /// Keep nothing on disk: every case is gone when the broker stops.
+    /// Default false.
+    pub in_memory: bool,
+    /// The most changes in one journal commit (a group). Default 64.
+    pub journal_group_changes: usize,
+    /// The most bytes in one journal commit. Default 262144.
+    pub journal_group_bytes: usize,
+    /// How long a journal commit waits for more changes. Default `2ms`.
+    #[serde(with = "humantime_serde")]
+    pub journal_group_wait: Duration,
+    /// How often what changed is written as an image (and the journal
+    /// before it dropped). Default `1m`.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
     /// Companies (tenants). The demo company when none are configured.
     pub companies: Vec<CompanyConfig>,
 }
@@ -166,6 +183,12 @@ impl Default for Config {
             write_buffer_bytes: 64 * 1024,
             max_write_buffer_bytes: 64 * 1024 * 1024,
             metrics_listen: None,
+            data_dir: "casebroker-data".into(),
+            in_memory: false,
+            journal_group_changes: 64,
+            journal_group_bytes: 256 * 1024,
+            journal_group_wait: Duration::from_millis(2),
+            snapshot_interval: Duration::from_secs(60),
             companies: Vec::new(),
         }
     }
@@ -345,6 +368,7 @@ group = "support"
             ("pong_timeout", self.pong_timeout),
             ("write_timeout", self.write_timeout),
             ("max_join_backoff", self.max_join_backoff),
+            ("snapshot_interval", self.snapshot_interval),
         ] {
             if d.is_zero() {
                 return Err(invalid(field, "must be more than zero"));
@@ -352,6 +376,8 @@ group = "support"
         }
         for (field, n) in [
             ("history_events", self.history_events),
+            ("journal_group_changes", self.journal_group_changes),
+            ("journal_group_bytes", self.journal_group_bytes),
             ("outbox_messages", self.outbox_messages),
             ("outbox_bytes", self.outbox_bytes),
             ("max_connections_per_ip", self.max_connections_per_ip),

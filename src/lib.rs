@@ -25,6 +25,7 @@ pub mod directory;
 pub mod error;
 pub mod metrics;
 pub mod protocol;
+pub mod store;
 pub mod transport;
 
 use std::future::Future;
@@ -59,6 +60,20 @@ pub async fn run_with_metrics(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let store = store::open(&config).map_err(std::io::Error::other)?;
+    run_with_store(listener, metrics_listener, config, store, shutdown).await
+}
+
+/// `run_with_metrics` on a data directory already opened (`None`: keep
+/// nothing). The store is read, every company rebuilt from it, and every
+/// change journaled before it is acknowledged.
+pub async fn run_with_store(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: Config,
+    store: Option<store::Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let grace = config.shutdown_grace;
     let capacity = config.max_connections.unwrap_or(usize::MAX);
     let handshake_timeout = config.handshake_timeout;
@@ -66,7 +81,29 @@ pub async fn run_with_metrics(
     metrics.set_capacity(capacity.min(i64::MAX as usize));
     let guard = Arc::new(guard::Guard::new(&config, metrics.clone()));
     let hub = Arc::new(Hub::new(config.companies.len(), metrics.clone()));
-    let broker = Broker::new(config, metrics.clone(), hub.clone());
+    let snapshot_interval = config.snapshot_interval;
+    let dir = directory::Directory::new(&config);
+    let grouping = store::journal::Grouping {
+        changes: config.journal_group_changes,
+        bytes: config.journal_group_bytes,
+        wait: config.journal_group_wait,
+    };
+    let journal = store
+        .as_ref()
+        .map(|s| store::journal::Journal::start(s, &dir, hub.clone(), grouping));
+    let sink: Arc<dyn core::Sink> = match &journal {
+        Some(j) => j.clone(),
+        None => Arc::new(core::Direct(hub.clone())),
+    };
+    let broker = Broker::new(config, metrics.clone(), sink);
+    if let (Some(mut store), Some(journal)) = (store, &journal) {
+        store.restore(&broker).map_err(std::io::Error::other)?;
+        for shard in 0..broker.shards() {
+            broker.release_seats(shard);
+        }
+        journal.image(&broker);
+        tracing::info!(data_dir = %store.path().display(), "cases restored from the data directory");
+    }
     let app = App {
         broker: broker.clone(),
         hub,
@@ -79,6 +116,14 @@ pub async fn run_with_metrics(
             .spawn(run_timers(broker.clone(), shard, app.shutdown.clone()));
     }
     app.tracker.spawn(sweep(guard, app.shutdown.clone()));
+    if let Some(j) = &journal {
+        app.tracker.spawn(images(
+            broker.clone(),
+            j.clone(),
+            snapshot_interval,
+            app.shutdown.clone(),
+        ));
+    }
     if let Some(l) = metrics_listener {
         app.tracker.spawn(server::serve(
             l,
@@ -119,7 +164,34 @@ pub async fn run_with_metrics(
             "shutdown grace period over; dropping the remaining connections"
         );
     }
+    if let Some(j) = journal {
+        // What is still queued is stored, then an image of the end.
+        j.image(&broker);
+        tokio::task::spawn_blocking(move || j.stop())
+            .await
+            .map_err(std::io::Error::other)?;
+    }
     Ok(())
+}
+
+/// Every `interval`, stores an image of what changed, so recovery reads
+/// little journal and the journal stays small.
+async fn images(
+    broker: Broker,
+    journal: Arc<store::journal::Journal>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let (b, j) = (broker.clone(), journal.clone());
+                let _ = tokio::task::spawn_blocking(move || j.image(&b)).await;
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Drives one company's expiry, purging, orphan checks and coalesced line

@@ -19,6 +19,12 @@ struct Args {
     /// Listen address, overriding the config's `listen`.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Data directory (the journal), overriding the config's `data_dir`.
+    #[arg(long, value_name = "DIR", conflicts_with = "in_memory")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Keep nothing on disk: every case is gone when the broker stops.
+    #[arg(long)]
+    in_memory: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -60,6 +66,13 @@ fn main() -> ExitCode {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+        config.in_memory = false;
+    }
+    if args.in_memory {
+        config.in_memory = true;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -91,6 +104,15 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
     };
+    // The data directory is opened (and locked) before anything binds: a
+    // broker that cannot keep its promises does not start.
+    let store = casebroker::store::open(&config)?;
+    match &store {
+        Some(s) => tracing::info!(data_dir = %s.path().display(), "keeping data"),
+        None => {
+            tracing::warn!("in_memory: nothing is kept; every case is gone when the broker stops")
+        }
+    }
     let derived = files.saturating_sub(RESERVED_FILES).max(1) as usize;
     let capacity = *config.max_connections.get_or_insert(derived);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -112,7 +134,8 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     if demo {
         print_demo(addr);
     }
-    casebroker::run_with_metrics(listener, metrics_listener, config, shutdown_signal()).await?;
+    casebroker::run_with_store(listener, metrics_listener, config, store, shutdown_signal())
+        .await?;
     tracing::info!("casebroker stopped");
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! replica replays them.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::case::{SessionCode, Terminal};
@@ -20,14 +21,14 @@ use super::shard::Locked;
 use super::timers::{self, Timer};
 
 /// One of a case's two seats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Seat {
     Customer,
     Supporter,
 }
 
 /// A change to a case.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Change {
     /// A new case, as it starts (possibly assigned already).
     Created(Box<CaseRecord>),
@@ -102,6 +103,7 @@ type Touch = (SessionCode, Action, Option<DateTime<Utc>>);
 impl Locked<'_> {
     /// Applies one change.
     pub fn apply(&mut self, change: Change) {
+        self.record(std::slice::from_ref(&change));
         if let Some((code, action, at)) = self.write(change) {
             self.touch(code, action, at);
         }
@@ -110,7 +112,8 @@ impl Locked<'_> {
     /// Applies the changes of one decision together: each case they touch
     /// gets one event (`created` if it was created among them) and one
     /// `status`, with its final state.
-    pub fn apply_all(&mut self, changes: impl IntoIterator<Item = Change>) {
+    pub fn apply_all(&mut self, changes: Vec<Change>) {
+        self.record(&changes);
         let mut touches: Vec<Touch> = Vec::new();
         for change in changes {
             let Some((code, action, at)) = self.write(change) else {
@@ -123,6 +126,16 @@ impl Locked<'_> {
         }
         for (code, action, at) in touches {
             self.touch(code, action, at);
+        }
+    }
+
+    /// Keeps a decision's changes for the journal.
+    fn record(&mut self, changes: &[Change]) {
+        if self.shared.journaled && !self.st.replaying {
+            self.st.batches.push(changes.to_vec());
+        }
+        if self.shared.journaled {
+            self.st.dirty.extend(changes.iter().map(Change::code));
         }
     }
 
@@ -267,8 +280,43 @@ impl Locked<'_> {
         }
     }
 
+    /// Puts back a case loaded from a snapshot: its deadlines re-armed from
+    /// its wall-clock times, its indexes, line and load, without an event.
+    pub fn restore_case(&mut self, rec: CaseRecord) {
+        let code = rec.code;
+        self.shared.codes.insert(code, self.shard);
+        let mut case = Case::new(rec);
+        match case.rec.terminal {
+            None => {
+                let expiry = timers::instant_at(case.rec.expires_at);
+                case.live.expiry = Some(expiry);
+                self.add_timer(expiry, Timer::Expiry, code);
+            }
+            Some(terminal) => {
+                let ended = match terminal {
+                    Terminal::Closed => case.rec.closed_at.unwrap_or(case.rec.updated_at),
+                    Terminal::Expired => case.rec.updated_at,
+                };
+                let purge_at = case
+                    .rec
+                    .purge_at
+                    .unwrap_or_else(|| timers::add(ended, self.shared.config.retention));
+                let purge = timers::instant_at(purge_at);
+                case.live.purge = Some(purge);
+                case.live.ended_ms = Some(ended.timestamp_millis());
+                self.st
+                    .index
+                    .ended(case.rec.group, ended.timestamp_millis(), code);
+                self.add_timer(purge, Timer::Purge, code);
+            }
+        }
+        self.st.cases.insert(code, case);
+        self.keep_in_step(code, Action::Created, None, true);
+    }
+
     fn created(&mut self, rec: CaseRecord) -> Touch {
         let code = rec.code;
+        self.shared.codes.insert(code, self.shard);
         let expiry = timers::instant_at(rec.expires_at);
         let orphan = rec.assigned_by == Some(AssignedBy::Auto)
             && rec.assignee.is_some_and(|a| !self.is_online(a));
@@ -391,6 +439,18 @@ impl Locked<'_> {
     /// status line changed; emit the company's event. `Deleted` sends the
     /// case as it last was.
     fn touch(&mut self, code: SessionCode, action: Action, at: Option<DateTime<Utc>>) {
+        self.keep_in_step(code, action, at, false);
+    }
+
+    /// `touch`; `quiet` keeps the indexes, line and loads in step alone,
+    /// telling nobody (a case loaded from a snapshot).
+    fn keep_in_step(
+        &mut self,
+        code: SessionCode,
+        action: Action,
+        at: Option<DateTime<Utc>>,
+        quiet: bool,
+    ) {
         let gone = action == Action::Deleted;
         let st = &mut *self.st;
         let Some(c) = st.cases.get_mut(&code) else {
@@ -435,6 +495,10 @@ impl Locked<'_> {
         let entry = (!gone).then(|| c.entry());
         st.index.update(c.live.indexed, entry);
         c.live.indexed = entry;
+        if quiet {
+            c.live.last_pushed = Some(c.status_line());
+            return;
+        }
         // Status to the seats, when their line changed.
         let line = c.status_line();
         if !gone && c.live.last_pushed != Some(line) {

@@ -21,7 +21,9 @@ pub mod limits;
 pub mod line;
 pub mod policy;
 pub mod record;
+pub mod restore;
 pub mod shard;
+pub mod sink;
 pub mod stream;
 pub mod timers;
 
@@ -44,6 +46,7 @@ pub use commands::{ListQuery, Page, Who, parse_code};
 pub use effect::Effect;
 pub use effect::{ConnId, Deliver};
 use shard::{Locked, Shard, ShardState, Shared};
+pub use sink::{Ack, Direct, Sink, stored, take_ack};
 
 /// A handle to the broker's core. Clone it freely.
 #[derive(Clone)]
@@ -79,8 +82,9 @@ impl Conn {
 }
 
 impl Broker {
-    /// A broker for a validated config, handing its effects to `deliver`.
-    pub fn new(config: Config, metrics: Metrics, deliver: Arc<dyn Deliver>) -> Broker {
+    /// A broker for a validated config, handing what its commands do to
+    /// `sink`.
+    pub fn new(config: Config, metrics: Metrics, sink: Arc<dyn Sink>) -> Broker {
         let dir = Directory::new(&config);
         let shards = dir
             .companies()
@@ -95,7 +99,8 @@ impl Broker {
                 dir,
                 config,
                 metrics,
-                deliver,
+                journaled: sink.journaled(),
+                sink,
                 codes: DashMap::new(),
                 next_conn: AtomicU64::new(1),
                 shards,
@@ -135,6 +140,23 @@ impl Broker {
 
     fn company(&self, shard: usize) -> &Company {
         &self.shared.dir.companies()[shard]
+    }
+
+    /// `unavailable` while changes cannot be stored.
+    fn writable(&self) -> crate::error::Result<()> {
+        if self.shared.sink.available() {
+            Ok(())
+        } else {
+            Err(crate::error::Error::new(
+                crate::protocol::ErrorCode::Unavailable,
+                "changes cannot be stored right now; retry later",
+            ))
+        }
+    }
+
+    /// True while changes can be stored (for `/healthz`).
+    pub fn available(&self) -> bool {
+        self.shared.sink.available()
     }
 
     /// The shard holding `code`, if any.

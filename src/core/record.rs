@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::case::{
@@ -20,7 +21,7 @@ use super::index::{Entry, Order};
 
 /// Who did something to a case: an agent (its index in the company) or
 /// the customer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Actor {
     Agent(usize),
     Customer,
@@ -28,7 +29,7 @@ pub enum Actor {
 
 /// Who made an assignment: an agent, or automation (policies and module
 /// defaults), shown as `auto`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AssignedBy {
     Agent(usize),
     Auto,
@@ -38,7 +39,7 @@ pub enum AssignedBy {
 pub const AUTO: &str = "auto";
 
 /// The durable part of a case. Changed only by [`super::change::apply`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CaseRecord {
     pub code: SessionCode,
     /// The group's index in the company.

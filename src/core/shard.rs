@@ -22,11 +22,12 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::protocol::{AgentStatus, ErrorCode, PresenceState};
 
+use super::effect::ConnId;
 use super::effect::Effect;
-use super::effect::{ConnId, Deliver};
 use super::index::Index;
 use super::line::Lines;
 use super::record::Case;
+use super::sink::{Batch, Sink};
 use super::stream::Stream;
 use super::timers::Timers;
 
@@ -35,7 +36,9 @@ pub(crate) struct Shared {
     pub dir: Directory,
     pub config: Config,
     pub metrics: Metrics,
-    pub deliver: Arc<dyn Deliver>,
+    pub sink: Arc<dyn Sink>,
+    /// Changes are recorded for a journal.
+    pub journaled: bool,
     /// Which company each held code belongs to: a join by code finds its
     /// shard here.
     pub codes: DashMap<SessionCode, usize>,
@@ -107,6 +110,12 @@ pub struct ShardState {
     pub next_line_seq: u64,
     /// What the current command must have happen, in order.
     pub effects: Vec<Effect>,
+    /// The changes the current command applied, for the journal.
+    pub batches: Vec<Batch>,
+    /// Codes changed or removed since the last snapshot.
+    pub dirty: HashSet<SessionCode>,
+    /// Replaying the journal: nothing is recorded or delivered.
+    pub replaying: bool,
 }
 
 impl ShardState {
@@ -124,6 +133,9 @@ impl ShardState {
             auto_counter: 0,
             next_line_seq: 0,
             effects: Vec::new(),
+            batches: Vec::new(),
+            dirty: HashSet::new(),
+            replaying: false,
         }
     }
 }
@@ -151,12 +163,16 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        self.tell_positions(Instant::now());
-        if !self.st.effects.is_empty() {
-            self.shared
-                .deliver
-                .deliver(self.shard, &mut self.st.effects);
+        if self.st.replaying {
             self.st.effects.clear();
+            self.st.batches.clear();
+            return;
+        }
+        self.tell_positions(Instant::now());
+        if !self.st.effects.is_empty() || !self.st.batches.is_empty() {
+            let effects = std::mem::take(&mut self.st.effects);
+            let batches = std::mem::take(&mut self.st.batches);
+            self.shared.sink.commit(self.shard, batches, effects);
         }
     }
 }

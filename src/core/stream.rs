@@ -36,6 +36,24 @@ impl Stream {
         }
     }
 
+    /// A stream as it was: its epoch, its last seq and the events still
+    /// held (oldest first; at most `capacity` are kept).
+    pub fn restored(epoch: String, seq: u64, history: Vec<Arc<Event>>, capacity: usize) -> Stream {
+        let capacity = capacity.max(1);
+        let skip = history.len().saturating_sub(capacity);
+        Stream {
+            epoch: Arc::from(epoch),
+            seq,
+            history: history.into_iter().skip(skip).collect(),
+            capacity,
+        }
+    }
+
+    /// The events held for replay, oldest first.
+    pub fn history(&self) -> impl Iterator<Item = &Arc<Event>> {
+        self.history.iter()
+    }
+
     pub fn epoch(&self) -> &Arc<str> {
         &self.epoch
     }

@@ -68,7 +68,8 @@ admin = true
 
 fn broker() -> (Broker, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
-    (Broker::new(config(), Metrics::new(), rec.clone()), rec)
+    let sink = Arc::new(super::Direct(rec.clone()));
+    (Broker::new(config(), Metrics::new(), sink), rec)
 }
 
 fn events(effects: &[Effect]) -> Vec<(u64, Action, Status)> {

@@ -22,7 +22,7 @@ use super::api_error::ApiError;
 use super::server::TcpSlot;
 use crate::app::App;
 use crate::case::Status;
-use crate::core::{Broker, ListQuery, Who, limits};
+use crate::core::{Broker, ListQuery, Who, limits, stored, take_ack};
 use crate::directory::Agent;
 use crate::error::Error;
 use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp};
@@ -141,7 +141,9 @@ async fn create_case(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: CreateCase = body(raw)?;
+    let _ = take_ack();
     let view = app.broker.create_case(&agent, req)?;
+    stored(take_ack()).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -201,7 +203,10 @@ async fn assign(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: AssignBody = body(raw)?;
-    Ok(Json(app.broker.assign(&agent, &code, req.assignee)?).into_response())
+    let _ = take_ack();
+    let view = app.broker.assign(&agent, &code, req.assignee)?;
+    stored(take_ack()).await?;
+    Ok(Json(view).into_response())
 }
 
 async fn close(
@@ -209,7 +214,9 @@ async fn close(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
+    let _ = take_ack();
     let (view, _) = app.broker.close(Who::Agent(&agent), Some(&code))?;
+    stored(take_ack()).await?;
     Ok(Json(view).into_response())
 }
 
@@ -218,7 +225,9 @@ async fn delete_case(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
+    let _ = take_ack();
     app.broker.delete(&agent, &code)?;
+    stored(take_ack()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -240,7 +249,9 @@ async fn help(
         .module(&req.module)
         .map(|_| req.module.as_str());
     app.guard.check_help(ip, known)?;
+    let _ = take_ack();
     let (view, _) = app.broker.request_help(None, req)?;
+    stored(take_ack()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "code": view.code, "case": view })),
@@ -271,6 +282,12 @@ fn render_metrics(broker: &Broker) -> Response {
 async fn healthz(State(app): State<App>) -> Response {
     if app.shutdown.is_cancelled() {
         ApiError(Error::new(ErrorCode::Unavailable, "shutting down")).into_response()
+    } else if !app.broker.available() {
+        ApiError(Error::new(
+            ErrorCode::Unavailable,
+            "changes cannot be stored right now",
+        ))
+        .into_response()
     } else {
         (StatusCode::OK, "ok").into_response()
     }

@@ -18,7 +18,7 @@ use super::dispatch::{Peer, handle};
 use super::guard::ConnPermit;
 use super::writer::{End, Writer, error_frame, killed};
 use crate::app::App;
-use crate::core::Conn;
+use crate::core::{Conn, stored, take_ack};
 use crate::delivery::OutboxRx;
 use crate::error::Error;
 use crate::metrics::Disconnect;
@@ -318,7 +318,15 @@ async fn session(
                     continue;
                 }
                 limited_in_a_row = 0;
-                let (id, decoded, result) = handle(app, conn, ip, who, &text);
+                // Whatever an earlier task left on this thread is not ours.
+                let _ = take_ack();
+                let (id, decoded, mut result) = handle(app, conn, ip, who, &text);
+                // The reply waits until what the command changed is stored.
+                if let Err(e) = stored(take_ack()).await
+                    && result.is_ok()
+                {
+                    result = Err(e);
+                }
                 match result {
                     Ok(Some(reply)) => w.reply(Utf8Bytes::from(reply.to_text(id.as_ref())), rx).await?,
                     Ok(None) => {}

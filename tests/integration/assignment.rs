@@ -21,6 +21,7 @@ const ERIN: &str = "erin-token-00006";
 fn config(policy: &str, max_cases: u32, extra: &str) -> Config {
     let text = format!(
         r#"
+in_memory = true
 {extra}
 
 [[companies]]

@@ -1192,7 +1192,7 @@ async fn sigterm_closes_sockets_with_4000_and_exits_0() {
     std::fs::write(
         &path,
         format!(
-            "shutdown_grace = \"2s\"\n\n[[companies]]\nid = \"acme\"\ngroups = [{{ id = \"support\" }}]\n\n[[companies.agents]]\nid = \"alice\"\ntoken = \"{ALICE}\"\ngroups = [\"support\"]\n"
+            "shutdown_grace = \"2s\"\nin_memory = true\n\n[[companies]]\nid = \"acme\"\ngroups = [{{ id = \"support\" }}]\n\n[[companies.agents]]\nid = \"alice\"\ntoken = \"{ALICE}\"\ngroups = [\"support\"]\n"
         ),
     )
     .unwrap();

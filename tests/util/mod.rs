@@ -36,8 +36,15 @@ pub const UNLIMITED: &str = "messages_per_second = 1000000\nmessage_burst = 1000
 /// The test config: two companies, so isolation can be checked. `extra` is
 /// prepended (top-level keys such as `case_ttl = "1s"`).
 pub fn config_with(extra: &str) -> Config {
+    // Nothing on disk unless the test names a data directory.
+    let storage = if extra.contains("data_dir") {
+        ""
+    } else {
+        "in_memory = true"
+    };
     let text = format!(
         r#"
+{storage}
 {extra}
 
 [[companies]]
@@ -222,6 +229,19 @@ impl TestServer {
                 .expect("broker stops within its grace period")
                 .unwrap()
                 .unwrap();
+        }
+    }
+}
+
+impl TestServer {
+    /// Shuts the broker down and waits until it has stopped (its data
+    /// directory is closed and may be opened again).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
     }
 }

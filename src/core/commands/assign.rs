@@ -16,6 +16,7 @@ use super::{Who, parse_code, required_code};
 impl Broker {
     /// `assign`: gives a case to an agent, or back to the line with `None`.
     pub fn assign(&self, agent: &Agent, code: &str, assignee: Option<String>) -> Result<CaseView> {
+        self.writable()?;
         let code = parse_code(code)?;
         let mut cx = self.lock(agent.company_index);
         let c = cx.visible(&code, agent)?;
@@ -60,6 +61,7 @@ impl Broker {
         code: &str,
         takeover: bool,
     ) -> Result<CaseView> {
+        self.writable()?;
         let code = parse_code(code)?;
         let mut cx = self.lock(agent.company_index);
         cx.conn(conn.id)?;
@@ -111,6 +113,7 @@ impl Broker {
     /// `close`: by the assignee, the creator or an admin; customers close
     /// the case they requested.
     pub fn close(&self, who: Who<'_>, code: Option<&str>) -> Result<(CaseView, CustomerCaseView)> {
+        self.writable()?;
         let (mut cx, code, by) = match who {
             Who::Agent(agent) => {
                 let code = required_code(code)?;
@@ -158,6 +161,7 @@ impl Broker {
 
     /// `delete`: by an admin, the creator or the assignee, in any state.
     pub fn delete(&self, agent: &Agent, code: &str) -> Result<crate::case::SessionCode> {
+        self.writable()?;
         let code = parse_code(code)?;
         let mut cx = self.lock(agent.company_index);
         let c = cx.visible(&code, agent)?;

@@ -45,6 +45,7 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
 impl Broker {
     /// `create_case` and `POST /v1/cases`.
     pub fn create_case(&self, agent: &Agent, req: CreateCase) -> Result<CaseView> {
+        self.writable()?;
         let company = self.company(agent.company_index);
         let group = company
             .group(&req.group)
@@ -93,6 +94,7 @@ impl Broker {
         conn: Option<&Conn>,
         req: RequestHelp,
     ) -> Result<(CustomerCaseView, Option<String>)> {
+        self.writable()?;
         let module = self
             .shared
             .dir

@@ -26,6 +26,7 @@ impl Broker {
         name: Option<String>,
         resume_token: Option<String>,
     ) -> Result<(CustomerCaseView, String)> {
+        self.writable()?;
         let code = SessionCode::parse(code).ok_or_else(Error::not_found)?;
         if let Some(n) = &name {
             check_len("name", n, limits::CUSTOMER_NAME)?;
@@ -115,6 +116,7 @@ impl Broker {
     /// `chat` from a seated connection to the other seat. Kept in the
     /// transcript.
     pub fn chat(&self, conn: &Conn, code: Option<&str>, text: String) -> Result<SessionCode> {
+        self.writable()?;
         check_len("text", &text, limits::CHAT)?;
         let shard = self.seated_shard(conn)?;
         let mut cx = self.lock(shard);

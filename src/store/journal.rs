@@ -1,0 +1,344 @@
+//! The journal writer: one thread that takes each shard unlock's changes
+//! and effects in the order they were made, commits them to redb in groups
+//! (up to `journal_group_changes` changes, `journal_group_bytes` bytes or
+//! `journal_group_wait`), and only then hands the group's effects to
+//! delivery and acknowledges its commands. No push, reply or 2xx leaves
+//! before its changes are on disk, and a crash can take back nothing that
+//! anyone saw.
+//!
+//! When a commit fails (a full disk, say) the journal stops taking new
+//! changes (`available` is false: commands answer `unavailable`), retries
+//! the same group until it succeeds, and takes changes again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability};
+use serde::Serialize;
+
+use crate::core::restore::Capture;
+use crate::core::sink::{Ack, Batch, Sink, leave_ack};
+use crate::core::{Broker, Deliver, Effect};
+use crate::directory::Directory;
+
+use super::Store;
+use super::format::{CASES, CompanyMeta, HeldEvent, JOURNAL, META, meta_key};
+
+/// Commits queued for the writer before a shard waits for room.
+const QUEUE: usize = 4096;
+
+/// How groups are cut.
+#[derive(Clone, Copy, Debug)]
+pub struct Grouping {
+    pub changes: usize,
+    pub bytes: usize,
+    pub wait: Duration,
+}
+
+enum Msg {
+    Commit {
+        /// The journal position, when there are changes to store.
+        id: Option<u64>,
+        shard: usize,
+        batches: Vec<Batch>,
+        effects: Vec<Effect>,
+        ack: Arc<Ack>,
+    },
+    Image(Box<Capture>),
+    Stop,
+}
+
+/// The journal as the core's sink.
+pub struct Journal {
+    tx: SyncSender<Msg>,
+    next: AtomicU64,
+    available: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Arc<Database>,
+    rx: Receiver<Msg>,
+    deliver: Arc<dyn Deliver>,
+    available: Arc<AtomicBool>,
+    grouping: Grouping,
+    /// Per shard: company id, agent ids, group ids.
+    companies: Vec<(String, Vec<String>, Vec<String>)>,
+    /// Per shard: the position of its last stored image (journal entries
+    /// before the smallest of them are no longer needed).
+    positions: Vec<Option<u64>>,
+}
+
+impl Journal {
+    /// Starts the writer on an opened store; effects go to `deliver`.
+    pub fn start(
+        store: &Store,
+        dir: &Directory,
+        deliver: Arc<dyn Deliver>,
+        grouping: Grouping,
+    ) -> Arc<Journal> {
+        let positions = dir
+            .companies()
+            .iter()
+            .map(|c| {
+                store
+                    .companies
+                    .get(&c.id)
+                    .and_then(|s| s.meta.as_ref())
+                    .map(|m| m.position)
+            })
+            .collect();
+        let (db, next) = (store.db.clone(), store.next);
+        let (tx, rx) = sync_channel(QUEUE);
+        let available = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            db,
+            rx,
+            deliver,
+            available: available.clone(),
+            grouping,
+            companies: dir
+                .companies()
+                .iter()
+                .map(|c| {
+                    (
+                        c.id.clone(),
+                        c.agents.iter().map(|a| a.id.clone()).collect(),
+                        c.groups.clone(),
+                    )
+                })
+                .collect(),
+            positions,
+        };
+        let thread = std::thread::Builder::new()
+            .name("casebroker-journal".into())
+            .spawn(move || writer.run())
+            .expect("the journal thread starts");
+        Arc::new(Journal {
+            tx,
+            next: AtomicU64::new(next),
+            available,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Takes an image of every company (what changed since the last one)
+    /// and has it stored after everything committed before it.
+    pub fn image(&self, broker: &Broker) {
+        for shard in 0..broker.shards() {
+            let capture = broker.capture(shard, || self.next.load(Ordering::Acquire));
+            let _ = self.tx.send(Msg::Image(Box::new(capture)));
+        }
+    }
+
+    /// Stores what is queued, then stops the writer.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Sink for Journal {
+    fn journaled(&self) -> bool {
+        true
+    }
+
+    fn available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+
+    fn commit(&self, shard: usize, batches: Vec<Batch>, effects: Vec<Effect>) {
+        // Taken under the shard's lock: a shard's positions increase with
+        // its commits, and an image read under the lock stands between them.
+        let id = (!batches.is_empty()).then(|| self.next.fetch_add(1, Ordering::AcqRel));
+        let ack = Ack::new();
+        leave_ack(ack.clone());
+        let msg = Msg::Commit {
+            id,
+            shard,
+            batches,
+            effects,
+            ack: ack.clone(),
+        };
+        if self.tx.send(msg).is_err() {
+            ack.finish(false);
+        }
+    }
+}
+
+/// A journal entry, encoded without copying the batches.
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    company: &'a str,
+    batches: &'a [Batch],
+}
+
+/// One group, encoded and ready to write.
+#[derive(Default)]
+struct Group {
+    entries: Vec<(u64, Vec<u8>)>,
+    images: Vec<Capture>,
+    /// The commits to release once stored, in order.
+    released: Vec<(usize, Vec<Effect>, Arc<Ack>)>,
+    changes: usize,
+    bytes: usize,
+    stop: bool,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let Ok(first) = self.rx.recv() else {
+                return;
+            };
+            let mut group = Group::default();
+            self.take(&mut group, first);
+            let deadline = Instant::now() + self.grouping.wait;
+            while !group.stop
+                && group.changes < self.grouping.changes
+                && group.bytes < self.grouping.bytes
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(msg) => self.take(&mut group, msg),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            self.store(&group);
+            for (shard, mut effects, ack) in group.released {
+                if !effects.is_empty() {
+                    self.deliver.deliver(shard, &mut effects);
+                }
+                ack.finish(true);
+            }
+            if group.stop {
+                return;
+            }
+        }
+    }
+
+    fn take(&mut self, group: &mut Group, msg: Msg) {
+        match msg {
+            Msg::Commit {
+                id,
+                shard,
+                batches,
+                effects,
+                ack,
+            } => {
+                if let Some(id) = id {
+                    let entry = EntryRef {
+                        company: &self.companies[shard].0,
+                        batches: &batches,
+                    };
+                    let bytes = postcard::to_allocvec(&entry).expect("changes encode");
+                    group.changes += batches.iter().map(Vec::len).sum::<usize>();
+                    group.bytes += bytes.len();
+                    group.entries.push((id, bytes));
+                }
+                group.released.push((shard, effects, ack));
+            }
+            Msg::Image(capture) => {
+                group.bytes += capture.upserts.len() * 512;
+                group.images.push(*capture);
+            }
+            Msg::Stop => group.stop = true,
+        }
+    }
+
+    /// Writes a group in one durable transaction, retrying until it is
+    /// stored; changes are refused meanwhile.
+    fn store(&mut self, group: &Group) {
+        if group.entries.is_empty() && group.images.is_empty() {
+            return;
+        }
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.write(group) {
+                Ok(()) => {
+                    if !self.available.swap(true, Ordering::AcqRel) {
+                        tracing::warn!("the journal is writing again; changes are taken again");
+                    }
+                    for image in &group.images {
+                        self.positions[image.shard] = Some(image.position);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if self.available.swap(false, Ordering::AcqRel) {
+                        tracing::error!(error = %e, "the journal cannot write; changes are refused with `unavailable` until it can");
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn write(&self, group: &Group) -> Result<(), String> {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let mut txn = self.db.begin_write().map_err(|x| e(&x))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|x| e(&x))?;
+        {
+            let mut journal = txn.open_table(JOURNAL).map_err(|x| e(&x))?;
+            for (id, bytes) in &group.entries {
+                journal.insert(*id, bytes.as_slice()).map_err(|x| e(&x))?;
+            }
+            let mut cases = txn.open_table(CASES).map_err(|x| e(&x))?;
+            let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
+            let mut positions = self.positions.clone();
+            for image in &group.images {
+                let (company, agents, groups) = &self.companies[image.shard];
+                for rec in &image.upserts {
+                    let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;
+                    cases
+                        .insert((company.as_str(), rec.code.key()), bytes.as_slice())
+                        .map_err(|x| e(&x))?;
+                }
+                for code in &image.removed {
+                    cases
+                        .remove((company.as_str(), code.key()))
+                        .map_err(|x| e(&x))?;
+                }
+                let history = image
+                    .history
+                    .iter()
+                    .map(|ev| HeldEvent {
+                        seq: ev.seq,
+                        action: ev.action,
+                        group: ev.group,
+                        case_json: serde_json::to_string(&ev.case).unwrap_or_default(),
+                    })
+                    .collect();
+                let m = CompanyMeta {
+                    epoch: image.epoch.clone(),
+                    seq: image.seq,
+                    next_line_seq: image.next_line_seq,
+                    position: image.position,
+                    agents: agents.clone(),
+                    groups: groups.clone(),
+                    history,
+                };
+                let bytes = postcard::to_allocvec(&m).map_err(|x| e(&x))?;
+                meta.insert(meta_key(company).as_str(), bytes.as_slice())
+                    .map_err(|x| e(&x))?;
+                positions[image.shard] = Some(image.position);
+            }
+            // Entries every company's image already holds are dropped.
+            if !group.images.is_empty()
+                && let Some(min) = positions.iter().copied().collect::<Option<Vec<u64>>>()
+                && let Some(&min) = min.iter().min()
+            {
+                journal.retain_in(..min, |_, _| false).map_err(|x| e(&x))?;
+            }
+        }
+        txn.commit().map_err(|x| e(&x))
+    }
+}

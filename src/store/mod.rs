@@ -1,0 +1,221 @@
+//! Durability: every change is appended to a journal on redb and
+//! acknowledged only once on disk; at start the latest image of each
+//! company plus the journal after it rebuild every case, with the same
+//! epochs, seqs and history.
+//!
+//! - [`format`]: the tables and what their values hold.
+//! - [`journal`]: the writer thread that commits in groups and releases
+//!   each commit's effects, in order, once it is on disk; it is the core's
+//!   [`Sink`](crate::core::Sink) when the broker keeps data.
+
+pub mod format;
+pub mod journal;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use crate::config::Config;
+use crate::core::Broker;
+use crate::core::effect::Event;
+use crate::core::restore::Image;
+use crate::core::sink::Batch;
+use crate::directory::Directory;
+
+use format::{CASES, CompanyMeta, Entry, JOURNAL, META, Remap};
+
+/// The file inside the data directory.
+pub const FILE: &str = "casebroker.redb";
+
+/// Why the data directory cannot be used. Names the path and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("data directory {path}: {cause}")]
+pub struct StoreError {
+    pub path: PathBuf,
+    pub cause: String,
+}
+
+/// What one company's data holds, read at start.
+struct Stored {
+    meta: Option<CompanyMeta>,
+    cases: Vec<Vec<u8>>,
+    entries: Vec<Entry>,
+}
+
+/// An opened data directory, with what it held.
+pub struct Store {
+    path: PathBuf,
+    db: Arc<Database>,
+    companies: HashMap<String, Stored>,
+    /// The journal's next position.
+    next: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the data directory and reads it. Fails when it
+    /// cannot be created, is locked by another broker, or cannot be read.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let fail = |cause: String| StoreError {
+            path: dir.to_path_buf(),
+            cause,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+        let file = dir.join(FILE);
+        let db = match Database::create(&file) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(fail(
+                    "it is in use by another casebroker (locked); give each broker its own data_dir"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(fail(format!("cannot open {}: {e}", file.display()))),
+        };
+        let mut store = Store {
+            path: dir.to_path_buf(),
+            db: Arc::new(db),
+            companies: HashMap::new(),
+            next: 1,
+        };
+        store.read().map_err(fail)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn stored(&mut self, company: &str) -> &mut Stored {
+        self.companies
+            .entry(company.to_string())
+            .or_insert_with(|| Stored {
+                meta: None,
+                cases: Vec::new(),
+                entries: Vec::new(),
+            })
+    }
+
+    /// Reads every image, record and journal entry.
+    fn read(&mut self) -> Result<(), String> {
+        let bad = |e: &dyn std::fmt::Display| format!("cannot read it: {e}");
+        let txn = self.db.begin_write().map_err(|e| bad(&e))?;
+        // Make sure the tables exist, so a fresh directory reads as empty.
+        txn.open_table(META).map_err(|e| bad(&e))?;
+        txn.open_table(CASES).map_err(|e| bad(&e))?;
+        txn.open_table(JOURNAL).map_err(|e| bad(&e))?;
+        txn.commit().map_err(|e| bad(&e))?;
+        let txn = self.db.begin_read().map_err(|e| bad(&e))?;
+        let meta = txn.open_table(META).map_err(|e| bad(&e))?;
+        for row in meta.iter().map_err(|e| bad(&e))? {
+            let (k, v) = row.map_err(|e| bad(&e))?;
+            if let Some(company) = k.value().strip_prefix("company/") {
+                let m: CompanyMeta = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+                self.stored(company).meta = Some(m);
+            }
+        }
+        let cases = txn.open_table(CASES).map_err(|e| bad(&e))?;
+        for row in cases.iter().map_err(|e| bad(&e))? {
+            let (k, v) = row.map_err(|e| bad(&e))?;
+            let (company, _) = k.value();
+            let bytes = v.value().to_vec();
+            self.stored(company).cases.push(bytes);
+        }
+        let journal = txn.open_table(JOURNAL).map_err(|e| bad(&e))?;
+        for row in journal.iter().map_err(|e| bad(&e))? {
+            let (k, v) = row.map_err(|e| bad(&e))?;
+            let id = k.value();
+            self.next = self.next.max(id + 1);
+            let entry: Entry = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+            let company = entry.company.clone();
+            let stored = self.stored(&company);
+            if stored.meta.as_ref().is_none_or(|m| id >= m.position) {
+                stored.entries.push(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds every configured company in `broker` from what was read.
+    /// Fails when the data refers to an agent or group the config no
+    /// longer has.
+    pub fn restore(&mut self, broker: &Broker) -> Result<(), StoreError> {
+        let fail = |cause: String| StoreError {
+            path: self.path.clone(),
+            cause,
+        };
+        let dir: &Directory = broker.directory();
+        for company in dir.companies() {
+            let Some(stored) = self.companies.remove(&company.id) else {
+                continue;
+            };
+            let (agents, groups) = match &stored.meta {
+                Some(m) => (m.agents.clone(), m.groups.clone()),
+                None => (
+                    company.agents.iter().map(|a| a.id.clone()).collect(),
+                    company.groups.clone(),
+                ),
+            };
+            let remap = Remap::new(company, &agents, &groups).map_err(|what| {
+                fail(format!(
+                    "it holds cases of {what}, which the config no longer has; \
+                     put it back or move the data directory aside"
+                ))
+            })?;
+            let image = match stored.meta {
+                Some(m) => {
+                    let epoch: Arc<str> = Arc::from(m.epoch.as_str());
+                    let mut history = Vec::with_capacity(m.history.len());
+                    for h in m.history {
+                        let case = serde_json::from_str(&h.case_json)
+                            .map_err(|e| fail(format!("cannot read an event: {e}")))?;
+                        history.push(Arc::new(Event {
+                            epoch: epoch.clone(),
+                            seq: h.seq,
+                            action: h.action,
+                            group: remap.group(h.group),
+                            case,
+                        }));
+                    }
+                    let mut cases = Vec::with_capacity(stored.cases.len());
+                    for bytes in &stored.cases {
+                        let rec = postcard::from_bytes(bytes)
+                            .map_err(|e| fail(format!("cannot read a case: {e}")))?;
+                        cases.push(remap.record(rec));
+                    }
+                    Some(Image {
+                        epoch: m.epoch,
+                        seq: m.seq,
+                        next_line_seq: m.next_line_seq,
+                        history,
+                        cases,
+                    })
+                }
+                None => None,
+            };
+            let batches: Vec<Batch> = stored
+                .entries
+                .into_iter()
+                .flat_map(|e| e.batches)
+                .map(|b| b.into_iter().map(|c| remap.change(c)).collect())
+                .collect();
+            broker.restore(company.index, image, batches);
+        }
+        for company in self.companies.keys() {
+            tracing::warn!(
+                company = %company,
+                "the data directory holds a company the config does not have; its data is kept but not served"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Opens the data directory the config names, unless it keeps nothing.
+pub fn open(config: &Config) -> Result<Option<Store>, StoreError> {
+    if config.in_memory {
+        return Ok(None);
+    }
+    Store::open(&config.data_dir).map(Some)
+}
