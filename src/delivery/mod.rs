@@ -8,7 +8,7 @@
 
 pub mod outbox;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use axum::extract::ws::Utf8Bytes;
@@ -24,12 +24,15 @@ use crate::protocol::{Action, Id, ServerMsg, SignalFrom, close};
 
 pub use outbox::{Outbox, OutboxRx, Outgoing};
 
+/// `subscribe`s of one connection awaiting their start at once, at most.
+const MAX_PENDING_SUBSCRIBES: usize = 64;
+
 /// A connection as delivery knows it.
 struct Endpoint {
     outbox: Outbox,
-    /// The `id` of the `subscribe` in flight, echoed by its snapshot or
-    /// `resumed`.
-    reply_id: Option<Id>,
+    /// The `id`s of the `subscribe`s in flight, in order, each echoed by
+    /// its snapshot or `resumed`.
+    reply_ids: VecDeque<Option<Id>>,
 }
 
 struct Subscriber {
@@ -61,7 +64,7 @@ impl Hub {
             conn,
             Endpoint {
                 outbox,
-                reply_id: None,
+                reply_ids: VecDeque::new(),
             },
         );
     }
@@ -71,10 +74,19 @@ impl Hub {
         self.endpoints.remove(&conn);
     }
 
-    /// Sets the `id` the next subscription start of `conn` echoes.
-    pub fn set_reply_id(&self, conn: ConnId, id: Option<Id>) {
+    /// Queues the `id` the next subscription start of `conn` echoes.
+    pub fn push_reply_id(&self, conn: ConnId, id: Option<Id>) {
+        if let Some(mut e) = self.endpoints.get_mut(&conn)
+            && e.reply_ids.len() < MAX_PENDING_SUBSCRIBES
+        {
+            e.reply_ids.push_back(id);
+        }
+    }
+
+    /// Takes back the last queued `id` (its `subscribe` was refused).
+    pub fn pop_reply_id(&self, conn: ConnId) {
         if let Some(mut e) = self.endpoints.get_mut(&conn) {
-            e.reply_id = id;
+            e.reply_ids.pop_back();
         }
     }
 
@@ -190,7 +202,7 @@ impl Deliver for Hub {
                     let Some((outbox, id)) = self
                         .endpoints
                         .get_mut(&conn)
-                        .map(|mut e| (e.outbox.clone(), e.reply_id.take()))
+                        .map(|mut e| (e.outbox.clone(), e.reply_ids.pop_front().flatten()))
                     else {
                         continue;
                     };

@@ -63,8 +63,11 @@ fn agent_command(
         ClientMsg::Subscribe { group, resume } => {
             // The snapshot or `resumed` is queued in the stream's order and
             // echoes this id.
-            app.hub.set_reply_id(conn.id, id.cloned());
-            broker.subscribe(conn, agent, group, resume)?;
+            app.hub.push_reply_id(conn.id, id.cloned());
+            if let Err(e) = broker.subscribe(conn, agent, group, resume) {
+                app.hub.pop_reply_id(conn.id);
+                return Err(e);
+            }
             return Ok(None);
         }
         ClientMsg::Unsubscribe {} => {
