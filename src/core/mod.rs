@@ -154,6 +154,11 @@ impl Broker {
         }
     }
 
+    /// True when changes are journaled (and replies wait for the disk).
+    pub fn journaled(&self) -> bool {
+        self.shared.journaled
+    }
+
     /// True while changes can be stored (for `/healthz`).
     pub fn available(&self) -> bool {
         self.shared.sink.available()

@@ -6,8 +6,8 @@
 //! reply waits for that too, through the [`Ack`] its thread leaves behind.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -49,12 +49,25 @@ impl<D: Deliver> Sink for Direct<D> {
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
 
+/// What runs once an acknowledgement is settled; told whether the changes
+/// were stored.
+type Then = Box<dyn FnOnce(bool) + Send>;
+
 /// The acknowledgement of one committed shard unlock: done once its
 /// changes are on disk and its effects handed to delivery.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Ack {
     state: AtomicU8,
     notify: Notify,
+    then: Mutex<Vec<Then>>,
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ack")
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl Ack {
@@ -62,11 +75,38 @@ impl Ack {
         Arc::new(Ack::default())
     }
 
-    /// Marks the changes stored (`true`) or given up on (`false`).
+    /// Marks the changes stored (`true`) or given up on (`false`), and runs
+    /// what waited for it, in the order it was registered.
     pub fn finish(&self, stored: bool) {
-        self.state
-            .store(if stored { DONE } else { FAILED }, Ordering::Release);
+        let then = {
+            let mut then = self.then.lock().unwrap_or_else(|p| p.into_inner());
+            self.state
+                .store(if stored { DONE } else { FAILED }, Ordering::Release);
+            std::mem::take(&mut *then)
+        };
+        for f in then {
+            f(stored);
+        }
         self.notify.notify_waiters();
+    }
+
+    /// True once settled.
+    pub fn settled(&self) -> bool {
+        self.state.load(Ordering::Acquire) != 0
+    }
+
+    /// Runs `f` once settled (at once if it already is). Everything
+    /// registered on one acknowledgement runs in registration order, and
+    /// acknowledgements settle in the order of their commits.
+    pub fn then(&self, f: impl FnOnce(bool) + Send + 'static) {
+        let mut then = self.then.lock().unwrap_or_else(|p| p.into_inner());
+        match self.state.load(Ordering::Acquire) {
+            0 => then.push(Box::new(f)),
+            state => {
+                drop(then);
+                f(state == DONE);
+            }
+        }
     }
 
     /// Waits until the changes are stored; false when they were not within

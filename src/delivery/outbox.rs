@@ -114,6 +114,14 @@ impl Drop for OutboxRx {
 }
 
 impl OutboxRx {
+    /// A sending half of the same queue.
+    pub fn sender(&self) -> Outbox {
+        Outbox {
+            queue: self.queue.clone(),
+            kill: self.kill.clone(),
+        }
+    }
+
     /// The next item. Cancel-safe: an item is only taken when returned.
     pub async fn recv(&mut self) -> Option<Outgoing> {
         loop {

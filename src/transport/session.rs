@@ -4,6 +4,7 @@
 //! connection's seats.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
@@ -18,7 +19,7 @@ use super::dispatch::{Peer, handle};
 use super::guard::ConnPermit;
 use super::writer::{End, Writer, error_frame, killed};
 use crate::app::App;
-use crate::core::{Conn, stored, take_ack};
+use crate::core::{Ack, Conn, take_ack};
 use crate::delivery::OutboxRx;
 use crate::error::Error;
 use crate::metrics::Disconnect;
@@ -241,6 +242,9 @@ async fn session(
     // Set while a ping waits for any sign of life.
     let mut pong_deadline: Option<Instant> = None;
     let mut bad_in_a_row = 0u32;
+    let journaled = app.broker.journaled();
+    // The last reply still waiting for its changes to be stored.
+    let mut pending: Option<Arc<Ack>> = None;
     let mut limited_in_a_row = 0u32;
     // Created once, not per turn of the loop: each registers with its token.
     let kill = rx.kill.clone();
@@ -320,17 +324,40 @@ async fn session(
                 limited_in_a_row = 0;
                 // Whatever an earlier task left on this thread is not ours.
                 let _ = take_ack();
-                let (id, decoded, mut result) = handle(app, conn, ip, who, &text);
-                // The reply waits until what the command changed is stored.
-                if let Err(e) = stored(take_ack()).await
-                    && result.is_ok()
-                {
-                    result = Err(e);
-                }
-                match result {
-                    Ok(Some(reply)) => w.reply(Utf8Bytes::from(reply.to_text(id.as_ref())), rx).await?,
-                    Ok(None) => {}
-                    Err(err) => w.reply(error_frame(&w.metrics, id.as_ref(), &err), rx).await?,
+                let (id, decoded, result) = handle(app, conn, ip, who, &text);
+                let ack = take_ack();
+                let frame = match &result {
+                    Ok(Some(reply)) => Some(Utf8Bytes::from(reply.to_text(id.as_ref()))),
+                    Ok(None) => None,
+                    Err(err) => Some(error_frame(&w.metrics, id.as_ref(), err)),
+                };
+                if journaled {
+                    // The reply leaves once what the command changed is
+                    // stored, and after every earlier reply; meanwhile the
+                    // session reads on, so pipelined commands share a commit.
+                    let settle = ack.or_else(|| pending.take().filter(|a| !a.settled()));
+                    match (settle, frame) {
+                        (Some(ack), frame) => {
+                            let outbox = rx.sender();
+                            let unstored = result.is_ok().then(|| {
+                                let err = Error::new(ErrorCode::Unavailable, "the change could not be stored; retry");
+                                error_frame(&w.metrics, id.as_ref(), &err)
+                            });
+                            ack.then(move |ok| {
+                                let frame = if ok { frame } else { unstored.or(frame) };
+                                if let Some(f) = frame {
+                                    outbox.push_shared(f);
+                                }
+                            });
+                            pending = Some(ack);
+                        }
+                        (None, Some(f)) => {
+                            rx.sender().push_shared(f);
+                        }
+                        (None, None) => {}
+                    }
+                } else if let Some(f) = frame {
+                    w.reply(f, rx).await?;
                 }
                 // Only undecodable messages count: a stream of garbage closes
                 // the connection, refused commands do not.
