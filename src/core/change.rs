@@ -37,12 +37,14 @@ pub enum Change {
         code: SessionCode,
         to: usize,
         by: AssignedBy,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
         at: DateTime<Utc>,
     },
     /// The case goes back to the line; its assignee is remembered as
     /// `returned_by`.
     Returned {
         code: SessionCode,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
         at: DateTime<Utc>,
     },
     /// A connection sits down. A customer may bring its name (kept when the
@@ -51,6 +53,7 @@ pub enum Change {
         code: SessionCode,
         seat: Seat,
         conn: ConnId,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
         at: DateTime<Utc>,
         customer_name: Option<String>,
         token_hash: Option<[u8; 32]>,
@@ -60,6 +63,7 @@ pub enum Change {
         code: SessionCode,
         seat: Seat,
         conn: ConnId,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
         at: DateTime<Utc>,
     },
     /// A chat line, kept in the transcript and relayed to the other seat.
@@ -67,10 +71,12 @@ pub enum Change {
     Closed {
         code: SessionCode,
         by: Actor,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
         at: DateTime<Utc>,
     },
     Expired {
         code: SessionCode,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
         at: DateTime<Utc>,
     },
     /// Removed by an agent: its sessions end and the company is told.

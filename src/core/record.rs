@@ -51,6 +51,7 @@ pub struct CaseRecord {
     pub created_by: Actor,
     /// The assignee's index in the company.
     pub assignee: Option<usize>,
+    #[serde(with = "chrono::serde::ts_milliseconds_option")]
     pub assigned_at: Option<DateTime<Utc>>,
     pub assigned_by: Option<AssignedBy>,
     /// The assignee who last gave the case back to the line; automation
@@ -60,19 +61,25 @@ pub struct CaseRecord {
     pub assignee_joined: bool,
     /// Creation order in the company: the waiting line's sort key.
     pub line_seq: u64,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub updated_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub expires_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds_option")]
     pub closed_at: Option<DateTime<Utc>>,
     pub closed_by: Option<Actor>,
     pub terminal: Option<Terminal>,
     /// When a terminal case is purged.
+    #[serde(with = "chrono::serde::ts_milliseconds_option")]
     pub purge_at: Option<DateTime<Utc>>,
     /// Someone has sat in either seat at some point.
     pub ever_occupied: bool,
     /// SHA-256 of the customer's resume token.
     pub resume_token_hash: Option<[u8; 32]>,
     /// When the customer seat was last left, for `seat_grace`.
+    #[serde(with = "chrono::serde::ts_milliseconds_option")]
     pub customer_left_at: Option<DateTime<Utc>>,
     /// The last chat lines, oldest first.
     pub transcript: VecDeque<ChatLine>,
