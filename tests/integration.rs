@@ -7,6 +7,8 @@ mod util;
 mod assignment;
 #[path = "integration/bad_input.rs"]
 mod bad_input;
+#[path = "integration/durability.rs"]
+mod durability;
 #[path = "integration/golden.rs"]
 mod golden;
 #[path = "integration/hostile.rs"]
