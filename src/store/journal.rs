@@ -291,47 +291,14 @@ impl Writer {
             for (id, bytes) in &group.entries {
                 journal.insert(*id, bytes.as_slice()).map_err(|x| e(&x))?;
             }
-            let mut cases = txn.open_table(CASES).map_err(|x| e(&x))?;
-            let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
-            let mut positions = self.positions.clone();
-            for image in &group.images {
-                let (company, agents, groups) = &self.companies[image.shard];
-                for rec in &image.upserts {
-                    let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;
-                    cases
-                        .insert((company.as_str(), rec.code.key()), bytes.as_slice())
-                        .map_err(|x| e(&x))?;
-                }
-                for code in &image.removed {
-                    cases
-                        .remove((company.as_str(), code.key()))
-                        .map_err(|x| e(&x))?;
-                }
-                let history = image
-                    .history
-                    .iter()
-                    .map(|ev| HeldEvent {
-                        seq: ev.seq,
-                        action: ev.action,
-                        group: ev.group,
-                        case_json: serde_json::to_string(&ev.case).unwrap_or_default(),
-                    })
-                    .collect();
-                let m = CompanyMeta {
-                    epoch: image.epoch.clone(),
-                    seq: image.seq,
-                    next_line_seq: image.next_line_seq,
-                    position: image.position,
-                    agents: agents.clone(),
-                    groups: groups.clone(),
-                    history,
-                };
-                let bytes = postcard::to_allocvec(&m).map_err(|x| e(&x))?;
-                meta.insert(meta_key(company).as_str(), bytes.as_slice())
-                    .map_err(|x| e(&x))?;
-                positions[image.shard] = Some(image.position);
+            if !group.images.is_empty() {
+                self.write_images(&txn, group)?;
             }
             // Entries every company's image already holds are dropped.
+            let mut positions = self.positions.clone();
+            for image in &group.images {
+                positions[image.shard] = Some(image.position);
+            }
             if !group.images.is_empty()
                 && let Some(min) = positions.iter().copied().collect::<Option<Vec<u64>>>()
                 && let Some(&min) = min.iter().min()
@@ -340,5 +307,50 @@ impl Writer {
             }
         }
         txn.commit().map_err(|x| e(&x))
+    }
+
+    /// Writes the images of a group: changed records, removed codes and
+    /// each company's meta.
+    fn write_images(&self, txn: &redb::WriteTransaction, group: &Group) -> Result<(), String> {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let mut cases = txn.open_table(CASES).map_err(|x| e(&x))?;
+        let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
+        for image in &group.images {
+            let (company, agents, groups) = &self.companies[image.shard];
+            for rec in &image.upserts {
+                let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;
+                cases
+                    .insert((company.as_str(), rec.code.key()), bytes.as_slice())
+                    .map_err(|x| e(&x))?;
+            }
+            for code in &image.removed {
+                cases
+                    .remove((company.as_str(), code.key()))
+                    .map_err(|x| e(&x))?;
+            }
+            let history = image
+                .history
+                .iter()
+                .map(|ev| HeldEvent {
+                    seq: ev.seq,
+                    action: ev.action,
+                    group: ev.group,
+                    case_json: serde_json::to_string(&ev.case).unwrap_or_default(),
+                })
+                .collect();
+            let m = CompanyMeta {
+                epoch: image.epoch.clone(),
+                seq: image.seq,
+                next_line_seq: image.next_line_seq,
+                position: image.position,
+                agents: agents.clone(),
+                groups: groups.clone(),
+                history,
+            };
+            let bytes = postcard::to_allocvec(&m).map_err(|x| e(&x))?;
+            meta.insert(meta_key(company).as_str(), bytes.as_slice())
+                .map_err(|x| e(&x))?;
+        }
+        Ok(())
     }
 }
