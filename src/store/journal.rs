@@ -10,6 +10,7 @@
 //! changes (`available` is false: commands answer `unavailable`), retries
 //! the same group until it succeeds, and takes changes again.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -61,7 +62,11 @@ pub struct Journal {
 
 /// The writer thread's state.
 struct Writer {
-    db: Arc<Database>,
+    /// `None` after a failed write, until it is opened again: a database
+    /// that saw an I/O error refuses everything until reopened.
+    db: Option<Arc<Database>>,
+    /// The database file, to reopen it.
+    file: PathBuf,
     rx: Receiver<Msg>,
     deliver: Arc<dyn Deliver>,
     available: Arc<AtomicBool>,
@@ -92,11 +97,13 @@ impl Journal {
                     .map(|m| m.position)
             })
             .collect();
-        let (db, next) = (store.db.clone(), store.next);
+        let (db, next) = (Some(store.db.clone()), store.next);
+        let file = store.path().join(super::FILE);
         let (tx, rx) = sync_channel(QUEUE);
         let available = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             db,
+            file,
             rx,
             deliver,
             available: available.clone(),
@@ -274,8 +281,16 @@ impl Writer {
                     if self.available.swap(false, Ordering::AcqRel) {
                         tracing::error!(error = %e, "the journal cannot write; changes are refused with `unavailable` until it can");
                     }
+                    // Writing again needs the database opened again.
+                    self.db = None;
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(5));
+                    match Database::create(&self.file) {
+                        Ok(db) => self.db = Some(Arc::new(db)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the journal's database does not open yet")
+                        }
+                    }
                 }
             }
         }
@@ -283,7 +298,8 @@ impl Writer {
 
     fn write(&self, group: &Group) -> Result<(), String> {
         let e = |e: &dyn std::fmt::Display| e.to_string();
-        let mut txn = self.db.begin_write().map_err(|x| e(&x))?;
+        let db = self.db.as_ref().ok_or("the database is not open")?;
+        let mut txn = db.begin_write().map_err(|x| e(&x))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|x| e(&x))?;
         {
