@@ -30,6 +30,8 @@ use super::format::{CASES, CompanyMeta, HeldEvent, JOURNAL, META, meta_key};
 
 /// Commits queued for the writer before a shard waits for room.
 const QUEUE: usize = 4096;
+/// Stored groups waiting for delivery before the writer waits.
+const RELEASE_QUEUE: usize = 64;
 
 /// How groups are cut.
 #[derive(Clone, Copy, Debug)]
@@ -68,7 +70,8 @@ struct Writer {
     /// The database file, to reopen it.
     file: PathBuf,
     rx: Receiver<Msg>,
-    deliver: Arc<dyn Deliver>,
+    /// Stored groups, in order, to the releasing thread.
+    released: SyncSender<Released>,
     available: Arc<AtomicBool>,
     grouping: Grouping,
     /// Per shard: company id, agent ids, group ids.
@@ -100,12 +103,13 @@ impl Journal {
         let (db, next) = (Some(store.db.clone()), store.next);
         let file = store.path().join(super::FILE);
         let (tx, rx) = sync_channel(QUEUE);
+        let (released, to_release) = sync_channel::<Released>(RELEASE_QUEUE);
         let available = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             db,
             file,
             rx,
-            deliver,
+            released,
             available: available.clone(),
             grouping,
             companies: dir
@@ -121,9 +125,16 @@ impl Journal {
                 .collect(),
             positions,
         };
+        let releaser = std::thread::Builder::new()
+            .name("casebroker-release".into())
+            .spawn(move || release(to_release, deliver))
+            .expect("the release thread starts");
         let thread = std::thread::Builder::new()
             .name("casebroker-journal".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                writer.run();
+                let _ = releaser.join();
+            })
             .expect("the journal thread starts");
         Arc::new(Journal {
             tx,
@@ -186,13 +197,29 @@ struct EntryRef<'a> {
     batches: &'a [Batch],
 }
 
+/// A stored group's commits: their effects and acknowledgements.
+type Released = Vec<(usize, Vec<Effect>, Arc<Ack>)>;
+
+/// Hands each stored group's effects to delivery and acknowledges its
+/// commands, in the order the groups were stored.
+fn release(groups: Receiver<Released>, deliver: Arc<dyn Deliver>) {
+    for group in groups {
+        for (shard, mut effects, ack) in group {
+            if !effects.is_empty() {
+                deliver.deliver(shard, &mut effects);
+            }
+            ack.finish(true);
+        }
+    }
+}
+
 /// One group, encoded and ready to write.
 #[derive(Default)]
 struct Group {
     entries: Vec<(u64, Vec<u8>)>,
     images: Vec<Capture>,
     /// The commits to release once stored, in order.
-    released: Vec<(usize, Vec<Effect>, Arc<Ack>)>,
+    released: Released,
     changes: usize,
     bytes: usize,
     stop: bool,
@@ -218,13 +245,9 @@ impl Writer {
                 }
             }
             self.store(&group);
-            for (shard, mut effects, ack) in group.released {
-                if !effects.is_empty() {
-                    self.deliver.deliver(shard, &mut effects);
-                }
-                ack.finish(true);
-            }
-            if group.stop {
+            // Delivery of this group overlaps the next group's commit.
+            let stop = group.stop;
+            if self.released.send(group.released).is_err() || stop {
                 return;
             }
         }
