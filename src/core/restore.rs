@@ -54,6 +54,7 @@ impl Broker {
                 self.shared.config.history_events,
             );
             cx.st.next_line_seq = image.next_line_seq;
+            cx.st.cases.reserve(image.cases.len());
             for rec in image.cases {
                 cx.restore_case(rec);
             }
