@@ -5,13 +5,15 @@
 //!   lines, stream, deadlines and the live state of its agents. Commands of
 //!   two companies never wait on each other.
 //! - Commands ([`commands`]) check permissions and decide; what they decide
-//!   is a [`change::Change`], applied by [`change`]'s `apply`, the one writer
+//!   is a [`change::Change`], applied by [`apply`], the one writer
 //!   of case records, which yields [`effect::Effect`]s as plain data.
-//! - When a command is done, its shard hands the effects, in order, to the
-//!   [`Deliver`] sink while still holding the lock, so every subscriber
-//!   sees a company's events in `seq` order. A journal or a shared backend
-//!   attaches at that same point: it sees every change and every effect.
+//! - When a command is done, its shard hands the changes and effects, in
+//!   order, to its [`Sink`] while still holding the lock: delivered at once
+//!   ([`Direct`]), or journaled and released once on disk. Either way every
+//!   subscriber sees a company's events in `seq` order. A shared backend
+//!   attaches at the same point.
 
+pub mod apply;
 pub mod assignment;
 pub mod change;
 pub mod commands;

@@ -38,7 +38,7 @@ pub enum AssignedBy {
 /// `assigned_by` of automatic assignments on the wire.
 pub const AUTO: &str = "auto";
 
-/// The durable part of a case. Changed only by [`super::change::apply`].
+/// The durable part of a case. Changed only by `Locked::apply` ([`super::apply`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CaseRecord {
     pub code: SessionCode,

@@ -1,0 +1,453 @@
+//! [`Locked::apply`], the one function that writes case records. Applying a
+//! change keeps the company's indexes, waiting lines, agent loads and
+//! deadlines in step with the record, and queues its effects: the
+//! company's event, `status` to the seats, `ended`, chat, agent pushes.
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::case::{SessionCode, Terminal};
+use crate::config::Assignment;
+use crate::protocol::{Action, EndReason, Role};
+
+use super::change::{Change, Seat};
+use super::effect::Effect;
+use super::limits;
+use super::record::{AssignedBy, Case, CaseRecord};
+use super::shard::Locked;
+use super::timers::{self, Timer};
+
+/// The bookkeeping a change calls for once its record is written.
+type Touch = (SessionCode, Action, Option<DateTime<Utc>>);
+
+impl Locked<'_> {
+    /// Applies one change.
+    pub fn apply(&mut self, change: Change) {
+        self.record(std::slice::from_ref(&change));
+        if let Some((code, action, at)) = self.write(change) {
+            self.touch(code, action, at);
+        }
+    }
+
+    /// Applies the changes of one decision together: each case they touch
+    /// gets one event (`created` if it was created among them) and one
+    /// `status`, with its final state.
+    pub fn apply_all(&mut self, changes: Vec<Change>) {
+        self.record(&changes);
+        let mut touches: Vec<Touch> = Vec::new();
+        for change in changes {
+            let Some((code, action, at)) = self.write(change) else {
+                continue;
+            };
+            match touches.iter_mut().find(|t| t.0 == code) {
+                Some(t) => t.2 = at.or(t.2),
+                None => touches.push((code, action, at)),
+            }
+        }
+        for (code, action, at) in touches {
+            self.touch(code, action, at);
+        }
+    }
+
+    /// Keeps a decision's changes for the journal.
+    fn record(&mut self, changes: &[Change]) {
+        if self.shared.journaled && !self.st.replaying {
+            self.st.batches.push(changes.to_vec());
+        }
+        if self.shared.journaled {
+            self.st.dirty.extend(changes.iter().map(Change::code));
+        }
+    }
+
+    /// Writes one change to its record: the only writer of case records.
+    /// Returns the bookkeeping still due, if any. A change about a case the
+    /// shard does not hold does nothing.
+    fn write(&mut self, change: Change) -> Option<Touch> {
+        let code = change.code();
+        match change {
+            Change::Created(rec) => Some(self.created(*rec)),
+            Change::Assigned { to, by, at, .. } => {
+                self.end_supporters(code, EndReason::Reassigned);
+                let c = self.st.cases.get_mut(&code)?;
+                let r = &mut c.rec;
+                r.assignee = Some(to);
+                r.assigned_at = Some(at);
+                r.assigned_by = Some(by);
+                r.assignee_joined = false;
+                if by == AssignedBy::Auto && !self.is_online(to) {
+                    let when = Instant::now() + self.shared.config.orphan_timeout;
+                    self.add_timer(when, Timer::Orphan, code);
+                }
+                Some((code, Action::Updated, Some(at)))
+            }
+            Change::Returned { at, .. } => {
+                self.end_supporters(code, EndReason::Reassigned);
+                let c = self.st.cases.get_mut(&code)?;
+                let r = &mut c.rec;
+                r.returned_by = r.assignee.take();
+                r.assigned_at = None;
+                r.assigned_by = None;
+                r.assignee_joined = false;
+                Some((code, Action::Updated, Some(at)))
+            }
+            Change::SeatTaken {
+                seat,
+                conn,
+                at,
+                customer_name,
+                token_hash,
+                ..
+            } => {
+                let st = &mut *self.st;
+                let c = st.cases.get_mut(&code)?;
+                let conn_state = st.conns.entry(conn).or_default();
+                let r = &mut c.rec;
+                r.ever_occupied = true;
+                match seat {
+                    Seat::Customer => {
+                        if !c.live.customer.contains(&conn) {
+                            c.live.customer.push(conn);
+                        }
+                        conn_state.case = Some(code);
+                        r.customer_left_at = None;
+                        if let Some(hash) = token_hash {
+                            r.resume_token_hash = Some(hash);
+                        }
+                        if let Some(n) = customer_name
+                            && !n.is_empty()
+                            && r.customer.name.as_deref().is_none_or(str::is_empty)
+                        {
+                            r.customer.name = Some(n);
+                        }
+                    }
+                    Seat::Supporter => {
+                        if !c.live.supporter.contains(&conn) {
+                            c.live.supporter.push(conn);
+                        }
+                        conn_state.sessions.insert(code);
+                        r.assignee_joined = true;
+                    }
+                }
+                Some((code, Action::Updated, Some(at)))
+            }
+            Change::SeatLeft { seat, conn, at, .. } => {
+                let st = &mut *self.st;
+                let c = st.cases.get_mut(&code)?;
+                let conns = match seat {
+                    Seat::Customer => &mut c.live.customer,
+                    Seat::Supporter => &mut c.live.supporter,
+                };
+                let before = conns.len();
+                conns.retain(|&x| x != conn);
+                let left = conns.len() != before;
+                if seat == Seat::Customer && left && c.live.customer.is_empty() {
+                    c.rec.customer_left_at = Some(at);
+                }
+                if let Some(s) = st.conns.get_mut(&conn) {
+                    match seat {
+                        Seat::Customer => {
+                            if s.case == Some(code) {
+                                s.case = None;
+                            }
+                        }
+                        Seat::Supporter => {
+                            s.sessions.remove(&code);
+                        }
+                    }
+                }
+                left.then_some((code, Action::Updated, Some(at)))
+            }
+            Change::Chat { line, .. } => {
+                let c = self.st.cases.get_mut(&code)?;
+                let to = match line.from.role {
+                    Role::Agent => c.live.customer.clone(),
+                    Role::Customer => c.live.supporter.clone(),
+                };
+                if c.rec.transcript.len() == limits::TRANSCRIPT {
+                    c.rec.transcript.pop_front();
+                }
+                c.rec.transcript.push_back(line.clone());
+                if !to.is_empty() {
+                    self.emit(Effect::Chat { to, code, line });
+                }
+                None
+            }
+            Change::Closed { by, at, .. } => {
+                let c = self.st.cases.get_mut(&code)?;
+                c.rec.terminal = Some(Terminal::Closed);
+                c.rec.closed_at = Some(at);
+                c.rec.closed_by = Some(by);
+                self.finish(code, EndReason::Closed, at)
+            }
+            Change::Expired { at, .. } => {
+                let c = self.st.cases.get_mut(&code)?;
+                c.rec.terminal = Some(Terminal::Expired);
+                self.finish(code, EndReason::Expired, at)
+            }
+            Change::Deleted { .. } => {
+                if !self.st.cases.contains_key(&code) {
+                    return None;
+                }
+                self.end_seats(code, EndReason::Deleted);
+                self.touch(code, Action::Deleted, None);
+                self.remove(code);
+                None
+            }
+            Change::Purged { .. } => {
+                self.remove(code);
+                None
+            }
+        }
+    }
+
+    /// Puts back a case loaded from a snapshot: its deadlines re-armed from
+    /// its wall-clock times, its indexes, line and load, without an event.
+    pub fn restore_case(&mut self, rec: CaseRecord) {
+        let code = rec.code;
+        self.shared.codes.insert(code, self.shard);
+        let mut case = Case::new(rec);
+        match case.rec.terminal {
+            None => {
+                let expiry = timers::instant_at(case.rec.expires_at);
+                case.live.expiry = Some(expiry);
+                self.add_timer(expiry, Timer::Expiry, code);
+            }
+            Some(terminal) => {
+                let ended = match terminal {
+                    Terminal::Closed => case.rec.closed_at.unwrap_or(case.rec.updated_at),
+                    Terminal::Expired => case.rec.updated_at,
+                };
+                let purge_at = case
+                    .rec
+                    .purge_at
+                    .unwrap_or_else(|| timers::add(ended, self.shared.config.retention));
+                let purge = timers::instant_at(purge_at);
+                case.live.purge = Some(purge);
+                case.live.ended_ms = Some(ended.timestamp_millis());
+                self.st
+                    .index
+                    .ended(case.rec.group, ended.timestamp_millis(), code);
+                self.add_timer(purge, Timer::Purge, code);
+            }
+        }
+        self.st.cases.insert(code, case);
+        self.keep_in_step(code, Action::Created, None, true);
+    }
+
+    fn created(&mut self, rec: CaseRecord) -> Touch {
+        let code = rec.code;
+        self.shared.codes.insert(code, self.shard);
+        let expiry = timers::instant_at(rec.expires_at);
+        let orphan = rec.assigned_by == Some(AssignedBy::Auto)
+            && rec.assignee.is_some_and(|a| !self.is_online(a));
+        let at = rec.created_at;
+        let mut case = Case::new(rec);
+        case.live.expiry = Some(expiry);
+        self.st.cases.insert(code, case);
+        self.add_timer(expiry, Timer::Expiry, code);
+        if orphan {
+            let when = Instant::now() + self.shared.config.orphan_timeout;
+            self.add_timer(when, Timer::Orphan, code);
+        }
+        (code, Action::Created, Some(at))
+    }
+
+    /// Adds a deadline; wakes the timer task when it is the earliest.
+    pub fn add_timer(&mut self, at: Instant, timer: Timer, code: SessionCode) {
+        if self.st.timers.add(at, timer, code) {
+            self.shared.shards[self.shard].timers_changed.notify_one();
+        }
+    }
+
+    /// A case reached a terminal state: end its sessions, disarm its
+    /// expiry, arm its purge, and emit the change.
+    fn finish(&mut self, code: SessionCode, reason: EndReason, at: DateTime<Utc>) -> Option<Touch> {
+        self.end_seats(code, reason);
+        let purge_at = timers::add(at, self.shared.config.retention);
+        let st = &mut *self.st;
+        let c = st.cases.get_mut(&code)?;
+        if let Some(e) = c.live.expiry.take() {
+            st.timers.remove(e, Timer::Expiry, code);
+        }
+        c.rec.purge_at = Some(purge_at);
+        let purge = timers::instant_at(purge_at);
+        c.live.purge = Some(purge);
+        c.live.ended_ms = Some(at.timestamp_millis());
+        st.index.ended(c.rec.group, at.timestamp_millis(), code);
+        self.add_timer(purge, Timer::Purge, code);
+        Some((code, Action::Updated, Some(at)))
+    }
+
+    /// Sends `ended` to the supporter seat alone (a reassignment) and
+    /// empties it.
+    fn end_supporters(&mut self, code: SessionCode, reason: EndReason) {
+        let st = &mut *self.st;
+        let Some(c) = st.cases.get_mut(&code) else {
+            return;
+        };
+        let to = std::mem::take(&mut c.live.supporter);
+        for conn in &to {
+            if let Some(s) = st.conns.get_mut(conn) {
+                s.sessions.remove(&code);
+            }
+        }
+        if !to.is_empty() {
+            self.emit(Effect::Ended {
+                to,
+                code,
+                reason,
+                close: false,
+            });
+        }
+    }
+
+    /// Sends `ended` to both seats and empties them; customers'
+    /// connections are then closed.
+    fn end_seats(&mut self, code: SessionCode, reason: EndReason) {
+        self.end_supporters(code, reason);
+        let st = &mut *self.st;
+        let Some(c) = st.cases.get_mut(&code) else {
+            return;
+        };
+        let to = std::mem::take(&mut c.live.customer);
+        for conn in &to {
+            if let Some(s) = st.conns.get_mut(conn) {
+                s.case = None;
+            }
+        }
+        if !to.is_empty() {
+            self.emit(Effect::Ended {
+                to,
+                code,
+                reason,
+                close: true,
+            });
+        }
+    }
+
+    /// Forgets a case everywhere: indexes, line, load, deadlines, the
+    /// code index (the code may be drawn again).
+    fn remove(&mut self, code: SessionCode) {
+        let st = &mut *self.st;
+        let Some(c) = st.cases.remove(&code) else {
+            return;
+        };
+        st.index.update(c.live.indexed, None);
+        if let Some(ended) = c.live.ended_ms {
+            st.index.forget_end(c.rec.group, ended, code);
+        }
+        if c.live.in_line {
+            st.lines.remove(c.rec.group, &c.place());
+        }
+        if let Some(a) = c.live.counted_for
+            && st.agents[a].open.remove(&code)
+        {
+            self.push_agent(a);
+        }
+        let st = &mut *self.st;
+        if let Some(e) = c.live.expiry {
+            st.timers.remove(e, Timer::Expiry, code);
+        }
+        if let Some(p) = c.live.purge {
+            st.timers.remove(p, Timer::Purge, code);
+        }
+        self.shared.codes.remove(&code);
+    }
+
+    /// After any change to a case: bring its agent's load, its line, its
+    /// index entry and `updated_at` in step; tell its seats when their
+    /// status line changed; emit the company's event. `Deleted` sends the
+    /// case as it last was.
+    fn touch(&mut self, code: SessionCode, action: Action, at: Option<DateTime<Utc>>) {
+        self.keep_in_step(code, action, at, false);
+    }
+
+    /// `touch`; `quiet` keeps the indexes, line and loads in step alone,
+    /// telling nobody (a case loaded from a snapshot).
+    fn keep_in_step(
+        &mut self,
+        code: SessionCode,
+        action: Action,
+        at: Option<DateTime<Utc>>,
+        quiet: bool,
+    ) {
+        let gone = action == Action::Deleted;
+        let st = &mut *self.st;
+        let Some(c) = st.cases.get_mut(&code) else {
+            return;
+        };
+        if let Some(at) = at {
+            c.rec.updated_at = at;
+        }
+        // Load: the open cases of each agent.
+        let load_for = if c.is_open() && !gone {
+            c.rec.assignee
+        } else {
+            None
+        };
+        let mut agents_changed = [None, None];
+        if c.live.counted_for != load_for {
+            if let Some(old) = c.live.counted_for.take() {
+                st.agents[old].open.remove(&code);
+                agents_changed[0] = Some(old);
+            }
+            if let Some(new) = load_for {
+                st.agents[new].open.insert(code);
+                agents_changed[1] = Some(new);
+            }
+            c.live.counted_for = load_for;
+        }
+        // The waiting line: open and unassigned.
+        let want_line = c.is_open() && c.rec.assignee.is_none() && !gone;
+        if want_line != c.live.in_line {
+            c.live.in_line = want_line;
+            if want_line {
+                st.lines.insert(c.rec.group, c.place());
+            } else {
+                st.lines.remove(c.rec.group, &c.place());
+            }
+        }
+        if want_line {
+            st.lines
+                .set_seated(c.rec.group, c.place(), !c.live.customer.is_empty());
+        }
+        // Indexes.
+        let entry = (!gone).then(|| c.entry());
+        st.index.update(c.live.indexed, entry);
+        c.live.indexed = entry;
+        if quiet {
+            c.live.last_pushed = Some(c.status_line());
+            return;
+        }
+        // Status to the seats, when their line changed.
+        let line = c.status_line();
+        if !gone && c.live.last_pushed != Some(line) {
+            c.live.last_pushed = Some(line);
+            let mut to = c.live.customer.clone();
+            to.extend_from_slice(&c.live.supporter);
+            if !to.is_empty() {
+                let effect = Effect::Status {
+                    to,
+                    code,
+                    status: line.0,
+                    customer_connected: line.1,
+                    supporter_connected: line.2,
+                    supporter: c.supporter(self.company),
+                };
+                st.effects.push(effect);
+            }
+        }
+        let view = c.view(self.company);
+        let group = c.rec.group;
+        let event = st.stream.append(action, group, view);
+        st.effects.push(Effect::Event(event));
+        for a in agents_changed.into_iter().flatten() {
+            self.push_agent(a);
+        }
+    }
+
+    /// True when the company hands out cases automatically.
+    pub fn automated(&self) -> bool {
+        self.company.assignment != Assignment::Manual
+    }
+}
