@@ -3,7 +3,7 @@
 //! company plus the journal after it rebuild every case, with the same
 //! epochs, seqs and history.
 //!
-//! - [`format`]: the tables and what their values hold.
+//! - [`format`](mod@format): the tables and what their values hold.
 //! - [`journal`]: the writer thread that commits in groups and releases
 //!   each commit's effects, in order, once it is on disk; it is the core's
 //!   [`Sink`](crate::core::Sink) when the broker keeps data.
