@@ -134,7 +134,7 @@ pub struct Config {
     pub journal_group_changes: usize,
     /// The most bytes in one journal commit. Default 262144.
     pub journal_group_bytes: usize,
-    /// How long a journal commit waits for more changes. Default `2ms`.
+    /// The longest a journal commit gathers queued changes. Default `2ms`.
     #[serde(with = "humantime_serde")]
     pub journal_group_wait: Duration,
     /// How often what changed is written as an image (and the journal

@@ -1,8 +1,9 @@
 //! The journal writer: one thread that takes each shard unlock's changes
 //! and effects in the order they were made, commits them to redb in groups
-//! (up to `journal_group_changes` changes, `journal_group_bytes` bytes or
-//! `journal_group_wait`), and only then hands the group's effects to
-//! delivery and acknowledges its commands. No push, reply or 2xx leaves
+//! (what queued up while the previous group was being stored, up to
+//! `journal_group_changes` changes, `journal_group_bytes` bytes or
+//! `journal_group_wait` of gathering), and only then hands the group's
+//! effects to delivery and acknowledges its commands. No push, reply or 2xx leaves
 //! before its changes are on disk, and a crash can take back nothing that
 //! anyone saw.
 //!
@@ -12,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -238,10 +239,15 @@ impl Writer {
                 && group.changes < self.grouping.changes
                 && group.bytes < self.grouping.bytes
             {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.rx.recv_timeout(left) {
+                // What arrived while the last group was stored joins this
+                // one; a quiet queue is committed at once rather than
+                // waited on, so a lone change pays no grouping delay.
+                if Instant::now() >= deadline {
+                    break;
+                }
+                match self.rx.try_recv() {
                     Ok(msg) => self.take(&mut group, msg),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
             self.store(&group);
