@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{AgentStatus, PresenceState};
 
 use super::super::change::{Change, Seat};
-use super::super::record::{Actor, AssignedBy};
+use super::super::record::{Actor, AssignedBy, Case};
 use super::super::{Broker, Conn};
 use super::{Who, parse_code, required_code};
 
@@ -118,11 +118,7 @@ impl Broker {
             Who::Agent(agent) => {
                 let code = required_code(code)?;
                 let cx = self.lock(agent.company_index);
-                let c = cx.visible(&code, agent)?;
-                let allowed = agent.admin
-                    || c.rec.created_by == Actor::Agent(agent.index)
-                    || c.rec.assignee == Some(agent.index);
-                if !allowed {
+                if !may_end(agent, cx.visible(&code, agent)?) {
                     return Err(Error::forbidden(
                         "only the assignee, the creator or an admin may close this case",
                     ));
@@ -164,11 +160,7 @@ impl Broker {
         self.writable()?;
         let code = parse_code(code)?;
         let mut cx = self.lock(agent.company_index);
-        let c = cx.visible(&code, agent)?;
-        let allowed = agent.admin
-            || c.rec.created_by == Actor::Agent(agent.index)
-            || c.rec.assignee == Some(agent.index);
-        if !allowed {
+        if !may_end(agent, cx.visible(&code, agent)?) {
             return Err(Error::forbidden(
                 "only an admin, the creator or the assignee may delete this case",
             ));
@@ -195,4 +187,11 @@ impl Broker {
             .map(|a| cx.agent_status(a.index))
             .collect()
     }
+}
+
+/// Who may close or delete a case: an admin, its creator, its assignee.
+fn may_end(agent: &Agent, case: &Case) -> bool {
+    agent.admin
+        || case.rec.created_by == Actor::Agent(agent.index)
+        || case.rec.assignee == Some(agent.index)
 }
