@@ -4,8 +4,9 @@
 //! - `meta`: per company (`company/<id>`), its image's stream state and the
 //!   agent and group ids its indexes refer to;
 //! - `cases`: per (company, code), the durable case record as of the image;
-//! - `journal`: per position, one commit's batches of changes, applied after
-//!   the image.
+//! - `journal`: one row per stored group, keyed by the group's largest
+//!   position: the group's entries, each a commit's batches of changes
+//!   with its position, applied (in position order) after the image.
 //!
 //! Records and changes refer to agents and groups by their index in the
 //! company, so the image keeps the id lists; a restart with a reordered or

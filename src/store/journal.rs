@@ -333,8 +333,16 @@ impl Writer {
             .map_err(|x| e(&x))?;
         {
             let mut journal = txn.open_table(JOURNAL).map_err(|x| e(&x))?;
-            for (id, bytes) in &group.entries {
-                journal.insert(*id, bytes.as_slice()).map_err(|x| e(&x))?;
+            // One row per group, keyed by its largest position: a row
+            // below a position holds only entries below it.
+            if let Some(last) = group.entries.iter().map(|(id, _)| *id).max() {
+                let row: Vec<(u64, &[u8])> = group
+                    .entries
+                    .iter()
+                    .map(|(id, bytes)| (*id, bytes.as_slice()))
+                    .collect();
+                let bytes = postcard::to_allocvec(&row).map_err(|x| e(&x))?;
+                journal.insert(last, bytes.as_slice()).map_err(|x| e(&x))?;
             }
             if !group.images.is_empty() {
                 self.write_images(&txn, group)?;

@@ -41,7 +41,8 @@ pub struct StoreError {
 struct Stored {
     meta: Option<CompanyMeta>,
     cases: Vec<Vec<u8>>,
-    entries: Vec<Entry>,
+    /// Journal entries after the image, with their positions.
+    entries: Vec<(u64, Entry)>,
 }
 
 /// An opened data directory, with what it held.
@@ -125,14 +126,22 @@ impl Store {
         let journal = txn.open_table(JOURNAL).map_err(|e| bad(&e))?;
         for row in journal.iter().map_err(|e| bad(&e))? {
             let (k, v) = row.map_err(|e| bad(&e))?;
-            let id = k.value();
-            self.next = self.next.max(id + 1);
-            let entry: Entry = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
-            let company = entry.company.clone();
-            let stored = self.stored(&company);
-            if stored.meta.as_ref().is_none_or(|m| id >= m.position) {
-                stored.entries.push(entry);
+            self.next = self.next.max(k.value() + 1);
+            let entries: Vec<(u64, &[u8])> =
+                postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+            for (id, bytes) in entries {
+                let entry: Entry = postcard::from_bytes(bytes).map_err(|e| bad(&e))?;
+                let company = entry.company.clone();
+                let stored = self.stored(&company);
+                if stored.meta.as_ref().is_none_or(|m| id >= m.position) {
+                    stored.entries.push((id, entry));
+                }
             }
+        }
+        // A company's commits are applied in the order of their positions,
+        // which groups may hold out of order.
+        for stored in self.companies.values_mut() {
+            stored.entries.sort_by_key(|(id, _)| *id);
         }
         Ok(())
     }
@@ -197,7 +206,7 @@ impl Store {
             let batches: Vec<Batch> = stored
                 .entries
                 .into_iter()
-                .flat_map(|e| e.batches)
+                .flat_map(|(_, e)| e.batches)
                 .map(|b| b.into_iter().map(|c| remap.change(c)).collect())
                 .collect();
             broker.restore(company.index, image, batches);
