@@ -1,0 +1,203 @@
+//! Checks of a parsed config that parsing cannot make: references,
+//! uniqueness and ranges, each error naming its field.
+
+use super::*;
+
+impl Config {
+    /// Checks everything that parsing cannot: references, uniqueness and
+    /// ranges. Errors name the field, e.g. `companies[0].agents[1].groups`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !crate::case::CODE_DIGITS.contains(&self.code_digits) {
+            return Err(invalid("code_digits", "must be 8 or 11"));
+        }
+        for (field, d) in [
+            ("case_ttl", self.case_ttl),
+            ("retention", self.retention),
+            ("hello_timeout", self.hello_timeout),
+            ("orphan_timeout", self.orphan_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("ping_interval", self.ping_interval),
+            ("pong_timeout", self.pong_timeout),
+            ("write_timeout", self.write_timeout),
+            ("max_join_backoff", self.max_join_backoff),
+            ("snapshot_interval", self.snapshot_interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(field, "must be more than zero"));
+            }
+        }
+        for (field, n) in [
+            ("history_events", self.history_events),
+            ("journal_group_changes", self.journal_group_changes),
+            ("journal_group_bytes", self.journal_group_bytes),
+            ("outbox_messages", self.outbox_messages),
+            ("outbox_bytes", self.outbox_bytes),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_connections", self.max_connections.unwrap_or(1)),
+            ("messages_per_second", self.messages_per_second as usize),
+            ("message_burst", self.message_burst as usize),
+            (
+                "failed_joins_per_minute",
+                self.failed_joins_per_minute as usize,
+            ),
+            (
+                "help_per_ip_per_minute",
+                self.help_per_ip_per_minute as usize,
+            ),
+            (
+                "help_per_module_per_minute",
+                self.help_per_module_per_minute as usize,
+            ),
+        ] {
+            if n == 0 || n > 1_000_000_000 {
+                return Err(invalid(field, "must be between 1 and 1000000000"));
+            }
+        }
+        if !(256..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
+            return Err(invalid(
+                "read_buffer_bytes",
+                "must be between 256 and 16777216",
+            ));
+        }
+        if self.max_write_buffer_bytes <= self.write_buffer_bytes + self.max_message_bytes {
+            return Err(invalid(
+                "max_write_buffer_bytes",
+                "must be larger than write_buffer_bytes + max_message_bytes",
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(invalid(
+                "max_message_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        let mut company_ids = HashSet::new();
+        let mut module_keys = HashSet::new();
+        let mut token_hashes = HashSet::new();
+        for (ci, c) in self.companies.iter().enumerate() {
+            let at = format!("companies[{ci}]");
+            check_id(&format!("{at}.id"), &c.id)?;
+            if !company_ids.insert(c.id.as_str()) {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!("duplicate company \"{}\"", c.id),
+                ));
+            }
+            if c.groups.is_empty() {
+                return Err(invalid(
+                    format!("{at}.groups"),
+                    "a company needs at least one group",
+                ));
+            }
+            let mut groups = HashSet::new();
+            for (gi, g) in c.groups.iter().enumerate() {
+                check_id(&format!("{at}.groups[{gi}].id"), &g.id)?;
+                if !groups.insert(g.id.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.groups[{gi}].id"),
+                        format!("duplicate group \"{}\"", g.id),
+                    ));
+                }
+            }
+            let mut agents = HashSet::new();
+            for (ai, a) in c.agents.iter().enumerate() {
+                let at = format!("{at}.agents[{ai}]");
+                check_id(&format!("{at}.id"), &a.id)?;
+                if a.id == "customer" || a.id == "auto" {
+                    return Err(invalid(
+                        format!("{at}.id"),
+                        format!("\"{}\" is reserved", a.id),
+                    ));
+                }
+                if !agents.insert(a.id.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.id"),
+                        format!("duplicate agent \"{}\"", a.id),
+                    ));
+                }
+                match (&a.token, &a.token_sha256) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(invalid(
+                            format!("{at}.token"),
+                            "set exactly one of token and token_sha256",
+                        ));
+                    }
+                    (Some(t), None) if t.len() < 8 => {
+                        return Err(invalid(
+                            format!("{at}.token"),
+                            "must be at least 8 characters",
+                        ));
+                    }
+                    (None, Some(h)) if h.len() != 64 || hex::decode(h).is_err() => {
+                        return Err(invalid(
+                            format!("{at}.token_sha256"),
+                            "must be 64 hex digits",
+                        ));
+                    }
+                    _ => {}
+                }
+                if !token_hashes.insert(a.token_hash()) {
+                    return Err(invalid(
+                        format!("{at}.token"),
+                        "another agent has the same token",
+                    ));
+                }
+                for g in &a.groups {
+                    if !groups.contains(g.as_str()) {
+                        return Err(invalid(
+                            format!("{at}.groups"),
+                            format!("unknown group \"{g}\""),
+                        ));
+                    }
+                }
+            }
+            for (mi, m) in c.modules.iter().enumerate() {
+                let at = format!("{at}.modules[{mi}]");
+                if m.key.is_empty() || m.key.len() > 128 {
+                    return Err(invalid(format!("{at}.key"), "must be 1 to 128 characters"));
+                }
+                if !module_keys.insert(m.key.as_str()) {
+                    return Err(invalid(format!("{at}.key"), "duplicate module key"));
+                }
+                if !groups.contains(m.group.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.group"),
+                        format!("unknown group \"{}\"", m.group),
+                    ));
+                }
+                if let Some(who) = &m.default_assignee {
+                    let Some(agent) = c.agents.iter().find(|a| &a.id == who) else {
+                        return Err(invalid(
+                            format!("{at}.default_assignee"),
+                            format!("unknown agent \"{who}\""),
+                        ));
+                    };
+                    if !agent.admin && !agent.groups.contains(&m.group) {
+                        return Err(invalid(
+                            format!("{at}.default_assignee"),
+                            format!("agent \"{who}\" is not in group \"{}\"", m.group),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ids appear in URLs and on the wire: keep them short and plain.
+fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "must be 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'",
+        ))
+    }
+}
