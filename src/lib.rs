@@ -12,6 +12,8 @@
 //!   each company's subscribers.
 //! - [`transport`]: the accept loop, HTTP routes, WebSocket sessions and
 //!   per-address limits.
+//! - [`store`]: the data directory: the journal of changes on redb, its
+//!   images, and recovery at start.
 //! - [`app`]: what handlers and sessions share.
 //! - [`protocol`]: the wire types, error codes and close codes.
 //! - [`metrics`]: Prometheus metrics in the broker's own registry.

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::case::{SessionCode, Terminal};
-use crate::config::Assignment;
 use crate::protocol::{Action, EndReason, Role};
 
 use super::change::{Change, Seat};
@@ -444,10 +443,5 @@ impl Locked<'_> {
         for a in agents_changed.into_iter().flatten() {
             self.push_agent(a);
         }
-    }
-
-    /// True when the company hands out cases automatically.
-    pub fn automated(&self) -> bool {
-        self.company.assignment != Assignment::Manual
     }
 }

@@ -12,9 +12,9 @@ use crate::protocol::{Action, AgentStatus, ChatLine, EndReason, Role};
 /// A connection's id, unique for the broker's life.
 pub type ConnId = u64;
 
-/// Where effects go: the delivery layer (and, later, a journal in front of
-/// it). Called with the shard's lock held, in the shard's order; it must
-/// not block and must not call back into the broker.
+/// Where effects go: the delivery layer. Called in each shard's order
+/// (under its lock, or from the journal once stored); it must not block
+/// and must not call back into the broker.
 pub trait Deliver: Send + Sync + 'static {
     fn deliver(&self, shard: usize, effects: &mut Vec<Effect>);
 }

@@ -35,15 +35,6 @@ pub struct Line {
 }
 
 impl Line {
-    /// Number of waiting cases.
-    pub fn len(&self) -> usize {
-        self.cases.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.cases.is_empty()
-    }
-
     /// The oldest waiting case.
     pub fn head(&self) -> Option<Place> {
         self.cases.first().copied()
@@ -54,11 +45,6 @@ impl Line {
         self.cases
             .contains(place)
             .then(|| self.cases.rank(place) + 1)
-    }
-
-    /// The oldest waiting cases, at most `n`, oldest first.
-    pub fn oldest(&self, n: usize) -> impl Iterator<Item = &Place> {
-        self.cases.iter().take(n)
     }
 }
 

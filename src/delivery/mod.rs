@@ -3,8 +3,10 @@
 //! every connection's outbox and each company's subscribers with their
 //! filters.
 //!
-//! The core calls [`Hub::deliver`] with the company's lock held, so events
-//! of one company reach every subscriber in `seq` order.
+//! [`Hub::deliver`] is called in each company's order: under the company's
+//! lock when nothing is journaled, from the journal's release thread once
+//! a group is on disk otherwise. Either way events of one company reach
+//! every subscriber in `seq` order.
 
 pub mod outbox;
 
@@ -44,7 +46,7 @@ struct Subscriber {
 pub struct Hub {
     endpoints: DashMap<ConnId, Endpoint>,
     /// Per company (shard): its subscribers. Only touched from
-    /// [`Hub::deliver`], under that company's lock.
+    /// [`Hub::deliver`], which runs in that company's order.
     subscribers: Vec<Mutex<HashMap<ConnId, Subscriber>>>,
     metrics: Metrics,
 }
@@ -88,14 +90,6 @@ impl Hub {
         if let Some(mut e) = self.endpoints.get_mut(&conn) {
             e.reply_ids.pop_back();
         }
-    }
-
-    /// The live subscribers of one company.
-    pub fn subscriber_count(&self, shard: usize) -> usize {
-        self.subscribers[shard]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
     }
 
     fn outbox(&self, conn: ConnId) -> Option<Outbox> {

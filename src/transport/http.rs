@@ -52,6 +52,16 @@ pub fn app(state: App) -> Router {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Runs a command and answers once what it changed is stored (at once
+/// when nothing is journaled).
+async fn acknowledged<T>(command: impl FnOnce() -> crate::error::Result<T>) -> ApiResult<T> {
+    // Whatever an earlier task left on this thread is not ours.
+    let _ = take_ack();
+    let out = command()?;
+    stored(take_ack()).await?;
+    Ok(out)
+}
+
 /// The agent behind `Authorization: Bearer <token>`.
 pub struct AuthAgent(pub Arc<Agent>);
 
@@ -141,9 +151,7 @@ async fn create_case(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: CreateCase = body(raw)?;
-    let _ = take_ack();
-    let view = app.broker.create_case(&agent, req)?;
-    stored(take_ack()).await?;
+    let view = acknowledged(|| app.broker.create_case(&agent, req)).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -203,9 +211,7 @@ async fn assign(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: AssignBody = body(raw)?;
-    let _ = take_ack();
-    let view = app.broker.assign(&agent, &code, req.assignee)?;
-    stored(take_ack()).await?;
+    let view = acknowledged(|| app.broker.assign(&agent, &code, req.assignee)).await?;
     Ok(Json(view).into_response())
 }
 
@@ -214,9 +220,7 @@ async fn close(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
-    let _ = take_ack();
-    let (view, _) = app.broker.close(Who::Agent(&agent), Some(&code))?;
-    stored(take_ack()).await?;
+    let (view, _) = acknowledged(|| app.broker.close(Who::Agent(&agent), Some(&code))).await?;
     Ok(Json(view).into_response())
 }
 
@@ -225,9 +229,7 @@ async fn delete_case(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
-    let _ = take_ack();
-    app.broker.delete(&agent, &code)?;
-    stored(take_ack()).await?;
+    acknowledged(|| app.broker.delete(&agent, &code)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -249,9 +251,7 @@ async fn help(
         .module(&req.module)
         .map(|_| req.module.as_str());
     app.guard.check_help(ip, known)?;
-    let _ = take_ack();
-    let (view, _) = app.broker.request_help(None, req)?;
-    stored(take_ack()).await?;
+    let (view, _) = acknowledged(|| app.broker.request_help(None, req)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "code": view.code, "case": view })),
