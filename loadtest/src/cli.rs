@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::crash::{self, CrashOpts};
 use crate::fanout::{self, FanoutOpts};
 use crate::idle::{self, IdleOpts, Mix, PER_PROCESS};
 use crate::lifecycle::{self, LifecycleOpts};
@@ -59,6 +60,12 @@ pub enum Command {
     /// behind --cases open cases (--waiting of them with a waiting
     /// customer), and the ratio deep / empty of each.
     QueueDepth(QueueDepthArgs),
+    /// Starts the broker binary on a data directory, lets clients change
+    /// cases, kills it with SIGKILL at a random moment, restarts it and
+    /// checks that every acknowledged change is there, the epoch is
+    /// unchanged and a dashboard's resume is answered `resumed`; --rounds
+    /// times. Lost changes fail the run.
+    Crash(CrashArgs),
     /// Holds a share of idle connections for a parent process.
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -208,6 +215,74 @@ pub struct QueueDepthArgs {
     pub assignee: String,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct CrashArgs {
+    /// The casebroker binary to start (relative to the working directory).
+    #[arg(long, value_name = "PATH", default_value = "target/release/casebroker")]
+    pub broker: PathBuf,
+    /// Its config file; the broker is started with --data-dir, which turns
+    /// the file's in_memory off.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "loadtest/casebroker-load.toml"
+    )]
+    pub config: PathBuf,
+    /// The data directory (kept at the end). Default: a fresh directory
+    /// under the temp dir, removed at the end unless --keep.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the fresh data directory at the end.
+    #[arg(long)]
+    pub keep: bool,
+    /// Kill-and-restart rounds (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+    /// Clients changing cases at once (1 to 64).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub clients: u32,
+    /// The kill comes at least this many ms after the clients start
+    /// (1 to 60,000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub min_ms: u64,
+    /// ... and at most this many (1 to 60,000, at least --min-ms).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub max_ms: u64,
+    /// No round starts after this many seconds (10 to 7200); a run cut
+    /// short fails.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(10..=7200))]
+    pub time_limit: u64,
+    /// Seed of the random choices (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// An admin's token; every change is made as that agent.
+    #[arg(long, default_value = "load-admin-token")]
+    pub token: String,
+    /// Module keys for request_help, used at random (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "load-qs-1,load-qs-2,load-qs-3,load-qs-4,load-qs-5,load-qs-6,load-qs-7,load-qs-8"
+    )]
+    pub module: Vec<String>,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Draw the restart time distribution to FILE (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<String>,
+    /// Client sockets are bound in turn to 127.0.0.1 .. 127.0.0.N.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub source_addrs: u8,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Start the broker with --in-memory instead of the data directory: it
+    /// keeps nothing, and the run must report every change lost.
+    #[arg(long, hide = true)]
+    pub broker_in_memory: bool,
+}
+
 /// How idle connections are spread over processes.
 #[derive(Debug, Clone, Args)]
 pub struct Spread {
@@ -255,19 +330,24 @@ impl Cli {
             Command::Idle(a) => a.common.seconds,
             Command::Mixed(a) => a.common.seconds,
             Command::QueueDepth(a) => queue_depth::time_bound(a.common.seconds),
+            Command::Crash(a) => a.time_limit,
             Command::Worker(a) => a.max_seconds,
         }
     }
 
-    fn common(&self) -> Option<&Common> {
-        match &self.command {
-            Command::Fanout(a) => Some(&a.common),
-            Command::Lifecycle(a) => Some(&a.common),
-            Command::Idle(a) => Some(&a.common),
-            Command::Mixed(a) => Some(&a.common),
-            Command::QueueDepth(a) => Some(&a.common),
-            Command::Worker(_) => None,
-        }
+    /// The `--json` and `--plot` files of the chosen scenario (`None` for
+    /// the hidden worker).
+    fn outputs(&self) -> Option<(Option<String>, Option<String>)> {
+        let common = match &self.command {
+            Command::Fanout(a) => &a.common,
+            Command::Lifecycle(a) => &a.common,
+            Command::Idle(a) => &a.common,
+            Command::Mixed(a) => &a.common,
+            Command::QueueDepth(a) => &a.common,
+            Command::Crash(a) => return Some((a.json.clone(), a.plot.clone())),
+            Command::Worker(_) => return None,
+        };
+        Some((common.json.clone(), common.plot.clone()))
     }
 }
 
@@ -276,18 +356,18 @@ impl Cli {
 pub async fn run_cli(cli: Cli) -> anyhow::Result<Option<Report>> {
     raise_nofile_limit();
     let limit = Duration::from_secs(cli.seconds()) + HARD_EXTRA;
-    let common = cli.common().cloned();
+    let outputs = cli.outputs();
     let report = tokio::time::timeout(limit, scenario(cli))
         .await
         .map_err(|_| anyhow::anyhow!("the run exceeded its hard limit of {limit:?}"))??;
-    let (Some(report), Some(common)) = (report, common) else {
+    let (Some(report), Some((json, plot))) = (report, outputs) else {
         return Ok(None);
     };
     println!("{}", report.table());
-    if let Some(path) = &common.json {
+    if let Some(path) = &json {
         report.write_json(path)?;
     }
-    if let Some(path) = &common.plot {
+    if let Some(path) = &plot {
         plot::draw(path, &report.title, &report.latency)?;
     }
     Ok(Some(report))
@@ -355,6 +435,26 @@ async fn scenario(cli: Cli) -> anyhow::Result<Option<Report>> {
                 batch: a.batch as usize,
                 assignee: a.assignee.clone(),
                 progress: !a.common.no_progress,
+            })
+            .await?
+        }
+        Command::Crash(a) => {
+            crash::run(CrashOpts {
+                broker: a.broker,
+                config: a.config,
+                data_dir: a.data_dir,
+                keep: a.keep,
+                rounds: a.rounds,
+                clients: a.clients as usize,
+                min_ms: a.min_ms,
+                max_ms: a.max_ms,
+                time_limit: Duration::from_secs(a.time_limit),
+                seed: a.seed.unwrap_or_else(crash::fresh_seed),
+                token: a.token,
+                modules: a.module,
+                source_addrs: a.source_addrs,
+                progress: !a.no_progress,
+                in_memory: a.broker_in_memory,
             })
             .await?
         }
@@ -437,6 +537,21 @@ mod tests {
         assert!(parse(&["lt", "queue-depth", "--cases", "1000001"]).is_err());
         assert!(parse(&["lt", "queue-depth", "--waiting", "15001"]).is_err());
         assert!(parse(&["lt", "queue-depth", "--window", "0"]).is_err());
+        assert!(parse(&["lt", "crash", "--rounds", "0"]).is_err());
+        assert!(parse(&["lt", "crash", "--rounds", "1001"]).is_err());
+        assert!(parse(&["lt", "crash", "--clients", "65"]).is_err());
+        assert!(parse(&["lt", "crash", "--max-ms", "60001"]).is_err());
+        assert!(parse(&["lt", "crash", "--url", "ws://127.0.0.1:1/"]).is_err());
+        let Command::Crash(c) = parse(&["lt", "crash"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            (c.rounds, c.clients, c.min_ms, c.max_ms, c.keep),
+            (100, 4, 50, 500, false)
+        );
+        assert_eq!(c.broker, PathBuf::from("target/release/casebroker"));
+        assert_eq!(c.config, PathBuf::from("loadtest/casebroker-load.toml"));
+        assert!(c.data_dir.is_none());
         let qd = parse(&["lt", "queue-depth"]).unwrap();
         let Command::QueueDepth(q) = qd.command else {
             panic!()

@@ -9,11 +9,13 @@
 //! - [`client`]: a typed client over the main crate's wire types.
 //! - [`scan`]: the byte scanners of the hot receive paths.
 //! - [`fanout`], [`lifecycle`], [`idle`], [`mixed`], [`queue_depth`]: the
-//!   scenarios.
+//!   scenarios against a running broker; [`crash`] starts the broker itself
+//!   on a data directory, kills it and checks what it kept.
 //! - [`stats`], [`report`], [`plot`]: histograms, table and JSON, SVG.
 
 pub mod cli;
 pub mod client;
+pub mod crash;
 pub mod fanout;
 pub mod idle;
 pub mod lifecycle;

@@ -1,10 +1,11 @@
 //! CI smoke test of the load tester: every scenario runs for a second or
 //! two with small counts against a casebroker started in this process (on
 //! `127.0.0.1:0`, with `casebroker-load.toml`), through the same command
-//! line a person would type. It asserts correctness only (nothing lost,
-//! `seq` in order, no failures, the JSON keys present), never timing.
+//! line a person would type; `crash` starts the casebroker binary of this
+//! build itself. It asserts correctness only (nothing lost, `seq` in order,
+//! no failures, the JSON keys present), never timing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use casebroker::Config;
@@ -64,6 +65,18 @@ async fn run(name: &str, args: &[&str]) -> Value {
 
 /// As [`run`], and also returns the printed table.
 async fn run_with_table(name: &str, args: &[&str]) -> (Value, String) {
+    let (v, report) = run_report(name, args).await;
+    assert!(
+        !report.failed,
+        "{name}: the run reported a failure:\n{}",
+        report.table()
+    );
+    (v, report.table())
+}
+
+/// Runs the command line `args` as [`run`] does, whatever the outcome;
+/// returns the JSON (its keys checked) and the report.
+async fn run_report(name: &str, args: &[&str]) -> (Value, casebroker_loadtest::report::Report) {
     let json = scratch(name).join("out.json");
     let json_arg = json.to_str().unwrap().to_string();
     let mut argv = vec!["casebroker-loadtest"];
@@ -80,12 +93,7 @@ async fn run_with_table(name: &str, args: &[&str]) -> (Value, String) {
     for key in JSON_KEYS {
         assert!(v.get(key).is_some(), "{name}: key {key} missing in {text}");
     }
-    assert!(
-        !report.failed,
-        "{name}: the run reported a failure:\n{}",
-        report.table()
-    );
-    (v, report.table())
+    (v, report)
 }
 
 /// Asserts a fan-out result: every dashboard got every event, in order.
@@ -336,4 +344,121 @@ async fn fanout_runs_against_the_node_baseline() {
     .await;
     assert_complete("baseline", &v);
     let _ = node.kill().await;
+}
+
+/// The casebroker binary of the profile this test was built in
+/// (`target/<profile>/casebroker`, found from this test's own path,
+/// `target/<profile>/deps/smoke-<hash>`). `cargo test -p
+/// casebroker-loadtest` does not build it, and an older one may be left
+/// from an earlier build, so it is built here (once per process; a no-op
+/// when it is up to date, as after `cargo test --workspace`).
+fn broker_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_broker).clone()
+}
+
+fn build_broker() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps")
+        .to_path_buf();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("loadtest/ sits in the workspace");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "-p", "casebroker", "--bin", "casebroker"])
+        .current_dir(workspace);
+    match dir.file_name().and_then(|p| p.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cargo.arg("--release");
+        }
+        Some(profile) => {
+            cargo.args(["--profile", profile]);
+        }
+    }
+    let status = cargo.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p casebroker failed");
+    let bin = dir.join(format!("casebroker{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "no casebroker binary at {}", bin.display());
+    bin
+}
+
+/// The arguments of a short `crash` run against this build's binary.
+fn crash_args(broker: &Path, rounds: &str) -> Vec<String> {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/casebroker-load.toml");
+    [
+        "crash",
+        "--broker",
+        broker.to_str().unwrap(),
+        "--config",
+        config,
+        "--rounds",
+        rounds,
+        "--clients",
+        "3",
+        "--min-ms",
+        "100",
+        "--max-ms",
+        "300",
+        "--time-limit",
+        "50",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loses_no_acknowledged_change() {
+    let broker = broker_binary();
+    let args = crash_args(&broker, "3");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, table) = run_with_table("crash", &args).await;
+    assert_eq!(v["scenario"], "crash", "{v:#}");
+    assert_eq!(v["rounds_done"], 3, "{v:#}");
+    assert_eq!(v["lost"], 0, "{table}");
+    assert!(v["acknowledged"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(v["recovered"], v["acknowledged"], "{v:#}");
+    for kind in ["creates", "chat_lines"] {
+        assert!(
+            v["acknowledged_by_kind"][kind].as_u64().unwrap() > 0,
+            "{kind}: {v:#}"
+        );
+    }
+    assert_eq!(v["resumed"], 3, "{v:#}");
+    assert_eq!(v["snapshot"], 0, "{v:#}");
+    assert_eq!(v["epoch_changed"], 0, "{v:#}");
+    assert_eq!(v["errors"], 0, "{v:#}");
+    assert_eq!(v["unexpected"], 0, "{v:#}");
+    assert_eq!(v["restart"]["count"], 3, "{v:#}");
+    assert!(v["p99_ms"].is_number(), "{v:#}");
+    assert!(table.contains("lost"), "{table}");
+    // The fresh data directory is removed at the end.
+    let data = v["data_dir"].as_str().unwrap();
+    assert!(!Path::new(data).exists(), "{data} left behind");
+}
+
+/// The check itself: a broker that keeps nothing (`--in-memory`) loses
+/// every change, and the run must say so and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_reports_the_losses_of_a_broker_that_keeps_nothing() {
+    let broker = broker_binary();
+    let mut args = crash_args(&broker, "1");
+    args.push("--broker-in-memory".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (v, report) = run_report("crash-in-memory", &args).await;
+    assert!(report.failed, "{}", report.table());
+    let acked = v["acknowledged"].as_u64().unwrap();
+    assert!(acked > 0, "{v:#}");
+    assert_eq!(v["lost"], acked, "{v:#}");
+    assert_eq!(v["recovered"], 0, "{v:#}");
+    assert_eq!(v["snapshot"], 1, "{v:#}");
+    assert_eq!(v["epoch_changed"], 1, "{v:#}");
+    assert!(
+        v["losses"][0].as_str().unwrap().contains("is gone"),
+        "{v:#}"
+    );
 }
