@@ -6,6 +6,14 @@
 // assign, close, delete, ping) for `casebroker-loadtest fanout` to run
 // unchanged against it. No auth, no persistence, no limits: a floor to
 // compare the broker's fan-out with, not a broker.
+//
+//   node server.js [--host 127.0.0.1] [--port 8090] [--cork] [--stop-on-eof]
+//
+// --cork: the first event of an event-loop turn for a subscriber corks its
+// socket, and one setImmediate at the end of the turn uncorks them all, so
+// the events of one turn leave in one write per socket (plain mode, the
+// default, writes every event on its own). --stop-on-eof: also stop when
+// stdin closes (how casebroker-loadtest fanout --baseline takes it along).
 'use strict';
 
 const crypto = require('crypto');
@@ -18,6 +26,7 @@ function arg(name, dflt) {
 
 const host = arg('--host', '127.0.0.1');
 const port = Number(arg('--port', '8090'));
+const cork = process.argv.includes('--cork');
 if (!/^(127\.\d+\.\d+\.\d+|localhost|::1)$/.test(host)) {
   console.error(`refusing --host ${host}: loopback only`);
   process.exit(2);
@@ -39,11 +48,15 @@ function newCode() {
   }
 }
 
+// The company id of casebroker-load.toml: with it the events are the size
+// of casebroker's, byte for byte.
+const company = 'load';
+
 // Same fields, in the same order, as casebroker's agent view of a case.
 function makeCase(msg, by) {
   const t = now();
   return {
-    code: newCode(), company: 'baseline', group: msg.group || 'support',
+    code: newCode(), company, group: msg.group || 'support',
     name: msg.name || '', description: msg.description || '',
     customer: { name: null, email: null }, source: 'manual', created_by: by,
     assignee: msg.assignee || null, status: 'new',
@@ -54,11 +67,25 @@ function makeCase(msg, by) {
   };
 }
 
+// Sockets corked in this event-loop turn (--cork), uncorked at its end.
+const corked = new Set();
+function uncorkAll() {
+  for (const s of corked) s._socket.uncork();
+  corked.clear();
+}
+
 // One event, serialised once, the same bytes for every subscriber.
 function publish(action, c) {
   seq += 1;
   const frame = Buffer.from(JSON.stringify({ type: 'event', epoch, seq, action, case: c }));
-  for (const s of subscribers) s.send(frame, { binary: false });
+  for (const s of subscribers) {
+    if (cork && !corked.has(s)) {
+      if (corked.size === 0) setImmediate(uncorkAll);
+      corked.add(s);
+      s._socket.cork();
+    }
+    s.send(frame, { binary: false });
+  }
 }
 
 function reply(ws, id, body) {
@@ -91,7 +118,7 @@ wss.on('connection', (ws) => {
       }
       hello = true;
       if (msg.role === 'agent') {
-        agent = { id: 'admin', name: 'Baseline admin', company: 'baseline', groups: ['support'], admin: true };
+        agent = { id: 'admin', name: 'Baseline admin', company, groups: ['support'], admin: true };
         return reply(ws, id, { type: 'welcome', role: 'agent', agent });
       }
       return reply(ws, id, { type: 'welcome', role: 'customer' });
@@ -140,7 +167,7 @@ wss.on('connection', (ws) => {
 });
 
 wss.on('listening', () => {
-  console.log(`baseline listening on ws://${host}:${port}/ (any path)`);
+  console.log(`baseline listening on ws://${host}:${port}/ (any path${cork ? ', corked' : ''})`);
 });
 
 function stop() {
@@ -149,3 +176,8 @@ function stop() {
 }
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);
+if (process.argv.includes('--stop-on-eof')) {
+  process.stdin.on('end', stop);
+  process.stdin.on('error', stop);
+  process.stdin.resume();
+}

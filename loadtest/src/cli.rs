@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::bare;
+use crate::baseline::{self, Baseline};
 use crate::crash::{self, CrashOpts};
 use crate::fanout::{self, FanoutOpts};
 use crate::idle::{self, IdleOpts, Mix, PER_PROCESS};
@@ -16,6 +18,7 @@ use crate::mixed::{self, MixedOpts};
 use crate::plot;
 use crate::queue_depth::{self, QueueDepthOpts};
 use crate::report::{Progress, Report};
+use crate::stats::{Summary, round3};
 use crate::target::{DEFAULT_URL, Target, raise_nofile_limit};
 
 /// The longest run `--seconds` allows.
@@ -66,6 +69,10 @@ pub enum Command {
     /// unchanged and a dashboard's resume is answered `resumed`; --rounds
     /// times. Lost changes fail the run.
     Crash(CrashArgs),
+    /// Not a scenario: a bare broadcast server on tokio-tungstenite that
+    /// speaks the Node.js baseline's protocol subset, the ceiling `fanout
+    /// --baseline bare` measures. Runs until SIGINT or SIGTERM.
+    Bare(BareArgs),
     /// Holds a share of idle connections for a parent process.
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -125,6 +132,29 @@ pub struct FanoutArgs {
     /// baseline, say ws://127.0.0.1:8090/) and compare.
     #[arg(long, value_name = "URL")]
     pub baseline_url: Option<String>,
+    /// Start a baseline server on a free loopback port and run the same
+    /// fan-out against it after casebroker's, in the same run: `bare` (this
+    /// program's `bare`), `node` (baseline/server.js) or `node-corked`
+    /// (server.js --cork). Prints the ratio casebroker / baseline.
+    #[arg(long, value_enum, value_name = "KIND", conflicts_with = "baseline_url")]
+    pub baseline: Option<baseline::Kind>,
+    /// The program `--baseline bare` runs (default: this one).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub baseline_exe: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BareArgs {
+    /// Address to listen on; loopback only.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8091)]
+    pub port: u16,
+    /// Also stop when standard input closes (so a parent that started it
+    /// takes it along when it goes).
+    #[arg(long)]
+    pub stop_on_eof: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -325,12 +355,21 @@ impl Cli {
     /// The `--seconds` of the chosen scenario.
     fn seconds(&self) -> u64 {
         match &self.command {
-            Command::Fanout(a) => a.common.seconds * if a.baseline_url.is_some() { 2 } else { 1 },
+            Command::Fanout(a) => {
+                let runs = if a.baseline_url.is_some() || a.baseline.is_some() {
+                    2
+                } else {
+                    1
+                };
+                a.common.seconds * runs
+            }
             Command::Lifecycle(a) => a.common.seconds,
             Command::Idle(a) => a.common.seconds,
             Command::Mixed(a) => a.common.seconds,
             Command::QueueDepth(a) => queue_depth::time_bound(a.common.seconds),
             Command::Crash(a) => a.time_limit,
+            // A server: it is not bounded (run_cli does not time it).
+            Command::Bare(_) => 0,
             Command::Worker(a) => a.max_seconds,
         }
     }
@@ -345,7 +384,7 @@ impl Cli {
             Command::Mixed(a) => &a.common,
             Command::QueueDepth(a) => &a.common,
             Command::Crash(a) => return Some((a.json.clone(), a.plot.clone())),
-            Command::Worker(_) => return None,
+            Command::Bare(_) | Command::Worker(_) => return None,
         };
         Some((common.json.clone(), common.plot.clone()))
     }
@@ -355,6 +394,10 @@ impl Cli {
 /// files. Returns the report (`None` for the hidden worker).
 pub async fn run_cli(cli: Cli) -> anyhow::Result<Option<Report>> {
     raise_nofile_limit();
+    if matches!(cli.command, Command::Bare(_)) {
+        // A server, not a scenario: it runs until it is stopped.
+        return scenario(cli).await;
+    }
     let limit = Duration::from_secs(cli.seconds()) + HARD_EXTRA;
     let outputs = cli.outputs();
     let report = tokio::time::timeout(limit, scenario(cli))
@@ -458,6 +501,10 @@ async fn scenario(cli: Cli) -> anyhow::Result<Option<Report>> {
             })
             .await?
         }
+        Command::Bare(a) => {
+            bare::serve(&a.host, a.port, a.stop_on_eof).await?;
+            return Ok(None);
+        }
         Command::Worker(w) => {
             let target = Target::new(&w.url, w.source_addrs)?.with_offset(w.source_offset);
             let mix = Mix {
@@ -474,7 +521,7 @@ async fn scenario(cli: Cli) -> anyhow::Result<Option<Report>> {
 }
 
 async fn fanout_cmd(a: FanoutArgs) -> anyhow::Result<Report> {
-    let baseline = match &a.baseline_url {
+    let url_baseline = match &a.baseline_url {
         Some(url) => Some(Target::new(url, a.common.source_addrs)?),
         None => None,
     };
@@ -487,6 +534,13 @@ async fn fanout_cmd(a: FanoutArgs) -> anyhow::Result<Report> {
         rate: a.rate,
         window: a.window,
         progress: !a.common.no_progress,
+    };
+    // Started before casebroker's run, so a baseline that cannot start
+    // fails the run at once; idle until its turn. The guard kills it
+    // however the run ends.
+    let started = match a.baseline {
+        Some(kind) => Some(Baseline::start(kind, a.baseline_exe.clone()).await?),
+        None => None,
     };
     let pace = match a.rate {
         Some(r) => format!("{r} changes/s"),
@@ -507,19 +561,56 @@ async fn fanout_cmd(a: FanoutArgs) -> anyhow::Result<Report> {
     r.set("rate", a.rate);
     r.latency.push(("casebroker".into(), main.latency.clone()));
     r.failed = !main.clean();
-    if let Some(target) = baseline {
+    let baseline = match (&started, url_baseline) {
+        (Some(b), _) => Some((
+            b.kind().name(),
+            Some(b.kind()),
+            Target::new(&b.url(), a.common.source_addrs)?,
+        )),
+        (None, Some(target)) => Some(("baseline", None, target)),
+        (None, None) => None,
+    };
+    if let Some((label, kind, target)) = baseline {
         let url = target.url().to_string();
         let other = fanout::run(&FanoutOpts { target, ..opts }, &bar)
             .await
             .with_context(|| format!("fanout against the baseline {url}"))?;
-        other.fill(&mut r, "baseline");
+        if let Some(kind) = kind {
+            r.row("baseline", format!("{} ({})", kind.name(), kind.describe()));
+        }
+        other.fill(&mut r, label);
+        let ratio = ratio_of(main.delivered_per_sec(), other.delivered_per_sec());
+        let p99_ratio = ratio_of(
+            Summary::of(&main.latency).p99_ms,
+            Summary::of(&other.latency).p99_ms,
+        );
+        r.row(format!("ratio casebroker / {label}"), times(ratio));
+        r.row(format!("p99 ratio casebroker / {label}"), times(p99_ratio));
+        r.set("ratio", ratio.map(round3));
+        r.set("p99_ratio", p99_ratio.map(round3));
         let mut b = other.json();
         b.insert("url".into(), url.into());
+        b.insert(
+            "kind".into(),
+            kind.map_or("url", baseline::Kind::name).into(),
+        );
+        b.insert("corked".into(), kind.map(baseline::Kind::corked).into());
         r.set("baseline", serde_json::Value::Object(b));
-        r.latency.push(("baseline".into(), other.latency.clone()));
+        r.latency.push((label.into(), other.latency.clone()));
         r.failed |= !other.clean();
     }
+    drop(started);
     Ok(r)
+}
+
+/// `a / b`, when `b` is a positive figure.
+fn ratio_of(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+/// A ratio as the table shows it: `0.83×`.
+fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}×"))
 }
 
 #[cfg(test)]
@@ -566,5 +657,59 @@ mod tests {
         };
         assert_eq!(l.module, ["a", "b"]);
         assert_eq!(l.common.url, DEFAULT_URL);
+    }
+
+    #[test]
+    fn baseline_flags_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        for (arg, kind) in [
+            ("bare", baseline::Kind::Bare),
+            ("node", baseline::Kind::Node),
+            ("node-corked", baseline::Kind::NodeCorked),
+        ] {
+            let Command::Fanout(f) = parse(&["lt", "fanout", "--baseline", arg]).unwrap().command
+            else {
+                panic!()
+            };
+            assert_eq!(f.baseline, Some(kind));
+            assert_eq!(kind.name(), arg);
+        }
+        assert!(parse(&["lt", "fanout", "--baseline", "java"]).is_err());
+        let both = [
+            "lt",
+            "fanout",
+            "--baseline",
+            "bare",
+            "--baseline-url",
+            "ws://127.0.0.1:8090/",
+        ];
+        assert!(parse(&both).is_err());
+        let Command::Bare(b) = parse(&["lt", "bare"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            (b.host.as_str(), b.port, b.stop_on_eof),
+            ("127.0.0.1", 8091, false)
+        );
+    }
+
+    #[tokio::test]
+    async fn bare_refuses_hosts_outside_loopback() {
+        for host in ["10.0.0.1", "0.0.0.0", "example.com", "::"] {
+            let cli = Cli::try_parse_from(["lt", "bare", "--host", host, "--port", "0"]).unwrap();
+            let Err(e) = run_cli(cli).await else {
+                panic!("{host} was accepted")
+            };
+            assert!(
+                e.downcast_ref::<crate::NotLoopback>().is_some(),
+                "{host}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn ratios_show_two_decimals() {
+        assert_eq!(times(ratio_of(83.0, 100.0)), "0.83×");
+        assert_eq!(times(ratio_of(1.0, 0.0)), "n/a");
     }
 }

@@ -1,4 +1,4 @@
-//! casebroker-loadtest: drives a casebroker (or the Node.js baseline) on
+//! casebroker-loadtest: drives a casebroker (or a baseline server) on
 //! loopback with bounded scenarios and reports throughput, latency,
 //! correctness and memory.
 //!
@@ -11,8 +11,13 @@
 //! - [`fanout`], [`lifecycle`], [`idle`], [`mixed`], [`queue_depth`]: the
 //!   scenarios against a running broker; [`crash`] starts the broker itself
 //!   on a data directory, kills it and checks what it kept.
+//! - [`bare`]: a bare tokio-tungstenite broadcast server, the ceiling
+//!   `fanout --baseline bare` compares with; [`baseline`] starts it (or the
+//!   Node.js baseline) as a child process for one run.
 //! - [`stats`], [`report`], [`plot`]: histograms, table and JSON, SVG.
 
+pub mod bare;
+pub mod baseline;
 pub mod cli;
 pub mod client;
 pub mod crash;

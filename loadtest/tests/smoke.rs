@@ -2,7 +2,8 @@
 //! two with small counts against a casebroker started in this process (on
 //! `127.0.0.1:0`, with `casebroker-load.toml`), through the same command
 //! line a person would type; `crash` starts the casebroker binary of this
-//! build itself. It asserts correctness only (nothing lost, `seq` in order,
+//! build itself, and `fanout --baseline` starts the bare and the corked
+//! Node.js baselines. It asserts correctness only (nothing lost, `seq` in order,
 //! no failures, the JSON keys present), never timing.
 
 use std::path::{Path, PathBuf};
@@ -291,13 +292,21 @@ fn urls_outside_loopback_are_refused_with_exit_code_2() {
             "{out:?}"
         );
     }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_casebroker-loadtest"))
+        .args(["bare", "--host", "10.0.0.1", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "bare: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loopback"),
+        "{out:?}"
+    );
 }
 
-/// The Node.js baseline speaks enough of the protocol for `fanout`. Needs
-/// Node.js and npm (`.ci/run` installs them where missing); the baseline's
-/// pinned `ws` package is installed here when it is not yet.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fanout_runs_against_the_node_baseline() {
+/// The Node.js baseline's directory, its pinned `ws` package installed
+/// when it is not yet (needs Node.js and npm; `.ci/run` installs them
+/// where missing).
+fn node_baseline() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("baseline");
     if !dir.join("node_modules/ws").exists() {
         let status = std::process::Command::new("npm")
@@ -307,6 +316,62 @@ async fn fanout_runs_against_the_node_baseline() {
             .expect("npm is needed for the Node.js baseline (install nodejs and npm)");
         assert!(status.success(), "npm install in loadtest/baseline failed");
     }
+    dir
+}
+
+/// `fanout --baseline KIND` against a broker: the load tester starts the
+/// baseline itself, runs both, and reports the ratios. Returns the JSON.
+async fn fanout_with_baseline(name: &str, kind: &str) -> Value {
+    let b = Broker::start().await;
+    let (v, table) = run_with_table(
+        name,
+        &[
+            "fanout",
+            "--url",
+            &b.url,
+            "--dashboards",
+            "20",
+            "--seconds",
+            "2",
+            "--baseline",
+            kind,
+            "--baseline-exe",
+            env!("CARGO_BIN_EXE_casebroker-loadtest"),
+        ],
+    )
+    .await;
+    assert_complete(name, &v);
+    assert_complete(name, &v["baseline"]);
+    assert_eq!(v["baseline"]["kind"], kind, "{v:#}");
+    assert_eq!(v["baseline"]["dashboards"], 20, "{v:#}");
+    assert!(v["ratio"].as_f64().unwrap() > 0.0, "{v:#}");
+    assert!(v["p99_ratio"].as_f64().unwrap() > 0.0, "{v:#}");
+    assert!(
+        table.contains(&format!("ratio casebroker / {kind}")),
+        "{table}"
+    );
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_compares_with_the_bare_baseline_in_the_same_run() {
+    let v = fanout_with_baseline("fanout-bare", "bare").await;
+    assert_eq!(v["baseline"]["corked"], false, "{v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_compares_with_the_corked_node_baseline_in_the_same_run() {
+    node_baseline();
+    let v = fanout_with_baseline("fanout-node-corked", "node-corked").await;
+    assert_eq!(v["baseline"]["corked"], true, "{v:#}");
+}
+
+/// The Node.js baseline speaks enough of the protocol for `fanout`. Needs
+/// Node.js and npm (`.ci/run` installs them where missing); the baseline's
+/// pinned `ws` package is installed here when it is not yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_runs_against_the_node_baseline() {
+    let dir = node_baseline();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
