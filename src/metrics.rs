@@ -329,6 +329,16 @@ impl Metrics {
         self.push_latency.observe(d.as_secs_f64());
     }
 
+    /// The push latencies of one written batch, gathered locally and
+    /// added to the shared histogram at once.
+    pub fn push_latencies(&self, latencies: impl Iterator<Item = Duration>) {
+        let local = self.push_latency.local();
+        for d in latencies {
+            local.observe(d.as_secs_f64());
+        }
+        local.flush();
+    }
+
     /// Sets the per-status gauge and renders everything in the text format.
     pub fn render(&self, by_status: &[(Status, usize)]) -> String {
         for (status, n) in by_status {

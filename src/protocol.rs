@@ -409,6 +409,13 @@ impl ServerMsg {
     /// Serialises the message with an optional `id`, once, to the text of a
     /// frame.
     pub fn to_text(&self, id: Option<&Id>) -> String {
+        let mut out = Vec::with_capacity(128);
+        self.write_json(id, &mut out);
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// Appends the message, with an optional `id`, as JSON to `out`.
+    pub fn write_json(&self, id: Option<&Id>, out: &mut Vec<u8>) {
         #[derive(Serialize)]
         struct WithId<'a> {
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -416,7 +423,7 @@ impl ServerMsg {
             #[serde(flatten)]
             msg: &'a ServerMsg,
         }
-        serde_json::to_string(&WithId { id, msg: self }).expect("server messages serialise")
+        serde_json::to_writer(out, &WithId { id, msg: self }).expect("server messages serialise")
     }
 }
 

@@ -119,9 +119,11 @@ pub struct Config {
     /// Socket reads always go through tungstenite's fixed 4 KiB chunk; this
     /// only sets what an idle connection keeps beside it. Default 256.
     pub read_buffer_bytes: usize,
-    /// Bytes buffered before a write reaches the socket. Default 65536.
+    /// Buffer of control frames (ping, pong, close); data frames are
+    /// encoded once and written as they are. Default 65536.
     pub write_buffer_bytes: usize,
-    /// The most a connection's write buffer may hold. Default 64 MiB.
+    /// The most a connection's control-frame buffer may hold. Default
+    /// 64 MiB.
     pub max_write_buffer_bytes: usize,
     /// A separate listener for `/metrics` alone. Default none (`/metrics`
     /// is on the main listener).

@@ -8,12 +8,12 @@
 //! a group is on disk otherwise. Either way events of one company reach
 //! every subscriber in `seq` order.
 
+pub mod frame;
 pub mod outbox;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -24,6 +24,7 @@ use crate::core::{ConnId, Deliver, Effect};
 use crate::metrics::Metrics;
 use crate::protocol::{Action, Id, ServerMsg, SignalFrom, close};
 
+pub use frame::Frame;
 pub use outbox::{Outbox, OutboxRx, Outgoing};
 
 /// `subscribe`s of one connection awaiting their start at once, at most.
@@ -97,7 +98,7 @@ impl Hub {
     }
 
     /// One frame to each named connection.
-    fn to_each(&self, to: &[ConnId], frame: &Utf8Bytes) {
+    fn to_each(&self, to: &[ConnId], frame: &Frame) {
         for &conn in to {
             if let Some(outbox) = self.outbox(conn) {
                 outbox.push_shared(frame.clone());
@@ -234,12 +235,12 @@ impl Deliver for Hub {
 }
 
 /// A message as the text of a frame.
-pub fn frame(msg: &ServerMsg, id: Option<&Id>) -> Utf8Bytes {
-    Utf8Bytes::from(msg.to_text(id))
+pub fn frame(msg: &ServerMsg, id: Option<&Id>) -> Frame {
+    Frame::message(msg, id)
 }
 
 /// An `event` frame, serialised straight from the kept event.
-fn event_frame(event: &Event) -> Utf8Bytes {
+fn event_frame(event: &Event) -> Frame {
     #[derive(Serialize)]
     struct EventFrame<'a> {
         #[serde(rename = "type")]
@@ -249,13 +250,11 @@ fn event_frame(event: &Event) -> Utf8Bytes {
         action: Action,
         case: &'a CaseView,
     }
-    let text = serde_json::to_string(&EventFrame {
+    Frame::json(&EventFrame {
         kind: "event",
         epoch: &event.epoch,
         seq: event.seq,
         action: event.action,
         case: &event.case,
     })
-    .expect("events serialise");
-    Utf8Bytes::from(text)
 }

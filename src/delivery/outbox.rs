@@ -13,20 +13,20 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::Frame;
 use crate::protocol::{Id, ServerMsg, close};
 
 /// One item for the socket writer.
 #[derive(Debug)]
 pub enum Outgoing {
     /// A text frame, possibly shared with other connections.
-    Text(Utf8Bytes),
+    Text(Frame),
     /// A queue event, shared, with the time it was emitted (push latency).
-    Event(Utf8Bytes, Instant),
+    Event(Frame, Instant),
     /// Close the connection with this code after what is queued before it.
     Close(u16, &'static str),
 }
@@ -166,19 +166,19 @@ impl Outbox {
     }
 
     /// Queues a queue event emitted at `at`.
-    pub fn push_event(&self, frame: Utf8Bytes, at: Instant) -> bool {
+    pub fn push_event(&self, frame: Frame, at: Instant) -> bool {
         self.push_item(Outgoing::Event(frame, at))
     }
 
     /// Queues a frame already serialised. False when the connection is gone
     /// or too slow (it is then told to close with 4001).
-    pub fn push_shared(&self, frame: Utf8Bytes) -> bool {
+    pub fn push_shared(&self, frame: Frame) -> bool {
         self.push_item(Outgoing::Text(frame))
     }
 
     /// Serialises and queues one message.
     pub fn push(&self, msg: &ServerMsg, id: Option<&Id>) -> bool {
-        self.push_shared(Utf8Bytes::from(msg.to_text(id)))
+        self.push_shared(Frame::message(msg, id))
     }
 
     /// Queues a close after everything queued so far.
@@ -225,8 +225,8 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn frame(n: usize) -> Utf8Bytes {
-        Utf8Bytes::from("x".repeat(n))
+    fn frame(n: usize) -> Frame {
+        Frame::text(&"x".repeat(n))
     }
 
     #[tokio::test]

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -17,9 +16,11 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tungstenite::protocol::WebSocketConfig;
 
 use super::api_error::ApiError;
 use super::server::TcpSlot;
+use super::upgrade::Upgrade;
 use crate::app::App;
 use crate::case::Status;
 use crate::core::{Broker, ListQuery, Who, limits, stored, take_ack};
@@ -102,7 +103,7 @@ async fn ws_upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     slot: Option<Extension<TcpSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
 ) -> Response {
     let config = app.broker.config();
     // Browsers always send Origin; other clients need not.
@@ -128,21 +129,22 @@ async fn ws_upgrade(
         .into_response();
     };
     let tracker = app.tracker.clone();
-    // Small read buffers keep idle connections cheap; the write buffer
-    // batches a burst of events into few syscalls.
-    ws.protocols(["casebroker.v1"])
-        .max_message_size(config.max_message_bytes)
-        .max_frame_size(config.max_message_bytes)
+    // Small read buffers keep idle connections cheap. Data frames are
+    // written by the session itself, already encoded; tungstenite's write
+    // buffer only carries pings, pongs and close frames.
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes))
         .read_buffer_size(config.read_buffer_bytes)
         .write_buffer_size(config.write_buffer_bytes)
-        .max_write_buffer_size(config.max_write_buffer_bytes)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                // The TCP slot is held until the socket is really gone.
-                let _slot = slot;
-                super::session::run(socket, app, ip, permit).await
-            })
+        .max_write_buffer_size(config.max_write_buffer_bytes);
+    ws.on_upgrade(ws_config, move |socket| {
+        tracker.track_future(async move {
+            // The TCP slot is held until the socket is really gone.
+            let _slot = slot;
+            super::session::run(socket, app, ip, permit).await
         })
+    })
 }
 
 async fn create_case(

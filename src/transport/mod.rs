@@ -7,4 +7,5 @@ pub mod guard;
 pub mod http;
 pub mod server;
 pub mod session;
+pub mod upgrade;
 pub mod writer;

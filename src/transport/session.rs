@@ -7,9 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures::stream::SplitStream;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use governor::clock::MonotonicClock;
 use governor::{Quota, RateLimiter};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -17,13 +15,15 @@ use tracing::{Instrument, debug, field, info_span};
 
 use super::dispatch::{Peer, handle};
 use super::guard::ConnPermit;
+use super::upgrade::Socket;
 use super::writer::{End, Writer, error_frame, killed};
 use crate::app::App;
 use crate::core::{Ack, Conn, take_ack};
-use crate::delivery::OutboxRx;
+use crate::delivery::{Frame, OutboxRx};
 use crate::error::Error;
 use crate::metrics::Disconnect;
 use crate::protocol::{ClientMsg, ErrorCode, Id, Role, ServerMsg, close, decode_client};
+use tungstenite::{Message, Utf8Bytes};
 
 /// Consecutive undecodable messages after which a connection is closed
 /// (4002).
@@ -31,7 +31,6 @@ const MAX_BAD_IN_A_ROW: u32 = 20;
 /// Consecutive messages over the rate limit after which a connection is
 /// closed (4002).
 const MAX_LIMITED_IN_A_ROW: u32 = 20;
-type Source = SplitStream<WebSocket>;
 
 /// Releases the connection's seats and subscription however the task ends.
 struct Registered {
@@ -47,7 +46,7 @@ impl Drop for Registered {
 
 /// Serves one upgraded WebSocket until it closes. `permit` holds the
 /// client address's connection slot for the life of the socket.
-pub async fn run(socket: WebSocket, app: App, ip: IpAddr, permit: ConnPermit) {
+pub async fn run(socket: Socket, app: App, ip: IpAddr, permit: ConnPermit) {
     let span = info_span!(
         "conn",
         ip = %ip,
@@ -61,16 +60,10 @@ pub async fn run(socket: WebSocket, app: App, ip: IpAddr, permit: ConnPermit) {
     drop(permit);
 }
 
-async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
-    let (sink, mut source) = socket.split();
+async fn serve(socket: Socket, app: App, ip: IpAddr) {
     let config = app.broker.config();
-    let mut w = Writer {
-        sink,
-        metrics: app.broker.metrics().clone(),
-        write_timeout: config.write_timeout,
-        emitted: Vec::new(),
-    };
-    let Some((id, who)) = hello(&app, &mut w, &mut source).await else {
+    let mut w = Writer::new(socket, app.broker.metrics().clone(), config.write_timeout);
+    let Some((id, who)) = hello(&app, &mut w).await else {
         return;
     };
     let (role, agent) = match &who {
@@ -97,16 +90,7 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
     if !outbox.push(&welcome, id.as_ref()) {
         return;
     }
-    let end = session(
-        &app,
-        &mut w,
-        &mut source,
-        &mut rx,
-        &registered.conn,
-        ip,
-        &who,
-    )
-    .await;
+    let end = session(&app, &mut w, &mut rx, &registered.conn, ip, &who).await;
     // Leave the seats at once; the close frame may take a while to reach a
     // slow reader.
     drop(registered);
@@ -116,7 +100,7 @@ async fn serve(socket: WebSocket, app: App, ip: IpAddr) {
         }
         if let Some((code, text)) = close {
             w.close(code, text).await;
-            linger(&mut source).await;
+            linger(&mut w).await;
         }
     }
 }
@@ -127,9 +111,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// After our close frame, reads and drops what the peer still sends until
 /// its close frame, briefly: closing a socket with unread input resets it,
 /// and the reset would destroy our close frame before the peer reads it.
-async fn linger(source: &mut Source) {
+async fn linger(w: &mut Writer) {
     let _ = timeout(LINGER, async {
-        while let Some(Ok(msg)) = source.next().await {
+        while let Some(Ok(msg)) = w.socket.next().await {
             if matches!(msg, Message::Close(_)) {
                 break;
             }
@@ -140,12 +124,12 @@ async fn linger(source: &mut Source) {
 
 /// Waits for `hello` and checks it. On failure the error and the close
 /// frame are sent here.
-async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option<Id>, Peer)> {
+async fn hello(app: &App, w: &mut Writer) -> Option<(Option<Id>, Peer)> {
     let first = tokio::select! {
-        r = timeout(app.broker.config().hello_timeout, next_data(source)) => r,
+        r = timeout(app.broker.config().hello_timeout, next_data(&mut w.socket)) => r,
         _ = app.shutdown.cancelled() => {
             w.close_for(Disconnect::Shutdown, close::SHUTDOWN, "shutting down").await;
-            linger(source).await;
+            linger(w).await;
             return None;
         }
     };
@@ -159,14 +143,14 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
                 "hello timeout",
             )
             .await;
-            linger(source).await;
+            linger(w).await;
             return None;
         }
         Ok(FirstFrame::Gone) => return None,
         Ok(FirstFrame::TooLarge) => {
             w.close_for(Disconnect::TooLarge, close::TOO_LARGE, "message too large")
                 .await;
-            linger(source).await;
+            linger(w).await;
             return None;
         }
         Ok(FirstFrame::Binary) => {
@@ -178,7 +162,7 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
                 .await;
             w.close_for(Disconnect::NoHello, close::NO_HELLO, "expected hello")
                 .await;
-            linger(source).await;
+            linger(w).await;
             return None;
         }
         Ok(FirstFrame::Text(t)) => t,
@@ -204,7 +188,7 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
                         "unauthorized",
                     )
                     .await;
-                    linger(source).await;
+                    linger(w).await;
                     return None;
                 }
             },
@@ -215,7 +199,7 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
     let _ = w.error(id.as_ref(), &err).await;
     w.close_for(Disconnect::NoHello, close::NO_HELLO, "expected hello")
         .await;
-    linger(source).await;
+    linger(w).await;
     None
 }
 
@@ -223,7 +207,6 @@ async fn hello(app: &App, w: &mut Writer, source: &mut Source) -> Option<(Option
 async fn session(
     app: &App,
     w: &mut Writer,
-    source: &mut Source,
     rx: &mut OutboxRx,
     conn: &Conn,
     ip: IpAddr,
@@ -268,10 +251,7 @@ async fn session(
             }
             _ = ping.tick() => {
                 if pong_deadline.is_none() {
-                    let sent = timeout(w.write_timeout, w.sink.send(Message::Ping(Default::default()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        return Err(End::gone(None));
-                    }
+                    w.ping().await?;
                     pong_deadline = Some(Instant::now() + config.pong_timeout);
                 }
             }
@@ -287,7 +267,7 @@ async fn session(
                     return Err(killed(code));
                 }
             }
-            msg = source.next() => {
+            msg = w.socket.next() => {
                 // Any frame from the peer shows the connection is alive.
                 pong_deadline = None;
                 let text = match msg {
@@ -301,7 +281,7 @@ async fn session(
                         }
                         continue;
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => return Ok(()),
                     Some(Err(e)) => {
                         if is_too_large(&e) {
@@ -327,7 +307,7 @@ async fn session(
                 let (id, decoded, result) = handle(app, conn, ip, who, &text);
                 let ack = take_ack();
                 let frame = match &result {
-                    Ok(Some(reply)) => Some(Utf8Bytes::from(reply.to_text(id.as_ref()))),
+                    Ok(Some(reply)) => Some(Frame::message(reply, id.as_ref())),
                     Ok(None) => None,
                     Err(err) => Some(error_frame(&w.metrics, id.as_ref(), err)),
                 };
@@ -374,16 +354,8 @@ fn nonzero(n: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(n.max(1)).expect("at least one")
 }
 
-fn is_too_large(e: &axum::Error) -> bool {
-    use std::error::Error as _;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = s.downcast_ref::<tungstenite::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+fn is_too_large(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }
 
 enum FirstFrame {
@@ -394,12 +366,12 @@ enum FirstFrame {
 }
 
 /// The first data frame of a connection.
-async fn next_data(source: &mut Source) -> FirstFrame {
+async fn next_data(socket: &mut Socket) -> FirstFrame {
     loop {
-        match source.next().await {
+        match socket.next().await {
             Some(Ok(Message::Text(t))) => return FirstFrame::Text(t),
             Some(Ok(Message::Binary(_))) => return FirstFrame::Binary,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Err(e)) if is_too_large(&e) => return FirstFrame::TooLarge,
             Some(Ok(Message::Close(_)) | Err(_)) | None => return FirstFrame::Gone,
         }

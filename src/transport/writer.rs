@@ -1,34 +1,48 @@
-//! The writing half of a WebSocket session: replies, batches of outbox
-//! items with one flush, close frames, every write under a deadline and
-//! counted; and how a session's end maps to a close code.
+//! The writing side of a WebSocket session: replies, batches of outbox
+//! items written with one vectored write, close frames, every write under
+//! a deadline and counted; and how a session's end maps to a close code.
+//!
+//! Data frames arrive already encoded ([`Frame`]): the writer puts their
+//! bytes on the socket as they are, the same bytes for every subscriber.
+//! Control frames (ping, pong, close) go through tungstenite, which is
+//! flushed before any data frame so that the two never interleave.
 
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::{Buf, Bytes};
 use futures::SinkExt;
-use futures::stream::SplitSink;
+use tokio::io::AsyncWriteExt;
 use tokio::time::error::Elapsed;
 use tokio::time::{Instant, timeout};
 use tracing::debug;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, Utf8Bytes};
 
-use crate::delivery::{OutboxRx, Outgoing};
+use super::upgrade::Socket;
+use crate::delivery::{Frame, OutboxRx, Outgoing};
 use crate::error::Error;
 use crate::metrics::{Disconnect, Metrics};
 use crate::protocol::{Id, ServerMsg, close};
 
-/// Outbox items written per flush, so one busy connection cannot starve
+/// Outbox items written per write, so one busy connection cannot starve
 /// its own reads.
 const WRITE_BATCH: usize = 256;
+/// Buffers per vectored write (the system's limit is 1024).
+const MAX_SLICES: usize = 256;
+/// A drained queue of unsent frames keeps at most this many slots.
+const KEEP_SLOTS: usize = 16;
 
-pub type Sink = SplitSink<WebSocket, Message>;
-
-/// The writing half: every write has a deadline and is counted.
+/// A connection's socket with its deadline and counters.
 pub struct Writer {
-    pub sink: Sink,
+    pub socket: Socket,
     pub metrics: Metrics,
     pub write_timeout: Duration,
-    /// Emission times of the events in the batch being written (reused).
-    pub emitted: Vec<Instant>,
+    /// Frames taken from the outbox and not yet on the socket.
+    unsent: VecDeque<Bytes>,
+    /// The first unsent frame is partly written.
+    partial: bool,
 }
 
 /// Why the session ends, and the close frame to send once the connection
@@ -57,10 +71,67 @@ impl End {
 }
 
 impl Writer {
+    pub fn new(socket: Socket, metrics: Metrics, write_timeout: Duration) -> Writer {
+        Writer {
+            socket,
+            metrics,
+            write_timeout,
+            unsent: VecDeque::new(),
+            partial: false,
+        }
+    }
+
+    /// Puts every unsent frame on the socket, with as few vectored writes
+    /// as it allows. Tungstenite (a pong it owes) is flushed only between
+    /// whole frames. Cancel-safe: what was not written stays unsent.
+    async fn drain(&mut self) -> io::Result<()> {
+        while !self.unsent.is_empty() {
+            if !self.partial {
+                self.socket.flush().await.map_err(io::Error::other)?;
+            }
+            let slices: Vec<IoSlice<'_>> = self
+                .unsent
+                .iter()
+                .take(MAX_SLICES)
+                .map(|f| IoSlice::new(f))
+                .collect();
+            let mut n = self.socket.get_mut().write_vectored(&slices).await?;
+            drop(slices);
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            while n > 0 {
+                let front = &mut self.unsent[0];
+                if n >= front.len() {
+                    n -= front.len();
+                    self.unsent.pop_front();
+                    self.partial = false;
+                } else {
+                    front.advance(n);
+                    n = 0;
+                    self.partial = true;
+                }
+            }
+        }
+        if self.unsent.capacity() > KEEP_SLOTS {
+            self.unsent = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// Before a control frame: the rest of a frame cut short is written
+    /// (so the peer can still parse what follows), what is queued behind it
+    /// is dropped.
+    async fn finish_frame(&mut self) -> io::Result<()> {
+        self.unsent.truncate(usize::from(self.partial));
+        self.drain().await
+    }
+
     /// Sends one frame now (a reply or an error).
-    pub async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
+    pub async fn send(&mut self, frame: Frame) -> Result<(), End> {
         let len = frame.len() as u64;
-        written(deadline(self.write_timeout, self.sink.send(Message::Text(frame))).await)?;
+        self.unsent.push_back(frame.wire().clone());
+        written(deadline(self.write_timeout, self.drain()).await)?;
         self.metrics.messages_sent(1, len);
         Ok(())
     }
@@ -71,58 +142,50 @@ impl Writer {
     }
 
     /// Writes a command's reply together with whatever the command queued
-    /// for this connection (its pushes), with one flush: a command costs
-    /// one write, not one per message.
-    pub async fn reply(&mut self, frame: Utf8Bytes, rx: &mut OutboxRx) -> Result<(), End> {
-        let len = frame.len() as u64;
-        written(deadline(self.write_timeout, self.sink.feed(Message::Text(frame))).await)?;
-        self.metrics.messages_sent(1, len);
-        match rx.try_recv() {
-            Some(item) => self.batch(item, rx).await,
-            None => written(deadline(self.write_timeout, self.sink.flush()).await),
-        }
+    /// for this connection (its pushes), in one write: a command costs one
+    /// syscall, not one per message.
+    pub async fn reply(&mut self, frame: Frame, rx: &mut OutboxRx) -> Result<(), End> {
+        self.batch(Outgoing::Text(frame), rx).await
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch) with one
-    /// flush, then records how late each queue event reached the socket.
+    /// Writes `first` and whatever else is queued (up to a batch) in one
+    /// vectored write, then records how late each queue event reached the
+    /// socket.
     pub async fn batch(&mut self, first: Outgoing, rx: &mut OutboxRx) -> Result<(), End> {
-        let emitted = &mut self.emitted;
-        emitted.clear();
-        let (mut count, mut bytes) = (0u64, 0u64);
-        let mut next = Some(first);
+        let mut count = 0u64;
+        let mut emitted = Vec::new();
+        let mut bytes = 0u64;
         let mut closing = None;
-        let write = async {
-            for written in 1..=WRITE_BATCH {
-                let Some(item) = next.take() else { break };
-                let frame = match item {
-                    Outgoing::Text(frame) => frame,
-                    Outgoing::Event(frame, at) => {
-                        emitted.push(at);
-                        frame
-                    }
-                    Outgoing::Close(code, reason) => {
-                        closing = Some((code, reason));
-                        break;
-                    }
-                };
-                count += 1;
-                bytes += frame.len() as u64;
-                self.sink.feed(Message::Text(frame)).await?;
-                // Take the next item only if this batch will write it: what
-                // is taken out of the outbox must never be dropped.
-                if written < WRITE_BATCH {
-                    next = rx.try_recv();
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let frame = match item {
+                Outgoing::Text(frame) => frame,
+                Outgoing::Event(frame, at) => {
+                    emitted.push(at);
+                    frame
                 }
+                Outgoing::Close(code, reason) => {
+                    closing = Some((code, reason));
+                    break;
+                }
+            };
+            bytes += frame.len() as u64;
+            count += 1;
+            self.unsent.push_back(frame.wire().clone());
+            // Take the next item only if this batch will write it: what is
+            // taken out of the outbox must never be dropped.
+            if count < WRITE_BATCH as u64 {
+                next = rx.try_recv();
             }
-            self.sink.flush().await
-        };
-        written(deadline(self.write_timeout, write).await)?;
-        self.metrics.messages_sent(count, bytes);
-        if !self.emitted.is_empty() {
+        }
+        if count > 0 {
+            written(deadline(self.write_timeout, self.drain()).await)?;
+            self.metrics.messages_sent(count, bytes);
+        }
+        if !emitted.is_empty() {
             let now = Instant::now();
-            for at in &self.emitted {
-                self.metrics.push_latency(now - *at);
-            }
+            self.metrics
+                .push_latencies(emitted.iter().map(|at| now.saturating_duration_since(*at)));
         }
         if let Some((code, reason)) = closing {
             return Err(End::close(Disconnect::CaseEnded, code, reason));
@@ -130,16 +193,32 @@ impl Writer {
         Ok(())
     }
 
+    /// Sends a ping.
+    pub async fn ping(&mut self) -> Result<(), End> {
+        let sent = timeout(self.write_timeout, async {
+            self.drain().await?;
+            self.socket
+                .send(Message::Ping(Bytes::new()))
+                .await
+                .map_err(io::Error::other)
+        })
+        .await;
+        written(sent)
+    }
+
     /// Sends a close frame after whatever is still buffered, within the
     /// write deadline, so a slow reader still learns why it was closed.
     pub async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = Message::Close(Some(CloseFrame {
-            code,
+            code: code.into(),
             reason: Utf8Bytes::from_static(reason),
         }));
         let _ = timeout(self.write_timeout, async {
-            let _ = self.sink.send(frame).await;
-            let _ = self.sink.close().await;
+            if self.finish_frame().await.is_err() {
+                return;
+            }
+            let _ = self.socket.send(frame).await;
+            let _ = SinkExt::close(&mut self.socket).await;
         })
         .await;
     }
@@ -173,14 +252,14 @@ pub async fn deadline<F: Future>(limit: Duration, f: F) -> Result<F::Output, Ela
 }
 
 /// An `error` message, counted.
-pub fn error_frame(metrics: &Metrics, id: Option<&Id>, err: &Error) -> Utf8Bytes {
+pub fn error_frame(metrics: &Metrics, id: Option<&Id>, err: &Error) -> Frame {
     metrics.error_sent(err.code);
     debug!(code = ?err.code, "error reply");
     let msg = ServerMsg::Error {
         code: err.code,
         message: err.message.clone(),
     };
-    Utf8Bytes::from(msg.to_text(id))
+    Frame::message(&msg, id)
 }
 
 /// The end of a connection told to close by the broker (its outbox

@@ -877,3 +877,51 @@ async fn the_broker_survives_the_abuse() {
     assert_eq!(status, 200);
     alice.sync().await;
 }
+
+#[tokio::test]
+async fn malformed_websocket_handshakes_get_a_clear_error() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let good = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    // Each case leaves out or spoils one header of a good handshake.
+    let cases: [(&str, Option<&str>, &str); 5] = [
+        ("connection", None, "Connection: upgrade"),
+        ("connection", Some("keep-alive"), "Connection: upgrade"),
+        ("upgrade", Some("h2c"), "Upgrade: websocket"),
+        (
+            "sec-websocket-version",
+            Some("8"),
+            "Sec-WebSocket-Version: 13",
+        ),
+        ("sec-websocket-key", None, "Sec-WebSocket-Key"),
+    ];
+    for (spoiled, value, named) in cases {
+        let mut req = http.get(server.url("/v1/ws"));
+        for (name, v) in good {
+            if name != spoiled {
+                req = req.header(name, v);
+            } else if let Some(v) = value {
+                req = req.header(name, v);
+            }
+        }
+        let resp = tokio::time::timeout(WAIT, req.send())
+            .await
+            .expect("answer in time")
+            .expect("an HTTP answer");
+        assert_eq!(resp.status().as_u16(), 400, "{spoiled}={value:?}");
+        let body: Value = resp.json().await.expect("a JSON error body");
+        assert_eq!(body["code"], "bad_request", "{spoiled}={value:?}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(named),
+            "{spoiled}={value:?}: the message names what is wrong: {body}"
+        );
+    }
+    // The broker still upgrades a good handshake.
+    let mut ok = server.customer().await;
+    ok.sync().await;
+}
