@@ -80,6 +80,8 @@ struct Writer {
     /// Per shard: the position of its last stored image (journal entries
     /// before the smallest of them are no longer needed).
     positions: Vec<Option<u64>>,
+    /// Where one entry is encoded before it joins its group's row.
+    scratch: Vec<u8>,
 }
 
 impl Journal {
@@ -125,6 +127,7 @@ impl Journal {
                 })
                 .collect(),
             positions,
+            scratch: Vec::new(),
         };
         let releaser = std::thread::Builder::new()
             .name("casebroker-release".into())
@@ -198,26 +201,62 @@ struct EntryRef<'a> {
     batches: &'a [Batch],
 }
 
-/// A stored group's commits: their effects and acknowledgements.
-type Released = Vec<(usize, Vec<Effect>, Arc<Ack>)>;
+/// A stored group's commits: their effects and acknowledgements, and the
+/// stored changes themselves, freed off the writer's path.
+type Released = Vec<(usize, Vec<Effect>, Arc<Ack>, Vec<Batch>)>;
 
 /// Hands each stored group's effects to delivery and acknowledges its
 /// commands, in the order the groups were stored.
 fn release(groups: Receiver<Released>, deliver: Arc<dyn Deliver>) {
     for group in groups {
-        for (shard, mut effects, ack) in group {
+        for (shard, mut effects, ack, batches) in group {
             if !effects.is_empty() {
                 deliver.deliver(shard, &mut effects);
             }
             ack.finish(true);
+            drop(batches);
         }
+    }
+}
+
+/// A group's journal row, built as entries come: the bytes postcard
+/// gives for `Vec<(u64, &[u8])>` (each entry's position and encoding),
+/// without copying an entry twice.
+#[derive(Default)]
+struct Row {
+    /// The entries, without the leading count.
+    body: Vec<u8>,
+    entries: usize,
+    /// The largest position in the row: its key.
+    last: Option<u64>,
+}
+
+impl Row {
+    /// Appends one entry; returns the bytes it added.
+    fn push(&mut self, id: u64, entry: &[u8]) -> usize {
+        let before = self.body.len();
+        self.body = postcard::to_extend(&(id, entry), std::mem::take(&mut self.body))
+            .expect("entries encode");
+        self.entries += 1;
+        self.last = self.last.max(Some(id));
+        self.body.len() - before
+    }
+
+    /// The whole row: the count, then the entries.
+    fn bytes(&self) -> Vec<u8> {
+        let mut count = [0u8; 10];
+        let count = postcard::to_slice(&self.entries, &mut count).expect("a count fits 10 bytes");
+        let mut out = Vec::with_capacity(count.len() + self.body.len());
+        out.extend_from_slice(count);
+        out.extend_from_slice(&self.body);
+        out
     }
 }
 
 /// One group, encoded and ready to write.
 #[derive(Default)]
 struct Group {
-    entries: Vec<(u64, Vec<u8>)>,
+    row: Row,
     images: Vec<Capture>,
     /// The commits to release once stored, in order.
     released: Released,
@@ -273,12 +312,16 @@ impl Writer {
                         company: &self.companies[shard].0,
                         batches: &batches,
                     };
-                    let bytes = postcard::to_allocvec(&entry).expect("changes encode");
+                    // Encoded once into a reused buffer, then appended to
+                    // the row behind its position and length.
+                    self.scratch.clear();
+                    let scratch = std::mem::take(&mut self.scratch);
+                    let scratch = postcard::to_extend(&entry, scratch).expect("changes encode");
+                    group.bytes += group.row.push(id, &scratch);
+                    self.scratch = scratch;
                     group.changes += batches.iter().map(Vec::len).sum::<usize>();
-                    group.bytes += bytes.len();
-                    group.entries.push((id, bytes));
                 }
-                group.released.push((shard, effects, ack));
+                group.released.push((shard, effects, ack, batches));
             }
             Msg::Image(capture) => {
                 group.bytes += capture.upserts.len() * 512;
@@ -291,7 +334,7 @@ impl Writer {
     /// Writes a group in one durable transaction, retrying until it is
     /// stored; changes are refused meanwhile.
     fn store(&mut self, group: &Group) {
-        if group.entries.is_empty() && group.images.is_empty() {
+        if group.row.entries == 0 && group.images.is_empty() {
             return;
         }
         let mut pause = Duration::from_millis(100);
@@ -335,14 +378,10 @@ impl Writer {
             let mut journal = txn.open_table(JOURNAL).map_err(|x| e(&x))?;
             // One row per group, keyed by its largest position: a row
             // below a position holds only entries below it.
-            if let Some(last) = group.entries.iter().map(|(id, _)| *id).max() {
-                let row: Vec<(u64, &[u8])> = group
-                    .entries
-                    .iter()
-                    .map(|(id, bytes)| (*id, bytes.as_slice()))
-                    .collect();
-                let bytes = postcard::to_allocvec(&row).map_err(|x| e(&x))?;
-                journal.insert(last, bytes.as_slice()).map_err(|x| e(&x))?;
+            if let Some(last) = group.row.last {
+                journal
+                    .insert(last, group.row.bytes().as_slice())
+                    .map_err(|x| e(&x))?;
             }
             if !group.images.is_empty() {
                 self.write_images(&txn, group)?;
@@ -405,5 +444,28 @@ impl Writer {
                 .map_err(|x| e(&x))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Row;
+
+    #[test]
+    fn a_row_is_what_postcard_gives_for_its_entries() {
+        let big = vec![7u8; 300];
+        let entries: Vec<(u64, &[u8])> = vec![(5, b"ab"), (300, &big), (1 << 40, b"")];
+        let mut row = Row::default();
+        for (id, bytes) in &entries {
+            row.push(*id, bytes);
+        }
+        assert_eq!(row.bytes(), postcard::to_allocvec(&entries).unwrap());
+        assert_eq!(row.last, Some(1 << 40));
+        let many: Vec<(u64, &[u8])> = (0..200).map(|i| (i, b"x".as_slice())).collect();
+        let mut row = Row::default();
+        for (id, bytes) in &many {
+            row.push(*id, bytes);
+        }
+        assert_eq!(row.bytes(), postcard::to_allocvec(&many).unwrap());
     }
 }
