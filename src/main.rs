@@ -173,7 +173,17 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn print_demo(addr: SocketAddr) {
+fn print_demo(listening: SocketAddr) {
+    // A browser cannot open the unspecified address; the loopback one on
+    // the same port reaches the broker too.
+    let mut addr = listening;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
     println!(
         r#"
 casebroker is running on the built-in demo config (pass --config FILE for yours).
@@ -183,7 +193,13 @@ casebroker is running on the built-in demo config (pass --config FILE for yours)
            bob             token: {DEMO_AGENT_TOKEN}
   module   {DEMO_MODULE_KEY}  (group support)
 
-Try it:
+In a browser:
+  agent dashboard  http://{addr}/
+                   sign in with the token {DEMO_ADMIN_TOKEN} (alice) or {DEMO_AGENT_TOKEN} (bob)
+  customer page    http://{addr}/help/{DEMO_MODULE_KEY}
+                   open it in another window, ask for help, take the case on the dashboard
+
+Or from a terminal:
   # a customer asks for help (HTTP), and gets a session code
   curl -s -X POST http://{addr}/v1/help -d '{{"module":"{DEMO_MODULE_KEY}","name":"Ana"}}'
   # the queue, as alice sees it

@@ -19,6 +19,8 @@ mod hostile;
 mod http_api;
 #[path = "integration/line.rs"]
 mod line;
+#[path = "integration/pages.rs"]
+mod pages;
 #[path = "integration/queue.rs"]
 mod queue;
 #[path = "integration/sessions.rs"]

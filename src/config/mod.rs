@@ -61,9 +61,9 @@ pub struct Config {
     /// How long shutdown waits for connections to close. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Browser origins allowed to open a WebSocket. Clients that send no
-    /// `Origin` are always accepted. Default `["http://localhost:8080",
-    /// "http://127.0.0.1:8080"]`.
+    /// Browser origins allowed to open a WebSocket, besides the broker's
+    /// own (its pages). Clients that send no `Origin` are always accepted.
+    /// Default `["http://localhost:8080", "http://127.0.0.1:8080"]`.
     pub allowed_origins: Vec<String>,
     /// Digits in a session code: 8 (`s12-345-678`, default) or 11.
     pub code_digits: usize,

@@ -1,6 +1,7 @@
 //! The HTTP side of the one listener: the WebSocket upgrade at `/v1/ws`,
-//! the JSON API of PROTOCOL.md, `/metrics` and `/healthz`. Errors use the
-//! same `{code, message}` body as WebSocket errors, with a matching status.
+//! the JSON API of PROTOCOL.md, `/metrics`, `/healthz` and the browser
+//! pages (`pages`). Errors use the same `{code, message}` body as WebSocket
+//! errors, with a matching status.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ pub fn app(state: App) -> Router {
         .route("/v1/agents", get(agents))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .merge(super::pages::routes())
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })
         .method_not_allowed_fallback(|| async {
             let body = json!({ "code": ErrorCode::BadRequest, "message": "method not allowed" });
@@ -109,10 +111,11 @@ async fn ws_upgrade(
     // Browsers always send Origin; other clients need not.
     if let Some(origin) = headers.get(header::ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|o| {
-            config
-                .allowed_origins
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(o))
+            same_origin(o, &headers)
+                || config
+                    .allowed_origins
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
         });
         if !allowed {
             app.broker.metrics().refused("origin");
@@ -145,6 +148,27 @@ async fn ws_upgrade(
             super::session::run(socket, app, ip, permit).await
         })
     })
+}
+
+/// Whether `origin` is the broker's own, as the browser reached it: the
+/// `Host` of this request behind `http://` (or `https://`, through a proxy
+/// that terminates TLS). The pages the broker serves connect from there.
+/// A page elsewhere cannot forge it: browsers set both headers themselves,
+/// and a client that can set them could as well send no `Origin` at all.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    !host.is_empty()
+        && ["http://", "https://"].iter().any(|scheme| {
+            origin.len() == scheme.len() + host.len()
+                && origin
+                    .get(..scheme.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+                && origin
+                    .get(scheme.len()..)
+                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
+        })
 }
 
 async fn create_case(

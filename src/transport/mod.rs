@@ -1,10 +1,11 @@
 //! The outside of the broker: the accept loop, the HTTP routes, the
-//! WebSocket sessions and the per-address guard.
+//! browser pages, the WebSocket sessions and the per-address guard.
 
 pub mod api_error;
 pub mod dispatch;
 pub mod guard;
 pub mod http;
+pub mod pages;
 pub mod server;
 pub mod session;
 pub mod upgrade;

@@ -1,0 +1,92 @@
+//! The agent dashboard and the customer help page in a real browser: a
+//! broker on 127.0.0.1:0, and `tests/browser/e2e.mjs` driving Debian's
+//! Chromium through Playwright against it, end to end. The screenshots it
+//! takes land in `target/screenshots/`, or in the folder `SCREENSHOTS`
+//! names (`SCREENSHOTS=docs` refreshes the README's). Without Chromium or the test's node_modules the
+//! test fails and says how to install them (`.ci/run` does).
+
+mod util;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::util::*;
+
+/// The whole browser run, Chromium start included, stays under this.
+const BROWSER_RUN: Duration = Duration::from_secs(240);
+
+const INSTALL: &str = "install them with `apt-get install -y chromium nodejs npm` and \
+                       `npm ci` in tests/browser (.ci/run does both)";
+
+/// Node, Chromium and playwright-core, or a message saying what is missing.
+fn prerequisites(root: &Path, chromium: &str) -> Result<(), String> {
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !node.is_ok_and(|s| s.success()) {
+        return Err(format!("node is not installed; {INSTALL}"));
+    }
+    if !Path::new(chromium).exists() {
+        return Err(format!("{chromium} is missing; {INSTALL}"));
+    }
+    let playwright = root.join("tests/browser/node_modules/playwright-core/package.json");
+    if !playwright.exists() {
+        return Err(format!(
+            "{} is missing; {INSTALL}",
+            playwright.parent().unwrap().display()
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_help_page_in_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if let Err(missing) = prerequisites(root, &chromium) {
+        panic!("the browser test cannot run: {missing}");
+    }
+    let docs = match std::env::var("SCREENSHOTS") {
+        Ok(dir) => root.join(dir),
+        Err(_) => root.join("target/screenshots"),
+    };
+    std::fs::create_dir_all(&docs).expect("create the screenshot folder");
+
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    let run = Command::new("node")
+        .arg(root.join("tests/browser/e2e.mjs"))
+        .args(["--url", &url])
+        .args(["--admin-token", ALICE, "--admin-name", "Alice"])
+        .args(["--agent-token", BOB, "--agent-name", "Bob"])
+        .args(["--module", MODULE])
+        .arg("--screenshots")
+        .arg(&docs)
+        .args(["--chromium", &chromium])
+        .current_dir(root.join("tests/browser"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(BROWSER_RUN, run)
+        .await
+        .unwrap_or_else(|_| panic!("the browser run took longer than {BROWSER_RUN:?}"))
+        .expect("start node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser run failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+    for shot in ["dashboard.png", "help.png"] {
+        let meta = std::fs::metadata(docs.join(shot)).expect(shot);
+        assert!(meta.len() > 10_000, "{shot} looks empty");
+    }
+    server.shutdown().await;
+}

@@ -1,0 +1,238 @@
+// The open case on the dashboard: its details, the live state of both seats,
+// what this agent may do with it (assign, return to the queue, close,
+// delete, leave), and the chat with its transcript.
+
+import { el, fill, rerender, chatLine, dateTime, isOpen, STATUS_LABELS } from './dom.js';
+
+const ENDED_TEXT = {
+  closed: 'This case is closed. The session has ended.',
+  expired: 'This case expired. The session has ended.',
+  deleted: 'This case was deleted.',
+  reassigned: 'This case was given to another agent; you left its session.',
+};
+
+export class CasePanel {
+  /**
+   * `actions`: `assign(code, agentId)`, `unassign(code)`, `close(code)`,
+   * `remove(code)`, `leave(code)`, `send(code, text)` (resolves true when
+   * sent), `hide()`.
+   */
+  constructor(root, actions) {
+    this.root = root;
+    this.actions = actions;
+    this.code = null;
+    this.shownLines = 0;
+    this.actionsKey = '';
+    this.parts = null;
+    this.#placeholder();
+  }
+
+  #placeholder() {
+    this.code = null;
+    this.parts = null;
+    fill(
+      this.root,
+      el('h2', { id: 'case-heading', text: 'Open case' }),
+      el('p', { class: 'muted', text: 'No case open. Take a case from the queue to join its session.' }),
+    );
+  }
+
+  /** The code of the case shown, or null. */
+  get shown() {
+    return this.code;
+  }
+
+  /** Draws the case `state.openCode` with its session. */
+  render(state) {
+    const code = state.openCode;
+    if (!code) {
+      if (this.code) this.#placeholder();
+      return;
+    }
+    const session = state.sessions.get(code);
+    const c = state.cases.get(code) || session?.lastCase;
+    if (!c) {
+      if (this.code) this.#placeholder();
+      return;
+    }
+    if (code !== this.code) this.#build(code);
+    const p = this.parts;
+    p.title.textContent = c.name || 'Untitled case';
+    this.#details(c, state);
+    this.#seats(c, state);
+    this.#actions(c, session, state);
+    const ended = session?.ended || (!isOpen(c) ? c.status : null);
+    p.ended.hidden = !ended;
+    p.ended.textContent = ended ? ENDED_TEXT[ended] || 'The session has ended.' : '';
+    const joined = Boolean(session?.joined) && !ended;
+    p.viewOnly.hidden = joined || Boolean(ended);
+    p.input.disabled = !joined;
+    p.send.disabled = !joined;
+    this.#lines(session);
+  }
+
+  #build(code) {
+    this.code = code;
+    this.shownLines = 0;
+    this.actionsKey = '';
+    const inputId = 'chat-message';
+    const p = {
+      title: el('p', { class: 'case-title' }),
+      ended: el('p', { class: 'ended', role: 'status' }),
+      viewOnly: el('p', {
+        class: 'muted',
+        text: 'You are not in this session. Take the case to chat with the customer.',
+      }),
+      details: el('dl', { class: 'details' }),
+      seats: el('ul', { class: 'seats', 'aria-label': 'Seats' }),
+      actions: el('div', { class: 'actions', role: 'group', 'aria-label': 'Case actions' }),
+      log: el('ol', { class: 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Chat transcript' }),
+      input: el('textarea', { id: inputId, name: 'message', rows: 2, maxlength: 4000, required: true }),
+      send: el('button', { type: 'submit', class: 'primary', text: 'Send' }),
+    };
+    p.input.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        p.form.requestSubmit();
+      }
+    });
+    p.form = el(
+      'form',
+      {
+        class: 'chat-form',
+        on: {
+          submit: async (ev) => {
+            ev.preventDefault();
+            const text = p.input.value.trim();
+            if (!text) return;
+            if (await this.actions.send(code, text)) p.input.value = '';
+          },
+        },
+      },
+      el('label', { for: inputId, text: 'Message' }),
+      el('div', { class: 'chat-row' }, p.input, p.send),
+    );
+    this.parts = p;
+    fill(
+      this.root,
+      el(
+        'div',
+        { class: 'case-head' },
+        el('h2', { id: 'case-heading' }, 'Case ', el('code', { text: code })),
+        el('button', {
+          type: 'button',
+          class: 'small',
+          text: 'Hide',
+          'aria-label': 'Hide the open case',
+          on: { click: () => this.actions.hide() },
+        }),
+      ),
+      p.title,
+      p.ended,
+      p.viewOnly,
+      p.details,
+      el('h3', { text: 'Seats' }),
+      p.seats,
+      p.actions,
+      el('h3', { text: 'Chat' }),
+      p.log,
+      p.form,
+    );
+  }
+
+  #details(c, state) {
+    const agentName = (id) => (id ? state.agents.get(id)?.name || id : 'Unassigned');
+    const row = (term, value, cls) =>
+      value ? [el('dt', { text: term }), el('dd', { class: cls, text: value })] : null;
+    fill(
+      this.parts.details,
+      el('dt', { text: 'Status' }),
+      el('dd', {}, el('span', { class: `badge ${c.status}`, text: STATUS_LABELS[c.status] || c.status })),
+      row('Customer', c.customer?.name || '—'),
+      row('Email', c.customer?.email),
+      row('Group', c.group),
+      row('Source', c.source),
+      row('Assignee', agentName(c.assignee)),
+      row('Created', dateTime(c.created_at)),
+      c.closed_at ? row('Closed', `${dateTime(c.closed_at)} by ${agentName(c.closed_by) || c.closed_by}`) : null,
+      row('Description', c.description, 'description'),
+    );
+  }
+
+  #seats(c, state) {
+    const seat = (on, text) =>
+      el('li', { class: on ? 'seat on' : 'seat off' }, el('span', { class: 'dot', 'aria-hidden': 'true' }), text);
+    const name = c.assignee ? state.agents.get(c.assignee)?.name || c.assignee : null;
+    const supporter = !name
+      ? 'Supporter: nobody assigned'
+      : `Supporter: ${name} ${c.supporter_connected ? 'is in the session' : 'is not in the session'}`;
+    fill(
+      this.parts.seats,
+      seat(c.customer_connected, `Customer: ${c.customer_connected ? 'connected' : 'not connected'}`),
+      seat(c.supporter_connected, supporter),
+    );
+  }
+
+  #actions(c, session, state) {
+    const { me } = state;
+    const open = isOpen(c);
+    const mineOrFree = !c.assignee || c.assignee === me.id;
+    const members = [...state.agents.values()].filter((a) => a.groups.includes(c.group));
+    const canAssign = open && (me.admin || mineOrFree);
+    const canReturn = open && c.assignee && (me.admin || c.assignee === me.id);
+    const canClose = open && (me.admin || c.assignee === me.id || c.created_by === me.id);
+    const joined = Boolean(session?.joined) && !session?.ended && open;
+    const key = JSON.stringify([c.code, c.assignee, canAssign, canReturn, canClose, joined, me.admin,
+      members.map((a) => a.id)]);
+    if (key === this.actionsKey) return;
+    this.actionsKey = key;
+    const box = this.parts.actions;
+    const keep = box.querySelector('select')?.value;
+    rerender(box, () => {
+      const controls = [];
+      if (canAssign && members.length) {
+        const select = el(
+          'select',
+          { id: 'assign-to', dataset: { key: 'assign-to' } },
+          members.map((a) => el('option', { value: a.id, text: a.name })),
+        );
+        const fallback = members.find((a) => a.id !== c.assignee)?.id;
+        select.value = keep && keep !== c.assignee && members.some((a) => a.id === keep) ? keep : fallback || members[0].id;
+        controls.push(
+          el(
+            'span',
+            { class: 'assign' },
+            el('label', { for: 'assign-to', text: 'Assign to' }),
+            select,
+            el('button', {
+              type: 'button',
+              dataset: { key: 'assign' },
+              text: 'Assign',
+              on: { click: () => this.actions.assign(c.code, select.value) },
+            }),
+          ),
+        );
+      }
+      const button = (text, keyName, fn, cls) =>
+        el('button', { type: 'button', class: cls, dataset: { key: keyName }, text, on: { click: fn } });
+      if (canReturn) controls.push(button('Return to queue', 'return', () => this.actions.unassign(c.code)));
+      if (joined) controls.push(button('Leave session', 'leave', () => this.actions.leave(c.code)));
+      if (canClose) controls.push(button('Close case', 'close', () => this.actions.close(c.code), 'primary'));
+      if (me.admin) controls.push(button('Delete', 'delete', () => this.actions.remove(c.code), 'danger'));
+      fill(box, controls);
+    });
+  }
+
+  #lines(session) {
+    const lines = session?.messages || [];
+    if (lines.length < this.shownLines) {
+      fill(this.parts.log);
+      this.shownLines = 0;
+    }
+    for (const line of lines.slice(this.shownLines)) {
+      this.parts.log.appendChild(chatLine(line, { mine: line.mine }));
+    }
+    if (lines.length > this.shownLines) this.parts.log.scrollTop = this.parts.log.scrollHeight;
+    this.shownLines = lines.length;
+  }
+}

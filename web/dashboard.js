@@ -1,0 +1,449 @@
+// The agent dashboard: sign-in with an agent token (kept for this tab only),
+// the live queue from `subscribe` with exact resume after a dropped
+// connection, the open case and its chat, the agents panel, alerts for new
+// cases, and new cases by hand. It uses only the public protocol: the
+// WebSocket for everything live, the HTTP API for the agents list and
+// transcripts.
+
+import { byId, el, fill, flash, isOpen } from './dom.js';
+import { Socket } from './socket.js';
+import { Alerts } from './alerts.js';
+import { QueueView } from './queue.js';
+import { CasePanel } from './casepanel.js';
+
+const TOKEN_KEY = 'casebroker.token';
+
+const CONNECTION_TEXT = {
+  connecting: 'Connecting…',
+  live: 'Live',
+  reconnecting: 'Connection lost. Reconnecting…',
+};
+
+const state = {
+  token: null,
+  /** The signed-in agent, from `welcome`. */
+  me: null,
+  /** code → case (agent view), as the queue stream last said. */
+  cases: new Map(),
+  /** Where this dashboard is in its company's stream. */
+  epoch: null,
+  seq: 0,
+  /** id → agent status. */
+  agents: new Map(),
+  /** code → { code, joined, ended, messages, lastCase }. */
+  sessions: new Map(),
+  openCode: null,
+  presence: 'available',
+};
+
+let socket = null;
+const alerts = new Alerts('Queue · casebroker');
+const notice = byId('notice');
+
+const queue = new QueueView({
+  rows: byId('queue-rows'),
+  counts: byId('counts'),
+  empty: byId('queue-empty'),
+  status: byId('filter-status'),
+  group: byId('filter-group'),
+  mine: byId('filter-mine'),
+  onAction: (action, code) => {
+    if (action === 'view') view(code);
+    else take(code, action === 'takeover');
+  },
+  onFilter: () => render(),
+});
+
+const panel = new CasePanel(byId('case-panel'), {
+  assign: (code, assignee) =>
+    command({ type: 'assign', code, assignee }, `Case ${code} assigned to ${agentName(assignee)}.`),
+  unassign: (code) => command({ type: 'assign', code, assignee: null }, `Case ${code} is back in the queue.`),
+  close: (code) => command({ type: 'close', code }, `Case ${code} closed.`),
+  remove: (code) => {
+    if (!window.confirm(`Delete case ${code} and its transcript? This cannot be undone.`)) return;
+    command({ type: 'delete', code }, `Case ${code} deleted.`);
+  },
+  leave: async (code) => {
+    if (await command({ type: 'leave', code }, `You left the session of ${code}.`)) {
+      session(code).joined = false;
+      render();
+    }
+  },
+  send: async (code, text) => {
+    const reply = await command({ type: 'chat', code, text });
+    if (!reply) return false;
+    const from = { role: 'agent', name: state.me.name };
+    const s = session(code);
+    const line = { from, text, at: new Date().toISOString(), mine: true };
+    s.messages.push(line);
+    if (s.incoming) s.incoming.push(line);
+    render();
+    return true;
+  },
+  hide: () => {
+    state.openCode = null;
+    render();
+    byId('queue-heading').focus();
+  },
+});
+
+function agentName(id) {
+  return state.agents.get(id)?.name || id;
+}
+
+function session(code) {
+  let s = state.sessions.get(code);
+  if (!s) {
+    s = { code, joined: false, ended: null, messages: [], lastCase: null, incoming: null };
+    state.sessions.set(code, s);
+  }
+  return s;
+}
+
+/** Runs a command; shows `done` or the refusal. Resolves with the reply or null. */
+async function command(msg, done) {
+  try {
+    const reply = await socket.request(msg);
+    if (done) flash(notice, done);
+    return reply;
+  } catch (e) {
+    flash(notice, `Could not ${msg.type.replace('_', ' ')}: ${e.message}`);
+    return null;
+  }
+}
+
+/** A GET of the HTTP API as the signed-in agent; null when refused. */
+async function api(path) {
+  try {
+    const r = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
+    return r.ok ? await r.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+// ---- rendering
+
+let renderQueued = false;
+
+/** Redraws soon, once for a burst of changes. */
+function render() {
+  if (renderQueued) return;
+  renderQueued = true;
+  setTimeout(() => {
+    renderQueued = false;
+    draw();
+  }, 0);
+}
+
+function draw() {
+  if (!state.me) return;
+  queue.render(state);
+  panel.render(state);
+  renderAgents();
+  let waiting = 0;
+  for (const c of state.cases.values()) if (isOpen(c) && !c.assignee) waiting += 1;
+  alerts.setWaiting(waiting);
+}
+
+function renderAgents() {
+  const list = [...state.agents.values()];
+  fill(
+    byId('agents'),
+    list.map((a) =>
+      el(
+        'li',
+        { class: `agent ${a.online ? 'online' : 'offline'} ${a.presence}` },
+        el('span', { class: 'dot', 'aria-hidden': 'true' }),
+        el('span', { class: 'name', text: a.id === state.me.id ? `${a.name} (you)` : a.name }),
+        el('span', { class: 'state', text: a.online ? (a.presence === 'away' ? 'Away' : 'Available') : 'Offline' }),
+        el('span', { class: 'load', text: `${a.open_cases} / ${a.max_cases} cases` }),
+      ),
+    ),
+  );
+}
+
+function showConnection(s) {
+  const node = byId('connection');
+  node.textContent = CONNECTION_TEXT[s] || '';
+  node.dataset.state = s;
+  node.hidden = !CONNECTION_TEXT[s];
+}
+
+function showPresence() {
+  byId('presence-available').setAttribute('aria-pressed', String(state.presence === 'available'));
+  byId('presence-away').setAttribute('aria-pressed', String(state.presence === 'away'));
+}
+
+// ---- the live queue
+
+/** Subscribes, resuming exactly where this dashboard left off when it can. */
+async function subscribe() {
+  const msg = { type: 'subscribe' };
+  if (state.epoch !== null) msg.resume = { epoch: state.epoch, seq: state.seq };
+  const reply = await socket.request(msg);
+  if (reply.type === 'snapshot') {
+    state.cases = new Map(reply.cases.map((c) => [c.code, c]));
+    state.epoch = reply.epoch;
+    state.seq = reply.seq;
+  }
+  // After `resumed`, the missed events follow; `seq` moves with each.
+  document.body.dataset.sync = reply.type;
+  render();
+}
+
+function onEvent(ev) {
+  if (ev.epoch !== state.epoch || ev.seq <= state.seq) return;
+  state.seq = ev.seq;
+  const c = ev.case;
+  if (ev.action === 'deleted') {
+    state.cases.delete(c.code);
+    const s = state.sessions.get(c.code);
+    if (s) {
+      s.lastCase = c;
+      s.ended = 'deleted';
+      s.joined = false;
+    }
+  } else {
+    state.cases.set(c.code, c);
+    const s = state.sessions.get(c.code);
+    if (s) s.lastCase = c;
+  }
+  if (ev.action === 'created' && isOpen(c) && !c.assignee && c.created_by !== state.me.id) {
+    const who = c.customer?.name ? ` from ${c.customer.name}` : '';
+    alerts.newCase('A new case is waiting', `${c.name || c.code}${who}`);
+  }
+  render();
+}
+
+// ---- sessions
+
+/** Loads the kept chat lines of a case, keeping lines pushed meanwhile. */
+async function loadTranscript(code) {
+  const s = session(code);
+  s.incoming = [];
+  const body = await api(`/v1/cases/${encodeURIComponent(code)}/transcript`);
+  const pushed = s.incoming;
+  s.incoming = null;
+  if (!body) return;
+  const kept = body.messages.map((m) => ({
+    ...m,
+    mine: m.from?.role === 'agent' && m.from?.name === state.me.name,
+  }));
+  const known = (m) =>
+    kept.some((k) => k.from?.role === m.from?.role && k.text === m.text &&
+      Math.abs(Date.parse(k.at) - Date.parse(m.at)) < 10_000);
+  s.messages = kept.concat(pushed.filter((m) => !known(m)));
+  render();
+}
+
+/** Joins a case (claiming it when unassigned) and opens it. */
+async function take(code, takeover) {
+  const msg = { type: 'join', code };
+  if (takeover) {
+    if (!window.confirm(`Take case ${code} over from ${agentName(state.cases.get(code)?.assignee)}?`)) return;
+    msg.takeover = true;
+  }
+  const reply = await command(msg);
+  if (!reply) return;
+  const s = session(code);
+  s.joined = true;
+  s.ended = null;
+  s.lastCase = reply.case;
+  state.openCode = code;
+  render();
+  await loadTranscript(code);
+  setTimeout(() => byId('chat-message')?.focus(), 0);
+}
+
+/** Opens a case without joining its session. */
+async function view(code) {
+  state.openCode = code;
+  session(code).lastCase = state.cases.get(code) || null;
+  render();
+  await loadTranscript(code);
+}
+
+/** After a reconnection: takes the seats this dashboard held again. */
+async function rejoin() {
+  for (const s of state.sessions.values()) {
+    if (!s.joined || s.ended) continue;
+    try {
+      await socket.request({ type: 'join', code: s.code });
+      await loadTranscript(s.code);
+    } catch (e) {
+      if (e.code === 'unavailable') throw e;
+      s.joined = false;
+      flash(notice, `Could not rejoin case ${s.code}: ${e.message}`);
+    }
+  }
+}
+
+function onPush(msg) {
+  switch (msg.type) {
+    case 'event':
+      onEvent(msg);
+      break;
+    case 'agent':
+      state.agents.set(msg.agent.id, msg.agent);
+      render();
+      break;
+    case 'status': {
+      const c = state.cases.get(msg.code);
+      if (c) {
+        c.status = msg.status;
+        c.customer_connected = msg.customer_connected;
+        c.supporter_connected = msg.supporter_connected;
+      }
+      render();
+      break;
+    }
+    case 'chat': {
+      const s = session(msg.code);
+      const line = { from: msg.from, text: msg.text, at: msg.at, mine: false };
+      s.messages.push(line);
+      if (s.incoming) s.incoming.push(line);
+      render();
+      break;
+    }
+    case 'ended': {
+      const s = session(msg.code);
+      s.ended = msg.reason;
+      s.joined = false;
+      render();
+      break;
+    }
+    case 'error':
+      flash(notice, msg.message);
+      break;
+    default:
+      break;
+  }
+}
+
+async function onWelcome(welcome) {
+  state.me = welcome.agent;
+  fill(byId('me'), state.me.name, state.me.admin ? el('span', { class: 'role', text: 'admin' }) : null);
+  fillGroups();
+  await subscribe();
+  if (state.presence === 'away') await socket.request({ type: 'presence', state: 'away' });
+  const body = await api('/v1/agents');
+  if (body) state.agents = new Map(body.agents.map((a) => [a.id, a]));
+  await rejoin();
+  render();
+}
+
+// ---- sign-in and the controls
+
+function fillGroups() {
+  const select = byId('nc-group');
+  const keep = select.value;
+  fill(select, state.me.groups.map((g) => el('option', { value: g, text: g })));
+  if (state.me.groups.includes(keep)) select.value = keep;
+}
+
+function start(token) {
+  state.token = token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  byId('signin').hidden = true;
+  byId('app').hidden = false;
+  byId('account').hidden = false;
+  socket = new Socket({
+    hello: () => ({ type: 'hello', role: 'agent', token: state.token }),
+    onWelcome,
+    onPush,
+    onState: showConnection,
+    onRefused: (e) => signOut(e.code === 'unauthorized' ? 'This token was not accepted.' : e.message),
+  });
+  socket.start();
+}
+
+function signOut(error) {
+  socket?.stop();
+  socket = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  Object.assign(state, {
+    token: null, me: null, cases: new Map(), epoch: null, seq: 0, agents: new Map(),
+    sessions: new Map(), openCode: null, presence: 'available',
+  });
+  showPresence();
+  panel.render(state);
+  fill(byId('queue-rows'));
+  alerts.setWaiting(0);
+  byId('connection').hidden = true;
+  byId('app').hidden = true;
+  byId('account').hidden = true;
+  byId('signin').hidden = false;
+  byId('signin-error').textContent = error || '';
+  const field = byId('token');
+  field.value = '';
+  field.focus();
+}
+
+async function setPresence(presence) {
+  const reply = await command({ type: 'presence', state: presence });
+  if (reply) {
+    state.presence = reply.state;
+    showPresence();
+  }
+}
+
+async function createCase(ev) {
+  ev.preventDefault();
+  const form = ev.target;
+  const value = (id) => byId(id).value.trim();
+  const msg = { type: 'create_case', group: byId('nc-group').value, name: value('nc-name') };
+  if (value('nc-description')) msg.description = value('nc-description');
+  const customer = {};
+  if (value('nc-customer')) customer.name = value('nc-customer');
+  if (value('nc-email')) customer.email = value('nc-email');
+  if (Object.keys(customer).length) msg.customer = customer;
+  const reply = await command(msg);
+  if (reply) {
+    flash(notice, `Case ${reply.case.code} created.`);
+    form.reset();
+    fillGroups();
+  }
+}
+
+function wire() {
+  byId('signin-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const token = byId('token').value.trim();
+    if (!token) return;
+    alerts.unlock();
+    start(token);
+  });
+  byId('sign-out').addEventListener('click', () => signOut());
+  byId('presence-available').addEventListener('click', () => setPresence('available'));
+  byId('presence-away').addEventListener('click', () => setPresence('away'));
+  const mute = byId('mute');
+  mute.checked = alerts.muted;
+  mute.addEventListener('change', () => {
+    alerts.setMuted(mute.checked);
+    alerts.unlock();
+  });
+  const ask = byId('notify');
+  ask.hidden = !alerts.canAskForNotifications;
+  ask.addEventListener('click', async () => {
+    await alerts.askForNotifications();
+    ask.hidden = !alerts.canAskForNotifications;
+  });
+  byId('new-case-form').addEventListener('submit', createCase);
+  // Sound may start only after a gesture; a reload signs in without one.
+  document.addEventListener('pointerdown', () => alerts.unlock(), { once: true });
+  document.addEventListener('keydown', () => alerts.unlock(), { once: true });
+  setInterval(() => queue.tick(), 1000);
+}
+
+wire();
+// A handle for diagnosing the live connection from the browser console.
+window.casebroker = {
+  drop: (holdMs) => socket?.drop(holdMs),
+  get state() {
+    return state;
+  },
+};
+const saved = sessionStorage.getItem(TOKEN_KEY);
+if (saved) start(saved);
+else byId('token').focus();
