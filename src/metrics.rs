@@ -325,10 +325,6 @@ impl Metrics {
     }
 
     /// An event reached a socket this long after it was emitted.
-    pub fn push_latency(&self, d: Duration) {
-        self.push_latency.observe(d.as_secs_f64());
-    }
-
     /// The push latencies of one written batch, gathered locally and
     /// added to the shared histogram at once.
     pub fn push_latencies(&self, latencies: impl Iterator<Item = Duration>) {

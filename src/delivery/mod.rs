@@ -108,7 +108,7 @@ impl Hub {
 
     fn one(&self, to: &[ConnId], msg: &ServerMsg) {
         if !to.is_empty() {
-            self.to_each(to, &frame(msg, None));
+            self.to_each(to, &Frame::message(msg, None));
         }
     }
 }
@@ -153,7 +153,7 @@ impl Deliver for Hub {
                     reason,
                     close,
                 } => {
-                    let frame = frame(&ServerMsg::Ended { code, reason }, None);
+                    let frame = Frame::message(&ServerMsg::Ended { code, reason }, None);
                     for conn in to {
                         if let Some(outbox) = self.outbox(conn) {
                             outbox.push_shared(frame.clone());
@@ -170,7 +170,7 @@ impl Deliver for Hub {
                     if subs.is_empty() {
                         continue;
                     }
-                    let frame = frame(&ServerMsg::Agent { agent }, None);
+                    let frame = Frame::message(&ServerMsg::Agent { agent }, None);
                     subs.retain(|_, s| {
                         !s.filter.sees_any(&groups) || s.outbox.push_shared(frame.clone())
                     });
@@ -208,14 +208,14 @@ impl Deliver for Hub {
                                 seq,
                                 cases,
                             };
-                            outbox.push_shared(frame(&msg, id.as_ref()));
+                            outbox.push_shared(Frame::message(&msg, id.as_ref()));
                         }
                         Start::Resumed { epoch, seq, events } => {
                             let msg = ServerMsg::Resumed {
                                 epoch: epoch.to_string(),
                                 seq,
                             };
-                            if outbox.push_shared(frame(&msg, id.as_ref())) {
+                            if outbox.push_shared(Frame::message(&msg, id.as_ref())) {
                                 for event in events {
                                     if !outbox.push_shared(event_frame(&event)) {
                                         break;
@@ -232,11 +232,6 @@ impl Deliver for Hub {
             }
         }
     }
-}
-
-/// A message as the text of a frame.
-pub fn frame(msg: &ServerMsg, id: Option<&Id>) -> Frame {
-    Frame::message(msg, id)
 }
 
 /// An `event` frame, serialised straight from the kept event.
