@@ -6,9 +6,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Cluster, Hold};
 use crate::core::{Broker, Conn};
 use crate::delivery::{Hub, Outbox, OutboxRx};
 use crate::directory::Agent;
+use crate::error::Result;
 use crate::protocol::Role;
 use crate::transport::guard::Guard;
 
@@ -18,6 +20,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// Per-address limits.
     pub guard: Arc<Guard>,
+    /// This node's side of a cluster, when it is one.
+    pub cluster: Option<Arc<Cluster>>,
     /// Cancelled when the broker shuts down; sessions close with 4000.
     pub shutdown: CancellationToken,
     /// Every connection and background task, so shutdown can wait for them.
@@ -25,9 +29,36 @@ pub struct App {
 }
 
 impl App {
+    /// In a cluster, holds the company a command is about to change (see
+    /// [`Cluster::hold`]); nothing to hold on a single broker.
+    pub async fn hold(&self, shard: Option<usize>) -> Result<Option<Hold>> {
+        match (&self.cluster, shard) {
+            (Some(c), Some(shard)) => c.hold(shard).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// In a cluster, brings this node's copy of a company up to date
+    /// before a read (see [`Cluster::fresh`]).
+    pub async fn fresh(&self, shard: usize) {
+        if let Some(c) = &self.cluster {
+            c.fresh(shard).await;
+        }
+    }
+
     /// Registers a connection after its `hello`: its outbox with delivery
-    /// first (so nothing meant for it is lost), then with the core.
-    pub fn connect(&self, role: Role, agent: Option<Arc<Agent>>) -> (Conn, Outbox, OutboxRx) {
+    /// first (so nothing meant for it is lost), then with the core. In a
+    /// cluster an agent's company is held first, as its presence changes.
+    pub async fn connect(
+        &self,
+        role: Role,
+        agent: Option<Arc<Agent>>,
+    ) -> Result<(Conn, Outbox, OutboxRx)> {
+        let _hold = self.hold(agent.as_ref().map(|a| a.company_index)).await?;
+        Ok(self.connect_held(role, agent))
+    }
+
+    fn connect_held(&self, role: Role, agent: Option<Arc<Agent>>) -> (Conn, Outbox, OutboxRx) {
         let config = self.broker.config();
         let (outbox, rx) = Outbox::new(config.outbox_messages, config.outbox_bytes);
         let conn = self.broker.connect_with(role, agent, |id| {
@@ -37,8 +68,39 @@ impl App {
     }
 
     /// Releases a connection's seats and subscription, then its outbox.
-    pub fn disconnect(&self, conn: &Conn) {
-        self.broker.disconnect(conn);
+    /// In a cluster this waits for the company's lease (while Redis is
+    /// away, until it is back, for at most `DISCONNECT_WAIT`).
+    pub async fn disconnect(&self, conn: Conn) {
+        if let Some(c) = &self.cluster
+            && let Some(shard) = conn.shard()
+        {
+            let until = tokio::time::Instant::now() + DISCONNECT_WAIT;
+            let _hold = loop {
+                match c.hold(shard).await {
+                    Ok(h) => break Some(h),
+                    Err(_) if tokio::time::Instant::now() < until => {
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                    Err(_) => break None,
+                }
+            };
+            // Without the lease its seats stay; the heartbeat lets them go
+            // once the company can be held again.
+            if _hold.is_some() {
+                self.broker.disconnect(&conn);
+            }
+        } else {
+            self.broker.disconnect(&conn);
+        }
+        self.hub.unregister(conn.id);
+    }
+
+    /// `disconnect` on a single broker, where nothing waits.
+    pub fn disconnect_now(&self, conn: Conn) {
+        self.broker.disconnect(&conn);
         self.hub.unregister(conn.id);
     }
 }
+
+/// The longest a closed connection waits to leave its seats in a cluster.
+const DISCONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -14,12 +14,15 @@
 //!   per-address limits.
 //! - [`store`]: the data directory: the journal of changes on redb, its
 //!   images, and recovery at start.
+//! - [`cluster`]: several nodes on one Redis: the company logs, leases,
+//!   heartbeats and the release of a dead node's seats.
 //! - [`app`]: what handlers and sessions share.
 //! - [`protocol`]: the wire types, error codes and close codes.
 //! - [`metrics`]: Prometheus metrics in the broker's own registry.
 
 pub mod app;
 pub mod case;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod delivery;
@@ -62,7 +65,12 @@ pub async fn run_with_metrics(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let store = store::open(&config).map_err(std::io::Error::other)?;
+    let store = if config.cluster.is_some() {
+        // In a cluster the cases live in Redis.
+        None
+    } else {
+        store::open(&config).map_err(std::io::Error::other)?
+    };
     run_with_store(listener, metrics_listener, config, store, shutdown).await
 }
 
@@ -93,9 +101,18 @@ pub async fn run_with_store(
     let journal = store
         .as_ref()
         .map(|s| store::journal::Journal::start(s, &dir, hub.clone(), grouping));
-    let sink: Arc<dyn core::Sink> = match &journal {
-        Some(j) => j.clone(),
-        None => Arc::new(core::Direct(hub.clone())),
+    let cluster = match &config.cluster {
+        Some(_) => Some(
+            cluster::Cluster::connect(&config, hub.clone(), &metrics)
+                .await
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    let sink: Arc<dyn core::Sink> = match (&journal, &cluster) {
+        (_, Some(c)) => c.clone(),
+        (Some(j), None) => j.clone(),
+        (None, None) => Arc::new(core::Direct(hub.clone())),
     };
     let broker = Broker::new(config, metrics.clone(), sink);
     if let (Some(mut store), Some(journal)) = (store, &journal) {
@@ -110,12 +127,18 @@ pub async fn run_with_store(
         broker: broker.clone(),
         hub,
         guard: guard.clone(),
+        cluster: cluster.clone(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
     };
+    if let Some(c) = &cluster {
+        c.start(broker.clone(), app.shutdown.clone(), &app.tracker)
+            .await
+            .map_err(std::io::Error::other)?;
+    }
     for shard in 0..broker.shards() {
         app.tracker
-            .spawn(run_timers(broker.clone(), shard, app.shutdown.clone()));
+            .spawn(run_timers(app.clone(), shard, app.shutdown.clone()));
     }
     app.tracker.spawn(sweep(guard, app.shutdown.clone()));
     if let Some(j) = &journal {
@@ -199,9 +222,26 @@ async fn images(
 /// Drives one company's expiry, purging, orphan checks and coalesced line
 /// positions: sleeps until its earliest deadline (or until an earlier one
 /// is added), never scanning every case.
-async fn run_timers(broker: Broker, shard: usize, shutdown: CancellationToken) {
+async fn run_timers(app: App, shard: usize, shutdown: CancellationToken) {
+    let broker = &app.broker;
     loop {
+        let now = tokio::time::Instant::now();
+        // In a cluster a deadline that changes a case waits for the
+        // company's lease; on failure it is tried again in a second.
+        let hold = match &app.cluster {
+            Some(c) if broker.timers_due(shard, now) => match c.hold(shard).await {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            },
+            _ => None,
+        };
         let next = broker.run_timers(shard, tokio::time::Instant::now());
+        drop(hold);
         let until = next.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}

@@ -106,9 +106,16 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     };
     // The data directory is opened (and locked) before anything binds: a
     // broker that cannot keep its promises does not start.
-    let store = casebroker::store::open(&config)?;
+    let store = match &config.cluster {
+        Some(c) => {
+            tracing::info!(redis_url = %c.redis_url, "a cluster node: cases live in Redis");
+            None
+        }
+        None => casebroker::store::open(&config)?,
+    };
     match &store {
         Some(s) => tracing::info!(data_dir = %s.path().display(), "keeping data"),
+        None if config.cluster.is_some() => {}
         None => {
             tracing::warn!("in_memory: nothing is kept; every case is gone when the broker stops")
         }

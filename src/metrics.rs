@@ -336,6 +336,12 @@ impl Metrics {
     }
 
     /// Sets the per-status gauge and renders everything in the text format.
+    /// Registers a gauge beside the broker's own (for a part that only
+    /// some brokers run, such as a cluster's).
+    pub fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        gauge(&self.registry, name, help)
+    }
+
     pub fn render(&self, by_status: &[(Status, usize)]) -> String {
         for (status, n) in by_status {
             self.cases

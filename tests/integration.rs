@@ -7,6 +7,8 @@ mod util;
 mod assignment;
 #[path = "integration/bad_input.rs"]
 mod bad_input;
+#[path = "integration/cluster.rs"]
+mod cluster;
 #[path = "integration/disk_full.rs"]
 mod disk_full;
 #[path = "integration/durability.rs"]

@@ -603,6 +603,12 @@ async fn phase(run: &mut Run, label: &'static str) -> anyhow::Result<Phase> {
             p.ops[0].add(&created);
         }
         let codes = created.codes;
+        if codes.is_empty() && timed && created.first_error.is_none() {
+            // The step's clock ran out before it could send anything: the
+            // create budget is spent, and the next round is untimed.
+            p.ops[0].secs = p.ops[0].secs.max(secs);
+            continue;
+        }
         if codes.is_empty() {
             if Instant::now() >= limit {
                 p.hit_limit = true;

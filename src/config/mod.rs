@@ -145,8 +145,46 @@ pub struct Config {
     /// before it dropped). Default `1m`.
     #[serde(with = "humantime_serde")]
     pub snapshot_interval: Duration,
+    /// Several brokers sharing one Redis. Default none: a single broker
+    /// with its own data directory.
+    pub cluster: Option<ClusterConfig>,
     /// Companies (tenants). The demo company when none are configured.
     pub companies: Vec<CompanyConfig>,
+}
+
+/// The `[cluster]` table: this broker is one node of several that share
+/// their cases, streams and limits through one Redis. Every node must run
+/// the same companies, groups and agents.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The Redis every node uses, e.g. `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// This node's name in logs and in Redis. Default: host name and pid.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// A node that has not heartbeated for this long is dead: its seats are
+    /// released and its agents count as offline. Default `10s`.
+    #[serde(default = "default_node_timeout", with = "humantime_serde")]
+    pub node_timeout: Duration,
+}
+
+fn default_node_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ClusterConfig {
+    /// The node's name: `node_id`, or host name and pid.
+    pub fn node_name(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "casebroker".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
 }
 
 impl Default for Config {
@@ -193,6 +231,7 @@ impl Default for Config {
             journal_group_bytes: 256 * 1024,
             journal_group_wait: Duration::from_millis(2),
             snapshot_interval: Duration::from_secs(60),
+            cluster: None,
             companies: Vec::new(),
         }
     }

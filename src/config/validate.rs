@@ -53,6 +53,9 @@ impl Config {
                 return Err(invalid(field, "must be between 1 and 1000000000"));
             }
         }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         if !(256..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
             return Err(invalid(
                 "read_buffer_bytes",
@@ -199,5 +202,41 @@ fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
             field,
             "must be 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'",
         ))
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.redis_url.as_str();
+        if !(url.starts_with("redis://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "cluster.redis_url",
+                "must be a redis:// URL (or redis+unix:// for a socket), e.g. redis://127.0.0.1:6379",
+            ));
+        }
+        if redis::Client::open(url).is_err() {
+            return Err(invalid("cluster.redis_url", "is not a valid Redis URL"));
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                "must be 1 to 64 letters, digits or - _ . :",
+            ));
+        }
+        if self.node_timeout < std::time::Duration::from_secs(3)
+            || self.node_timeout > std::time::Duration::from_secs(3600)
+        {
+            return Err(invalid("cluster.node_timeout", "must be between 3s and 1h"));
+        }
+        Ok(())
     }
 }

@@ -48,13 +48,22 @@ impl Locked<'_> {
         }
     }
 
-    /// Keeps a decision's changes for the journal.
+    /// Keeps a decision's changes for the sink: all of them for a cluster,
+    /// the durable ones for a journal. Changes replayed or followed from
+    /// another node are not kept again.
     fn record(&mut self, changes: &[Change]) {
-        if self.shared.journaled && !self.st.replaying {
-            self.st.batches.push(changes.to_vec());
+        if self.shared.journaled && !self.st.replaying && !self.st.following {
+            if self.shared.replicated {
+                self.st.batches.push(changes.to_vec());
+            } else if changes.iter().any(Change::durable) {
+                let durable = changes.iter().filter(|c| c.durable()).cloned().collect();
+                self.st.batches.push(durable);
+            }
         }
         if self.shared.journaled {
-            self.st.dirty.extend(changes.iter().map(Change::code));
+            self.st
+                .dirty
+                .extend(changes.iter().filter_map(Change::code));
         }
     }
 
@@ -62,7 +71,25 @@ impl Locked<'_> {
     /// Returns the bookkeeping still due, if any. A change about a case the
     /// shard does not hold does nothing.
     fn write(&mut self, change: Change) -> Option<Touch> {
-        let code = change.code();
+        let code = match change {
+            Change::AgentOnline { agent, conn } => {
+                self.agent_online(agent, conn);
+                return None;
+            }
+            Change::AgentOffline { agent, conn } => {
+                self.agent_offline(agent, conn);
+                return None;
+            }
+            Change::Presence { agent, state } => {
+                let a = &mut self.st.agents[agent];
+                if a.presence != state {
+                    a.presence = state;
+                    self.push_agent(agent);
+                }
+                return None;
+            }
+            ref c => c.code()?,
+        };
         match change {
             Change::Created(rec) => Some(self.created(*rec)),
             Change::Assigned { to, by, at, .. } => {
@@ -73,6 +100,16 @@ impl Locked<'_> {
                 r.assigned_at = Some(at);
                 r.assigned_by = Some(by);
                 r.assignee_joined = false;
+                let group = r.group;
+                if by == AssignedBy::Auto {
+                    // The policy's memory, kept with the change so that
+                    // every copy of the company picks alike.
+                    if self.company.assignment == crate::config::Assignment::RoundRobin {
+                        self.st.rr[group] = Some(to);
+                    }
+                    self.st.auto_counter += 1;
+                    self.st.agents[to].last_auto = self.st.auto_counter;
+                }
                 if by == AssignedBy::Auto && !self.is_online(to) {
                     let when = Instant::now() + self.shared.config.orphan_timeout;
                     self.add_timer(when, Timer::Orphan, code);
@@ -154,6 +191,7 @@ impl Locked<'_> {
                         }
                     }
                 }
+                self.forget_remote(&[conn]);
                 left.then_some((code, Action::Updated, Some(at)))
             }
             Change::Chat { line, .. } => {
@@ -196,7 +234,54 @@ impl Locked<'_> {
                 self.remove(code);
                 None
             }
+            Change::AgentOnline { .. } | Change::AgentOffline { .. } | Change::Presence { .. } => {
+                None
+            }
         }
+    }
+
+    /// An agent connection opens: the first takes the agent online, with
+    /// presence `available`.
+    fn agent_online(&mut self, agent: usize, conn: super::effect::ConnId) {
+        let a = &mut self.st.agents[agent];
+        if a.conns.contains(&conn) {
+            return;
+        }
+        a.conns.push(conn);
+        if a.conns.len() == 1 {
+            a.presence = crate::protocol::PresenceState::Available;
+            a.offline_since = None;
+            self.push_agent(agent);
+        }
+    }
+
+    /// An agent connection closes. The last one takes the agent offline and
+    /// starts the orphan clock of its unjoined automatic cases (found
+    /// through the agent's own open cases, not a scan of the company).
+    fn agent_offline(&mut self, agent: usize, conn: super::effect::ConnId) {
+        let a = &mut self.st.agents[agent];
+        let before = a.conns.len();
+        a.conns.retain(|&c| c != conn);
+        if a.conns.len() == before || !a.conns.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        a.offline_since = Some(now);
+        let at = now + self.shared.config.orphan_timeout;
+        let orphans: Vec<SessionCode> = self.st.agents[agent]
+            .open
+            .iter()
+            .filter(|code| {
+                self.st.cases.get(code).is_some_and(|c| {
+                    c.rec.assigned_by == Some(AssignedBy::Auto) && !c.rec.assignee_joined
+                })
+            })
+            .copied()
+            .collect();
+        for code in orphans {
+            self.add_timer(at, Timer::Orphan, code);
+        }
+        self.push_agent(agent);
     }
 
     /// Puts back a case loaded from a snapshot: its deadlines re-armed from
@@ -290,6 +375,7 @@ impl Locked<'_> {
                 s.sessions.remove(&code);
             }
         }
+        self.forget_remote(&to);
         if !to.is_empty() {
             self.emit(Effect::Ended {
                 to,
@@ -297,6 +383,30 @@ impl Locked<'_> {
                 reason,
                 close: false,
             });
+        }
+    }
+
+    /// Another node's connections that hold no seat here any more are
+    /// forgotten (this node's own go when they close).
+    fn forget_remote(&mut self, conns: &[super::effect::ConnId]) {
+        if !self.shared.replicated {
+            return;
+        }
+        let me = super::replica::node_of(
+            self.shared
+                .next_conn
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
+        for conn in conns {
+            if super::replica::node_of(*conn) != me
+                && self
+                    .st
+                    .conns
+                    .get(conn)
+                    .is_some_and(|s| s.case.is_none() && s.sessions.is_empty() && !s.subscribed)
+            {
+                self.st.conns.remove(conn);
+            }
         }
     }
 
@@ -314,6 +424,7 @@ impl Locked<'_> {
                 s.case = None;
             }
         }
+        self.forget_remote(&to);
         if !to.is_empty() {
             self.emit(Effect::Ended {
                 to,

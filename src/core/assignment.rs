@@ -10,6 +10,7 @@ use crate::config::Assignment;
 use crate::protocol::PresenceState;
 
 use super::change::Change;
+use super::effect::ConnId;
 use super::line::Place;
 use super::policy::{self, Candidate};
 use super::record::AssignedBy;
@@ -25,7 +26,7 @@ impl Locked<'_> {
             .zip(&self.st.agents)
             .map(|(a, live)| Candidate {
                 index: a.index,
-                online: live.conns > 0,
+                online: !live.conns.is_empty(),
                 presence: live.presence,
                 member: a.member_of_index(group),
                 load: live.load(),
@@ -41,7 +42,7 @@ impl Locked<'_> {
             .iter()
             .zip(&self.st.agents)
             .any(|(a, live)| {
-                live.conns > 0
+                !live.conns.is_empty()
                     && live.presence == PresenceState::Available
                     && a.member_of_index(group)
                     && live.load() < a.max_cases
@@ -76,12 +77,6 @@ impl Locked<'_> {
             else {
                 return;
             };
-            if policy == Assignment::RoundRobin {
-                self.st.rr[group] = Some(agent);
-            }
-            self.st.auto_counter += 1;
-            let order = self.st.auto_counter;
-            self.st.agents[agent].last_auto = order;
             self.apply(Change::Assigned {
                 code,
                 to: agent,
@@ -91,55 +86,24 @@ impl Locked<'_> {
         }
     }
 
-    /// An agent connection of this company said hello.
-    pub fn agent_connected(&mut self, agent: usize) {
-        let a = &mut self.st.agents[agent];
-        a.conns += 1;
-        if a.conns == 1 {
-            // Presence right after `hello` is `available`.
-            a.presence = PresenceState::Available;
-            a.offline_since = None;
-            self.push_agent(agent);
-            self.dispatch();
-        }
+    /// An agent connection of this company said hello; waiting cases may
+    /// now go to the agent.
+    pub fn agent_connected(&mut self, agent: usize, conn: ConnId) {
+        self.apply(Change::AgentOnline { agent, conn });
+        self.dispatch();
     }
 
-    /// An agent connection closed. The last one takes the agent offline and
-    /// starts the orphan clock of its unjoined automatic cases (found
-    /// through the agent's own open cases, not a scan of the company).
-    pub fn agent_disconnected(&mut self, agent: usize) {
-        let a = &mut self.st.agents[agent];
-        a.conns = a.conns.saturating_sub(1);
-        if a.conns > 0 {
-            return;
-        }
-        let now = Instant::now();
-        a.offline_since = Some(now);
-        let at = now + self.shared.config.orphan_timeout;
-        let orphans: Vec<SessionCode> = self.st.agents[agent]
-            .open
-            .iter()
-            .filter(|code| {
-                self.st.cases.get(code).is_some_and(|c| {
-                    c.rec.assigned_by == Some(AssignedBy::Auto) && !c.rec.assignee_joined
-                })
-            })
-            .copied()
-            .collect();
-        for code in orphans {
-            self.add_timer(at, Timer::Orphan, code);
-        }
-        self.push_agent(agent);
+    /// An agent connection closed.
+    pub fn agent_disconnected(&mut self, agent: usize, conn: ConnId) {
+        self.apply(Change::AgentOffline { agent, conn });
     }
 
     /// `presence`.
     pub fn set_presence(&mut self, agent: usize, state: PresenceState) {
-        let a = &mut self.st.agents[agent];
-        if a.presence == state {
+        if self.st.agents[agent].presence == state {
             return;
         }
-        a.presence = state;
-        self.push_agent(agent);
+        self.apply(Change::Presence { agent, state });
         self.dispatch();
     }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::case::SessionCode;
-use crate::protocol::ChatLine;
+use crate::protocol::{ChatLine, PresenceState};
 
 use super::effect::ConnId;
 use super::record::{Actor, AssignedBy, CaseRecord};
@@ -74,12 +74,19 @@ pub enum Change {
     Deleted { code: SessionCode },
     /// Removed after retention, silently.
     Purged { code: SessionCode },
+    /// An agent connection opened (index in the company). Live state:
+    /// shared between the nodes of a cluster, never journaled.
+    AgentOnline { agent: usize, conn: ConnId },
+    /// An agent connection closed. Live state, like `AgentOnline`.
+    AgentOffline { agent: usize, conn: ConnId },
+    /// An agent set its presence. Live state, like `AgentOnline`.
+    Presence { agent: usize, state: PresenceState },
 }
 
 impl Change {
-    /// The case the change is about.
-    pub fn code(&self) -> SessionCode {
-        match self {
+    /// The case the change is about; `None` for an agent's live state.
+    pub fn code(&self) -> Option<SessionCode> {
+        Some(match self {
             Change::Created(rec) => rec.code,
             Change::Assigned { code, .. }
             | Change::Returned { code, .. }
@@ -90,6 +97,15 @@ impl Change {
             | Change::Expired { code, .. }
             | Change::Deleted { code }
             | Change::Purged { code } => *code,
-        }
+            Change::AgentOnline { .. } | Change::AgentOffline { .. } | Change::Presence { .. } => {
+                return None;
+            }
+        })
+    }
+
+    /// True for a change to a case record, which a journal keeps; false
+    /// for an agent's live state, which ends with the broker's process.
+    pub fn durable(&self) -> bool {
+        self.code().is_some()
     }
 }

@@ -23,6 +23,7 @@ pub mod limits;
 pub mod line;
 pub mod policy;
 pub mod record;
+pub mod replica;
 pub mod restore;
 pub mod shard;
 pub mod sink;
@@ -101,7 +102,8 @@ impl Broker {
                 dir,
                 config,
                 metrics,
-                journaled: sink.journaled(),
+                journaled: sink.journaled() || sink.replicated(),
+                replicated: sink.replicated(),
                 sink,
                 codes: DashMap::new(),
                 next_conn: AtomicU64::new(1),

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub sink: Arc<dyn Sink>,
     /// Changes are recorded for a journal.
     pub journaled: bool,
+    /// Changes are shared with other nodes (live state too).
+    pub replicated: bool,
     /// Which company each held code belongs to: a join by code finds its
     /// shard here.
     pub codes: DashMap<SessionCode, usize>,
@@ -56,8 +58,8 @@ pub(crate) struct Shard {
 /// Live state of one configured agent.
 #[derive(Debug)]
 pub struct AgentLive {
-    /// Open agent connections; online while above zero.
-    pub conns: usize,
+    /// Open agent connections (on every node); online while any.
+    pub conns: Vec<ConnId>,
     pub presence: PresenceState,
     /// The open cases assigned to the agent (its load).
     pub open: HashSet<SessionCode>,
@@ -70,7 +72,7 @@ pub struct AgentLive {
 impl AgentLive {
     fn new() -> AgentLive {
         AgentLive {
-            conns: 0,
+            conns: Vec::new(),
             presence: PresenceState::Available,
             open: HashSet::new(),
             last_auto: 0,
@@ -116,6 +118,8 @@ pub struct ShardState {
     pub dirty: HashSet<SessionCode>,
     /// Replaying the journal: nothing is recorded or delivered.
     pub replaying: bool,
+    /// Applying changes another node decided: delivered, not recorded.
+    pub following: bool,
 }
 
 impl ShardState {
@@ -136,6 +140,7 @@ impl ShardState {
             batches: Vec::new(),
             dirty: HashSet::new(),
             replaying: false,
+            following: false,
         }
     }
 }
@@ -246,7 +251,7 @@ impl<'a> Locked<'a> {
 
     /// True when the agent has an open connection.
     pub fn is_online(&self, agent: usize) -> bool {
-        self.st.agents[agent].conns > 0
+        !self.st.agents[agent].conns.is_empty()
     }
 
     /// An agent as `GET /v1/agents` and the `agent` push show it.
@@ -257,7 +262,7 @@ impl<'a> Locked<'a> {
             id: a.id.clone(),
             name: a.name.clone(),
             groups: a.groups.clone(),
-            online: live.conns > 0,
+            online: !live.conns.is_empty(),
             presence: live.presence,
             open_cases: live.load(),
             max_cases: a.max_cases,

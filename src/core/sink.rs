@@ -22,6 +22,11 @@ pub type Batch = Vec<Change>;
 pub trait Sink: Send + Sync + 'static {
     /// True when changes must be recorded for this sink.
     fn journaled(&self) -> bool;
+    /// True when the sink shares every change with other nodes, the live
+    /// state of agents included (a cluster); a journal keeps durable ones.
+    fn replicated(&self) -> bool {
+        false
+    }
     /// False while changes cannot be made durable (the disk failed): the
     /// commands that change state answer `unavailable`.
     fn available(&self) -> bool;

@@ -93,6 +93,11 @@ impl Hub {
         }
     }
 
+    /// True while `conn` is registered (its connection is open).
+    pub fn has(&self, conn: ConnId) -> bool {
+        self.endpoints.contains_key(&conn)
+    }
+
     fn outbox(&self, conn: ConnId) -> Option<Outbox> {
         self.endpoints.get(&conn).map(|e| e.outbox.clone())
     }

@@ -134,6 +134,18 @@ impl Remap {
                 by: self.actor(by),
                 at,
             },
+            Change::AgentOnline { agent, conn } => Change::AgentOnline {
+                agent: self.agent(agent),
+                conn,
+            },
+            Change::AgentOffline { agent, conn } => Change::AgentOffline {
+                agent: self.agent(agent),
+                conn,
+            },
+            Change::Presence { agent, state } => Change::Presence {
+                agent: self.agent(agent),
+                state,
+            },
             other => other,
         }
     }

@@ -47,6 +47,45 @@ pub fn handle(
     (id, true, result)
 }
 
+/// In a cluster, the company a command would change, which must be held
+/// first; `None` for one that changes nothing (it reads this node's copy)
+/// or that cannot be decoded. A customer's join by a code this node has not
+/// seen yet catches up with the cluster first.
+pub async fn shard_for(app: &App, conn: &Conn, who: &Peer, text: &str) -> Option<usize> {
+    let msg = decode_client(text).ok()?.msg;
+    match who {
+        Peer::Agent(agent) => match msg {
+            ClientMsg::CreateCase(_)
+            | ClientMsg::Assign { .. }
+            | ClientMsg::Join { .. }
+            | ClientMsg::Leave { .. }
+            | ClientMsg::Close { .. }
+            | ClientMsg::Delete { .. }
+            | ClientMsg::Presence { .. }
+            | ClientMsg::Chat { .. } => Some(agent.company_index),
+            _ => None,
+        },
+        Peer::Customer => match msg {
+            ClientMsg::Join { code, .. } => {
+                let code = crate::core::parse_code(&code).ok()?;
+                match &app.cluster {
+                    Some(c) => c.find(&code).await,
+                    None => app.broker.company_of(&code),
+                }
+            }
+            ClientMsg::RequestHelp(req) => app
+                .broker
+                .directory()
+                .module(&req.module)
+                .map(|m| m.company_index),
+            ClientMsg::Chat { .. } | ClientMsg::Leave { .. } | ClientMsg::Close { .. } => {
+                conn.shard()
+            }
+            _ => None,
+        },
+    }
+}
+
 fn agent_command(
     app: &App,
     conn: &Conn,

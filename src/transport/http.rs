@@ -57,11 +57,20 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs a command and answers once what it changed is stored (at once
 /// when nothing is journaled).
-async fn acknowledged<T>(command: impl FnOnce() -> crate::error::Result<T>) -> ApiResult<T> {
+/// In a cluster, `shard` (the company the command changes) is held first.
+async fn acknowledged<T>(
+    app: &App,
+    shard: Option<usize>,
+    command: impl FnOnce() -> crate::error::Result<T>,
+) -> ApiResult<T> {
+    let hold = app.hold(shard).await?;
     // Whatever an earlier task left on this thread is not ours.
     let _ = take_ack();
-    let out = command()?;
-    stored(take_ack()).await?;
+    let out = command();
+    let ack = take_ack();
+    drop(hold);
+    let out = out?;
+    stored(ack).await?;
     Ok(out)
 }
 
@@ -177,7 +186,10 @@ async fn create_case(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: CreateCase = body(raw)?;
-    let view = acknowledged(|| app.broker.create_case(&agent, req)).await?;
+    let view = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.create_case(&agent, req)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -209,6 +221,7 @@ async fn list_cases(
         limit,
         cursor: nonempty("cursor"),
     };
+    app.fresh(agent.company_index).await;
     let page = app.broker.list_cases(&agent, &query)?;
     Ok(Json(json!({ "cases": page.cases, "next_cursor": page.next_cursor })).into_response())
 }
@@ -218,6 +231,7 @@ async fn get_case(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await;
     Ok(Json(app.broker.get_case(&agent, &code)?).into_response())
 }
 
@@ -226,6 +240,7 @@ async fn transcript(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await;
     let (code, messages) = app.broker.transcript(&agent, &code)?;
     Ok(Json(json!({ "code": code, "messages": messages })).into_response())
 }
@@ -237,7 +252,10 @@ async fn assign(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: AssignBody = body(raw)?;
-    let view = acknowledged(|| app.broker.assign(&agent, &code, req.assignee)).await?;
+    let view = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.assign(&agent, &code, req.assignee)
+    })
+    .await?;
     Ok(Json(view).into_response())
 }
 
@@ -246,7 +264,10 @@ async fn close(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
-    let (view, _) = acknowledged(|| app.broker.close(Who::Agent(&agent), Some(&code))).await?;
+    let (view, _) = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.close(Who::Agent(&agent), Some(&code))
+    })
+    .await?;
     Ok(Json(view).into_response())
 }
 
@@ -255,11 +276,15 @@ async fn delete_case(
     AuthAgent(agent): AuthAgent,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
-    acknowledged(|| app.broker.delete(&agent, &code)).await?;
+    acknowledged(&app, Some(agent.company_index), || {
+        app.broker.delete(&agent, &code)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn agents(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
+    app.fresh(agent.company_index).await;
     Json(json!({ "agents": app.broker.agents(&agent) })).into_response()
 }
 
@@ -277,7 +302,12 @@ async fn help(
         .module(&req.module)
         .map(|_| req.module.as_str());
     app.guard.check_help(ip, known)?;
-    let (view, _) = acknowledged(|| app.broker.request_help(None, req)).await?;
+    let shard = app
+        .broker
+        .directory()
+        .module(&req.module)
+        .map(|m| m.company_index);
+    let (view, _) = acknowledged(&app, shard, || app.broker.request_help(None, req)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "code": view.code, "case": view })),

@@ -13,7 +13,7 @@ use governor::{Quota, RateLimiter};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, field, info_span};
 
-use super::dispatch::{Peer, handle};
+use super::dispatch::{self, Peer, handle};
 use super::guard::ConnPermit;
 use super::upgrade::Socket;
 use super::writer::{End, Writer, error_frame, killed};
@@ -32,15 +32,32 @@ const MAX_BAD_IN_A_ROW: u32 = 20;
 /// closed (4002).
 const MAX_LIMITED_IN_A_ROW: u32 = 20;
 
-/// Releases the connection's seats and subscription however the task ends.
+/// Releases the connection's seats and subscription however the task ends
+/// (in a cluster, on a task of its own: it may wait for the company).
 struct Registered {
     app: App,
-    conn: Conn,
+    conn: Option<Conn>,
+}
+
+impl Registered {
+    fn conn(&self) -> &Conn {
+        self.conn.as_ref().expect("registered until dropped")
+    }
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.app.disconnect(&self.conn);
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let app = self.app.clone();
+        if app.cluster.is_some() {
+            self.app
+                .tracker
+                .spawn(async move { app.disconnect(conn).await });
+        } else {
+            app.disconnect_now(conn);
+        }
     }
 }
 
@@ -70,7 +87,15 @@ async fn serve(socket: Socket, app: App, ip: IpAddr) {
         Peer::Agent(a) => (Role::Agent, Some(a.clone())),
         Peer::Customer => (Role::Customer, None),
     };
-    let (conn, outbox, mut rx) = app.connect(role, agent.clone());
+    let (conn, outbox, mut rx) = match app.connect(role, agent.clone()).await {
+        Ok(registered) => registered,
+        Err(e) => {
+            let _ = w.error(id.as_ref(), &e).await;
+            w.close(close::GOING_AWAY, "unavailable").await;
+            linger(&mut w).await;
+            return;
+        }
+    };
     let span = tracing::Span::current();
     span.record("conn", conn.id);
     span.record("role", role.as_str());
@@ -85,12 +110,12 @@ async fn serve(socket: Socket, app: App, ip: IpAddr) {
     };
     let registered = Registered {
         app: app.clone(),
-        conn,
+        conn: Some(conn),
     };
     if !outbox.push(&welcome, id.as_ref()) {
         return;
     }
-    let end = session(&app, &mut w, &mut rx, &registered.conn, ip, &who).await;
+    let end = session(&app, &mut w, &mut rx, registered.conn(), ip, &who).await;
     // Leave the seats at once; the close frame may take a while to reach a
     // slow reader.
     drop(registered);
@@ -302,10 +327,24 @@ async fn session(
                     continue;
                 }
                 limited_in_a_row = 0;
+                // In a cluster, a command that changes a company waits for
+                // it to be held here.
+                let hold = match &app.cluster {
+                    Some(_) => match app.hold(dispatch::shard_for(app, conn, who, &text).await).await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            let id = decode_client(&text).ok().and_then(|e| e.id);
+                            w.error(id.as_ref(), &e).await?;
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 // Whatever an earlier task left on this thread is not ours.
                 let _ = take_ack();
                 let (id, decoded, result) = handle(app, conn, ip, who, &text);
                 let ack = take_ack();
+                drop(hold);
                 let frame = match &result {
                     Ok(Some(reply)) => Some(Frame::message(reply, id.as_ref())),
                     Ok(None) => None,

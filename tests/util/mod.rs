@@ -2,6 +2,8 @@
 //! that waits for what it expects with a timeout, and an HTTP helper.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

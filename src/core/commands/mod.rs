@@ -90,7 +90,7 @@ impl Broker {
         if let Some(a) = &conn.agent {
             let mut cx = self.lock(a.company_index);
             cx.add_conn(id);
-            cx.agent_connected(a.index);
+            cx.agent_connected(a.index, id);
         }
         self.shared.metrics.connection_opened(role);
         conn
@@ -124,7 +124,7 @@ impl Broker {
                 }
             }
             if let Some(a) = &conn.agent {
-                cx.agent_disconnected(a.index);
+                cx.agent_disconnected(a.index, conn.id);
             }
         }
         self.shared.metrics.connection_closed(conn.role);

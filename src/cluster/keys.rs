@@ -1,0 +1,137 @@
+//! What the nodes of a cluster keep in Redis, and the scripts that change
+//! it atomically.
+//!
+//! Per company `{c}` (the braces keep a company's keys in one slot):
+//! - `casebroker:{c}:log`: a stream of stored commits, entry `<n>-1` the
+//!   n-th, field `c` the postcard-encoded batches of changes;
+//! - `casebroker:{c}:head`: the number of the last commit;
+//! - `casebroker:{c}:lease`: the node allowed to append (`<node>`), with a
+//!   time to live;
+//! - `casebroker:{c}:epoch`, `casebroker:{c}:shape`: the stream's epoch and
+//!   the company's agents and groups, set by the first node.
+//!
+//! Shared by all: `casebroker:nodes` (node number → last heartbeat, ms),
+//! `casebroker:node-names`, `casebroker:node-seq`, and `casebroker:limit:*`
+//! counters. Channels: `casebroker:log` (`<company> <head>` after each
+//! append), `casebroker:want` and `casebroker:free` (the lease), and
+//! `casebroker:relay` (signals to another node's connections).
+
+use redis::Script;
+
+pub const NODES: &str = "casebroker:nodes";
+pub const NODE_NAMES: &str = "casebroker:node-names";
+pub const NODE_SEQ: &str = "casebroker:node-seq";
+
+pub const LOG_CHANNEL: &str = "casebroker:log";
+pub const WANT_CHANNEL: &str = "casebroker:want";
+pub const FREE_CHANNEL: &str = "casebroker:free";
+pub const RELAY_CHANNEL: &str = "casebroker:relay";
+
+/// A lease lives this long unless renewed (or used to append).
+pub const LEASE_MS: u64 = 3000;
+
+/// The keys of one company.
+#[derive(Clone, Debug)]
+pub struct CompanyKeys {
+    pub log: String,
+    pub head: String,
+    pub lease: String,
+    pub epoch: String,
+    pub shape: String,
+}
+
+impl CompanyKeys {
+    pub fn new(company: &str) -> CompanyKeys {
+        let k = |what: &str| format!("casebroker:{{{company}}}:{what}");
+        CompanyKeys {
+            log: k("log"),
+            head: k("head"),
+            lease: k("lease"),
+            epoch: k("epoch"),
+            shape: k("shape"),
+        }
+    }
+}
+
+/// The stream id of the n-th commit.
+pub fn entry_id(n: u64) -> String {
+    format!("{n}-1")
+}
+
+/// Takes the lease when it is free or ours. KEYS: lease, head. ARGV:
+/// node, ttl ms. Returns `{1, head}` when taken, `{0, ms left}` otherwise.
+pub fn acquire() -> Script {
+    Script::new(
+        r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+",
+    )
+}
+
+/// Appends commits when the lease is ours and the log is where we left
+/// it, bumps the head and tells every node, all at once. KEYS: lease,
+/// head, log. ARGV: node, expected head, company, ttl ms, then one
+/// encoded commit each. Returns the new head, -1 when the lease is not
+/// ours, -2 when the head moved.
+pub fn append() -> Script {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+if head ~= tonumber(ARGV[2]) then return -2 end
+for i = 5, #ARGV do
+  head = head + 1
+  redis.call('XADD', KEYS[3], head .. '-1', 'c', ARGV[i])
+end
+redis.call('SET', KEYS[2], head)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', 'casebroker:log', ARGV[3] .. ' ' .. head)
+return head
+",
+    )
+}
+
+/// Keeps the lease while ours. KEYS: lease. ARGV: node, ttl ms. Returns 1
+/// when renewed, 0 when it is not ours any more.
+pub fn renew() -> Script {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+}
+
+/// Gives the lease up when ours and says so. KEYS: lease. ARGV: node,
+/// company.
+pub fn release() -> Script {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+redis.call('PUBLISH', 'casebroker:free', ARGV[2])
+return 1
+",
+    )
+}
+
+/// Counts one more event of a limit in its current window. KEYS: the
+/// counter. ARGV: window ms. Returns the count in the window.
+pub fn count() -> Script {
+    Script::new(
+        r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+",
+    )
+}

@@ -1,0 +1,223 @@
+//! A node among others: the channels it listens to, its heartbeat, the
+//! renewal of the leases it holds, and the release of the seats and agent
+//! connections of nodes that stopped heartbeating.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::replica::node_of;
+use crate::core::{Deliver, Effect};
+
+use super::{Cluster, Relay, keys};
+
+/// How often a node says it is alive and looks for dead ones.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+impl Cluster {
+    /// Listens to the cluster's channels, reconnecting while Redis is away;
+    /// after each (re)connection every company catches up, since notices
+    /// sent meanwhile are lost.
+    pub(super) async fn listen(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let session = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                for channel in [
+                    keys::LOG_CHANNEL,
+                    keys::WANT_CHANNEL,
+                    keys::FREE_CHANNEL,
+                    keys::RELAY_CHANNEL,
+                ] {
+                    pubsub.subscribe(channel).await?;
+                }
+                for link in &self.links {
+                    link.behind.notify_one();
+                }
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    self.heard(msg.get_channel_name(), &payload);
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                r = session => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "the cluster's channels are unreachable");
+                    }
+                }
+                _ = shutdown.cancelled() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One message on a channel.
+    fn heard(&self, channel: &str, payload: &str) {
+        match channel {
+            keys::LOG_CHANNEL => {
+                let mut parts = payload.split(' ');
+                let (Some(company), Some(head)) = (parts.next(), parts.next()) else {
+                    return;
+                };
+                let (Some(&shard), Ok(head)) = (self.by_company.get(company), head.parse::<u64>())
+                else {
+                    return;
+                };
+                let link = &self.links[shard];
+                if head > link.applied.load(Ordering::Acquire) {
+                    link.behind.notify_one();
+                }
+            }
+            keys::WANT_CHANNEL => {
+                let mut parts = payload.split(' ');
+                let (Some(company), Some(node)) = (parts.next(), parts.next()) else {
+                    return;
+                };
+                if node.parse::<u64>().ok() == Some(self.node) {
+                    return;
+                }
+                if let Some(&shard) = self.by_company.get(company) {
+                    self.wanted(shard);
+                }
+            }
+            keys::FREE_CHANNEL => {
+                if let Some(&shard) = self.by_company.get(payload) {
+                    self.links[shard].freed.notify_waiters();
+                }
+            }
+            keys::RELAY_CHANNEL => {
+                let Ok(r) = serde_json::from_str::<Relay>(payload) else {
+                    return;
+                };
+                if r.node == self.node || r.company >= self.links.len() {
+                    return;
+                }
+                let to: Vec<u64> =
+                    r.to.into_iter()
+                        .filter(|&c| node_of(c) == self.node)
+                        .collect();
+                if to.is_empty() {
+                    return;
+                }
+                let mut effects = vec![Effect::Signal {
+                    to,
+                    code: r.code,
+                    from: r.from,
+                    data: r.data,
+                }];
+                self.deliver.deliver(r.company, &mut effects);
+            }
+            _ => {}
+        }
+    }
+
+    /// Every second: says this node is alive, notes whether Redis answers,
+    /// and lets go of what dead nodes held.
+    pub(super) async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => {
+                    self.leave().await;
+                    return;
+                }
+            }
+            let Some(alive) = self.beat().await else {
+                continue;
+            };
+            for shard in 0..self.links.len() {
+                let present = self.broker().nodes_present(shard, self.node);
+                let dead: BTreeSet<u64> = present.difference(&alive).copied().collect();
+                // Connections of this node that closed while their company
+                // could not be held.
+                let closed = self.broker().closed_here(shard, |c| self.deliver.has(c));
+                if dead.is_empty() && closed.is_empty() {
+                    continue;
+                }
+                match self.hold(shard).await {
+                    Ok(_hold) => {
+                        if !dead.is_empty() {
+                            tracing::info!(company = %self.links[shard].company, nodes = ?dead, "releasing the seats of nodes that stopped heartbeating");
+                        }
+                        let me = self.node;
+                        self.broker().release_conns(shard, |c| {
+                            dead.contains(&node_of(c)) || (node_of(c) == me && closed.contains(&c))
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e.message, "cannot release a dead node's seats yet")
+                    }
+                }
+            }
+        }
+    }
+
+    /// One heartbeat; the nodes alive, when Redis answered.
+    async fn beat(&self) -> Option<BTreeSet<u64>> {
+        let mut conn = self.conn.clone();
+        let now = chrono::Utc::now().timestamp_millis();
+        let since = now - self.timeout.as_millis() as i64;
+        let r: redis::RedisResult<((), Vec<u64>)> = redis::pipe()
+            .zadd(keys::NODES, self.node, now)
+            .ignore()
+            .zrembyscore(keys::NODES, "-inf", since - 3_600_000)
+            .ignore()
+            .zrangebyscore(keys::NODES, since, "+inf")
+            .query_async::<(Vec<u64>,)>(&mut conn)
+            .await
+            .map(|(alive,)| ((), alive));
+        self.saw(&r);
+        let (_, alive) = r.ok()?;
+        Some(alive.into_iter().collect())
+    }
+
+    /// A node that stops cleanly says so at once: its heartbeat is gone.
+    async fn leave(&self) {
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<()> = conn.zrem(keys::NODES, self.node).await;
+    }
+
+    /// Keeps the leases this node holds alive while it holds them.
+    pub(super) async fn renew_leases(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(keys::LEASE_MS / 3));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            for (shard, link) in self.links.iter().enumerate() {
+                let held = link.lease.lock().unwrap_or_else(|p| p.into_inner()).held;
+                if !held {
+                    continue;
+                }
+                let mut conn = self.conn.clone();
+                let r: redis::RedisResult<i64> = self
+                    .scripts
+                    .renew
+                    .key(&link.keys.lease)
+                    .arg(self.node)
+                    .arg(keys::LEASE_MS)
+                    .invoke_async(&mut conn)
+                    .await;
+                self.saw(&r);
+                if r == Ok(0) {
+                    tracing::warn!(company = %link.company, "the company's lease expired while held");
+                    self.diverge(shard);
+                }
+            }
+        }
+    }
+}

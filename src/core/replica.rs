@@ -1,0 +1,172 @@
+//! A company as one copy among several (a cluster): changes another node
+//! decided are applied here as they were there, so every copy takes the
+//! same seqs; connection ids carry their node; the seats and agent
+//! connections of a node that died are let go.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use tokio::time::Instant;
+
+use crate::case::SessionCode;
+
+use super::Broker;
+use super::change::{Change, Seat};
+use super::effect::ConnId;
+use super::shard::ShardState;
+use super::sink::Batch;
+use super::stream::Stream;
+
+/// Bits of a connection id below its node's number.
+pub const NODE_SHIFT: u32 = 40;
+
+/// The node a connection id was given by (0 for a single broker).
+pub fn node_of(conn: ConnId) -> u64 {
+    conn >> NODE_SHIFT
+}
+
+impl Broker {
+    /// Numbers this node's connections after `node`, so that ids are
+    /// unique across a cluster. Call before serving.
+    pub fn number_connections(&self, node: u64) {
+        self.shared
+            .next_conn
+            .store((node << NODE_SHIFT) + 1, Ordering::Release);
+    }
+
+    /// Starts a company's stream at `epoch`, before its changes are
+    /// replayed: every node shows the same epoch.
+    pub fn set_epoch(&self, shard: usize, epoch: &str) {
+        let mut cx = self.lock(shard);
+        let cap = self.shared.config.history_events;
+        cx.st.stream = Stream::restored(epoch.to_string(), 0, Vec::new(), cap);
+    }
+
+    /// Applies changes another node decided and stored, in their order,
+    /// with their effects delivered here; nothing is recorded again.
+    pub fn follow(&self, shard: usize, batches: Vec<Batch>) {
+        let mut cx = self.lock(shard);
+        cx.st.following = true;
+        for batch in batches {
+            if let Some(Change::Created(rec)) = batch.first() {
+                cx.st.next_line_seq = cx.st.next_line_seq.max(rec.line_seq);
+            }
+            cx.apply_all(batch);
+        }
+        cx.st.following = false;
+    }
+
+    /// Forgets a company's cases (its copy went astray from the stored
+    /// changes), keeping this node's connections and subscriptions, so it
+    /// can be rebuilt with [`Broker::set_epoch`] and [`Broker::restore`].
+    pub fn reset(&self, shard: usize) {
+        let mut cx = self.lock(shard);
+        let company = cx.company;
+        let history = self.shared.config.history_events;
+        let mut fresh = ShardState::new(company, history);
+        for (id, state) in cx.st.conns.drain() {
+            let s = super::shard::ConnState {
+                subscribed: state.subscribed,
+                ..Default::default()
+            };
+            fresh.conns.insert(id, s);
+        }
+        for code in cx.st.cases.keys() {
+            self.shared.codes.remove(code);
+        }
+        *cx.st = fresh;
+    }
+
+    /// True when one of the company's deadlines that may change a case
+    /// (expiry, purge, orphan) is due.
+    pub fn timers_due(&self, shard: usize, now: Instant) -> bool {
+        let cx = self.lock(shard);
+        cx.st.timers.next().is_some_and(|at| at <= now)
+    }
+
+    /// This node's connections that hold a seat or keep an agent online
+    /// in this company but are not `open` any more.
+    pub fn closed_here(&self, shard: usize, open: impl Fn(ConnId) -> bool) -> Vec<ConnId> {
+        let me = self.node();
+        let cx = self.lock(shard);
+        let seats = cx.st.conns.keys().copied();
+        let agents = cx.st.agents.iter().flat_map(|a| a.conns.iter().copied());
+        let mut gone: Vec<ConnId> = seats
+            .chain(agents)
+            .filter(|&c| node_of(c) == me && !open(c))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        gone
+    }
+
+    /// The nodes, other than `me`, whose connections hold a seat or keep an
+    /// agent online in this company.
+    pub fn nodes_present(&self, shard: usize, me: u64) -> BTreeSet<u64> {
+        let cx = self.lock(shard);
+        let seats = cx
+            .st
+            .conns
+            .iter()
+            .filter(|(_, s)| s.case.is_some() || !s.sessions.is_empty())
+            .map(|(c, _)| *c);
+        let agents = cx.st.agents.iter().flat_map(|a| a.conns.iter().copied());
+        seats
+            .chain(agents)
+            .map(node_of)
+            .filter(|&n| n != me)
+            .collect()
+    }
+
+    /// Lets go every seat and agent connection of the nodes in `dead`, as
+    /// changes with their usual events.
+    pub fn release_nodes(&self, shard: usize, dead: &BTreeSet<u64>) {
+        self.release_conns(shard, |c| dead.contains(&node_of(c)));
+    }
+
+    /// Lets go every seat and agent connection of the connections `gone`
+    /// picks, as changes with their usual events.
+    pub fn release_conns(&self, shard: usize, gone: impl Fn(ConnId) -> bool) {
+        let mut cx = self.lock(shard);
+        let gone = |c: &ConnId| gone(*c);
+        let at = Utc::now();
+        let mut seats: Vec<(SessionCode, Seat, ConnId)> = Vec::new();
+        let conns: Vec<ConnId> = cx.st.conns.keys().copied().filter(gone).collect();
+        for conn in &conns {
+            if let Some(state) = cx.st.conns.remove(conn) {
+                seats.extend(state.case.map(|c| (c, Seat::Customer, *conn)));
+                seats.extend(state.sessions.iter().map(|&c| (c, Seat::Supporter, *conn)));
+            }
+        }
+        seats.sort();
+        for (code, seat, conn) in seats {
+            cx.apply(Change::SeatLeft {
+                code,
+                seat,
+                conn,
+                at,
+            });
+        }
+        let agents: Vec<(usize, ConnId)> = cx
+            .st
+            .agents
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.conns.iter().filter(|c| gone(c)).map(move |&c| (i, c)))
+            .collect();
+        for (agent, conn) in agents {
+            cx.apply(Change::AgentOffline { agent, conn });
+        }
+    }
+
+    /// The company a session code belongs to, if this copy holds it.
+    pub fn company_of(&self, code: &SessionCode) -> Option<usize> {
+        self.shard_of(code)
+    }
+
+    /// This node's number (0 for a single broker).
+    pub fn node(&self) -> u64 {
+        node_of(self.shared.next_conn.load(Ordering::Acquire))
+    }
+}
