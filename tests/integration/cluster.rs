@@ -2,10 +2,137 @@
 //! one ordered stream per company, claims with one winner, dead nodes and
 //! a Redis that goes away.
 
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 
 use crate::util::redis::RedisServer;
-use crate::util::{ALICE, BOB, DAVE, MODULE, TestServer, WsClient, config_with};
+use crate::util::{ALICE, BOB, DAVE, MODULE, TestServer, WsClient, config_text, config_with};
+
+/// How long a dead node's seats may take to be released: its timeout
+/// (3 s here), a heartbeat, and slack for a loaded machine.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
+
+/// A node run as its own process, killed with SIGKILL when dropped.
+struct ProcessNode {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl ProcessNode {
+    /// Starts the broker binary as a node of `redis` and waits until its
+    /// `/healthz` answers.
+    async fn start(redis: &RedisServer, name: &str) -> ProcessNode {
+        let dir =
+            std::env::temp_dir().join(format!("casebroker-node-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("casebroker.toml");
+        std::fs::write(&config, config_text(&cluster_table(redis, name, ""))).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_casebroker"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the binary");
+        let node = ProcessNode {
+            child,
+            port,
+            _dir: TempDir(dir),
+        };
+        let http = reqwest::Client::new();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                return node;
+            }
+            assert!(Instant::now() < until, "the node process did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn cluster_table(redis: &RedisServer, name: &str, extra: &str) -> String {
+    format!(
+        "{extra}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\n",
+        redis.url()
+    )
+}
+
+/// Polls `/healthz` until it answers `want`, for at most `limit`.
+async fn health_becomes(node: &TestServer, want: u16, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let resp = reqwest::Client::new()
+            .get(node.url("/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if resp.is_ok_and(|r| r.status().as_u16() == want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Waits for a message, for longer than the usual wait.
+async fn wait_long(
+    ws: &mut WsClient,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let until = Instant::now() + limit;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), ws.wait_for(what, &pred)).await {
+            Ok(v) => return v,
+            Err(_) => assert!(
+                Instant::now() < until,
+                "no {what} within {limit:?}; pending {:?}",
+                ws.pending()
+            ),
+        }
+    }
+}
 
 /// A node of the cluster on `redis`, on a free loopback port.
 async fn node(redis: &RedisServer, name: &str) -> TestServer {
@@ -13,13 +140,8 @@ async fn node(redis: &RedisServer, name: &str) -> TestServer {
 }
 
 async fn node_with(redis: &RedisServer, name: &str, extra: &str) -> TestServer {
-    let cluster = format!(
-        "{extra}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\n",
-        redis.url()
-    );
-    // `[cluster]` must come after the top-level keys and before the
-    // companies: put it first and the companies follow in config_with.
-    TestServer::with_config(config_with(&cluster)).await
+    // The companies follow the `[cluster]` table in config_with.
+    TestServer::with_config(config_with(&cluster_table(redis, name, extra))).await
 }
 
 async fn subscribe(ws: &mut WsClient) -> Value {
@@ -209,4 +331,211 @@ async fn help_requests_on_any_node_land_in_one_line() {
         .collect();
     assert!(codes.contains(&v1["code"].as_str().unwrap()), "{page}");
     assert!(codes.contains(&v2["code"].as_str().unwrap()), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_lets_go_of_its_seats_and_its_customer_resumes_elsewhere() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "a").await;
+    let mut k = ProcessNode::start(&redis, "k").await;
+
+    let mut bob = a.agent(BOB).await;
+    let mut dash = a.agent(ALICE).await;
+    subscribe(&mut dash).await;
+    let code = create(&mut bob, "On a doomed node").await;
+
+    // The customer and Dave sit on k; Bob on a.
+    let mut customer = WsClient::connect(&k.ws_url()).await;
+    customer
+        .send(json!({"type": "hello", "role": "customer"}))
+        .await;
+    customer.wait_type("welcome").await;
+    let joined = customer
+        .ok(
+            json!({"type": "join", "code": code, "name": "Kim"}),
+            "joined",
+        )
+        .await;
+    let token = joined["resume_token"].as_str().unwrap().to_string();
+    let mut dave = WsClient::connect(&k.ws_url()).await;
+    dave.send(json!({"type": "hello", "role": "agent", "token": DAVE}))
+        .await;
+    dave.wait_type("welcome").await;
+    bob.ok(json!({"type": "join", "code": code}), "joined")
+        .await;
+    bob.wait_for("in_progress", |m| {
+        m["type"] == "status" && m["status"] == "in_progress"
+    })
+    .await;
+    let (_, agents) = a.http("GET", "/v1/agents", Some(ALICE), None).await;
+    let dave_online = |v: &Value| {
+        v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == "dave" && x["online"] == true)
+    };
+    assert!(dave_online(&agents), "dave is online through k: {agents}");
+
+    k.kill();
+
+    // Within the node timeout, a releases the customer's seat: Bob and the
+    // dashboard are told, as when a customer leaves.
+    let status = wait_long(&mut bob, "pending after the kill", RELEASE_WAIT, |m| {
+        m["type"] == "status" && m["status"] == "pending" && m["customer_connected"] == false
+    })
+    .await;
+    assert_eq!(status["supporter_connected"], true, "{status}");
+    let c = code.clone();
+    wait_long(
+        &mut dash,
+        "customer_connected false",
+        RELEASE_WAIT,
+        move |m| {
+            m["type"] == "event"
+                && m["case"]["code"] == c.as_str()
+                && m["case"]["customer_connected"] == false
+        },
+    )
+    .await;
+    let (_, agents) = a.http("GET", "/v1/agents", Some(ALICE), None).await;
+    assert!(!dave_online(&agents), "dave went offline with k: {agents}");
+
+    // The customer comes back through a with its resume token.
+    let mut back = a.customer().await;
+    back.ok(
+        json!({"type": "join", "code": code, "resume_token": token}),
+        "joined",
+    )
+    .await;
+    bob.wait_for("in_progress again", |m| {
+        m["type"] == "status" && m["status"] == "in_progress"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_answer_unavailable_while_redis_is_away_and_recover_by_themselves() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis, "a").await;
+    let b = node(&redis, "b").await;
+    let mut bob = a.agent(BOB).await;
+    let mut dash = b.agent(ALICE).await;
+    subscribe(&mut dash).await;
+    let before = create(&mut bob, "Before the outage").await;
+    event(&mut dash, &before, "created").await;
+
+    redis.kill();
+    // Changes are refused with `unavailable`; sockets stay open.
+    bob.err(
+        json!({"type": "create_case", "group": "support", "name": "During"}),
+        "unavailable",
+    )
+    .await;
+    assert!(
+        health_becomes(&a, 503, Duration::from_secs(10)).await,
+        "a reports the outage"
+    );
+    let (_, metrics) = (
+        200,
+        reqwest::get(a.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        metrics.contains("casebroker_cluster_redis_up 0"),
+        "{metrics}"
+    );
+    // Reads still answer from the node's copy.
+    let (st, case) = a
+        .http("GET", &format!("/v1/cases/{before}"), Some(ALICE), None)
+        .await;
+    assert_eq!(st, 200, "{case}");
+
+    redis.restart();
+    assert!(
+        health_becomes(&a, 200, Duration::from_secs(15)).await,
+        "a recovers"
+    );
+    assert!(
+        health_becomes(&b, 200, Duration::from_secs(15)).await,
+        "b recovers"
+    );
+    // The same sockets work again, and what was stored before is there.
+    let until = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let r = bob
+            .request(json!({"type": "create_case", "group": "support", "name": "After"}))
+            .await;
+        if r["type"] == "case" {
+            break r["case"]["code"].as_str().unwrap().to_string();
+        }
+        assert_eq!(r["code"], "unavailable", "{r}");
+        assert!(Instant::now() < until, "changes are accepted again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    event(&mut dash, &after, "created").await;
+    let (st, case) = b
+        .http("GET", &format!("/v1/cases/{before}"), Some(ALICE), None)
+        .await;
+    assert_eq!(st, 200, "the case from before the restart is kept: {case}");
+    let (metrics_ok, metrics) = (
+        200,
+        reqwest::get(a.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(metrics_ok, 200);
+    assert!(
+        metrics.contains("casebroker_cluster_redis_up 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automated_assignment_counts_agents_on_every_node() {
+    let redis = RedisServer::start();
+    let configure = |name: &str| {
+        let mut c = config_with(&cluster_table(&redis, name, ""));
+        c.companies[0].assignment = casebroker::config::Assignment::LeastLoaded;
+        c
+    };
+    let a = TestServer::with_config(configure("a")).await;
+    let b = TestServer::with_config(configure("b")).await;
+    // Bob is online on b alone; help is asked for on a.
+    let _bob = b.agent(BOB).await;
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let (st, v) = a
+            .http("POST", "/v1/help", None, Some(json!({"module": MODULE})))
+            .await;
+        assert_eq!(st, 201, "{v}");
+        codes.push(v["code"].as_str().unwrap().to_string());
+    }
+    for code in &codes {
+        let (_, case) = b
+            .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
+            .await;
+        assert_eq!(
+            case["assignee"], "bob",
+            "assigned to the agent online on the other node: {case}"
+        );
+        assert_eq!(case["assigned_by"], "auto", "{case}");
+    }
+    // Dave comes online on a: the least loaded gets the next one, once.
+    let _dave = a.agent(DAVE).await;
+    let (_, v) = b
+        .http("POST", "/v1/help", None, Some(json!({"module": MODULE})))
+        .await;
+    let code = v["code"].as_str().unwrap();
+    let (_, case) = a
+        .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
+        .await;
+    assert_eq!(case["assignee"], "dave", "{case}");
 }

@@ -38,6 +38,11 @@ pub const UNLIMITED: &str = "messages_per_second = 1000000\nmessage_burst = 1000
 /// The test config: two companies, so isolation can be checked. `extra` is
 /// prepended (top-level keys such as `case_ttl = "1s"`).
 pub fn config_with(extra: &str) -> Config {
+    Config::from_toml(&config_text(extra)).expect("test config is valid")
+}
+
+/// The test config as TOML, for a broker started as a process.
+pub fn config_text(extra: &str) -> String {
     // Nothing on disk unless the test names a data directory.
     let storage = if extra.contains("data_dir") {
         ""
@@ -109,7 +114,7 @@ key = "{GLOBEX_MODULE}"
 group = "support"
 "#
     );
-    Config::from_toml(&text).expect("test config is valid")
+    text
 }
 
 /// A broker serving on a free loopback port, shut down when dropped.
