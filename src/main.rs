@@ -25,6 +25,13 @@ struct Args {
     /// Keep nothing on disk: every case is gone when the broker stops.
     #[arg(long)]
     in_memory: bool,
+    /// Run as a node of a cluster on this Redis (the config's
+    /// `[cluster] redis_url`), e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["data_dir", "in_memory"])]
+    redis_url: Option<String>,
+    /// This node's name in a cluster (the config's `[cluster] node_id`).
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -72,6 +79,27 @@ fn main() -> ExitCode {
     }
     if args.in_memory {
         config.in_memory = true;
+    }
+    if let Some(url) = args.redis_url {
+        let cluster = config
+            .cluster
+            .get_or_insert_with(|| casebroker::config::ClusterConfig::new(url.clone()));
+        cluster.redis_url = url;
+    }
+    if let Some(id) = args.node_id {
+        match &mut config.cluster {
+            Some(c) => c.node_id = Some(id),
+            None => {
+                eprintln!(
+                    "casebroker: --node-id needs a cluster (--redis-url or [cluster] in the config)"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("casebroker: {e}");
+        return ExitCode::from(EXIT_CONFIG);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

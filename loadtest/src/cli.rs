@@ -128,6 +128,10 @@ pub struct FanoutArgs {
     /// Group the driver creates cases in.
     #[arg(long, default_value = "support")]
     pub group: String,
+    /// Where the dashboards connect, dealt in turn (repeat it: the nodes
+    /// of a cluster); the driver stays on --url. Default: --url.
+    #[arg(long, value_name = "URL")]
+    pub dashboard_url: Vec<String>,
     /// Also run the same fan-out against this server (the Node.js
     /// baseline, say ws://127.0.0.1:8090/) and compare.
     #[arg(long, value_name = "URL")]
@@ -450,6 +454,7 @@ async fn scenario(cli: Cli) -> anyhow::Result<Option<Report>> {
             mixed::run(&MixedOpts {
                 fanout: FanoutOpts {
                     target: a.common.target()?,
+                    dashboard_targets: Vec::new(),
                     token: a.common.token.clone(),
                     group: a.group.clone(),
                     dashboards: a.dashboards as usize,
@@ -525,8 +530,22 @@ async fn fanout_cmd(a: FanoutArgs) -> anyhow::Result<Report> {
         Some(url) => Some(Target::new(url, a.common.source_addrs)?),
         None => None,
     };
+    if a.dashboard_url.len() > 16 {
+        anyhow::bail!("--dashboard-url may be given at most 16 times");
+    }
+    if !a.dashboard_url.is_empty() && (a.baseline.is_some() || a.baseline_url.is_some()) {
+        anyhow::bail!(
+            "--dashboard-url cannot be combined with a baseline (a baseline is one server)"
+        );
+    }
+    let dashboard_targets = a
+        .dashboard_url
+        .iter()
+        .map(|u| Target::new(u, a.common.source_addrs))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = FanoutOpts {
         target: a.common.target()?,
+        dashboard_targets,
         token: a.common.token.clone(),
         group: a.group.clone(),
         dashboards: a.dashboards as usize,

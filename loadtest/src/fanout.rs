@@ -50,6 +50,9 @@ const CONNECT_AT_ONCE: usize = 64;
 #[derive(Clone, Debug)]
 pub struct FanoutOpts {
     pub target: Target,
+    /// Where the dashboards connect, dealt in turn (several nodes of a
+    /// cluster, say); empty: all on `target`, like the driver.
+    pub dashboard_targets: Vec<Target>,
     pub token: String,
     pub group: String,
     pub dashboards: usize,
@@ -519,8 +522,11 @@ pub async fn run(opts: &FanoutOpts, bar: &Progress) -> anyhow::Result<FanoutResu
     let token = opts.token.clone();
     let mut opened = Vec::with_capacity(opts.dashboards);
     let mut connecting = futures::stream::iter(0..opts.dashboards)
-        .map(|_| {
-            let target = opts.target.clone();
+        .map(|i| {
+            let target = match opts.dashboard_targets.len() {
+                0 => opts.target.clone(),
+                n => opts.dashboard_targets[i % n].clone(),
+            };
             let token = token.clone();
             async move { open_dashboard(&target, &token).await }
         })

@@ -15,8 +15,11 @@
 //! - [`keys`]: what lives in Redis, and the scripts.
 //! - [`nodes`]: the node's own number and heartbeat, the channels it
 //!   listens to, and the release of a dead node's seats.
+//! - [`limits`]: failed-join back-off and help-request limits shared by
+//!   every node.
 
 pub mod keys;
+pub mod limits;
 pub mod nodes;
 
 use std::collections::HashMap;

@@ -174,6 +174,15 @@ fn default_node_timeout() -> Duration {
 }
 
 impl ClusterConfig {
+    /// A cluster on `redis_url`, every other setting by default.
+    pub fn new(redis_url: String) -> ClusterConfig {
+        ClusterConfig {
+            redis_url,
+            node_id: None,
+            node_timeout: default_node_timeout(),
+        }
+    }
+
     /// The node's name: `node_id`, or host name and pid.
     pub fn node_name(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
@@ -426,6 +435,38 @@ groups = ["nope"]
         assert!(e.contains("case_ttl"), "{e}");
         let e = Config::from_toml("bogus = 1").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_cluster_table_names_its_field() {
+        let cluster = |body: &str| {
+            Config::from_toml(&format!("[cluster]\n{body}"))
+                .map(|c| c.cluster.expect("a cluster"))
+                .map_err(|e| e.to_string())
+        };
+        let ok = cluster("redis_url = \"redis://127.0.0.1:6379\"").unwrap();
+        assert_eq!(ok.node_timeout, Duration::from_secs(10));
+        assert!(
+            ok.node_name()
+                .ends_with(&format!("-{}", std::process::id()))
+        );
+        for (body, field) in [
+            ("redis_url = \"http://127.0.0.1:6379\"", "cluster.redis_url"),
+            ("redis_url = \"redis://[::1\"", "cluster.redis_url"),
+            (
+                "redis_url = \"redis://127.0.0.1\"\nnode_id = \"a b\"",
+                "cluster.node_id",
+            ),
+            (
+                "redis_url = \"redis://127.0.0.1\"\nnode_timeout = \"1s\"",
+                "cluster.node_timeout",
+            ),
+            ("node_id = \"a\"", "redis_url"),
+            ("redis_url = \"redis://127.0.0.1\"\nbogus = 1", "bogus"),
+        ] {
+            let e = cluster(body).unwrap_err();
+            assert!(e.contains(field), "{body}: {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tracing::field;
 
 use crate::app::App;
+use crate::cluster::Hold;
 use crate::core::{Conn, Who};
 use crate::directory::Agent;
 use crate::error::Error;
@@ -47,14 +48,37 @@ pub fn handle(
     (id, true, result)
 }
 
-/// In a cluster, the company a command would change, which must be held
-/// first; `None` for one that changes nothing (it reads this node's copy)
-/// or that cannot be decoded. A customer's join by a code this node has not
-/// seen yet catches up with the cluster first.
-pub async fn shard_for(app: &App, conn: &Conn, who: &Peer, text: &str) -> Option<usize> {
-    let msg = decode_client(text).ok()?.msg;
-    match who {
-        Peer::Agent(agent) => match msg {
+/// What a command needs before it runs in a cluster.
+#[derive(Default)]
+pub struct Prepared {
+    /// The company it changes, held by this node.
+    pub hold: Option<Hold>,
+    /// A customer's join by code: its outcome counts for the shared limit.
+    pub join: bool,
+}
+
+/// In a cluster: checks the limits shared by every node and holds the
+/// company the command would change. Nothing to do on a single broker,
+/// and nothing to hold for a command that changes nothing (it reads this
+/// node's copy) or cannot be decoded. A customer's join by a code this
+/// node has not seen yet catches up with the cluster first.
+pub async fn prepare(
+    app: &App,
+    conn: &Conn,
+    ip: IpAddr,
+    who: &Peer,
+    text: &str,
+) -> Result<Prepared, Error> {
+    let Some(cluster) = &app.cluster else {
+        return Ok(Prepared::default());
+    };
+    let Ok(env) = decode_client(text) else {
+        return Ok(Prepared::default());
+    };
+    let broker = &app.broker;
+    let (shard, join) = match (who, env.msg) {
+        (
+            Peer::Agent(agent),
             ClientMsg::CreateCase(_)
             | ClientMsg::Assign { .. }
             | ClientMsg::Join { .. }
@@ -62,27 +86,48 @@ pub async fn shard_for(app: &App, conn: &Conn, who: &Peer, text: &str) -> Option
             | ClientMsg::Close { .. }
             | ClientMsg::Delete { .. }
             | ClientMsg::Presence { .. }
-            | ClientMsg::Chat { .. } => Some(agent.company_index),
-            _ => None,
-        },
-        Peer::Customer => match msg {
-            ClientMsg::Join { code, .. } => {
-                let code = crate::core::parse_code(&code).ok()?;
-                match &app.cluster {
-                    Some(c) => c.find(&code).await,
-                    None => app.broker.company_of(&code),
-                }
-            }
-            ClientMsg::RequestHelp(req) => app
-                .broker
-                .directory()
-                .module(&req.module)
-                .map(|m| m.company_index),
-            ClientMsg::Chat { .. } | ClientMsg::Leave { .. } | ClientMsg::Close { .. } => {
-                conn.shard()
-            }
-            _ => None,
-        },
+            | ClientMsg::Chat { .. },
+        ) => (Some(agent.company_index), false),
+        (Peer::Agent(_), _) => (None, false),
+        (Peer::Customer, ClientMsg::Join { code, .. }) => {
+            cluster.check_join(ip).await?;
+            let shard = match crate::core::parse_code(&code) {
+                Ok(code) => cluster.find(&code).await,
+                Err(_) => None,
+            };
+            (shard, true)
+        }
+        (Peer::Customer, ClientMsg::RequestHelp(req)) => {
+            let module = broker.directory().module(&req.module);
+            let known = module.map(|_| req.module.as_str());
+            cluster.check_help(ip, known, broker.config()).await?;
+            (module.map(|m| m.company_index), false)
+        }
+        (
+            Peer::Customer,
+            ClientMsg::Chat { .. } | ClientMsg::Leave { .. } | ClientMsg::Close { .. },
+        ) => (conn.shard(), false),
+        (Peer::Customer, _) => (None, false),
+    };
+    Ok(Prepared {
+        hold: app.hold(shard).await?,
+        join,
+    })
+}
+
+/// After a customer's join in a cluster: a failure counts towards the
+/// address's shared back-off, a success clears it; counted before the
+/// reply leaves, so the client's next try already sees it.
+pub async fn joined(app: &App, ip: IpAddr, result: &Result<Option<ServerMsg>, Error>) {
+    let Some(cluster) = &app.cluster else {
+        return;
+    };
+    match result {
+        Ok(_) => cluster.join_succeeded(ip).await,
+        Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::Conflict) => {
+            cluster.join_failed(ip, app.broker.config()).await
+        }
+        Err(_) => {}
     }
 }
 

@@ -302,6 +302,9 @@ async fn help(
         .module(&req.module)
         .map(|_| req.module.as_str());
     app.guard.check_help(ip, known)?;
+    if let Some(c) = &app.cluster {
+        c.check_help(ip, known, app.broker.config()).await?;
+    }
     let shard = app
         .broker
         .directory()

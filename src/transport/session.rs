@@ -329,22 +329,22 @@ async fn session(
                 limited_in_a_row = 0;
                 // In a cluster, a command that changes a company waits for
                 // it to be held here.
-                let hold = match &app.cluster {
-                    Some(_) => match app.hold(dispatch::shard_for(app, conn, who, &text).await).await {
-                        Ok(h) => h,
-                        Err(e) => {
-                            let id = decode_client(&text).ok().and_then(|e| e.id);
-                            w.error(id.as_ref(), &e).await?;
-                            continue;
-                        }
-                    },
-                    None => None,
+                let prepared = match dispatch::prepare(app, conn, ip, who, &text).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let id = decode_client(&text).ok().and_then(|e| e.id);
+                        w.error(id.as_ref(), &e).await?;
+                        continue;
+                    }
                 };
                 // Whatever an earlier task left on this thread is not ours.
                 let _ = take_ack();
                 let (id, decoded, result) = handle(app, conn, ip, who, &text);
                 let ack = take_ack();
-                drop(hold);
+                drop(prepared.hold);
+                if prepared.join {
+                    dispatch::joined(app, ip, &result).await;
+                }
                 let frame = match &result {
                     Ok(Some(reply)) => Some(Frame::message(reply, id.as_ref())),
                     Ok(None) => None,

@@ -539,3 +539,82 @@ async fn automated_assignment_counts_agents_on_every_node() {
         .await;
     assert_eq!(case["assignee"], "dave", "{case}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_joins_and_help_requests_are_limited_across_nodes() {
+    let redis = RedisServer::start();
+    let limits = "failed_joins_per_minute = 3\nhelp_per_ip_per_minute = 2";
+    let a = node_with(&redis, "a", limits).await;
+    let b = node_with(&redis, "b", limits).await;
+
+    // Two failures on a and one on b use up the address's budget: a
+    // blocks it although a alone saw only two.
+    let mut on_a = a.customer().await;
+    let mut on_b = b.customer().await;
+    for on_b_now in [false, false, true] {
+        let ws = if on_b_now { &mut on_b } else { &mut on_a };
+        ws.err(json!({"type": "join", "code": "s00-000-001"}), "not_found")
+            .await;
+    }
+    let mut again = a.customer().await;
+    let e = again
+        .err(
+            json!({"type": "join", "code": "s00-000-002"}),
+            "rate_limited",
+        )
+        .await;
+    assert!(e["message"].as_str().unwrap().contains("retry in"), "{e}");
+    let mut other = b.customer().await;
+    other
+        .err(
+            json!({"type": "join", "code": "s00-000-003"}),
+            "rate_limited",
+        )
+        .await;
+
+    // Help requests: two in the minute from one address, whichever node.
+    let help = || Some(json!({"module": MODULE}));
+    assert_eq!(a.http("POST", "/v1/help", None, help()).await.0, 201);
+    assert_eq!(b.http("POST", "/v1/help", None, help()).await.0, 201);
+    let (st, v) = a.http("POST", "/v1/help", None, help()).await;
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(v["code"], "rate_limited", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_without_redis_or_with_another_config() {
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = config_with("");
+    config.cluster = Some(casebroker::config::ClusterConfig::new(format!(
+        "redis://127.0.0.1:{port}"
+    )));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = casebroker::run(listener, config, std::future::pending())
+        .await
+        .expect_err("no Redis, no node");
+    assert!(
+        e.to_string()
+            .contains("cannot reach Redis at redis://127.0.0.1"),
+        "{e}"
+    );
+
+    // A second node whose company has other agents than the first's.
+    let redis = RedisServer::start();
+    let _a = node(&redis, "a").await;
+    let mut other = config_with(&cluster_table(&redis, "b", ""));
+    other.companies[0].agents.pop();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = casebroker::run(listener, other, std::future::pending())
+        .await
+        .expect_err("another config, no node");
+    assert!(
+        e.to_string()
+            .contains("company acme is stored in Redis with other agents or groups"),
+        "{e}"
+    );
+}
