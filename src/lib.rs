@@ -219,6 +219,10 @@ async fn images(
     }
 }
 
+/// In a cluster, how long a node that does not hold a company waits
+/// before it takes the company to run a due deadline itself.
+const FOLLOWER_TIMER_DELAY: Duration = Duration::from_secs(2);
+
 /// Drives one company's expiry, purging, orphan checks and coalesced line
 /// positions: sleeps until its earliest deadline (or until an earlier one
 /// is added), never scanning every case.
@@ -229,6 +233,22 @@ async fn run_timers(app: App, shard: usize, shutdown: CancellationToken) {
         // In a cluster a deadline that changes a case waits for the
         // company's lease; on failure it is tried again in a second.
         let hold = match &app.cluster {
+            // The node that holds the company runs its deadlines at once;
+            // another waits a little, so that usually the holder's change
+            // arrives first and the lease stays where it is.
+            Some(c) if !c.holds(shard) && broker.timers_due(shard, now) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(FOLLOWER_TIMER_DELAY) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if !broker.timers_due(shard, tokio::time::Instant::now()) {
+                    continue;
+                }
+                match c.hold(shard).await {
+                    Ok(h) => Some(h),
+                    Err(_) => continue,
+                }
+            }
             Some(c) if broker.timers_due(shard, now) => match c.hold(shard).await {
                 Ok(h) => Some(h),
                 Err(_) => {

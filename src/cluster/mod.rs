@@ -313,6 +313,15 @@ impl Cluster {
         Ok(())
     }
 
+    /// True while this node holds the lease of `shard`.
+    pub fn holds(&self, shard: usize) -> bool {
+        self.links[shard]
+            .lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held
+    }
+
     /// True while Redis answers.
     pub fn up(&self) -> bool {
         self.up.load(Ordering::Acquire)
@@ -664,7 +673,19 @@ impl Cluster {
         let (old, last_old) = self.read_log(shard, 0, Some(good)).await?;
         let (new, last) = self.read_log(shard, last_old, None).await?;
         let mut conn = self.conn.clone();
-        let epoch: String = conn.get(&link.keys.epoch).await?;
+        let epoch: Option<String> = conn.get(&link.keys.epoch).await?;
+        let epoch = match epoch {
+            Some(e) => e,
+            None => {
+                // Redis lost what it held (restarted without persistence):
+                // the company starts again with a new epoch, so dashboards
+                // that resume get a snapshot.
+                tracing::error!(company = %link.company, "Redis no longer holds this company's data; starting it afresh with a new epoch");
+                let fresh = hex::encode(rand::random::<[u8; 8]>());
+                let _: bool = conn.set_nx(&link.keys.epoch, &fresh).await?;
+                conn.get(&link.keys.epoch).await?
+            }
+        };
         let broker = self.broker();
         broker.reset(shard);
         broker.set_epoch(shard, &epoch);

@@ -284,6 +284,20 @@ impl Locked<'_> {
         self.push_agent(agent);
     }
 
+    /// Leaves these seats, in order, as changes with their events.
+    pub fn leave_seats(&mut self, mut seats: Vec<(SessionCode, Seat, super::effect::ConnId)>) {
+        seats.sort();
+        let at = Utc::now();
+        for (code, seat, conn) in seats {
+            self.apply(Change::SeatLeft {
+                code,
+                seat,
+                conn,
+                at,
+            });
+        }
+    }
+
     /// Puts back a case loaded from a snapshot: its deadlines re-armed from
     /// its wall-clock times, its indexes, line and load, without an event.
     pub fn restore_case(&mut self, rec: CaseRecord) {

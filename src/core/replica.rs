@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
-use chrono::Utc;
 use tokio::time::Instant;
 
 use crate::case::SessionCode;
@@ -130,7 +129,6 @@ impl Broker {
     pub fn release_conns(&self, shard: usize, gone: impl Fn(ConnId) -> bool) {
         let mut cx = self.lock(shard);
         let gone = |c: &ConnId| gone(*c);
-        let at = Utc::now();
         let mut seats: Vec<(SessionCode, Seat, ConnId)> = Vec::new();
         let conns: Vec<ConnId> = cx.st.conns.keys().copied().filter(gone).collect();
         for conn in &conns {
@@ -139,15 +137,7 @@ impl Broker {
                 seats.extend(state.sessions.iter().map(|&c| (c, Seat::Supporter, *conn)));
             }
         }
-        seats.sort();
-        for (code, seat, conn) in seats {
-            cx.apply(Change::SeatLeft {
-                code,
-                seat,
-                conn,
-                at,
-            });
-        }
+        cx.leave_seats(seats);
         let agents: Vec<(usize, ConnId)> = cx
             .st
             .agents

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use crate::case::SessionCode;
 
 use super::Broker;
@@ -84,16 +82,7 @@ impl Broker {
                     .map(|&n| (*code, Seat::Supporter, n)),
             );
         }
-        held.sort();
-        let at = Utc::now();
-        for (code, seat, conn) in held {
-            cx.apply(Change::SeatLeft {
-                code,
-                seat,
-                conn,
-                at,
-            });
-        }
+        cx.leave_seats(held);
         cx.st.conns.clear();
     }
 

@@ -148,6 +148,17 @@ async fn subscribe(ws: &mut WsClient) -> Value {
     ws.ok(json!({"type": "subscribe"}), "snapshot").await
 }
 
+/// Subscribes with `resume` and checks that the stream still holds it.
+async fn resume(ws: &mut WsClient, epoch: &Value, seq: u64) {
+    let resumed = ws
+        .ok(
+            json!({"type": "subscribe", "resume": {"epoch": epoch, "seq": seq}}),
+            "resumed",
+        )
+        .await;
+    assert_eq!(&resumed["epoch"], epoch, "{resumed}");
+}
+
 async fn create(ws: &mut WsClient, name: &str) -> String {
     let reply = ws
         .ok(
@@ -271,13 +282,7 @@ async fn dashboards_on_every_node_see_one_stream_and_resume_anywhere() {
         create(&mut dave, "missed 2").await,
     ];
     let mut again = b.agent(ALICE).await;
-    let resumed = again
-        .ok(
-            json!({"type": "subscribe", "resume": {"epoch": epoch, "seq": last}}),
-            "resumed",
-        )
-        .await;
-    assert_eq!(resumed["epoch"], epoch, "{resumed}");
+    resume(&mut again, &epoch, last).await;
     for code in &more {
         let e = event(&mut again, code, "created").await;
         assert!(e["seq"].as_u64().unwrap() > last, "{e}");
@@ -361,6 +366,14 @@ async fn a_killed_node_lets_go_of_its_seats_and_its_customer_resumes_elsewhere()
     dave.send(json!({"type": "hello", "role": "agent", "token": DAVE}))
         .await;
     dave.wait_type("welcome").await;
+    // A dashboard on k, to resume on a once k is gone.
+    let mut dash_k = WsClient::connect(&k.ws_url()).await;
+    dash_k
+        .send(json!({"type": "hello", "role": "agent", "token": ALICE}))
+        .await;
+    dash_k.wait_type("welcome").await;
+    let snap_k = subscribe(&mut dash_k).await;
+    let (epoch, seen) = (snap_k["epoch"].clone(), snap_k["seq"].as_u64().unwrap());
     bob.ok(json!({"type": "join", "code": code}), "joined")
         .await;
     bob.wait_for("in_progress", |m| {
@@ -400,6 +413,28 @@ async fn a_killed_node_lets_go_of_its_seats_and_its_customer_resumes_elsewhere()
     .await;
     let (_, agents) = a.http("GET", "/v1/agents", Some(ALICE), None).await;
     assert!(!dave_online(&agents), "dave went offline with k: {agents}");
+
+    // The dashboard that was on k resumes on a with exactly what it
+    // missed: Bob's join and the release of the customer's seat.
+    let mut dash_again = a.agent(ALICE).await;
+    resume(&mut dash_again, &epoch, seen).await;
+    dash_again.sync().await;
+    let missed: Vec<u64> = dash_again
+        .pending()
+        .iter()
+        .filter(|m| m["type"] == "event")
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert!(!missed.is_empty(), "{:?}", dash_again.pending());
+    let expected: Vec<u64> = (seen + 1..=seen + missed.len() as u64).collect();
+    assert_eq!(missed, expected, "every missed seq, in order, once");
+    let last = dash_again
+        .pending()
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "event")
+        .unwrap();
+    assert_eq!(last["case"]["customer_connected"], false, "{last}");
 
     // The customer comes back through a with its resume token.
     let mut back = a.customer().await;
@@ -617,4 +652,35 @@ async fn a_node_refuses_to_start_without_redis_or_with_another_config() {
             .contains("company acme is stored in Redis with other agents or groups"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_expires_once_for_every_node() {
+    let redis = RedisServer::start();
+    let a = node_with(&redis, "a", "case_ttl = \"1s\"").await;
+    let b = node_with(&redis, "b", "case_ttl = \"1s\"").await;
+    let mut on_a = a.agent(ALICE).await;
+    let mut on_b = b.agent(ALICE).await;
+    subscribe(&mut on_a).await;
+    subscribe(&mut on_b).await;
+    let mut bob = a.agent(BOB).await;
+    let code = create(&mut bob, "Short-lived").await;
+    let expired = |code: &str| {
+        let code = code.to_string();
+        move |m: &Value| {
+            m["type"] == "event"
+                && m["case"]["code"] == code.as_str()
+                && m["case"]["status"] == "expired"
+        }
+    };
+    let ea = wait_long(&mut on_a, "expired on a", RELEASE_WAIT, expired(&code)).await;
+    let eb = wait_long(&mut on_b, "expired on b", RELEASE_WAIT, expired(&code)).await;
+    assert_eq!(ea["seq"], eb["seq"], "one expiry, one seq: {ea} {eb}");
+    // Nothing more about it follows on either node: a ping's pong comes
+    // after anything already sent, and no second expiry is among it.
+    for ws in [&mut on_a, &mut on_b] {
+        ws.sync().await;
+        let again = ws.pending().iter().filter(|m| expired(&code)(m)).count();
+        assert_eq!(again, 0, "expired twice: {:?}", ws.pending());
+    }
 }
