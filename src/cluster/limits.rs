@@ -106,4 +106,18 @@ impl Cluster {
         }
         Ok(())
     }
+
+    /// Counts one event of a shared limit; `None` while Redis cannot say.
+    pub async fn count(&self, key: &str, window: Duration) -> Option<u64> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<u64> = self
+            .scripts
+            .count
+            .key(format!("casebroker:limit:{key}"))
+            .arg(window.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await;
+        self.saw(&r);
+        r.ok()
+    }
 }
