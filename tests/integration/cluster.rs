@@ -684,3 +684,69 @@ async fn a_case_expires_once_for_every_node() {
         assert_eq!(again, 0, "expired twice: {:?}", ws.pending());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_from_both_nodes_at_once_keep_one_order() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "a").await;
+    let b = node(&redis, "b").await;
+    let mut dash_a = a.agent(ALICE).await;
+    let mut dash_b = b.agent(ALICE).await;
+    subscribe(&mut dash_a).await;
+    subscribe(&mut dash_b).await;
+
+    // Four agents, two on each node, create cases at the same time: the
+    // lease goes back and forth between the nodes.
+    const EACH: usize = 25;
+    let writers = vec![
+        a.agent(BOB).await,
+        a.agent(ALICE).await,
+        b.agent(DAVE).await,
+        b.agent(ALICE).await,
+    ];
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(w, mut ws)| {
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                for i in 0..EACH {
+                    codes.push(create(&mut ws, &format!("w{w} #{i}")).await);
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("a writer"));
+    }
+    assert_eq!(acked.len(), 4 * EACH);
+
+    // Both dashboards see every acknowledged case once, with the same seq
+    // on both nodes, in one order.
+    let mut order = Vec::new();
+    for dash in [&mut dash_a, &mut dash_b] {
+        let mut seen = std::collections::BTreeMap::new();
+        while seen.len() < acked.len() {
+            let e = dash
+                .wait_for("created", |m| {
+                    m["type"] == "event" && m["action"] == "created"
+                })
+                .await;
+            let code = e["case"]["code"].as_str().unwrap().to_string();
+            let seq = e["seq"].as_u64().unwrap();
+            assert!(seen.insert(seq, code).is_none(), "one event per seq");
+        }
+        order.push(seen);
+    }
+    assert_eq!(
+        order[0], order[1],
+        "the same code at every seq on both nodes"
+    );
+    let mut codes: Vec<&String> = order[0].values().collect();
+    codes.sort();
+    let mut want: Vec<&String> = acked.iter().collect();
+    want.sort();
+    assert_eq!(codes, want, "every acknowledged case, once");
+}

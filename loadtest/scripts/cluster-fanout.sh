@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Fan-out on a cluster, side by side in one run: one cluster node with all
+# the dashboards, two nodes with half each (the driver on the first), and a
+# single broker without a cluster; alternated, three rounds, a fresh Redis
+# data set and fresh brokers per run. Loopback only; every run is bounded.
+#
+#   loadtest/scripts/cluster-fanout.sh                    # 1,000 dashboards, as fast as they keep up
+#   RATE=100 loadtest/scripts/cluster-fanout.sh           # paced: push latency
+#   DASHBOARDS=100 RATE=100 loadtest/scripts/cluster-fanout.sh
+#
+# Needs redis-server and release builds (cargo build --release -p casebroker
+# -p casebroker-loadtest). Prints one line per run: mode, round,
+# delivered/s, p99 ms, lost; the JSON reports go to $OUT.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LT=target/release/casebroker-loadtest
+BROKER=target/release/casebroker
+CFG=loadtest/casebroker-load.toml
+DASHBOARDS=${DASHBOARDS:-1000}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+OUT=${OUT:-target/cluster-fanout}
+REDIS_PORT=${REDIS_PORT:-16399}
+RATE_ARGS=()
+if [ -n "${RATE:-}" ]; then RATE_ARGS=(--rate "$RATE"); fi
+mkdir -p "$OUT"
+DATA=$(mktemp -d)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
+  --appendfsync always --dir "$DATA" --daemonize yes --logfile "$DATA/redis.log"
+cleanup() {
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# Tens of thousands of sockets in TIME_WAIT slow connect down: wait them out.
+settle() { while [ "$(ss -tan state time-wait | wc -l)" -gt 2000 ]; do sleep 1; done; }
+healthy() { for port in "$@"; do for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done; done; }
+node() { "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" --listen "127.0.0.1:$2" >"$OUT/$1.log" 2>&1 & echo $!; }
+url() { echo "ws://127.0.0.1:$1/v1/ws"; }
+
+for round in 1 2 3; do
+  for mode in one two plain; do
+    settle
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    case $mode in
+      one)
+        pids=$(node a 8081); healthy 8081
+        args=(--url "$(url 8081)") ;;
+      two)
+        pids="$(node a 8081) $(node b 8082)"; healthy 8081 8082
+        args=(--url "$(url 8081)" --dashboard-url "$(url 8081)" --dashboard-url "$(url 8082)") ;;
+      plain)
+        "$BROKER" --config "$CFG" --listen 127.0.0.1:8083 >"$OUT/plain.log" 2>&1 & pids=$!
+        healthy 8083
+        args=(--url "$(url 8083)") ;;
+    esac
+    report="$OUT/$mode-$round.json"
+    "$LT" fanout --dashboards "$DASHBOARDS" --seconds "$SECONDS_PER_RUN" "${RATE_ARGS[@]}" \
+      "${args[@]}" --no-progress --json "$report" >/dev/null || echo "$mode $round: the run failed"
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
+    # shellcheck disable=SC2086
+    wait $pids 2>/dev/null || true
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], round(d['delivered_per_sec']), d['p99_ms'], d['lost'])" \
+      "$report" "$mode" "$round" 2>/dev/null || true
+  done
+done
