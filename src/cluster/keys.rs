@@ -8,7 +8,10 @@
 //! - `casebroker:{c}:lease`: the node allowed to append (`<node>`), with a
 //!   time to live;
 //! - `casebroker:{c}:epoch`, `casebroker:{c}:shape`: the stream's epoch and
-//!   the company's agents and groups, set by the first node.
+//!   the company's agents and groups, set by the first node;
+//! - `casebroker:{c}:image`, `casebroker:{c}:image-at`, `casebroker:{c}:cases`:
+//!   the latest image (see [`super::image`]): its meta, the commit it
+//!   stands at, and the records by code.
 //!
 //! Shared by all: `casebroker:nodes` (node number → last heartbeat, ms),
 //! `casebroker:node-names`, `casebroker:node-seq`, and `casebroker:limit:*`
@@ -38,6 +41,9 @@ pub struct CompanyKeys {
     pub lease: String,
     pub epoch: String,
     pub shape: String,
+    pub image: String,
+    pub image_at: String,
+    pub cases: String,
 }
 
 impl CompanyKeys {
@@ -49,6 +55,9 @@ impl CompanyKeys {
             lease: k("lease"),
             epoch: k("epoch"),
             shape: k("shape"),
+            image: k("image"),
+            image_at: k("image-at"),
+            cases: k("cases"),
         }
     }
 }

@@ -15,6 +15,13 @@ use crate::core::{Deliver, Effect};
 
 use super::{Cluster, GROUP, Item, PAGE, Relay, keys};
 
+/// What a read of the log says when it does not follow on from the copy.
+const GAP: &str = "the log has a gap";
+
+fn is_gap(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Client && e.to_string().contains(GAP)
+}
+
 impl Cluster {
     /// Reads the log of `shard` after commit `from` (up to `to`, if given):
     /// the batches in order and the last commit read.
@@ -53,7 +60,7 @@ impl Cluster {
                 if n != last + 1 {
                     return Err(redis::RedisError::from((
                         redis::ErrorKind::Client,
-                        "the log has a gap",
+                        GAP,
                         format!("{}: expected commit {}, found {id}", link.company, last + 1),
                     )));
                 }
@@ -81,7 +88,7 @@ impl Cluster {
         }
         let (batches, last) = self.read_log(shard, applied, Some(head)).await?;
         self.broker().follow(shard, batches);
-        link.applied.store(last, Ordering::Release);
+        self.stands_at(shard, last);
         Ok(())
     }
 
@@ -97,11 +104,19 @@ impl Cluster {
             }
         }
         let applied = link.applied.load(Ordering::Acquire);
-        let (batches, last) = self.read_log(shard, applied, None).await?;
+        let (batches, last) = match self.read_log(shard, applied, None).await {
+            Ok(read) => read,
+            Err(e) if is_gap(&e) => {
+                // Trimmed past this copy (it was far behind): rebuild.
+                self.diverge(shard);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         if !batches.is_empty() {
             self.broker().follow(shard, batches);
         }
-        link.applied.store(last, Ordering::Release);
+        self.stands_at(shard, last);
         Ok(())
     }
 
@@ -214,35 +229,39 @@ impl Cluster {
         }
     }
 
-    /// Rebuilds a copy that went astray: what this node had stored and
-    /// delivered is replayed quietly, what others stored since is applied
-    /// with its effects.
+    /// Rebuilds a copy that went astray: from the image and the log, what
+    /// this node had stored and delivered quietly, what others stored since
+    /// with its effects. A copy too far behind for that (the log before the
+    /// image is gone) is rebuilt quietly, and its dashboards resume.
     pub(super) async fn rebuild(&self, shard: usize) -> redis::RedisResult<()> {
         let link = &self.links[shard];
         let _g = link.catching_up.lock().await;
         let good = link.applied.load(Ordering::Acquire);
-        let (old, last_old) = self.read_log(shard, 0, Some(good)).await?;
-        let (new, last) = self.read_log(shard, last_old, None).await?;
-        let mut conn = self.conn.clone();
-        let epoch: Option<String> = conn.get(&link.keys.epoch).await?;
-        let epoch = match epoch {
-            Some(e) => e,
-            None => {
-                // Redis lost what it held (restarted without persistence):
-                // the company starts again with a new epoch, so dashboards
-                // that resume get a snapshot.
-                tracing::error!(company = %link.company, "Redis no longer holds this company's data; starting it afresh with a new epoch");
-                let fresh = hex::encode(rand::random::<[u8; 8]>());
-                let _: bool = conn.set_nx(&link.keys.epoch, &fresh).await?;
-                conn.get(&link.keys.epoch).await?
-            }
+        let epoch = self.epoch(shard).await?;
+        let image = self.load_image(shard).await?;
+        let from = image.as_ref().map_or(0, |i| i.at);
+        let (old, new, last) = if from <= good {
+            let (old, at) = self.read_log(shard, from, Some(good)).await?;
+            let (new, last) = self.read_log(shard, at, None).await?;
+            (old, new, last)
+        } else {
+            let (old, last) = self.read_log(shard, from, None).await?;
+            (old, Vec::new(), last)
         };
         let broker = self.broker();
         broker.reset(shard);
         broker.set_epoch(shard, &epoch);
+        if let Some(i) = image {
+            broker.restore(shard, Some(i.image), Vec::new());
+            broker.restore_live(shard, i.live);
+        }
         broker.restore(shard, None, old);
         broker.follow(shard, new);
-        link.applied.store(last, Ordering::Release);
+        self.stands_at(shard, last);
+        link.imaged.store(from, Ordering::Release);
+        if from > good {
+            self.deliver.drop_subscribers(shard);
+        }
         let _ = self.release_now(shard).await;
         let mut l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
         l.held = false;
@@ -251,6 +270,40 @@ impl Cluster {
         l.diverged = false;
         tracing::info!(company = %link.company, "company rebuilt from the cluster");
         Ok(())
+    }
+
+    /// Loads a company at start: its image, if any, and the log after it,
+    /// quietly.
+    pub(super) async fn load(&self, shard: usize) -> redis::RedisResult<()> {
+        let link = &self.links[shard];
+        let image = self.load_image(shard).await?;
+        let from = image.as_ref().map_or(0, |i| i.at);
+        let (batches, last) = self.read_log(shard, from, None).await?;
+        let broker = self.broker();
+        if let Some(i) = image {
+            broker.restore(shard, Some(i.image), Vec::new());
+            broker.restore_live(shard, i.live);
+        }
+        broker.restore(shard, None, batches);
+        self.stands_at(shard, last);
+        link.imaged.store(from, Ordering::Release);
+        Ok(())
+    }
+
+    /// The company's epoch. When Redis lost what it held (restarted
+    /// without persistence) the company starts again with a new one, so
+    /// dashboards that resume get a snapshot.
+    async fn epoch(&self, shard: usize) -> redis::RedisResult<String> {
+        let link = &self.links[shard];
+        let mut conn = self.conn.clone();
+        let epoch: Option<String> = conn.get(&link.keys.epoch).await?;
+        if let Some(e) = epoch {
+            return Ok(e);
+        }
+        tracing::error!(company = %link.company, "Redis no longer holds this company's data; starting it afresh with a new epoch");
+        let fresh = hex::encode(rand::random::<[u8; 8]>());
+        let _: bool = conn.set_nx(&link.keys.epoch, &fresh).await?;
+        conn.get(&link.keys.epoch).await
     }
 
     /// Follows one company: catches up when told the log grew, and every

@@ -22,6 +22,7 @@
 //! - [`limits`]: failed-join back-off and help-request limits shared by
 //!   every node.
 
+mod image;
 pub mod keys;
 mod lease;
 pub mod limits;
@@ -78,6 +79,11 @@ struct Link {
     lease: Mutex<Lease>,
     /// The last commit of the log that the local copy holds.
     applied: AtomicU64,
+    /// The commit the local copy stands at, counting this node's commits
+    /// not yet stored (read under the company's lock).
+    committed: AtomicU64,
+    /// The commit of the latest image this node stored or started from.
+    imaged: AtomicU64,
     /// One catch-up (or rebuild) at a time.
     catching_up: tokio::sync::Mutex<()>,
     /// One acquisition at a time.
@@ -231,6 +237,8 @@ impl Cluster {
                 keys,
                 lease: Mutex::new(Lease::default()),
                 applied: AtomicU64::new(0),
+                committed: AtomicU64::new(0),
+                imaged: AtomicU64::new(0),
                 catching_up: tokio::sync::Mutex::new(()),
                 acquiring: tokio::sync::Mutex::new(()),
                 freed: Notify::new(),
@@ -306,17 +314,33 @@ impl Cluster {
             let epoch: String = conn.get(&link.keys.epoch).await.map_err(fail)?;
             self.broker().set_epoch(shard, &epoch);
             let _g = link.catching_up.lock().await;
-            let (batches, last) = self.read_log(shard, 0, None).await.map_err(fail)?;
-            self.broker().restore(shard, None, batches);
-            link.applied.store(last, Ordering::Release);
+            self.load(shard).await.map_err(fail)?;
         }
         for shard in 0..self.links.len() {
             tracker.spawn(self.clone().follow(shard, shutdown.clone()));
         }
+        let interval = self.broker().config().snapshot_interval;
+        tracker.spawn(self.clone().images(interval, shutdown.clone()));
         tracker.spawn(self.clone().heartbeat(shutdown.clone()));
         tracker.spawn(self.clone().renew_leases(shutdown));
         tracing::info!(node = self.node, name = %self.name, "joined the cluster");
         Ok(())
+    }
+
+    /// True while the copy of `shard` went astray from the log.
+    fn astray(&self, shard: usize) -> bool {
+        self.links[shard]
+            .lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .diverged
+    }
+
+    /// Marks the copy of `shard` as standing at commit `n` of the log.
+    fn stands_at(&self, shard: usize, n: u64) {
+        let link = &self.links[shard];
+        link.applied.store(n, Ordering::Release);
+        link.committed.store(n, Ordering::Release);
     }
 
     /// True while this node holds the lease of `shard`.
@@ -393,6 +417,9 @@ impl Sink for Cluster {
     }
 
     fn commit(&self, shard: usize, batches: Vec<Batch>, effects: Vec<Effect>) {
+        if !batches.is_empty() {
+            self.links[shard].committed.fetch_add(1, Ordering::AcqRel);
+        }
         let ack = Ack::new();
         leave_ack(ack.clone());
         let item = Item::Commit {

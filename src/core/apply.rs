@@ -284,6 +284,15 @@ impl Locked<'_> {
         self.push_agent(agent);
     }
 
+    /// Puts back a piece of live state an image kept (a seat, an agent
+    /// connection, presence): written and kept in step like a change, but
+    /// without an event, so the stream's seq stays the image's.
+    pub fn put_back(&mut self, change: Change) {
+        if let Some((code, action, _)) = self.write(change) {
+            self.keep_in_step(code, action, None, true);
+        }
+    }
+
     /// Leaves these seats, in order, as changes with their events.
     pub fn leave_seats(&mut self, mut seats: Vec<(SessionCode, Seat, super::effect::ConnId)>) {
         seats.sort();

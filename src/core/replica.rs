@@ -56,6 +56,18 @@ impl Broker {
         cx.st.following = false;
     }
 
+    /// Puts back the live state an image keeps (seats, agent connections,
+    /// presence, as changes), quietly, after its records.
+    pub fn restore_live(&self, shard: usize, live: Vec<Change>) {
+        let mut cx = self.lock(shard);
+        cx.st.replaying = true;
+        for change in live {
+            cx.put_back(change);
+        }
+        cx.st.replaying = false;
+        cx.st.effects.clear();
+    }
+
     /// Forgets a company's cases (its copy went astray from the stored
     /// changes), keeping this node's connections and subscriptions, so it
     /// can be rebuilt with [`Broker::set_epoch`] and [`Broker::restore`].
@@ -148,6 +160,56 @@ impl Broker {
         for (agent, conn) in agents {
             cx.apply(Change::AgentOffline { agent, conn });
         }
+    }
+
+    /// What changed since the company's last image, and its live state
+    /// (seats, agent connections, presence) as the changes that rebuild
+    /// it, both under one lock; `position` is called under it too.
+    pub fn capture_live(
+        &self,
+        shard: usize,
+        position: impl FnOnce() -> u64,
+    ) -> (super::restore::Capture, Vec<Change>) {
+        let mut cx = self.lock(shard);
+        let capture = cx.capture(position);
+        let mut live = Vec::new();
+        // From the connections, not the cases: the cost follows who is
+        // connected, not the length of the queue.
+        let mut seats: Vec<(SessionCode, Seat, ConnId)> = Vec::new();
+        for (&conn, s) in &cx.st.conns {
+            seats.extend(s.case.map(|c| (c, Seat::Customer, conn)));
+            seats.extend(s.sessions.iter().map(|&c| (c, Seat::Supporter, conn)));
+        }
+        seats.sort();
+        for (code, seat, conn) in seats {
+            // At the record's own time, so that putting the seat back
+            // leaves the record as it is.
+            let Some(c) = cx.st.cases.get(&code) else {
+                continue;
+            };
+            live.push(Change::SeatTaken {
+                code,
+                seat,
+                conn,
+                at: c.rec.updated_at,
+                customer_name: None,
+                token_hash: None,
+            });
+        }
+        for (agent, a) in cx.st.agents.iter().enumerate() {
+            live.extend(
+                a.conns
+                    .iter()
+                    .map(|&conn| Change::AgentOnline { agent, conn }),
+            );
+            if !a.conns.is_empty() {
+                live.push(Change::Presence {
+                    agent,
+                    state: a.presence,
+                });
+            }
+        }
+        (capture, live)
     }
 
     /// The company a session code belongs to, if this copy holds it.

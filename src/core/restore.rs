@@ -90,6 +90,22 @@ impl Broker {
     /// called under the company's lock.
     pub fn capture(&self, shard: usize, position: impl FnOnce() -> u64) -> Capture {
         let mut cx = self.lock(shard);
+        cx.capture(position)
+    }
+
+    /// Marks every case of a company changed, so the next image holds all.
+    pub fn mark_all_dirty(&self, shard: usize) {
+        let mut cx = self.lock(shard);
+        let st = &mut *cx.st;
+        st.dirty.extend(st.cases.keys().copied());
+    }
+}
+
+impl super::shard::Locked<'_> {
+    /// What changed in the company since its last image, under its lock.
+    pub fn capture(&mut self, position: impl FnOnce() -> u64) -> Capture {
+        let shard = self.shard;
+        let cx = self;
         let dirty = std::mem::take(&mut cx.st.dirty);
         let mut upserts = Vec::new();
         let mut removed = Vec::new();
@@ -109,12 +125,5 @@ impl Broker {
             removed,
             position: position(),
         }
-    }
-
-    /// Marks every case of a company changed, so the next image holds all.
-    pub fn mark_all_dirty(&self, shard: usize) {
-        let mut cx = self.lock(shard);
-        let st = &mut *cx.st;
-        st.dirty.extend(st.cases.keys().copied());
     }
 }

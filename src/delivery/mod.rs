@@ -93,6 +93,18 @@ impl Hub {
         }
     }
 
+    /// Closes every subscriber of a company with 4001, as slow consumers:
+    /// they resume and get what they missed from the stream's history (its
+    /// copy was rebuilt and some events were never pushed here).
+    pub fn drop_subscribers(&self, shard: usize) {
+        let subs = self.subscribers[shard]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for s in subs.values() {
+            s.outbox.kill(crate::protocol::close::SLOW);
+        }
+    }
+
     /// True while `conn` is registered (its connection is open).
     pub fn has(&self, conn: ConnId) -> bool {
         self.endpoints.contains_key(&conn)

@@ -39,6 +39,18 @@ pub struct HeldEvent {
     pub case_json: String,
 }
 
+impl HeldEvent {
+    /// An event as kept.
+    pub fn of(ev: &crate::core::effect::Event) -> HeldEvent {
+        HeldEvent {
+            seq: ev.seq,
+            action: ev.action,
+            group: ev.group,
+            case_json: serde_json::to_string(&ev.case).unwrap_or_default(),
+        }
+    }
+}
+
 /// A company's image, beside its case records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompanyMeta {

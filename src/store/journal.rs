@@ -420,16 +420,7 @@ impl Writer {
                     .remove((company.as_str(), code.key()))
                     .map_err(|x| e(&x))?;
             }
-            let history = image
-                .history
-                .iter()
-                .map(|ev| HeldEvent {
-                    seq: ev.seq,
-                    action: ev.action,
-                    group: ev.group,
-                    case_json: serde_json::to_string(&ev.case).unwrap_or_default(),
-                })
-                .collect();
+            let history = image.history.iter().map(|ev| HeldEvent::of(ev)).collect();
             let m = CompanyMeta {
                 epoch: image.epoch.clone(),
                 seq: image.seq,

@@ -618,25 +618,26 @@ async fn failed_joins_and_help_requests_are_limited_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_to_start_without_redis_or_with_another_config() {
-    // Nothing listens on this port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port that is held but never answers: no other test's Redis can
+    // take it meanwhile.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
     let mut config = config_with("");
     config.cluster = Some(casebroker::config::ClusterConfig::new(format!(
         "redis://127.0.0.1:{port}"
     )));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let e = casebroker::run(listener, config, std::future::pending())
+    let run = casebroker::run(listener, config, std::future::pending());
+    let e = tokio::time::timeout(Duration::from_secs(20), run)
         .await
+        .expect("the node gives up within its connection timeout")
         .expect_err("no Redis, no node");
     assert!(
         e.to_string()
             .contains("cannot reach Redis at redis://127.0.0.1"),
         "{e}"
     );
+    drop(silent);
 
     // A second node whose company has other agents than the first's.
     let redis = RedisServer::start();
@@ -644,8 +645,10 @@ async fn a_node_refuses_to_start_without_redis_or_with_another_config() {
     let mut other = config_with(&cluster_table(&redis, "b", ""));
     other.companies[0].agents.pop();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let e = casebroker::run(listener, other, std::future::pending())
+    let run = casebroker::run(listener, other, std::future::pending());
+    let e = tokio::time::timeout(Duration::from_secs(20), run)
         .await
+        .expect("the node stops at once")
         .expect_err("another config, no node");
     assert!(
         e.to_string()
@@ -749,4 +752,120 @@ async fn changes_from_both_nodes_at_once_keep_one_order() {
     let mut want: Vec<&String> = acked.iter().collect();
     want.sort();
     assert_eq!(codes, want, "every acknowledged case, once");
+}
+
+/// One string value in Redis (for the image tests).
+async fn redis_get(redis: &RedisServer, key: &str) -> Option<String> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn redis_xlen(redis: &RedisServer, key: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("XLEN")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_trimmed_behind_an_image_and_a_new_node_starts_from_it() {
+    let redis = RedisServer::start();
+    let extra = format!("snapshot_interval = \"1s\"\n{}", crate::util::UNLIMITED);
+    let a = node_with(&redis, "a", &extra).await;
+    let mut bob = a.agent(BOB).await;
+    let _dave = a.agent(DAVE).await;
+    // More commits than the log keeps behind an image (1,000).
+    let mut codes = Vec::new();
+    for i in 0..1100 {
+        codes.push(create(&mut bob, &format!("image {i}")).await);
+    }
+    let closed = codes[3].clone();
+    bob.ok(json!({"type": "close", "code": closed}), "case")
+        .await;
+    let seated = codes[7].clone();
+    let mut customer = a.customer().await;
+    customer
+        .ok(
+            json!({"type": "join", "code": seated, "name": "Ivy"}),
+            "joined",
+        )
+        .await;
+    let mut dash_a = a.agent(ALICE).await;
+    let snap_a = subscribe(&mut dash_a).await;
+
+    // The image comes within a few intervals; the log before it is gone.
+    let until = Instant::now() + Duration::from_secs(20);
+    let at = loop {
+        let at: u64 = redis_get(&redis, "casebroker:{acme}:image-at")
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if at > 1100 {
+            break at;
+        }
+        assert!(Instant::now() < until, "no image within 20 s (at {at})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kept = redis_xlen(&redis, "casebroker:{acme}:log").await;
+    assert!(
+        kept < at,
+        "the log is trimmed: {kept} commits kept, image at {at}"
+    );
+
+    // A node started now begins from the image: the same cases, seats,
+    // agents and stream.
+    let b = node_with(&redis, "b", &extra).await;
+    for code in [&codes[0], &closed, &seated, codes.last().unwrap()] {
+        let on_a = a
+            .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
+            .await;
+        let on_b = b
+            .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
+            .await;
+        assert_eq!(on_a, on_b, "case {code} on both nodes");
+    }
+    let (_, seat) = b
+        .http("GET", &format!("/v1/cases/{seated}"), Some(ALICE), None)
+        .await;
+    assert_eq!(seat["customer_connected"], true, "{seat}");
+    let (_, agents) = b.http("GET", "/v1/agents", Some(ALICE), None).await;
+    let online: Vec<&str> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["online"] == true)
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        online.contains(&"bob") && online.contains(&"dave"),
+        "{agents}"
+    );
+    let mut dash_b = b.agent(ALICE).await;
+    let snap_b = subscribe(&mut dash_b).await;
+    assert_eq!(snap_a["epoch"], snap_b["epoch"]);
+    // b's copy goes on with the same stream: a change made on b reaches
+    // a's dashboard with the next seq, and b's with the same.
+    let mut dave_on_b = b.agent(DAVE).await;
+    let next = create(&mut dave_on_b, "after the image").await;
+    let ea = event(&mut dash_a, &next, "created").await;
+    let eb = event(&mut dash_b, &next, "created").await;
+    assert_eq!(ea["seq"], eb["seq"], "{ea} {eb}");
+    // The customer who sat down on a is still seated for b: it leaves,
+    // and b's dashboard is told.
+    drop(customer);
+    let s = seated.clone();
+    wait_long(&mut dash_b, "the seat left", RELEASE_WAIT, move |m| {
+        m["type"] == "event"
+            && m["case"]["code"] == s.as_str()
+            && m["case"]["customer_connected"] == false
+    })
+    .await;
 }

@@ -42,41 +42,56 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the server on `self.port`; when that port turned out to be
+    /// taken (another test's server got it first), on a new one. A server
+    /// counts as ready when the one answering is this child process.
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                self.dir.to_str().expect("utf-8 path"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the cluster tests cannot run: redis-server did not start ({e}); \
-                     install it with `apt-get install -y redis-server` (.ci/run does)"
-                )
-            });
-        self.child = Some(child);
-        self.wait_ready();
+        for _ in 0..20 {
+            let mut child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &self.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--dir",
+                    self.dir.to_str().expect("utf-8 path"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the cluster tests cannot run: redis-server did not start ({e}); \
+                         install it with `apt-get install -y redis-server` (.ci/run does)"
+                    )
+                });
+            if self.wait_ready(&mut child) {
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            self.port = free_port();
+        }
+        panic!("redis-server did not start on a free port in 20 tries");
     }
 
-    /// Waits until the server answers PING.
-    fn wait_ready(&self) {
+    /// Waits until `child` answers on the port; false when it exited (the
+    /// port was taken).
+    fn wait_ready(&self, child: &mut Child) -> bool {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
-            if ping(self.port) {
-                return;
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if server_pid(self.port) == Some(child.id()) {
+                return true;
             }
             assert!(
                 Instant::now() < until,
@@ -96,8 +111,13 @@ impl RedisServer {
 
     /// Starts it again on the same port and directory.
     pub fn restart(&mut self) {
+        let port = self.port;
         self.kill();
         self.spawn();
+        assert_eq!(
+            self.port, port,
+            "another server took the port while Redis was down"
+        );
     }
 }
 
@@ -108,18 +128,28 @@ impl Drop for RedisServer {
     }
 }
 
-/// A raw PING over RESP.
-fn ping(port: u16) -> bool {
+/// The process id of the Redis answering on `port` (`INFO server` over
+/// RESP), if one does.
+fn server_pid(port: u16) -> Option<u32> {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The reply is a bulk string: read until its process_id line is in.
+    for _ in 0..16 {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+        let t = String::from_utf8_lossy(&text);
+        if let Some(line) = t.lines().find(|l| l.starts_with("process_id:")) {
+            return line["process_id:".len()..].trim().parse().ok();
+        }
     }
-    let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    None
 }
 
 fn rand_suffix() -> u64 {
