@@ -21,6 +21,8 @@
 //!   listens to, and the release of a dead node's seats.
 //! - [`limits`]: failed-join back-off and help-request limits shared by
 //!   every node.
+//! - `image`: images of each company in Redis, and the trimming of the log
+//!   behind them.
 
 mod image;
 pub mod keys;
