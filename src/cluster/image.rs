@@ -40,17 +40,19 @@ struct Meta {
 }
 
 /// Stores an image unless a newer one is there. KEYS: image, image-at,
-/// cases, log. ARGV: at, trim below (0: none), meta, number of records,
-/// then code and record for each, then the codes removed. Returns 1 when
-/// stored, 0 when a newer image was there.
+/// cases, log. ARGV: at, trim below (0: none), meta, whole (1: the records
+/// replace all there were), number of records, then code and record for
+/// each, then the codes removed. Returns 1 when stored, 0 when a newer
+/// image was there.
 const STORE: &str = r"
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 if cur >= tonumber(ARGV[1]) then return 0 end
-local n = tonumber(ARGV[4])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
+local n = tonumber(ARGV[5])
 for i = 0, n - 1 do
-  redis.call('HSET', KEYS[3], ARGV[5 + 2 * i], ARGV[6 + 2 * i])
+  redis.call('HSET', KEYS[3], ARGV[6 + 2 * i], ARGV[7 + 2 * i])
 end
-for i = 5 + 2 * n, #ARGV do
+for i = 6 + 2 * n, #ARGV do
   redis.call('HDEL', KEYS[3], ARGV[i])
 end
 redis.call('SET', KEYS[1], ARGV[3])
@@ -98,6 +100,12 @@ impl Cluster {
             return Ok(());
         }
         let _hold = self.hold(shard).await.map_err(|e| e.message.to_string())?;
+        // A whole image replaces every record stored; otherwise the records
+        // changed since this node's last image are enough.
+        let whole = link.whole_image.swap(false, Ordering::AcqRel);
+        if whole {
+            self.broker().mark_all_dirty(shard);
+        }
         let (capture, live) = self
             .broker()
             .capture_live(shard, || link.committed.load(Ordering::Acquire));
@@ -107,7 +115,7 @@ impl Cluster {
         let until = tokio::time::Instant::now() + Duration::from_secs(10);
         while link.applied.load(Ordering::Acquire) < at {
             if tokio::time::Instant::now() >= until || self.astray(shard) {
-                self.broker().mark_all_dirty(shard);
+                link.whole_image.store(true, Ordering::Release);
                 return Err("the commits before the image were not stored".into());
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -131,6 +139,7 @@ impl Cluster {
             .arg(at)
             .arg(trim)
             .arg(meta)
+            .arg(if whole { "1" } else { "0" })
             .arg(capture.upserts.len());
         for rec in &capture.upserts {
             let bytes = postcard::to_allocvec(rec).map_err(|e| e.to_string())?;
@@ -150,7 +159,7 @@ impl Cluster {
             }
             other => {
                 // Whatever the image did not store must be in the next one.
-                self.broker().mark_all_dirty(shard);
+                link.whole_image.store(true, Ordering::Release);
                 Err(match other {
                     Ok(_) => "a newer image is there".into(),
                     Err(e) => e.to_string(),

@@ -86,6 +86,9 @@ struct Link {
     committed: AtomicU64,
     /// The commit of the latest image this node stored or started from.
     imaged: AtomicU64,
+    /// The copy took commits it did not decide (followed or loaded): the
+    /// records they changed are not tracked, so the next image is whole.
+    whole_image: AtomicBool,
     /// One catch-up (or rebuild) at a time.
     catching_up: tokio::sync::Mutex<()>,
     /// One acquisition at a time.
@@ -241,6 +244,7 @@ impl Cluster {
                 applied: AtomicU64::new(0),
                 committed: AtomicU64::new(0),
                 imaged: AtomicU64::new(0),
+                whole_image: AtomicBool::new(true),
                 catching_up: tokio::sync::Mutex::new(()),
                 acquiring: tokio::sync::Mutex::new(()),
                 freed: Notify::new(),
@@ -341,7 +345,9 @@ impl Cluster {
     /// Marks the copy of `shard` as standing at commit `n` of the log.
     fn stands_at(&self, shard: usize, n: u64) {
         let link = &self.links[shard];
-        link.applied.store(n, Ordering::Release);
+        if link.applied.swap(n, Ordering::AcqRel) != n {
+            link.whole_image.store(true, Ordering::Release);
+        }
         link.committed.store(n, Ordering::Release);
     }
 

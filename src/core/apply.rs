@@ -60,7 +60,9 @@ impl Locked<'_> {
                 self.st.batches.push(durable);
             }
         }
-        if self.shared.journaled {
+        // What another node decided is not tracked here: a node that takes
+        // a company over writes its first image whole.
+        if self.shared.journaled && !self.st.following {
             self.st
                 .dirty
                 .extend(changes.iter().filter_map(Change::code));

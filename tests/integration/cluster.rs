@@ -616,6 +616,16 @@ async fn failed_joins_and_help_requests_are_limited_across_nodes() {
     assert_eq!(v["code"], "rate_limited", "{v}");
 }
 
+/// Starts a node that must refuse to start; its error.
+async fn refused(config: casebroker::Config) -> std::io::Error {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let run = casebroker::run(listener, config, std::future::pending());
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the node gives up within its connection timeout")
+        .expect_err("the node refuses to start")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_to_start_without_redis_or_with_another_config() {
     // A port that is held but never answers: no other test's Redis can
@@ -626,12 +636,7 @@ async fn a_node_refuses_to_start_without_redis_or_with_another_config() {
     config.cluster = Some(casebroker::config::ClusterConfig::new(format!(
         "redis://127.0.0.1:{port}"
     )));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let run = casebroker::run(listener, config, std::future::pending());
-    let e = tokio::time::timeout(Duration::from_secs(20), run)
-        .await
-        .expect("the node gives up within its connection timeout")
-        .expect_err("no Redis, no node");
+    let e = refused(config).await;
     assert!(
         e.to_string()
             .contains("cannot reach Redis at redis://127.0.0.1"),
@@ -644,12 +649,7 @@ async fn a_node_refuses_to_start_without_redis_or_with_another_config() {
     let _a = node(&redis, "a").await;
     let mut other = config_with(&cluster_table(&redis, "b", ""));
     other.companies[0].agents.pop();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let run = casebroker::run(listener, other, std::future::pending());
-    let e = tokio::time::timeout(Duration::from_secs(20), run)
-        .await
-        .expect("the node stops at once")
-        .expect_err("another config, no node");
+    let e = refused(other).await;
     assert!(
         e.to_string()
             .contains("company acme is stored in Redis with other agents or groups"),
@@ -868,4 +868,37 @@ async fn the_log_is_trimmed_behind_an_image_and_a_new_node_starts_from_it() {
             && m["case"]["customer_connected"] == false
     })
     .await;
+
+    // A case deleted on a, and at once a change on b: b takes the company
+    // over before a writes another image, so only b's first image (written
+    // whole, since b followed what a decided) can drop the deleted record.
+    // A third node started from it must not bring the case back.
+    let gone = codes[0].clone();
+    bob.ok(json!({"type": "delete", "code": gone}), "deleted")
+        .await;
+    create(&mut dave_on_b, "takeover").await;
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now_at: u64 = redis_get(&redis, "casebroker:{acme}:image-at")
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if now_at > at + 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "no second image within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = node_with(&redis, "c", &extra).await;
+    let (st, _) = c
+        .http("GET", &format!("/v1/cases/{gone}"), Some(ALICE), None)
+        .await;
+    assert_eq!(st, 404, "a deleted case stays deleted");
+    let (st, _) = c
+        .http("GET", &format!("/v1/cases/{}", codes[1]), Some(ALICE), None)
+        .await;
+    assert_eq!(st, 200);
+    let snap_c = subscribe(&mut c.agent(ALICE).await).await;
+    let snap_b_now = subscribe(&mut b.agent(ALICE).await).await;
+    assert_eq!(snap_c["seq"], snap_b_now["seq"], "the same stream on c");
 }
