@@ -249,6 +249,7 @@ impl Cluster {
             (old, Vec::new(), last)
         };
         let broker = self.broker();
+        let epoch_changed = broker.epoch(shard) != epoch;
         broker.reset(shard);
         broker.set_epoch(shard, &epoch);
         if let Some(i) = image {
@@ -259,7 +260,7 @@ impl Cluster {
         broker.follow(shard, new);
         self.stands_at(shard, last);
         link.imaged.store(from, Ordering::Release);
-        if from > good {
+        if from > good || epoch_changed {
             self.deliver.drop_subscribers(shard);
         }
         let _ = self.release_now(shard).await;

@@ -170,17 +170,29 @@ impl Cluster {
         let mut conn = self.conn.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let since = now - self.timeout.as_millis() as i64;
-        let r: redis::RedisResult<((), Vec<u64>)> = redis::pipe()
-            .zadd(keys::NODES, self.node, now)
+        let mut pipe = redis::pipe();
+        pipe.zadd(keys::NODES, self.node, now)
             .ignore()
             .zrembyscore(keys::NODES, "-inf", since - 3_600_000)
             .ignore()
-            .zrangebyscore(keys::NODES, since, "+inf")
-            .query_async::<(Vec<u64>,)>(&mut conn)
-            .await
-            .map(|(alive,)| ((), alive));
+            .zrangebyscore(keys::NODES, since, "+inf");
+        for link in &self.links {
+            pipe.get(&link.keys.head);
+        }
+        let r: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
         self.saw(&r);
-        let (_, alive) = r.ok()?;
+        let mut replies = r.ok()?.into_iter();
+        let alive: Vec<u64> = redis::from_redis_value(replies.next()?).ok()?;
+        // A log shorter than what a copy holds means Redis lost data (it
+        // restarted without persistence): the copy is rebuilt from what
+        // Redis has now.
+        for (shard, reply) in replies.enumerate().take(self.links.len()) {
+            let head: Option<u64> = redis::from_redis_value(reply).ok()?;
+            if head.unwrap_or(0) < self.links[shard].applied.load(Ordering::Acquire) {
+                tracing::error!(company = %self.links[shard].company, "the cluster's log in Redis is shorter than this node's copy: Redis lost data");
+                self.diverge(shard);
+            }
+        }
         Some(alive.into_iter().collect())
     }
 

@@ -42,6 +42,11 @@ impl Broker {
         cx.st.stream = Stream::restored(epoch.to_string(), 0, Vec::new(), cap);
     }
 
+    /// The company's stream epoch.
+    pub fn epoch(&self, shard: usize) -> String {
+        self.lock(shard).st.stream.epoch().to_string()
+    }
+
     /// Applies changes another node decided and stored, in their order,
     /// with their effects delivered here; nothing is recorded again.
     pub fn follow(&self, shard: usize, batches: Vec<Batch>) {

@@ -902,3 +902,46 @@ async fn the_log_is_trimmed_behind_an_image_and_a_new_node_starts_from_it() {
     let snap_b_now = subscribe(&mut b.agent(ALICE).await).await;
     assert_eq!(snap_c["seq"], snap_b_now["seq"], "the same stream on c");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_start_afresh_when_redis_loses_its_data() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "a").await;
+    let b = node(&redis, "b").await;
+    let mut bob = a.agent(BOB).await;
+    let code = create(&mut bob, "Before the loss").await;
+    let mut dash_a = a.agent(ALICE).await;
+    let mut dash_b = b.agent(ALICE).await;
+    let before = subscribe(&mut dash_a).await;
+    subscribe(&mut dash_b).await;
+
+    // Redis forgets everything (as a restart without persistence would).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+
+    // Both nodes notice within a few heartbeats, start the company afresh
+    // and close their dashboards with 4001, so they subscribe again.
+    for dash in [&mut dash_a, &mut dash_b] {
+        let closed = tokio::time::timeout(RELEASE_WAIT, dash.closed())
+            .await
+            .expect("the dashboard is closed");
+        assert!(
+            matches!(closed.0, crate::util::Closed::Code(4001)),
+            "{:?}",
+            closed.0
+        );
+    }
+    for node in [&a, &b] {
+        let mut dash = node.agent(ALICE).await;
+        let snap = subscribe(&mut dash).await;
+        assert_ne!(snap["epoch"], before["epoch"], "a new epoch: {snap}");
+        let (st, _) = node
+            .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
+            .await;
+        assert_eq!(st, 404);
+    }
+    // And they take changes again.
+    let mut dave = b.agent(DAVE).await;
+    create(&mut dave, "After the loss").await;
+}
