@@ -75,7 +75,7 @@ impl App {
             && let Some(shard) = conn.shard()
         {
             let until = tokio::time::Instant::now() + DISCONNECT_WAIT;
-            let _hold = loop {
+            let hold = loop {
                 match c.hold(shard).await {
                     Ok(h) => break Some(h),
                     Err(_) if tokio::time::Instant::now() < until => {
@@ -86,7 +86,7 @@ impl App {
             };
             // Without the lease its seats stay; the heartbeat lets them go
             // once the company can be held again.
-            if _hold.is_some() {
+            if hold.is_some() {
                 self.broker.disconnect(&conn);
             }
         } else {

@@ -231,14 +231,19 @@ async fn run_timers(app: App, shard: usize, shutdown: CancellationToken) {
     loop {
         let now = tokio::time::Instant::now();
         // In a cluster a deadline that changes a case waits for the
-        // company's lease; on failure it is tried again in a second.
+        // company's lease. The node that holds the company runs it at once;
+        // another waits a little first, so that usually the holder's change
+        // arrives and the lease stays where it is. On failure it is tried
+        // again later.
         let hold = match &app.cluster {
-            // The node that holds the company runs its deadlines at once;
-            // another waits a little, so that usually the holder's change
-            // arrives first and the lease stays where it is.
-            Some(c) if !c.holds(shard) && broker.timers_due(shard, now) => {
+            Some(c) if broker.timers_due(shard, now) => {
+                let delay = if c.holds(shard) {
+                    Duration::ZERO
+                } else {
+                    FOLLOWER_TIMER_DELAY
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(FOLLOWER_TIMER_DELAY) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return,
                 }
                 if !broker.timers_due(shard, tokio::time::Instant::now()) {
@@ -246,18 +251,14 @@ async fn run_timers(app: App, shard: usize, shutdown: CancellationToken) {
                 }
                 match c.hold(shard).await {
                     Ok(h) => Some(h),
-                    Err(_) => continue,
-                }
-            }
-            Some(c) if broker.timers_due(shard, now) => match c.hold(shard).await {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.cancelled() => return,
+                    Err(_) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = shutdown.cancelled() => return,
+                        }
                     }
                 }
-            },
+            }
             _ => None,
         };
         let next = broker.run_timers(shard, tokio::time::Instant::now());

@@ -44,7 +44,7 @@ struct Meta {
 /// replace all there were), number of records, then code and record for
 /// each, then the codes removed. Returns 1 when stored, 0 when a newer
 /// image was there.
-const STORE: &str = r"
+pub(super) const STORE: &str = r"
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 if cur >= tonumber(ARGV[1]) then return 0 end
 if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
@@ -130,8 +130,7 @@ impl Cluster {
         };
         let meta = postcard::to_allocvec(&meta).map_err(|e| e.to_string())?;
         let trim = at.saturating_sub(KEEP);
-        let script = redis::Script::new(STORE);
-        let mut inv = script.prepare_invoke();
+        let mut inv = self.scripts.store_image.prepare_invoke();
         inv.key(&link.keys.image)
             .key(&link.keys.image_at)
             .key(&link.keys.cases)

@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 
 use crate::error::Result;
 
-use super::{Cluster, HOLD_WAIT, Hold, Item, keys, unavailable};
+use super::{Cluster, HOLD_WAIT, Hold, keys, unavailable};
 
 impl Cluster {
     /// Holds `shard` for a command that changes it: returns once this node
@@ -27,7 +27,7 @@ impl Cluster {
                 ));
             }
             let wait = {
-                let mut l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
+                let mut l = link.lease();
                 if l.diverged {
                     return Err(unavailable(
                         "this node is catching up with the cluster; retry",
@@ -60,7 +60,7 @@ impl Cluster {
     pub(super) async fn acquire(&self, shard: usize, deadline: tokio::time::Instant) -> Result<()> {
         let link = &self.links[shard];
         let _one = link.acquiring.lock().await;
-        if link.lease.lock().unwrap_or_else(|p| p.into_inner()).held {
+        if link.lease().held {
             return Ok(());
         }
         let mut conn = self.conn.clone();
@@ -86,7 +86,7 @@ impl Cluster {
                     let _ = self.release_now(shard).await;
                     return Err(unavailable("the cluster's store did not answer; retry"));
                 }
-                let mut l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
+                let mut l = link.lease();
                 l.held = true;
                 l.yielding = false;
                 l.release_queued = false;
@@ -122,13 +122,10 @@ impl Cluster {
     /// Another node wants `shard`: give the lease up once unused.
     pub(super) fn wanted(&self, shard: usize) {
         let link = &self.links[shard];
-        let mut l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = link.lease();
         if l.held && !l.yielding {
             l.yielding = true;
-            if l.users == 0 && !l.release_queued {
-                l.release_queued = true;
-                let _ = link.tx.send(Item::Release);
-            }
+            link.release_if_unused(&mut l);
         }
     }
 
@@ -138,10 +135,7 @@ impl Cluster {
         let r = self.release_now(shard).await;
         self.saw(&r);
         {
-            let mut l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
-            l.held = false;
-            l.yielding = false;
-            l.release_queued = false;
+            link.lease().free();
         }
         link.freed.notify_waiters();
     }

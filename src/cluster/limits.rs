@@ -24,7 +24,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// once the minute's budget is used up. KEYS: failures, level, block.
 /// ARGV: failures per minute, longest block ms. Returns the block in ms
 /// (0: none yet).
-const JOIN_FAILED: &str = r"
+pub(super) const JOIN_FAILED: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], 60000) end
 if n < tonumber(ARGV[1]) then return 0 end
@@ -62,7 +62,9 @@ impl Cluster {
     pub async fn join_failed(&self, ip: IpAddr, config: &Config) {
         let ip = ip.to_string();
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<i64> = redis::Script::new(JOIN_FAILED)
+        let r: redis::RedisResult<i64> = self
+            .scripts
+            .join_failed
             .key(key("join-fail", &ip))
             .key(key("join-level", &ip))
             .key(key("join-block", &ip))

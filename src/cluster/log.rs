@@ -98,7 +98,7 @@ impl Cluster {
         let link = &self.links[shard];
         let _g = link.catching_up.lock().await;
         {
-            let l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
+            let l = link.lease();
             if l.held || l.diverged {
                 return Ok(());
             }
@@ -162,11 +162,7 @@ impl Cluster {
         let stored = if commits.is_empty() {
             true
         } else {
-            let diverged = link
-                .lease
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .diverged;
+            let diverged = link.lease().diverged;
             !diverged && self.append(shard, commits).await
         };
         for (batches, mut effects, ack) in run {
@@ -222,7 +218,7 @@ impl Cluster {
     /// it until it is rebuilt from the log.
     pub(super) fn diverge(&self, shard: usize) {
         let link = &self.links[shard];
-        let mut l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = link.lease();
         if !l.diverged {
             l.diverged = true;
             link.behind.notify_one();
@@ -264,10 +260,8 @@ impl Cluster {
             self.deliver.drop_subscribers(shard);
         }
         let _ = self.release_now(shard).await;
-        let mut l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
-        l.held = false;
-        l.yielding = false;
-        l.release_queued = false;
+        let mut l = link.lease();
+        l.free();
         l.diverged = false;
         tracing::info!(company = %link.company, "company rebuilt from the cluster");
         Ok(())
@@ -321,11 +315,7 @@ impl Cluster {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.cancelled() => return,
             }
-            let diverged = link
-                .lease
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .diverged;
+            let diverged = link.lease().diverged;
             let r = if diverged {
                 if !self.up() {
                     continue;

@@ -111,6 +111,30 @@ struct Lease {
     diverged: bool,
 }
 
+impl Lease {
+    /// Not held any more (given up, or never taken).
+    fn free(&mut self) {
+        self.held = false;
+        self.yielding = false;
+        self.release_queued = false;
+    }
+}
+
+impl Link {
+    fn lease(&self) -> std::sync::MutexGuard<'_, Lease> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues the giving up of a lease another node wants, once no
+    /// command holds it; after what is queued before it is stored.
+    fn release_if_unused(&self, l: &mut Lease) {
+        if l.users == 0 && !l.release_queued {
+            l.release_queued = true;
+            let _ = self.tx.send(Item::Release);
+        }
+    }
+}
+
 enum Item {
     Commit {
         batches: Vec<Batch>,
@@ -154,6 +178,8 @@ struct Scripts {
     renew: redis::Script,
     release: redis::Script,
     count: redis::Script,
+    join_failed: redis::Script,
+    store_image: redis::Script,
 }
 
 /// A company held for one command: while any is alive the lease stays.
@@ -165,11 +191,10 @@ pub struct Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         let link = &self.cluster.links[self.shard];
-        let mut l = link.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = link.lease();
         l.users -= 1;
-        if l.users == 0 && l.yielding && !l.release_queued {
-            l.release_queued = true;
-            let _ = link.tx.send(Item::Release);
+        if l.yielding {
+            link.release_if_unused(&mut l);
         }
     }
 }
@@ -276,6 +301,8 @@ impl Cluster {
                 renew: keys::renew(),
                 release: keys::release(),
                 count: keys::count(),
+                join_failed: redis::Script::new(limits::JOIN_FAILED),
+                store_image: redis::Script::new(image::STORE),
             },
         });
         for (shard, rx) in rxs.into_iter().enumerate() {
@@ -335,11 +362,7 @@ impl Cluster {
 
     /// True while the copy of `shard` went astray from the log.
     fn astray(&self, shard: usize) -> bool {
-        self.links[shard]
-            .lease
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .diverged
+        self.links[shard].lease().diverged
     }
 
     /// Marks the copy of `shard` as standing at commit `n` of the log.
@@ -353,11 +376,7 @@ impl Cluster {
 
     /// True while this node holds the lease of `shard`.
     pub fn holds(&self, shard: usize) -> bool {
-        self.links[shard]
-            .lease
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .held
+        self.links[shard].lease().held
     }
 
     /// True while Redis answers.

@@ -211,7 +211,7 @@ impl Cluster {
                 _ = shutdown.cancelled() => return,
             }
             for (shard, link) in self.links.iter().enumerate() {
-                let held = link.lease.lock().unwrap_or_else(|p| p.into_inner()).held;
+                let held = link.lease().held;
                 if !held {
                     continue;
                 }

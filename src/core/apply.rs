@@ -417,11 +417,7 @@ impl Locked<'_> {
         if !self.shared.replicated {
             return;
         }
-        let me = super::replica::node_of(
-            self.shared
-                .next_conn
-                .load(std::sync::atomic::Ordering::Acquire),
-        );
+        let me = self.shared.node();
         for conn in conns {
             if super::replica::node_of(*conn) != me
                 && self

@@ -20,6 +20,19 @@ use super::stream::Stream;
 /// Bits of a connection id below its node's number.
 pub const NODE_SHIFT: u32 = 40;
 
+impl ShardState {
+    /// The connections that hold a seat or keep an agent online here.
+    fn present(&self) -> impl Iterator<Item = ConnId> + '_ {
+        let seats = self
+            .conns
+            .iter()
+            .filter(|(_, s)| s.case.is_some() || !s.sessions.is_empty())
+            .map(|(c, _)| *c);
+        let agents = self.agents.iter().flat_map(|a| a.conns.iter().copied());
+        seats.chain(agents)
+    }
+}
+
 /// The node a connection id was given by (0 for a single broker).
 pub fn node_of(conn: ConnId) -> u64 {
     conn >> NODE_SHIFT
@@ -106,10 +119,9 @@ impl Broker {
     pub fn closed_here(&self, shard: usize, open: impl Fn(ConnId) -> bool) -> Vec<ConnId> {
         let me = self.node();
         let cx = self.lock(shard);
-        let seats = cx.st.conns.keys().copied();
-        let agents = cx.st.agents.iter().flat_map(|a| a.conns.iter().copied());
-        let mut gone: Vec<ConnId> = seats
-            .chain(agents)
+        let mut gone: Vec<ConnId> = cx
+            .st
+            .present()
             .filter(|&c| node_of(c) == me && !open(c))
             .collect();
         gone.sort_unstable();
@@ -121,18 +133,7 @@ impl Broker {
     /// agent online in this company.
     pub fn nodes_present(&self, shard: usize, me: u64) -> BTreeSet<u64> {
         let cx = self.lock(shard);
-        let seats = cx
-            .st
-            .conns
-            .iter()
-            .filter(|(_, s)| s.case.is_some() || !s.sessions.is_empty())
-            .map(|(c, _)| *c);
-        let agents = cx.st.agents.iter().flat_map(|a| a.conns.iter().copied());
-        seats
-            .chain(agents)
-            .map(node_of)
-            .filter(|&n| n != me)
-            .collect()
+        cx.st.present().map(node_of).filter(|&n| n != me).collect()
     }
 
     /// Lets go every seat and agent connection of the nodes in `dead`, as
@@ -224,6 +225,6 @@ impl Broker {
 
     /// This node's number (0 for a single broker).
     pub fn node(&self) -> u64 {
-        node_of(self.shared.next_conn.load(Ordering::Acquire))
+        self.shared.node()
     }
 }

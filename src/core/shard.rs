@@ -48,6 +48,14 @@ pub(crate) struct Shared {
     pub shards: Vec<Shard>,
 }
 
+impl Shared {
+    /// This node's number (0 for a single broker): the one its
+    /// connection ids carry.
+    pub fn node(&self) -> u64 {
+        super::replica::node_of(self.next_conn.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
+
 /// One company's lock and its timer wake-up.
 pub(crate) struct Shard {
     pub state: Mutex<ShardState>,

@@ -11,7 +11,7 @@ use crate::cluster::Hold;
 use crate::core::{Conn, Who};
 use crate::directory::Agent;
 use crate::error::Error;
-use crate::protocol::{CaseBody, ClientMsg, ErrorCode, Id, ServerMsg, decode_client};
+use crate::protocol::{CaseBody, ClientMsg, DecodeError, Envelope, ErrorCode, Id, ServerMsg};
 
 /// Who said `hello`.
 pub enum Peer {
@@ -28,9 +28,10 @@ pub fn handle(
     ip: IpAddr,
     who: &Peer,
     text: &str,
+    decoded: Result<Envelope<ClientMsg>, DecodeError>,
 ) -> (Option<Id>, bool, Result<Option<ServerMsg>, Error>) {
     let broker = &app.broker;
-    let env = match decode_client(text) {
+    let env = match decoded {
         Ok(env) => env,
         Err(e) => {
             broker.metrics().message_received("invalid", text.len());
@@ -67,16 +68,16 @@ pub async fn prepare(
     conn: &Conn,
     ip: IpAddr,
     who: &Peer,
-    text: &str,
+    decoded: &Result<Envelope<ClientMsg>, DecodeError>,
 ) -> Result<Prepared, Error> {
     let Some(cluster) = &app.cluster else {
         return Ok(Prepared::default());
     };
-    let Ok(env) = decode_client(text) else {
+    let Ok(env) = decoded else {
         return Ok(Prepared::default());
     };
     let broker = &app.broker;
-    let (shard, join) = match (who, env.msg) {
+    let (shard, join) = match (who, &env.msg) {
         (
             Peer::Agent(agent),
             ClientMsg::CreateCase(_)
@@ -91,7 +92,7 @@ pub async fn prepare(
         (Peer::Agent(_), _) => (None, false),
         (Peer::Customer, ClientMsg::Join { code, .. }) => {
             cluster.check_join(ip).await?;
-            let shard = match crate::core::parse_code(&code) {
+            let shard = match crate::core::parse_code(code) {
                 Ok(code) => cluster.find(&code).await,
                 Err(_) => None,
             };

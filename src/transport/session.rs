@@ -329,17 +329,18 @@ async fn session(
                 limited_in_a_row = 0;
                 // In a cluster, a command that changes a company waits for
                 // it to be held here.
-                let prepared = match dispatch::prepare(app, conn, ip, who, &text).await {
+                let msg = decode_client(&text);
+                let prepared = match dispatch::prepare(app, conn, ip, who, &msg).await {
                     Ok(p) => p,
                     Err(e) => {
-                        let id = decode_client(&text).ok().and_then(|e| e.id);
+                        let id = msg.as_ref().ok().and_then(|e| e.id.clone());
                         w.error(id.as_ref(), &e).await?;
                         continue;
                     }
                 };
                 // Whatever an earlier task left on this thread is not ours.
                 let _ = take_ack();
-                let (id, decoded, result) = handle(app, conn, ip, who, &text);
+                let (id, decoded, result) = handle(app, conn, ip, who, &text, msg);
                 let ack = take_ack();
                 drop(prepared.hold);
                 if prepared.join {

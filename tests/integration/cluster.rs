@@ -144,6 +144,14 @@ async fn node_with(redis: &RedisServer, name: &str, extra: &str) -> TestServer {
     TestServer::with_config(config_with(&cluster_table(redis, name, extra))).await
 }
 
+/// A Redis and two nodes on it, `a` and `b`.
+async fn two_nodes() -> (RedisServer, TestServer, TestServer) {
+    let redis = RedisServer::start();
+    let a = node(&redis, "a").await;
+    let b = node(&redis, "b").await;
+    (redis, a, b)
+}
+
 async fn subscribe(ws: &mut WsClient) -> Value {
     ws.ok(json!({"type": "subscribe"}), "snapshot").await
 }
@@ -180,9 +188,7 @@ async fn event(ws: &mut WsClient, code: &str, action: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_on_one_node_and_an_agent_on_another_meet_in_one_case() {
-    let redis = RedisServer::start();
-    let a = node(&redis, "a").await;
-    let b = node(&redis, "b").await;
+    let (_redis, a, b) = two_nodes().await;
 
     let mut bob = b.agent(BOB).await;
     let code = create(&mut bob, "Cross").await;
@@ -237,9 +243,7 @@ async fn a_customer_on_one_node_and_an_agent_on_another_meet_in_one_case() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_on_every_node_see_one_stream_and_resume_anywhere() {
-    let redis = RedisServer::start();
-    let a = node(&redis, "a").await;
-    let b = node(&redis, "b").await;
+    let (_redis, a, b) = two_nodes().await;
 
     let mut on_a = a.agent(ALICE).await;
     let mut on_b = b.agent(ALICE).await;
@@ -291,9 +295,7 @@ async fn dashboards_on_every_node_see_one_stream_and_resume_anywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_joins_from_two_nodes_have_one_winner() {
-    let redis = RedisServer::start();
-    let a = node(&redis, "a").await;
-    let b = node(&redis, "b").await;
+    let (_redis, a, b) = two_nodes().await;
     let mut bob = a.agent(BOB).await;
     for round in 0..10 {
         let code = create(&mut bob, &format!("race {round}")).await;
@@ -314,9 +316,7 @@ async fn concurrent_joins_from_two_nodes_have_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_requests_on_any_node_land_in_one_line() {
-    let redis = RedisServer::start();
-    let a = node(&redis, "a").await;
-    let b = node(&redis, "b").await;
+    let (_redis, a, b) = two_nodes().await;
     let (s1, v1) = a
         .http("POST", "/v1/help", None, Some(json!({"module": MODULE})))
         .await;
@@ -690,9 +690,7 @@ async fn a_case_expires_once_for_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_from_both_nodes_at_once_keep_one_order() {
-    let redis = RedisServer::start();
-    let a = node(&redis, "a").await;
-    let b = node(&redis, "b").await;
+    let (_redis, a, b) = two_nodes().await;
     let mut dash_a = a.agent(ALICE).await;
     let mut dash_b = b.agent(ALICE).await;
     subscribe(&mut dash_a).await;
@@ -765,6 +763,25 @@ async fn redis_get(redis: &RedisServer, key: &str) -> Option<String> {
         .unwrap()
 }
 
+/// Waits until the company's image stands past commit `after`; its commit.
+async fn image_beyond(redis: &RedisServer, after: u64) -> u64 {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let at: u64 = redis_get(redis, "casebroker:{acme}:image-at")
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if at > after {
+            return at;
+        }
+        assert!(
+            Instant::now() < until,
+            "no image past {after} within 20 s (at {at})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn redis_xlen(redis: &RedisServer, key: &str) -> u64 {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -802,18 +819,7 @@ async fn the_log_is_trimmed_behind_an_image_and_a_new_node_starts_from_it() {
     let snap_a = subscribe(&mut dash_a).await;
 
     // The image comes within a few intervals; the log before it is gone.
-    let until = Instant::now() + Duration::from_secs(20);
-    let at = loop {
-        let at: u64 = redis_get(&redis, "casebroker:{acme}:image-at")
-            .await
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if at > 1100 {
-            break at;
-        }
-        assert!(Instant::now() < until, "no image within 20 s (at {at})");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let at = image_beyond(&redis, 1100).await;
     let kept = redis_xlen(&redis, "casebroker:{acme}:log").await;
     assert!(
         kept < at,
@@ -877,18 +883,7 @@ async fn the_log_is_trimmed_behind_an_image_and_a_new_node_starts_from_it() {
     bob.ok(json!({"type": "delete", "code": gone}), "deleted")
         .await;
     create(&mut dave_on_b, "takeover").await;
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now_at: u64 = redis_get(&redis, "casebroker:{acme}:image-at")
-            .await
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if now_at > at + 1 {
-            break;
-        }
-        assert!(Instant::now() < until, "no second image within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    image_beyond(&redis, at + 1).await;
     let c = node_with(&redis, "c", &extra).await;
     let (st, _) = c
         .http("GET", &format!("/v1/cases/{gone}"), Some(ALICE), None)
@@ -905,9 +900,7 @@ async fn the_log_is_trimmed_behind_an_image_and_a_new_node_starts_from_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_start_afresh_when_redis_loses_its_data() {
-    let redis = RedisServer::start();
-    let a = node(&redis, "a").await;
-    let b = node(&redis, "b").await;
+    let (redis, a, b) = two_nodes().await;
     let mut bob = a.agent(BOB).await;
     let code = create(&mut bob, "Before the loss").await;
     let mut dash_a = a.agent(ALICE).await;
