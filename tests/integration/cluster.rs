@@ -97,6 +97,13 @@ fn cluster_table(redis: &RedisServer, name: &str, extra: &str) -> String {
     )
 }
 
+/// The node's `/metrics` text (answered 200).
+async fn metrics_of(node: &TestServer) -> String {
+    let resp = reqwest::get(node.url("/metrics")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
 /// Polls `/healthz` until it answers `want`, for at most `limit`.
 async fn health_becomes(node: &TestServer, want: u16, limit: Duration) -> bool {
     let until = Instant::now() + limit;
@@ -471,15 +478,7 @@ async fn nodes_answer_unavailable_while_redis_is_away_and_recover_by_themselves(
         health_becomes(&a, 503, Duration::from_secs(10)).await,
         "a reports the outage"
     );
-    let (_, metrics) = (
-        200,
-        reqwest::get(a.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let metrics = metrics_of(&a).await;
     assert!(
         metrics.contains("casebroker_cluster_redis_up 0"),
         "{metrics}"
@@ -517,16 +516,7 @@ async fn nodes_answer_unavailable_while_redis_is_away_and_recover_by_themselves(
         .http("GET", &format!("/v1/cases/{before}"), Some(ALICE), None)
         .await;
     assert_eq!(st, 200, "the case from before the restart is kept: {case}");
-    let (metrics_ok, metrics) = (
-        200,
-        reqwest::get(a.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    assert_eq!(metrics_ok, 200);
+    let metrics = metrics_of(&a).await;
     assert!(
         metrics.contains("casebroker_cluster_redis_up 1"),
         "{metrics}"
