@@ -101,11 +101,23 @@ pub async fn run_with_store(
     let journal = store
         .as_ref()
         .map(|s| store::journal::Journal::start(s, &dir, hub.clone(), grouping));
+    // A node that cannot join its cluster in time does not start, rather
+    // than wait on a Redis that does not answer.
+    let no_answer = |url: &str| {
+        std::io::Error::other(cluster::ClusterError::Unreachable {
+            url: url.to_string(),
+            cause: format!("no answer within {} s", JOIN_WAIT.as_secs()),
+        })
+    };
     let cluster = match &config.cluster {
-        Some(_) => Some(
-            cluster::Cluster::connect(&config, hub.clone(), &metrics)
-                .await
-                .map_err(std::io::Error::other)?,
+        Some(c) => Some(
+            tokio::time::timeout(
+                JOIN_WAIT,
+                cluster::Cluster::connect(&config, hub.clone(), &metrics),
+            )
+            .await
+            .map_err(|_| no_answer(&c.redis_url))?
+            .map_err(std::io::Error::other)?,
         ),
         None => None,
     };
@@ -132,9 +144,18 @@ pub async fn run_with_store(
         tracker: TaskTracker::new(),
     };
     if let Some(c) = &cluster {
-        c.start(broker.clone(), app.shutdown.clone(), &app.tracker)
-            .await
-            .map_err(std::io::Error::other)?;
+        let url = broker
+            .config()
+            .cluster
+            .as_ref()
+            .map(|c| c.redis_url.clone());
+        tokio::time::timeout(
+            JOIN_WAIT,
+            c.start(broker.clone(), app.shutdown.clone(), &app.tracker),
+        )
+        .await
+        .map_err(|_| no_answer(url.as_deref().unwrap_or_default()))?
+        .map_err(std::io::Error::other)?;
     }
     for shard in 0..broker.shards() {
         app.tracker
@@ -218,6 +239,9 @@ async fn images(
         }
     }
 }
+
+/// How long a cluster node may take to join its cluster at start.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// In a cluster, how long a node that does not hold a company waits
 /// before it takes the company to run a due deadline itself.

@@ -636,7 +636,9 @@ async fn a_node_refuses_to_start_without_redis_or_with_another_config() {
 
     // A second node whose company has other agents than the first's.
     let redis = RedisServer::start();
-    let _a = node(&redis, "a").await;
+    let a = node(&redis, "a").await;
+    // Only once a has stored its companies is there something to differ from.
+    assert!(health_becomes(&a, 200, Duration::from_secs(10)).await);
     let mut other = config_with(&cluster_table(&redis, "b", ""));
     other.companies[0].agents.pop();
     let e = refused(other).await;
