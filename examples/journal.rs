@@ -1,14 +1,19 @@
 //! Measures the journal alone, on a fresh data directory: how many changes
-//! per second it stores with group commits, how long a restart takes to
-//! rebuild every case, and the bytes on disk per case.
+//! per second it stores with group commits, against bare redb storing the
+//! same bytes on the same disk in the same run; how long a restart takes to
+//! rebuild every case; and the bytes on disk per case.
 //!
 //! ```sh
 //! cargo run --release --example journal -- --cases 1000000 --dir /tmp/casebroker-journal
 //! ```
 //!
 //! Each case is one `Created` change handed to the journal as its own
-//! commit, as a command would; the writer groups them. The directory is
-//! removed first and left behind for inspection.
+//! commit, as a command would; the writer groups them. The baseline
+//! encodes the same entry for each case and inserts it into a plain redb
+//! table, `--group` inserts per durable transaction, on one thread. The
+//! two alternate `--runs` times; medians and their ratio are printed. The
+//! directory is removed first and the last journal is left behind for
+//! inspection.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -23,6 +28,7 @@ use casebroker::core::{Broker, Deliver, Direct, Effect, Sink};
 use casebroker::directory::Directory;
 use casebroker::metrics::Metrics;
 use casebroker::store::Store;
+use casebroker::store::format::Entry;
 use casebroker::store::journal::{Grouping, Journal};
 use chrono::Utc;
 use clap::Parser;
@@ -36,9 +42,15 @@ struct Args {
     #[arg(long, default_value = "/tmp/casebroker-journal-bench")]
     dir: PathBuf,
     /// Changes per commit group.
-    #[arg(long, default_value_t = 64)]
-    group: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    group: u64,
+    /// Alternated runs of the baseline and the journal (medians are printed).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=15))]
+    runs: u64,
 }
+
+/// The table the baseline writes.
+const BARE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("bare");
 
 /// Delivery that drops everything: only the journal is measured.
 struct Nowhere;
@@ -82,21 +94,42 @@ fn record(n: u64) -> CaseRecord {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Bare redb: each case's journal entry encoded and inserted, `group` per
+/// durable transaction. Changes per second.
+fn bare(args: &Args, company: &str) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(&args.dir);
-    let mut config = Config::demo();
-    config.code_digits = 11;
-    config.data_dir = args.dir.clone();
-    let dir = Directory::new(&config);
+    std::fs::create_dir_all(&args.dir)?;
+    let db = redb::Database::create(args.dir.join("bare.redb"))?;
+    let started = Instant::now();
+    let mut n = 0;
+    let mut bytes = Vec::new();
+    while n < args.cases {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(BARE)?;
+            for _ in 0..args.group.min(args.cases - n) {
+                let entry = Entry {
+                    company: company.into(),
+                    batches: vec![vec![Change::Created(Box::new(record(n)))]],
+                };
+                bytes.clear();
+                bytes = postcard::to_extend(&entry, bytes)?;
+                table.insert(n, bytes.as_slice())?;
+                n += 1;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(args.cases as f64 / started.elapsed().as_secs_f64())
+}
 
+/// The journal: each case committed as a command would, the writer
+/// grouping. Changes per second.
+fn journal(args: &Args, dir: &Directory) -> anyhow::Result<f64> {
+    let _ = std::fs::remove_dir_all(&args.dir);
     let store = Store::open(&args.dir)?;
-    let grouping = Grouping {
-        changes: args.group,
-        bytes: 256 * 1024,
-        wait: Duration::from_millis(2),
-    };
-    let journal = Journal::start(&store, &dir, Arc::new(Nowhere), grouping);
+    let journal = Journal::start(&store, dir, Arc::new(Nowhere), grouping(args), None);
     drop(store);
     let started = Instant::now();
     for n in 0..args.cases {
@@ -114,12 +147,48 @@ fn main() -> anyhow::Result<()> {
     let took = started.elapsed();
     journal.stop();
     anyhow::ensure!(stored, "the last commit was not stored");
+    Ok(args.cases as f64 / took.as_secs_f64())
+}
+
+fn grouping(args: &Args) -> Grouping {
+    Grouping {
+        changes: args.group as usize,
+        bytes: 256 * 1024,
+        wait: Duration::from_millis(2),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = Config::demo();
+    config.code_digits = 11;
+    config.data_dir = args.dir.clone();
+    let dir = Directory::new(&config);
+
+    let (mut bares, mut journals, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=args.runs {
+        let b = bare(&args, &dir.companies()[0].id)?;
+        let j = journal(&args, &dir)?;
+        println!(
+            "run {run}: bare redb {b:.0} changes/s, journal {j:.0} changes/s, ratio {:.3}",
+            j / b
+        );
+        bares.push(b);
+        journals.push(j);
+        ratios.push(j / b);
+    }
     println!(
-        "journal: {} changes in {:.2} s = {:.0} changes/s (groups of up to {})",
+        "journal: {} changes, groups of up to {}: median {:.0} changes/s; bare redb median {:.0} changes/s; ratio median {:.3}",
         args.cases,
-        took.as_secs_f64(),
-        args.cases as f64 / took.as_secs_f64(),
-        args.group
+        args.group,
+        median(journals),
+        median(bares),
+        median(ratios)
     );
 
     let started = Instant::now();
@@ -146,7 +215,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     // An image of everything, then recovery from the image alone.
-    let imager = Journal::start(&store, &dir, Arc::new(Nowhere), grouping);
+    let imager = Journal::start(&store, &dir, Arc::new(Nowhere), grouping(&args), None);
     drop(store);
     broker.mark_all_dirty(0);
     imager.image(&broker);

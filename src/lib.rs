@@ -98,9 +98,9 @@ pub async fn run_with_store(
         bytes: config.journal_group_bytes,
         wait: config.journal_group_wait,
     };
-    let journal = store
-        .as_ref()
-        .map(|s| store::journal::Journal::start(s, &dir, hub.clone(), grouping));
+    let journal = store.as_ref().map(|s| {
+        store::journal::Journal::start(s, &dir, hub.clone(), grouping, Some(metrics.journal()))
+    });
     // A node that cannot join its cluster in time does not start, rather
     // than wait on a Redis that does not answer.
     let no_answer = |url: &str| {

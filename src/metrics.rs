@@ -342,6 +342,49 @@ impl Metrics {
         gauge(&self.registry, name, help)
     }
 
+    /// Registers the journal's metrics (a broker with a data directory).
+    pub fn journal(&self) -> JournalMetrics {
+        let counter = |name: &str, help: &str| {
+            let m = IntCounter::new(name, help).expect("valid metric");
+            self.registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+            m
+        };
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "casebroker_journal_commit_seconds",
+                "Time to write one group of changes to disk, fsync included",
+            )
+            .buckets(vec![
+                0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        self.registry
+            .register(Box::new(commit_seconds.clone()))
+            .expect("unique metric");
+        JournalMetrics {
+            commits: counter(
+                "casebroker_journal_commits_total",
+                "Groups of changes written to disk",
+            ),
+            changes: counter(
+                "casebroker_journal_changes_total",
+                "Changes written to disk",
+            ),
+            bytes: counter(
+                "casebroker_journal_bytes_total",
+                "Bytes of journal entries written to disk",
+            ),
+            failures: counter(
+                "casebroker_journal_failures_total",
+                "Journal writes that failed (and are retried)",
+            ),
+            commit_seconds,
+        }
+    }
+
     pub fn render(&self, by_status: &[(Status, usize)]) -> String {
         for (status, n) in by_status {
             self.cases
@@ -353,5 +396,29 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding never fails");
         String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+/// The journal writer's metrics.
+#[derive(Clone)]
+pub struct JournalMetrics {
+    commits: IntCounter,
+    changes: IntCounter,
+    bytes: IntCounter,
+    failures: IntCounter,
+    commit_seconds: Histogram,
+}
+
+impl JournalMetrics {
+    /// One group stored: its changes and entry bytes, and how long it took.
+    pub fn stored(&self, changes: usize, bytes: usize, took: Duration) {
+        self.commits.inc();
+        self.changes.inc_by(changes as u64);
+        self.bytes.inc_by(bytes as u64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self) {
+        self.failures.inc();
     }
 }

@@ -25,6 +25,7 @@ use crate::core::restore::Capture;
 use crate::core::sink::{Ack, Batch, Sink, leave_ack};
 use crate::core::{Broker, Deliver, Effect};
 use crate::directory::Directory;
+use crate::metrics::JournalMetrics;
 
 use super::Store;
 use super::format::{CASES, CompanyMeta, HeldEvent, JOURNAL, META, meta_key};
@@ -82,6 +83,7 @@ struct Writer {
     positions: Vec<Option<u64>>,
     /// Where one entry is encoded before it joins its group's row.
     scratch: Vec<u8>,
+    metrics: Option<JournalMetrics>,
 }
 
 impl Journal {
@@ -91,6 +93,7 @@ impl Journal {
         dir: &Directory,
         deliver: Arc<dyn Deliver>,
         grouping: Grouping,
+        metrics: Option<JournalMetrics>,
     ) -> Arc<Journal> {
         let positions = dir
             .companies()
@@ -128,6 +131,7 @@ impl Journal {
                 .collect(),
             positions,
             scratch: Vec::new(),
+            metrics,
         };
         let releaser = std::thread::Builder::new()
             .name("casebroker-release".into())
@@ -339,8 +343,12 @@ impl Writer {
         }
         let mut pause = Duration::from_millis(100);
         loop {
+            let started = Instant::now();
             match self.write(group) {
                 Ok(()) => {
+                    if let Some(m) = &self.metrics {
+                        m.stored(group.changes, group.row.body.len(), started.elapsed());
+                    }
                     if !self.available.swap(true, Ordering::AcqRel) {
                         tracing::warn!("the journal is writing again; changes are taken again");
                     }
@@ -350,6 +358,9 @@ impl Writer {
                     return;
                 }
                 Err(e) => {
+                    if let Some(m) = &self.metrics {
+                        m.failed();
+                    }
                     if self.available.swap(false, Ordering::AcqRel) {
                         tracing::error!(error = %e, "the journal cannot write; changes are refused with `unavailable` until it can");
                     }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::util::redis::RedisServer;
-use crate::util::{ALICE, BOB, DAVE, MODULE, TestServer, WsClient, config_text, config_with};
+use crate::util::{
+    ALICE, BOB, DAVE, MODULE, TestServer, WsClient, config_text, config_with, scrape,
+};
 
 /// How long a dead node's seats may take to be released: its timeout
 /// (3 s here), a heartbeat, and slack for a loaded machine.
@@ -98,12 +100,6 @@ fn cluster_table(redis: &RedisServer, name: &str, extra: &str) -> String {
 }
 
 /// The node's `/metrics` text (answered 200).
-async fn metrics_of(node: &TestServer) -> String {
-    let resp = reqwest::get(node.url("/metrics")).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.text().await.unwrap()
-}
-
 /// Polls `/healthz` until it answers `want`, for at most `limit`.
 async fn health_becomes(node: &TestServer, want: u16, limit: Duration) -> bool {
     let until = Instant::now() + limit;
@@ -478,7 +474,7 @@ async fn nodes_answer_unavailable_while_redis_is_away_and_recover_by_themselves(
         health_becomes(&a, 503, Duration::from_secs(10)).await,
         "a reports the outage"
     );
-    let metrics = metrics_of(&a).await;
+    let metrics = scrape(&a).await;
     assert!(
         metrics.contains("casebroker_cluster_redis_up 0"),
         "{metrics}"
@@ -516,7 +512,7 @@ async fn nodes_answer_unavailable_while_redis_is_away_and_recover_by_themselves(
         .http("GET", &format!("/v1/cases/{before}"), Some(ALICE), None)
         .await;
     assert_eq!(st, 200, "the case from before the restart is kept: {case}");
-    let metrics = metrics_of(&a).await;
+    let metrics = scrape(&a).await;
     assert!(
         metrics.contains("casebroker_cluster_redis_up 1"),
         "{metrics}"

@@ -517,6 +517,49 @@ async fn in_memory_forgets_everything() {
     stop(server, vec![dash]).await;
 }
 
+#[tokio::test]
+async fn the_journal_counts_its_commits_and_changes_in_metrics() {
+    let scratch = Scratch::new("journal-metrics");
+    let server = TestServer::with_config(scratch.config("")).await;
+    let before = scrape(&server).await;
+    let commits = value(&before, "casebroker_journal_commits_total");
+    let changes = value(&before, "casebroker_journal_changes_total");
+    let mut bob = server.agent(BOB).await;
+    for _ in 0..3 {
+        create_case(&mut bob, "support").await;
+    }
+    // Each create is acknowledged only once stored, so the counters
+    // already hold it.
+    let after = scrape(&server).await;
+    assert!(
+        value(&after, "casebroker_journal_commits_total") > commits,
+        "{after}"
+    );
+    // Three created cases, plus Bob's connection (presence is not journaled).
+    assert!(
+        value(&after, "casebroker_journal_changes_total") >= changes + 3.0,
+        "{after}"
+    );
+    assert!(
+        value(&after, "casebroker_journal_bytes_total") > 0.0,
+        "{after}"
+    );
+    assert_eq!(value(&after, "casebroker_journal_failures_total"), 0.0);
+    let histogram = value(&after, "casebroker_journal_commit_seconds_count");
+    assert_eq!(
+        histogram,
+        value(&after, "casebroker_journal_commits_total"),
+        "{after}"
+    );
+    stop(server, vec![bob]).await;
+
+    // A broker without a journal (the tests' default) has none of them.
+    let server = TestServer::start().await;
+    let text = scrape(&server).await;
+    assert!(!text.contains("casebroker_journal_"), "{text}");
+    server.stop().await;
+}
+
 // 5. Expiry while down -------------------------------------------------------
 
 #[tokio::test]

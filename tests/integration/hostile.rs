@@ -29,29 +29,6 @@ const THIRD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
 
 // Metrics -------------------------------------------------------------------
 
-async fn scrape(server: &TestServer) -> String {
-    let resp = reqwest::Client::new()
-        .get(server.url("/metrics"))
-        .timeout(WAIT)
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(resp.status().as_u16(), 200, "GET /metrics");
-    resp.text().await.expect("metrics body")
-}
-
-/// The value of one series (`name{labels}` exactly as rendered).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (name, value) = l.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
-}
-
-fn value(text: &str, series: &str) -> f64 {
-    metric(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
-
 /// Polls `/metrics` until `series` satisfies `ok` or `within` passes.
 async fn wait_metric(
     server: &TestServer,

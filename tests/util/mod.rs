@@ -467,3 +467,30 @@ pub async fn request_help(server: &TestServer, module: &str) -> (WsClient, Value
         .await;
     (c, joined)
 }
+
+// Metrics -------------------------------------------------------------------
+
+/// The broker's `/metrics` text (asserting a 200).
+pub async fn scrape(server: &TestServer) -> String {
+    let resp = reqwest::Client::new()
+        .get(server.url("/metrics"))
+        .timeout(WAIT)
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(resp.status().as_u16(), 200, "GET /metrics");
+    resp.text().await.expect("metrics body")
+}
+
+/// The value of one series (`name{labels}` exactly as rendered).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// The value of one series, which must be there.
+pub fn value(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
