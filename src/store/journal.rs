@@ -368,7 +368,7 @@ impl Writer {
                     self.db = None;
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(5));
-                    match Database::create(&self.file) {
+                    match super::backend::create(&self.file) {
                         Ok(db) => self.db = Some(Arc::new(db)),
                         Err(e) => {
                             tracing::debug!(error = %e, "the journal's database does not open yet")

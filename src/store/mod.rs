@@ -8,6 +8,7 @@
 //!   each commit's effects, in order, once it is on disk; it is the core's
 //!   [`Sink`](crate::core::Sink) when the broker keeps data.
 
+mod backend;
 pub mod format;
 pub mod journal;
 
@@ -64,7 +65,7 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
         let file = dir.join(FILE);
-        let db = match Database::create(&file) {
+        let db = match backend::create(&file) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(fail(
