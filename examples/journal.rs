@@ -28,7 +28,6 @@ use casebroker::core::{Broker, Deliver, Direct, Effect, Sink};
 use casebroker::directory::Directory;
 use casebroker::metrics::Metrics;
 use casebroker::store::Store;
-use casebroker::store::format::Entry;
 use casebroker::store::journal::{Grouping, Journal};
 use chrono::Utc;
 use clap::Parser;
@@ -109,12 +108,11 @@ fn bare(args: &Args, company: &str) -> anyhow::Result<f64> {
         {
             let mut table = txn.open_table(BARE)?;
             for _ in 0..args.group.min(args.cases - n) {
-                let entry = Entry {
-                    company: company.into(),
-                    batches: vec![vec![Change::Created(Box::new(record(n)))]],
-                };
+                // The fields of a journal entry, borrowed as the journal's
+                // writer does: the same bytes as `store::format::Entry`.
+                let batches = vec![vec![Change::Created(Box::new(record(n)))]];
                 bytes.clear();
-                bytes = postcard::to_extend(&entry, bytes)?;
+                bytes = postcard::to_extend(&(company, &batches), bytes)?;
                 table.insert(n, bytes.as_slice())?;
                 n += 1;
             }

@@ -103,20 +103,21 @@ pub async fn run_with_store(
     });
     // A node that cannot join its cluster in time does not start, rather
     // than wait on a Redis that does not answer.
-    let no_answer = |url: &str| {
+    let redis_url = config.cluster.as_ref().map(|c| c.redis_url.clone());
+    let no_answer = |_| {
         std::io::Error::other(cluster::ClusterError::Unreachable {
-            url: url.to_string(),
+            url: redis_url.clone().unwrap_or_default(),
             cause: format!("no answer within {} s", JOIN_WAIT.as_secs()),
         })
     };
     let cluster = match &config.cluster {
-        Some(c) => Some(
+        Some(_) => Some(
             tokio::time::timeout(
                 JOIN_WAIT,
                 cluster::Cluster::connect(&config, hub.clone(), &metrics),
             )
             .await
-            .map_err(|_| no_answer(&c.redis_url))?
+            .map_err(no_answer)?
             .map_err(std::io::Error::other)?,
         ),
         None => None,
@@ -144,17 +145,12 @@ pub async fn run_with_store(
         tracker: TaskTracker::new(),
     };
     if let Some(c) = &cluster {
-        let url = broker
-            .config()
-            .cluster
-            .as_ref()
-            .map(|c| c.redis_url.clone());
         tokio::time::timeout(
             JOIN_WAIT,
             c.start(broker.clone(), app.shutdown.clone(), &app.tracker),
         )
         .await
-        .map_err(|_| no_answer(url.as_deref().unwrap_or_default()))?
+        .map_err(no_answer)?
         .map_err(std::io::Error::other)?;
     }
     for shard in 0..broker.shards() {

@@ -103,6 +103,23 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntC
     m
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let m = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("unique metric");
+    m
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("unique metric");
+    m
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let m = IntGauge::new(name, help).expect("valid metric");
     registry
@@ -147,19 +164,14 @@ impl Metrics {
             "WebSocket message payload bytes, by direction (in, out)",
             "direction",
         );
-        let push_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "casebroker_push_latency_seconds",
-                "Time from a queue event's emission to its write on a dashboard's socket",
-            )
-            .buckets(vec![
+        let push_latency = histogram(
+            &registry,
+            "casebroker_push_latency_seconds",
+            "Time from a queue event's emission to its write on a dashboard's socket",
+            vec![
                 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(push_latency.clone()))
-            .expect("unique metric");
+            ],
+        );
         let build = IntGauge::with_opts(
             Opts::new("casebroker_build_info", "Always 1; the version is a label")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -212,8 +224,7 @@ impl Metrics {
                 "Connections refused before the WebSocket opened, by reason",
                 "reason",
             ),
-            events: IntCounter::new("casebroker_events_total", "Queue events emitted")
-                .expect("valid metric"),
+            events: counter(&registry, "casebroker_events_total", "Queue events emitted"),
             messages_in: messages.with_label_values(&["in"]),
             messages_out: messages.with_label_values(&["out"]),
             bytes_in: bytes.with_label_values(&["in"]),
@@ -245,9 +256,6 @@ impl Metrics {
             push_latency,
             registry,
         };
-        m.registry
-            .register(Box::new(m.events.clone()))
-            .expect("unique metric");
         for d in Disconnect::ALL {
             m.disconnects.with_label_values(&[d.as_str()]);
         }
@@ -344,44 +352,36 @@ impl Metrics {
 
     /// Registers the journal's metrics (a broker with a data directory).
     pub fn journal(&self) -> JournalMetrics {
-        let counter = |name: &str, help: &str| {
-            let m = IntCounter::new(name, help).expect("valid metric");
-            self.registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
-            m
-        };
-        let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "casebroker_journal_commit_seconds",
-                "Time to write one group of changes to disk, fsync included",
-            )
-            .buckets(vec![
-                0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-            ]),
-        )
-        .expect("valid metric");
-        self.registry
-            .register(Box::new(commit_seconds.clone()))
-            .expect("unique metric");
+        let r = &self.registry;
         JournalMetrics {
             commits: counter(
+                r,
                 "casebroker_journal_commits_total",
                 "Groups of changes written to disk",
             ),
             changes: counter(
+                r,
                 "casebroker_journal_changes_total",
                 "Changes written to disk",
             ),
             bytes: counter(
+                r,
                 "casebroker_journal_bytes_total",
                 "Bytes of journal entries written to disk",
             ),
             failures: counter(
+                r,
                 "casebroker_journal_failures_total",
                 "Journal writes that failed (and are retried)",
             ),
-            commit_seconds,
+            commit_seconds: histogram(
+                r,
+                "casebroker_journal_commit_seconds",
+                "Time to write one group of changes to disk, fsync included",
+                vec![
+                    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                ],
+            ),
         }
     }
 

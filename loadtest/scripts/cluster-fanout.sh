@@ -12,16 +12,10 @@
 # -p casebroker-loadtest). Prints one line per run: mode, round,
 # delivered/s, p99 ms, lost; the JSON reports go to $OUT.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-LT=target/release/casebroker-loadtest
-BROKER=target/release/casebroker
-CFG=loadtest/casebroker-load.toml
-DASHBOARDS=${DASHBOARDS:-1000}
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 OUT=${OUT:-target/cluster-fanout}
 REDIS_PORT=${REDIS_PORT:-16399}
-RATE_ARGS=()
-if [ -n "${RATE:-}" ]; then RATE_ARGS=(--rate "$RATE"); fi
 mkdir -p "$OUT"
 DATA=$(mktemp -d)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
@@ -33,9 +27,6 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-# Tens of thousands of sockets in TIME_WAIT slow connect down: wait them out.
-settle() { while [ "$(ss -tan state time-wait | wc -l)" -gt 2000 ]; do sleep 1; done; }
-healthy() { for port in "$@"; do for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done; done; }
 node() { "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" --listen "127.0.0.1:$2" >"$OUT/$1.log" 2>&1 & echo $!; }
 url() { echo "ws://127.0.0.1:$1/v1/ws"; }
 

@@ -11,24 +11,15 @@
 # delivered/s, p50 ms, p99 ms, lost), then the medians and on/off ratios;
 # the JSON reports go to $OUT.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-LT=target/release/casebroker-loadtest
-BROKER=target/release/casebroker
-CFG=loadtest/casebroker-load.toml
-DASHBOARDS=${DASHBOARDS:-1000}
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 OUT=${OUT:-target/journal-fanout}
 PORT=${PORT:-8091}
-RATE_ARGS=()
-if [ -n "${RATE:-}" ]; then RATE_ARGS=(--rate "$RATE"); fi
 mkdir -p "$OUT"
 DATA=$(mktemp -d)
 trap 'rm -rf "$DATA"' EXIT
 
-# Tens of thousands of sockets in TIME_WAIT slow connect down: wait them out.
-settle() { while [ "$(ss -tan state time-wait | wc -l)" -gt 2000 ]; do sleep 1; done; }
-healthy() { for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && return; sleep 0.1; done; }
 
 for round in $(seq "$ROUNDS"); do
   for mode in off on; do
@@ -38,7 +29,7 @@ for round in $(seq "$ROUNDS"); do
     if [ "$mode" = on ]; then store=(--data-dir "$DATA/data"); fi
     "$BROKER" --config "$CFG" "${store[@]}" --listen "127.0.0.1:$PORT" >"$OUT/$mode.log" 2>&1 &
     pid=$!
-    healthy
+    healthy "$PORT"
     report="$OUT/$mode-$round.json"
     "$LT" fanout --dashboards "$DASHBOARDS" --seconds "$SECONDS_PER_RUN" "${RATE_ARGS[@]}" \
       --url "ws://127.0.0.1:$PORT/v1/ws" --no-progress --json "$report" >/dev/null \

@@ -19,7 +19,7 @@ use super::upgrade::Socket;
 use super::writer::{End, Writer, error_frame, killed};
 use crate::app::App;
 use crate::core::{Ack, Conn, take_ack};
-use crate::delivery::{Frame, OutboxRx, Outgoing};
+use crate::delivery::{Frame, OutboxRx};
 use crate::error::Error;
 use crate::metrics::Disconnect;
 use crate::protocol::{ClientMsg, ErrorCode, Id, Role, ServerMsg, close, decode_client};
@@ -132,13 +132,6 @@ async fn serve(socket: Socket, app: App, ip: IpAddr) {
 
 /// How long a closing connection's remaining input is read and dropped.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// A connection whose queue events come closer together than this has
-/// each write wait until this long after its previous one, gathering
-/// what arrives meanwhile into the same write: under a high event rate a
-/// dashboard gets a few events per syscall (on both ends) instead of
-/// one, and a lone event (or one after a pause) is written at once.
-const COALESCE: Duration = Duration::from_millis(1);
 
 /// After our close frame, reads and drops what the peer still sends until
 /// its close frame, briefly: closing a socket with unread input resets it,
@@ -256,8 +249,6 @@ async fn session(
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     // Set while a ping waits for any sign of life.
     let mut pong_deadline: Option<Instant> = None;
-    // When this connection last wrote a batch that held a queue event.
-    let mut last_event_write: Option<Instant> = None;
     let mut bad_in_a_row = 0u32;
     let journaled = app.broker.journaled();
     // The last reply still waiting for its changes to be stored.
@@ -291,10 +282,6 @@ async fn session(
             }
             item = rx.recv() => {
                 let Some(item) = item else { return Ok(()) };
-                let event = matches!(item, Outgoing::Event(..));
-                if event && let Some(at) = last_event_write && at.elapsed() < COALESCE {
-                    sleep_until(at + COALESCE).await;
-                }
                 // A write blocked on a reader that stopped reading must not
                 // hide that its queue overflowed meanwhile.
                 let overflowed = tokio::select! {
@@ -303,9 +290,6 @@ async fn session(
                 };
                 if let Some(code) = overflowed {
                     return Err(killed(code));
-                }
-                if event {
-                    last_event_write = Some(Instant::now());
                 }
             }
             msg = w.socket.next() => {

@@ -33,6 +33,12 @@ const WRITE_BATCH: usize = 256;
 const MAX_SLICES: usize = 256;
 /// A drained queue of unsent frames keeps at most this many slots.
 const KEEP_SLOTS: usize = 16;
+/// A batch of queue events that comes closer than this after the
+/// previous one waits until this long after it, gathering what arrives
+/// meanwhile into the same write: under a high event rate a dashboard
+/// gets a few events per syscall (on both ends) instead of one, and a
+/// lone event (or one after a pause) is written at once.
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// A connection's socket with its deadline and counters.
 pub struct Writer {
@@ -43,6 +49,8 @@ pub struct Writer {
     unsent: VecDeque<Bytes>,
     /// The first unsent frame is partly written.
     partial: bool,
+    /// When a batch that held a queue event was last written.
+    last_event_write: Option<Instant>,
 }
 
 /// Why the session ends, and the close frame to send once the connection
@@ -78,6 +86,7 @@ impl Writer {
             write_timeout,
             unsent: VecDeque::new(),
             partial: false,
+            last_event_write: None,
         }
     }
 
@@ -150,7 +159,9 @@ impl Writer {
 
     /// Writes `first` and whatever else is queued (up to a batch) in one
     /// vectored write, then records how late each queue event reached the
-    /// socket.
+    /// socket. A batch that starts with a queue event is paced
+    /// ([`COALESCE`]). Cancel-safe: what was taken from the outbox is
+    /// kept unsent.
     pub async fn batch(&mut self, first: Outgoing, rx: &mut OutboxRx) -> Result<(), End> {
         let mut count = 0u64;
         let mut emitted = Vec::new();
@@ -172,6 +183,13 @@ impl Writer {
             bytes += frame.len() as u64;
             count += 1;
             self.unsent.push_back(frame.wire().clone());
+            if count == 1
+                && !emitted.is_empty()
+                && let Some(at) = self.last_event_write
+                && at.elapsed() < COALESCE
+            {
+                tokio::time::sleep_until(at + COALESCE).await;
+            }
             // Take the next item only if this batch will write it: what is
             // taken out of the outbox must never be dropped.
             if count < WRITE_BATCH as u64 {
@@ -184,6 +202,7 @@ impl Writer {
         }
         if !emitted.is_empty() {
             let now = Instant::now();
+            self.last_event_write = Some(now);
             self.metrics
                 .push_latencies(emitted.iter().map(|at| now.saturating_duration_since(*at)));
         }
