@@ -313,11 +313,17 @@ impl Metrics {
     }
 
     pub fn error_sent(&self, code: ErrorCode) {
+        self.error_counter(code).inc();
+    }
+
+    /// The counter of error replies with `code`, for a reply counted
+    /// later, when it is sent.
+    pub fn error_counter(&self, code: ErrorCode) -> IntCounter {
         let label = serde_json::to_value(code)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        self.errors.with_label_values(&[label.as_str()]).inc();
+        self.errors.with_label_values(&[label.as_str()])
     }
 
     pub fn disconnected(&self, reason: Disconnect) {
@@ -343,11 +349,16 @@ impl Metrics {
         local.flush();
     }
 
-    /// Sets the per-status gauge and renders everything in the text format.
     /// Registers a gauge beside the broker's own (for a part that only
     /// some brokers run, such as a cluster's).
     pub fn gauge(&self, name: &str, help: &str) -> IntGauge {
         gauge(&self.registry, name, help)
+    }
+
+    /// Registers a counter beside the broker's own (for a part that only
+    /// some brokers run, such as a cluster's).
+    pub fn counter(&self, name: &str, help: &str) -> IntCounter {
+        counter(&self.registry, name, help)
     }
 
     /// Registers the journal's metrics (a broker with a data directory).
@@ -385,6 +396,7 @@ impl Metrics {
         }
     }
 
+    /// Sets the per-status gauge and renders everything in the text format.
     pub fn render(&self, by_status: &[(Status, usize)]) -> String {
         for (status, n) in by_status {
             self.cases

@@ -119,6 +119,23 @@ return 0
     )
 }
 
+/// Starts a company's stream anew after Redis lost commits: replaces the
+/// epoch when it is still the one the caller had (or gone), so every node
+/// ends up with the same new one. KEYS: epoch. ARGV: old epoch, fresh
+/// epoch. Returns the epoch now in force.
+pub fn new_epoch() -> Script {
+    Script::new(
+        r"
+local e = redis.call('GET', KEYS[1])
+if e == false or e == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return ARGV[2]
+end
+return e
+",
+    )
+}
+
 /// Gives the lease up when ours and says so. KEYS: lease. ARGV: node,
 /// company.
 pub fn release() -> Script {

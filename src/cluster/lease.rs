@@ -86,10 +86,7 @@ impl Cluster {
                     let _ = self.release_now(shard).await;
                     return Err(unavailable("the cluster's store did not answer; retry"));
                 }
-                let mut l = link.lease();
-                l.held = true;
-                l.yielding = false;
-                l.release_queued = false;
+                link.lease().take();
                 return Ok(());
             }
             let _: redis::RedisResult<()> = conn
@@ -132,6 +129,9 @@ impl Cluster {
     /// Gives the lease of `shard` up (everything before it is stored).
     pub(super) async fn give_up(&self, shard: usize) {
         let link = &self.links[shard];
+        // A renewal running meanwhile finds the lease gone: that is this
+        // giving up, not an expiry.
+        link.lease().let_go();
         let r = self.release_now(shard).await;
         self.saw(&r);
         {

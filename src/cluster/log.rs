@@ -167,11 +167,13 @@ impl Cluster {
         };
         for (batches, mut effects, ack) in run {
             let speculative = !stored && !batches.is_empty();
+            // The acknowledgement first: the command's reply is queued
+            // before its pushes (and before a close they carry).
+            ack.finish(stored);
             if !speculative && !effects.is_empty() {
                 self.relay(shard, &effects);
                 self.deliver.deliver(shard, &mut effects);
             }
-            ack.finish(stored);
         }
     }
 
@@ -233,7 +235,6 @@ impl Cluster {
         let link = &self.links[shard];
         let _g = link.catching_up.lock().await;
         let good = link.applied.load(Ordering::Acquire);
-        let epoch = self.epoch(shard).await?;
         let image = self.load_image(shard).await?;
         let from = image.as_ref().map_or(0, |i| i.at);
         let (old, new, last) = if from <= good {
@@ -245,7 +246,16 @@ impl Cluster {
             (old, Vec::new(), last)
         };
         let broker = self.broker();
-        let epoch_changed = broker.epoch(shard) != epoch;
+        // Redis lost commits this copy had: the seqs after what it still
+        // holds would be given again to other events, so the company's
+        // stream starts a new epoch (one for every node).
+        let lost = last < good;
+        if lost {
+            tracing::error!(company = %link.company, redis = last, copy = good, "Redis lost commits of this company; its stream starts a new epoch");
+        }
+        let current = broker.epoch(shard);
+        let epoch = self.epoch(shard, lost.then_some(current.as_ref())).await?;
+        let epoch_changed = current.as_ref() != epoch;
         broker.reset(shard);
         broker.set_epoch(shard, &epoch);
         if let Some(i) = image {
@@ -256,9 +266,12 @@ impl Cluster {
         broker.follow(shard, new);
         self.stands_at(shard, last);
         link.imaged.store(from, Ordering::Release);
+        link.rebuilt.fetch_add(1, Ordering::AcqRel);
+        self.rebuilds.inc();
         if from > good || epoch_changed {
             self.deliver.drop_subscribers(shard);
         }
+        link.lease().let_go();
         let _ = self.release_now(shard).await;
         let mut l = link.lease();
         l.free();
@@ -286,17 +299,29 @@ impl Cluster {
     }
 
     /// The company's epoch. When Redis lost what it held (restarted
-    /// without persistence) the company starts again with a new one, so
-    /// dashboards that resume get a snapshot.
-    async fn epoch(&self, shard: usize) -> redis::RedisResult<String> {
+    /// without persistence, or with the last commits missing) the company
+    /// starts again with a new one, so dashboards that resume get a
+    /// snapshot: `replace` is the epoch this copy had, replaced by a fresh
+    /// one unless another node already did.
+    async fn epoch(&self, shard: usize, replace: Option<&str>) -> redis::RedisResult<String> {
         let link = &self.links[shard];
         let mut conn = self.conn.clone();
+        let fresh = hex::encode(rand::random::<[u8; 8]>());
+        if let Some(old) = replace {
+            return self
+                .scripts
+                .new_epoch
+                .key(&link.keys.epoch)
+                .arg(old)
+                .arg(&fresh)
+                .invoke_async(&mut conn)
+                .await;
+        }
         let epoch: Option<String> = conn.get(&link.keys.epoch).await?;
         if let Some(e) = epoch {
             return Ok(e);
         }
         tracing::error!(company = %link.company, "Redis no longer holds this company's data; starting it afresh with a new epoch");
-        let fresh = hex::encode(rand::random::<[u8; 8]>());
         let _: bool = conn.set_nx(&link.keys.epoch, &fresh).await?;
         conn.get(&link.keys.epoch).await
     }

@@ -84,6 +84,9 @@ struct Link {
     /// The commit the local copy stands at, counting this node's commits
     /// not yet stored (read under the company's lock).
     committed: AtomicU64,
+    /// Rebuilds of the copy so far: a heartbeat compares Redis's head with
+    /// the copy only when no rebuild ran in between.
+    rebuilt: AtomicU64,
     /// The commit of the latest image this node stored or started from.
     imaged: AtomicU64,
     /// The copy took commits it did not decide (followed or loaded): the
@@ -109,6 +112,11 @@ struct Lease {
     users: usize,
     /// The local copy went astray from the log: rebuilt before use.
     diverged: bool,
+    /// Counts takings and givings up: a renewal that finds the lease gone
+    /// says it expired only if nothing changed hands while it asked.
+    term: u64,
+    /// Being given up in Redis right now (until `free`).
+    letting_go: bool,
 }
 
 impl Lease {
@@ -117,6 +125,22 @@ impl Lease {
         self.held = false;
         self.yielding = false;
         self.release_queued = false;
+        self.letting_go = false;
+        self.term += 1;
+    }
+
+    /// About to be given up in Redis: a renewal meanwhile finds it gone.
+    fn let_go(&mut self) {
+        self.letting_go = true;
+        self.term += 1;
+    }
+
+    /// Taken from Redis.
+    fn take(&mut self) {
+        self.held = true;
+        self.yielding = false;
+        self.release_queued = false;
+        self.term += 1;
     }
 }
 
@@ -161,12 +185,14 @@ pub struct Cluster {
     name: String,
     node: u64,
     timeout: Duration,
+    heartbeat: Duration,
     client: redis::Client,
     conn: ConnectionManager,
     links: Vec<Link>,
     by_company: HashMap<String, usize>,
     up: AtomicBool,
     up_gauge: prometheus::IntGauge,
+    rebuilds: prometheus::IntCounter,
     deliver: Arc<Hub>,
     broker: OnceLock<Broker>,
     scripts: Scripts,
@@ -180,6 +206,7 @@ struct Scripts {
     count: redis::Script,
     join_failed: redis::Script,
     store_image: redis::Script,
+    new_epoch: redis::Script,
 }
 
 /// A company held for one command: while any is alive the lease stays.
@@ -268,6 +295,7 @@ impl Cluster {
                 lease: Mutex::new(Lease::default()),
                 applied: AtomicU64::new(0),
                 committed: AtomicU64::new(0),
+                rebuilt: AtomicU64::new(0),
                 imaged: AtomicU64::new(0),
                 whole_image: AtomicBool::new(true),
                 catching_up: tokio::sync::Mutex::new(()),
@@ -282,17 +310,23 @@ impl Cluster {
             "1 while this node reaches the cluster's Redis, 0 while it does not",
         );
         up_gauge.set(1);
+        let rebuilds = metrics.counter(
+            "casebroker_cluster_rebuilds_total",
+            "Companies rebuilt from Redis because the copy went astray (a lost lease, a failed append, a log trimmed past it, or Redis that lost data)",
+        );
         let cluster = Arc::new(Cluster {
             url,
             name,
             node,
             timeout: c.node_timeout,
+            heartbeat: c.heartbeat,
             client,
             conn,
             links,
             by_company,
             up: AtomicBool::new(true),
             up_gauge,
+            rebuilds,
             deliver,
             broker: OnceLock::new(),
             scripts: Scripts {
@@ -303,6 +337,7 @@ impl Cluster {
                 count: keys::count(),
                 join_failed: redis::Script::new(limits::JOIN_FAILED),
                 store_image: redis::Script::new(image::STORE),
+                new_epoch: keys::new_epoch(),
             },
         });
         for (shard, rx) in rxs.into_iter().enumerate() {

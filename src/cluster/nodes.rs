@@ -16,9 +16,6 @@ use crate::core::{Deliver, Effect};
 
 use super::{Cluster, Relay, keys};
 
-/// How often a node says it is alive and looks for dead ones.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
 impl Cluster {
     /// Listens to the cluster's channels, reconnecting while Redis is away;
     /// after each (re)connection every company catches up, since notices
@@ -122,10 +119,10 @@ impl Cluster {
         }
     }
 
-    /// Every second: says this node is alive, notes whether Redis answers,
+    /// Every `heartbeat` (a second by default): says this node is alive, notes whether Redis answers,
     /// and lets go of what dead nodes held.
     pub(super) async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -176,6 +173,21 @@ impl Cluster {
             .zrembyscore(keys::NODES, "-inf", since - 3_600_000)
             .ignore()
             .zrangebyscore(keys::NODES, since, "+inf");
+        // What each copy stood at before the heads are asked for: a copy
+        // only ever stands at a commit Redis already has, and Redis's head
+        // only grows, so a head read afterwards is at least this unless
+        // Redis lost data. (Read after the answer, it would count commits
+        // appended meanwhile, and a busy node would think Redis behind.)
+        let before: Vec<(u64, u64)> = self
+            .links
+            .iter()
+            .map(|link| {
+                (
+                    link.rebuilt.load(Ordering::Acquire),
+                    link.applied.load(Ordering::Acquire),
+                )
+            })
+            .collect();
         for link in &self.links {
             pipe.get(&link.keys.head);
         }
@@ -183,13 +195,15 @@ impl Cluster {
         self.saw(&r);
         let mut replies = r.ok()?.into_iter();
         let alive: Vec<u64> = redis::from_redis_value(replies.next()?).ok()?;
-        // A log shorter than what a copy holds means Redis lost data (it
+        // A log shorter than what a copy held means Redis lost data (it
         // restarted without persistence): the copy is rebuilt from what
-        // Redis has now.
+        // Redis has now. A copy rebuilt meanwhile already is.
         for (shard, reply) in replies.enumerate().take(self.links.len()) {
             let head: Option<u64> = redis::from_redis_value(reply).ok()?;
-            if head.unwrap_or(0) < self.links[shard].applied.load(Ordering::Acquire) {
-                tracing::error!(company = %self.links[shard].company, "the cluster's log in Redis is shorter than this node's copy: Redis lost data");
+            let link = &self.links[shard];
+            let (rebuilt, applied) = before[shard];
+            if head.unwrap_or(0) < applied && link.rebuilt.load(Ordering::Acquire) == rebuilt {
+                tracing::error!(company = %link.company, head = head.unwrap_or(0), copy = applied, "the cluster's log in Redis is shorter than this node's copy: Redis lost data");
                 self.diverge(shard);
             }
         }
@@ -211,7 +225,10 @@ impl Cluster {
                 _ = shutdown.cancelled() => return,
             }
             for (shard, link) in self.links.iter().enumerate() {
-                let held = link.lease().held;
+                let (held, term) = {
+                    let l = link.lease();
+                    (l.held && !l.letting_go, l.term)
+                };
                 if !held {
                     continue;
                 }
@@ -225,7 +242,13 @@ impl Cluster {
                     .invoke_async(&mut conn)
                     .await;
                 self.saw(&r);
-                if r == Ok(0) {
+                // Gone, and not because this node gave it up (or took it
+                // anew) while the renewal was on its way.
+                let expired = r == Ok(0) && {
+                    let l = link.lease();
+                    l.held && !l.letting_go && l.term == term
+                };
+                if expired {
                     tracing::warn!(company = %link.company, "the company's lease expired while held");
                     self.diverge(shard);
                 }

@@ -167,10 +167,19 @@ pub struct ClusterConfig {
     /// released and its agents count as offline. Default `10s`.
     #[serde(default = "default_node_timeout", with = "humantime_serde")]
     pub node_timeout: Duration,
+    /// How often the node says it is alive, looks for dead nodes and
+    /// compares its copies with Redis's logs. Default `1s` (10 ms to a
+    /// third of `node_timeout`).
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
 }
 
 fn default_node_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl ClusterConfig {
@@ -180,6 +189,7 @@ impl ClusterConfig {
             redis_url,
             node_id: None,
             node_timeout: default_node_timeout(),
+            heartbeat: default_heartbeat(),
         }
     }
 
@@ -446,6 +456,7 @@ groups = ["nope"]
         };
         let ok = cluster("redis_url = \"redis://127.0.0.1:6379\"").unwrap();
         assert_eq!(ok.node_timeout, Duration::from_secs(10));
+        assert_eq!(ok.heartbeat, Duration::from_secs(1));
         assert!(
             ok.node_name()
                 .ends_with(&format!("-{}", std::process::id()))
@@ -460,6 +471,14 @@ groups = ["nope"]
             (
                 "redis_url = \"redis://127.0.0.1\"\nnode_timeout = \"1s\"",
                 "cluster.node_timeout",
+            ),
+            (
+                "redis_url = \"redis://127.0.0.1\"\nheartbeat = \"5ms\"",
+                "cluster.heartbeat",
+            ),
+            (
+                "redis_url = \"redis://127.0.0.1\"\nheartbeat = \"4s\"",
+                "cluster.heartbeat",
             ),
             ("node_id = \"a\"", "redis_url"),
             ("redis_url = \"redis://127.0.0.1\"\nbogus = 1", "bogus"),

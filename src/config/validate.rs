@@ -237,6 +237,14 @@ impl ClusterConfig {
         {
             return Err(invalid("cluster.node_timeout", "must be between 3s and 1h"));
         }
+        if self.heartbeat < std::time::Duration::from_millis(10)
+            || self.heartbeat > self.node_timeout / 3
+        {
+            return Err(invalid(
+                "cluster.heartbeat",
+                "must be between 10ms and a third of node_timeout",
+            ));
+        }
         Ok(())
     }
 }

@@ -926,3 +926,222 @@ async fn nodes_start_afresh_when_redis_loses_its_data() {
     let mut dave = b.agent(DAVE).await;
     create(&mut dave, "After the loss").await;
 }
+
+/// The `[cluster]` extras of the sustained-load tests: a heartbeat every
+/// 10 ms, so that heartbeats race appends all the time, an image every
+/// second, and no per-connection or help limits in the way.
+fn busy_extra() -> String {
+    format!(
+        "snapshot_interval = \"1s\"\nhelp_per_ip_per_minute = 1000000\nhelp_per_module_per_minute = 1000000\n{}",
+        crate::util::UNLIMITED
+    )
+}
+
+async fn busy_node(redis: &RedisServer, name: &str) -> TestServer {
+    let table = format!(
+        "{}heartbeat = \"10ms\"\n",
+        cluster_table(redis, name, &busy_extra())
+    );
+    TestServer::with_config(config_with(&table)).await
+}
+
+/// A dashboard that reads everything until the case named `end` is
+/// created: panics on a close (4001 among them) or on a seq out of order;
+/// returns its epoch and the events it saw.
+async fn watch_until(mut dash: WsClient, end: String) -> (Value, usize) {
+    let snap = subscribe(&mut dash).await;
+    let epoch = snap["epoch"].clone();
+    let mut last = snap["seq"].as_u64().expect("a seq");
+    let mut seen = 0;
+    loop {
+        let m = dash.next().await;
+        if m["type"] != "event" {
+            continue;
+        }
+        assert_eq!(m["epoch"], epoch, "one epoch all along: {m}");
+        let seq = m["seq"].as_u64().expect("a seq");
+        assert!(seq > last, "in order: {seq} after {last}");
+        last = seq;
+        seen += 1;
+        if m["action"] == "created" && m["case"]["name"] == end.as_str() {
+            dash.sync().await;
+            return (epoch, seen);
+        }
+    }
+}
+
+/// Whole case lifecycles from `workers` agents for `run`, spread over
+/// `nodes` (each lifecycle's customer on another node than its agent when
+/// there are several): create, the customer joins, the agent joins and
+/// closes, the customer is told. Every reply must be a success.
+async fn lifecycles(nodes: &[&TestServer], workers: usize, run: Duration) -> usize {
+    let until = Instant::now() + run;
+    let tokens = [BOB, DAVE, ALICE];
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let agent_url = nodes[w % nodes.len()].ws_url();
+        let customer_url = nodes[(w + 1) % nodes.len()].ws_url();
+        let token = tokens[w % tokens.len()];
+        tasks.push(tokio::spawn(async move {
+            let mut agent = WsClient::connect(&agent_url).await;
+            agent
+                .ok(
+                    json!({"type": "hello", "role": "agent", "token": token}),
+                    "welcome",
+                )
+                .await;
+            let mut done = 0;
+            while Instant::now() < until {
+                let code = create(&mut agent, &format!("load {w}.{done}")).await;
+                let mut customer = WsClient::connect(&customer_url).await;
+                customer
+                    .ok(json!({"type": "hello", "role": "customer"}), "welcome")
+                    .await;
+                customer
+                    .ok(
+                        json!({"type": "join", "code": code, "name": "Load"}),
+                        "joined",
+                    )
+                    .await;
+                agent
+                    .ok(json!({"type": "join", "code": code}), "joined")
+                    .await;
+                agent
+                    .ok(json!({"type": "close", "code": code}), "case")
+                    .await;
+                let ended = customer.wait_type("ended").await;
+                assert_eq!(ended["reason"], "closed", "{ended}");
+                agent.clear();
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("a worker");
+    }
+    total
+}
+
+/// Sustained lifecycles through `nodes` for longer than several heartbeats
+/// and images: no `unavailable`, no rebuild, no dashboard closed, one
+/// epoch.
+async fn no_false_alarm_under_load(redis: &RedisServer, nodes: &[&TestServer]) {
+    let mut watchers = Vec::new();
+    for node in nodes {
+        let dash = node.agent(ALICE).await;
+        watchers.push(tokio::spawn(watch_until(dash, "the end".into())));
+    }
+    let image_before: u64 = redis_get(redis, "casebroker:{acme}:image-at")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let done = lifecycles(nodes, 8, Duration::from_secs(4)).await;
+    assert!(done >= 8, "every worker got through: {done}");
+    // An image was written during the load.
+    image_beyond(redis, image_before).await;
+    let mut last = nodes[0].agent(BOB).await;
+    create(&mut last, "the end").await;
+    let mut epochs = Vec::new();
+    for w in watchers {
+        let (epoch, seen) = w.await.expect("a dashboard kept up");
+        assert!(seen >= done, "{seen} events for {done} lifecycles");
+        epochs.push(epoch);
+    }
+    for node in nodes {
+        let text = scrape(node).await;
+        assert_eq!(
+            crate::util::value(&text, "casebroker_cluster_rebuilds_total"),
+            0.0,
+            "no company was rebuilt"
+        );
+        assert_eq!(
+            crate::util::metric(&text, "casebroker_errors_total{code=\"unavailable\"}")
+                .unwrap_or(0.0),
+            0.0,
+            "no command was answered unavailable"
+        );
+        let snap = subscribe(&mut node.agent(ALICE).await).await;
+        epochs.push(snap["epoch"].clone());
+    }
+    assert!(epochs.windows(2).all(|w| w[0] == w[1]), "{epochs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_node_never_takes_its_appends_for_lost_data() {
+    let redis = RedisServer::start();
+    let a = busy_node(&redis, "a").await;
+    no_false_alarm_under_load(&redis, &[&a]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_busy_nodes_never_take_their_appends_for_lost_data() {
+    let redis = RedisServer::start();
+    let a = busy_node(&redis, "a").await;
+    let b = busy_node(&redis, "b").await;
+    no_false_alarm_under_load(&redis, &[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_last_commits_starts_the_stream_anew() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "a").await;
+    let mut bob = a.agent(BOB).await;
+    create(&mut bob, "Kept").await;
+    let mut dash = a.agent(ALICE).await;
+    let before = subscribe(&mut dash).await;
+    let code = create(&mut bob, "Lost").await;
+    let lost = event(&mut dash, &code, "created").await;
+    let seen = lost["seq"].as_u64().unwrap();
+
+    // Redis loses its last commit (as an fsync-everysec AOF may on a power
+    // loss): the log and its head go back by one.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let head: u64 = redis::cmd("GET")
+        .arg("casebroker:{acme}:head")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("XDEL")
+        .arg("casebroker:{acme}:log")
+        .arg(format!("{head}-1"))
+        .cmd("XSETID")
+        .arg("casebroker:{acme}:log")
+        .arg(format!("{}-1", head - 1))
+        .cmd("SET")
+        .arg("casebroker:{acme}:head")
+        .arg(head - 1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // The node notices, closes its dashboards with 4001, and a dashboard
+    // that resumes from what it saw gets a snapshot of a new epoch: the
+    // seqs it saw are never given to other events.
+    let closed = tokio::time::timeout(RELEASE_WAIT, dash.closed())
+        .await
+        .expect("the dashboard is closed");
+    assert_eq!(closed.0, crate::util::Closed::Code(4001), "{:?}", closed.1);
+    let mut again = a.agent(ALICE).await;
+    let snap = again
+        .ok(
+            json!({"type": "subscribe", "resume": {"epoch": before["epoch"], "seq": seen}}),
+            "snapshot",
+        )
+        .await;
+    assert_ne!(snap["epoch"], before["epoch"], "a new epoch: {snap}");
+    let names: Vec<&str> = snap["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"Kept"), "{snap}");
+    let text = scrape(&a).await;
+    assert!(crate::util::value(&text, "casebroker_cluster_rebuilds_total") >= 1.0);
+    // And the company takes changes again.
+    create(&mut bob, "After").await;
+}
