@@ -167,13 +167,14 @@ impl Cluster {
         };
         for (batches, mut effects, ack) in run {
             let speculative = !stored && !batches.is_empty();
-            // The acknowledgement first: the command's reply is queued
-            // before its pushes (and before a close they carry).
-            ack.finish(stored);
-            if !speculative && !effects.is_empty() {
-                self.relay(shard, &effects);
-                self.deliver.deliver(shard, &mut effects);
-            }
+            // The command's reply is queued before its pushes (and before
+            // a close they carry).
+            ack.finish_then_deliver(stored, || {
+                if !speculative && !effects.is_empty() {
+                    self.relay(shard, &effects);
+                    self.deliver.deliver(shard, &mut effects);
+                }
+            });
         }
     }
 

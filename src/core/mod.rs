@@ -49,7 +49,7 @@ pub use commands::{ListQuery, Page, Who, parse_code};
 pub use effect::Effect;
 pub use effect::{ConnId, Deliver};
 use shard::{Locked, Shard, ShardState, Shared};
-pub use sink::{Ack, Direct, Sink, stored, take_ack};
+pub use sink::{Ack, Direct, STORE_WAIT, Sink, stored, take_ack};
 
 /// A handle to the broker's core. Clone it freely.
 #[derive(Clone)]

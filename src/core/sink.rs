@@ -59,12 +59,16 @@ const FAILED: u8 = 2;
 type Then = Box<dyn FnOnce(bool) + Send>;
 
 /// The acknowledgement of one committed shard unlock: done once its
-/// changes are on disk and its effects handed to delivery.
+/// changes are stored; a command's reply is queued just before its effects
+/// are handed to delivery, later replies just after.
 #[derive(Default)]
 pub struct Ack {
     state: AtomicU8,
     notify: Notify,
     then: Mutex<Vec<Then>>,
+    /// What runs once the effects were handed to delivery too, and
+    /// whether that happened (under the same lock).
+    after: Mutex<(bool, Vec<Then>)>,
 }
 
 impl std::fmt::Debug for Ack {
@@ -83,6 +87,14 @@ impl Ack {
     /// Marks the changes stored (`true`) or given up on (`false`), and runs
     /// what waited for it, in the order it was registered.
     pub fn finish(&self, stored: bool) {
+        self.finish_then_deliver(stored, || {});
+    }
+
+    /// Settles in three steps: what waited with [`Ack::then`] (the
+    /// command's reply), then `deliver` (its effects), then what waited
+    /// with [`Ack::after`] (replies of later commands of the same
+    /// connection, which follow this command's pushes).
+    pub fn finish_then_deliver(&self, stored: bool, deliver: impl FnOnce()) {
         let then = {
             let mut then = self.then.lock().unwrap_or_else(|p| p.into_inner());
             self.state
@@ -92,7 +104,33 @@ impl Ack {
         for f in then {
             f(stored);
         }
+        deliver();
+        let after = {
+            let mut after = self.after.lock().unwrap_or_else(|p| p.into_inner());
+            after.0 = true;
+            std::mem::take(&mut after.1)
+        };
+        for f in after {
+            f(stored);
+        }
         self.notify.notify_waiters();
+    }
+
+    /// True once settled and its effects handed to delivery.
+    pub fn delivered(&self) -> bool {
+        self.after.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Runs `f` once settled and the effects handed to delivery (at once
+    /// if they already are).
+    pub fn after(&self, f: impl FnOnce(bool) + Send + 'static) {
+        let mut after = self.after.lock().unwrap_or_else(|p| p.into_inner());
+        if after.0 {
+            drop(after);
+            f(self.state.load(Ordering::Acquire) == DONE);
+        } else {
+            after.1.push(Box::new(f));
+        }
     }
 
     /// True once settled.

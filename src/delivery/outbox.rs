@@ -69,6 +69,18 @@ impl Kill {
 struct Items {
     queue: VecDeque<Outgoing>,
     bytes: usize,
+    /// While a command of this connection runs: what arrives meanwhile is
+    /// held at the back of the queue, behind the command's reply.
+    holding: bool,
+    /// Items at the back of the queue that arrived while holding.
+    held: usize,
+}
+
+impl Items {
+    /// Items the writer may take now.
+    fn ready(&self) -> usize {
+        self.queue.len() - self.held
+    }
 }
 
 #[derive(Debug)]
@@ -135,6 +147,9 @@ impl OutboxRx {
     /// The next item if one is queued now.
     pub fn try_recv(&mut self) -> Option<Outgoing> {
         let mut items = self.queue.lock();
+        if items.ready() == 0 {
+            return None;
+        }
         let item = items.queue.pop_front()?;
         items.bytes -= item.len();
         if items.queue.is_empty() && items.queue.capacity() > KEEP_SLOTS {
@@ -191,21 +206,65 @@ impl Outbox {
         self.kill.fire(code);
     }
 
+    /// From now until [`Outbox::release`], what is queued is held back
+    /// behind a reply queued with [`Outbox::push_reply`]: a command's reply
+    /// leaves before the pushes (and the close) that reach its connection
+    /// while it runs, whichever thread delivers them.
+    pub fn hold(&self) {
+        let mut items = self.queue.lock();
+        items.holding = true;
+    }
+
+    /// Ends a [`Outbox::hold`]: what was held follows the reply.
+    pub fn release(&self) {
+        let wake = {
+            let mut items = self.queue.lock();
+            items.holding = false;
+            let held = std::mem::take(&mut items.held);
+            held > 0
+        };
+        if wake {
+            self.queue.ready.notify_one();
+        }
+    }
+
+    /// Queues a command's reply ahead of whatever is held (behind
+    /// everything else); a plain push when nothing is held.
+    pub fn push_reply(&self, frame: Frame) -> bool {
+        self.push_at(Outgoing::Text(frame), true)
+    }
+
     fn push_item(&self, item: Outgoing) -> bool {
+        self.push_at(item, false)
+    }
+
+    fn push_at(&self, item: Outgoing, before_held: bool) -> bool {
         if self.queue.closed.load(Ordering::Acquire) {
             return false;
         }
         let len = item.len();
-        let (full, was_empty) = {
+        let (full, wake) = {
             let mut items = self.queue.lock();
             let over_bytes = items.bytes > 0 && items.bytes + len > self.queue.max_bytes;
             let full = items.queue.len() >= self.queue.max_messages || over_bytes;
-            let was_empty = items.queue.is_empty();
+            let was_empty = items.ready() == 0;
+            let mut wake = false;
             if !full {
                 items.bytes += len;
-                items.queue.push_back(item);
+                if before_held {
+                    let at = items.ready();
+                    items.queue.insert(at, item);
+                    wake = was_empty;
+                } else {
+                    items.queue.push_back(item);
+                    if items.holding {
+                        items.held += 1;
+                    } else {
+                        wake = was_empty;
+                    }
+                }
             }
-            (full, was_empty)
+            (full, wake)
         };
         if full {
             self.kill(close::SLOW);
@@ -213,8 +272,9 @@ impl Outbox {
         }
         // Only the first item wakes the writer: it empties the queue before
         // it waits again (`OutboxRx::recv` looks before it sleeps), so
-        // items behind the first need no wake-up of their own.
-        if was_empty {
+        // items behind the first need no wake-up of their own. Held items
+        // wake it when released.
+        if wake {
             self.queue.ready.notify_one();
         }
         true
@@ -277,6 +337,50 @@ mod tests {
         }
         while rx.try_recv().is_some() {}
         assert!(rx.queue.lock().queue.capacity() <= KEEP_SLOTS);
+    }
+
+    #[test]
+    fn a_reply_leaves_before_what_arrived_while_its_command_ran() {
+        let (tx, mut rx) = Outbox::new(10, 1000);
+        assert!(tx.push_shared(frame(1)), "before the command");
+        tx.hold();
+        assert!(tx.push_shared(frame(2)), "a push while it runs");
+        tx.close(close::NORMAL, "case ended");
+        let first = rx.try_recv();
+        assert!(
+            matches!(first, Some(Outgoing::Text(ref f)) if f.len() == 1),
+            "{first:?}"
+        );
+        assert!(rx.try_recv().is_none(), "held items wait for the reply");
+        assert!(tx.push_reply(frame(3)));
+        let reply = rx.try_recv();
+        assert!(
+            matches!(reply, Some(Outgoing::Text(ref f)) if f.len() == 3),
+            "{reply:?}"
+        );
+        assert!(rx.try_recv().is_none(), "still held until released");
+        tx.release();
+        assert!(matches!(rx.try_recv(), Some(Outgoing::Text(ref f)) if f.len() == 2));
+        assert!(matches!(
+            rx.try_recv(),
+            Some(Outgoing::Close(close::NORMAL, _))
+        ));
+        // After the release, a late reply is queued in order.
+        assert!(tx.push_shared(frame(4)));
+        assert!(tx.push_reply(frame(5)));
+        assert!(matches!(rx.try_recv(), Some(Outgoing::Text(ref f)) if f.len() == 4));
+        assert!(matches!(rx.try_recv(), Some(Outgoing::Text(ref f)) if f.len() == 5));
+    }
+
+    #[tokio::test]
+    async fn released_items_wake_the_reader() {
+        let (tx, mut rx) = Outbox::new(10, 1000);
+        tx.hold();
+        assert!(tx.push_shared(frame(1)));
+        let reader = tokio::spawn(async move { rx.recv().await.map(|i| i.len()) });
+        tokio::task::yield_now().await;
+        tx.release();
+        assert_eq!(reader.await.unwrap(), Some(1));
     }
 
     #[test]

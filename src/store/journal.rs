@@ -214,10 +214,13 @@ type Released = Vec<(usize, Vec<Effect>, Arc<Ack>, Vec<Batch>)>;
 fn release(groups: Receiver<Released>, deliver: Arc<dyn Deliver>) {
     for group in groups {
         for (shard, mut effects, ack, batches) in group {
-            if !effects.is_empty() {
-                deliver.deliver(shard, &mut effects);
-            }
-            ack.finish(true);
+            // The command's reply is queued before its pushes (and before
+            // a close they carry).
+            ack.finish_then_deliver(true, || {
+                if !effects.is_empty() {
+                    deliver.deliver(shard, &mut effects);
+                }
+            });
             drop(batches);
         }
     }

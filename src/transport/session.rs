@@ -16,10 +16,10 @@ use tracing::{Instrument, debug, field, info_span};
 use super::dispatch::{self, Peer, handle};
 use super::guard::ConnPermit;
 use super::upgrade::Socket;
-use super::writer::{End, Writer, error_frame, killed};
+use super::writer::{End, Writer, error_frame, killed, uncounted_error_frame};
 use crate::app::App;
-use crate::core::{Ack, Conn, take_ack};
-use crate::delivery::{Frame, OutboxRx};
+use crate::core::{Ack, Conn, STORE_WAIT, take_ack};
+use crate::delivery::{Frame, Outbox, OutboxRx};
 use crate::error::Error;
 use crate::metrics::Disconnect;
 use crate::protocol::{ClientMsg, ErrorCode, Id, Role, ServerMsg, close, decode_client};
@@ -253,6 +253,7 @@ async fn session(
     let journaled = app.broker.journaled();
     // The last reply still waiting for its changes to be stored.
     let mut pending: Option<Arc<Ack>> = None;
+    let unavailable = w.metrics.error_counter(ErrorCode::Unavailable);
     let mut limited_in_a_row = 0u32;
     // Created once, not per turn of the loop: each registers with its token.
     let kill = rx.kill.clone();
@@ -268,6 +269,15 @@ async fn session(
             biased;
             code = &mut killed_now => return Err(killed(code)),
             _ = &mut shutdown => {
+                // Every command read gets its reply before the close: the
+                // last one waits for its changes to be stored (within the
+                // grace), then whatever is queued is written.
+                if let Some(ack) = pending.take() {
+                    ack.wait(STORE_WAIT.min(config.shutdown_grace)).await;
+                }
+                while let Some(item) = rx.try_recv() {
+                    w.batch(item, rx).await?;
+                }
                 return Err(End::close(Disconnect::Shutdown, close::SHUTDOWN, "shutting down"));
             }
             _ = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
@@ -299,7 +309,8 @@ async fn session(
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Binary(b))) => {
                         w.metrics.message_received("invalid", b.len());
-                        w.error(None, &Error::bad_request("messages are JSON text frames")).await?;
+                        let frame = error_frame(&w.metrics, None, &Error::bad_request("messages are JSON text frames"));
+                        answer(w, rx, journaled, &mut pending, frame).await?;
                         bad_in_a_row += 1;
                         if bad_in_a_row >= MAX_BAD_IN_A_ROW {
                             return Err(End::close(Disconnect::RateLimited, close::RATE_LIMITED, "too many bad messages"));
@@ -323,7 +334,8 @@ async fn session(
                     }
                     let id = decode_client(&text).ok().and_then(|e| e.id);
                     let err = Error::new(ErrorCode::RateLimited, "too many messages; slow down");
-                    w.error(id.as_ref(), &err).await?;
+                    let frame = error_frame(&w.metrics, id.as_ref(), &err);
+                    answer(w, rx, journaled, &mut pending, frame).await?;
                     continue;
                 }
                 limited_in_a_row = 0;
@@ -334,15 +346,25 @@ async fn session(
                     Ok(p) => p,
                     Err(e) => {
                         let id = msg.as_ref().ok().and_then(|e| e.id.clone());
-                        w.error(id.as_ref(), &e).await?;
+                        let frame = error_frame(&w.metrics, id.as_ref(), &e);
+                        answer(w, rx, journaled, &mut pending, frame).await?;
                         continue;
                     }
                 };
                 // Whatever an earlier task left on this thread is not ours.
                 let _ = take_ack();
+                // On a journaled broker the reply leaves once what the
+                // command changed is stored, and before whatever reaches
+                // this connection meanwhile (its own pushes, a close).
+                let outbox = journaled.then(|| rx.sender());
+                if let Some(o) = &outbox {
+                    o.hold();
+                }
                 let (id, decoded, result) = handle(app, conn, ip, who, &text, msg);
                 let ack = take_ack();
                 drop(prepared.hold);
+                // A join's outcome is counted (failed-join back-off) before
+                // its reply can leave.
                 if prepared.join {
                     dispatch::joined(app, ip, &result).await;
                 }
@@ -351,31 +373,36 @@ async fn session(
                     Ok(None) => None,
                     Err(err) => Some(error_frame(&w.metrics, id.as_ref(), err)),
                 };
-                if journaled {
-                    // The reply leaves once what the command changed is
-                    // stored, and after every earlier reply; meanwhile the
-                    // session reads on, so pipelined commands share a commit.
-                    let settle = ack.or_else(|| pending.take().filter(|a| !a.settled()));
-                    match (settle, frame) {
+                if let Some(outbox) = outbox {
+                    // Meanwhile the session reads on, so pipelined commands
+                    // share a commit.
+                    match (ack, frame) {
+                        // Its own changes: the reply leaves once they are
+                        // stored, ahead of their pushes.
                         (Some(ack), frame) => {
-                            let outbox = rx.sender();
-                            let unstored = result.is_ok().then(|| {
-                                let err = Error::new(ErrorCode::Unavailable, "the change could not be stored; retry");
-                                error_frame(&w.metrics, id.as_ref(), &err)
-                            });
+                            let sender = outbox.clone();
+                            let unstored = result.is_ok().then(|| (unavailable.clone(), id.clone()));
                             ack.then(move |ok| {
-                                let frame = if ok { frame } else { unstored.or(frame) };
+                                let frame = match unstored {
+                                    Some((counter, id)) if !ok => {
+                                        counter.inc();
+                                        let err = Error::new(ErrorCode::Unavailable, "the change could not be stored; retry");
+                                        Some(uncounted_error_frame(id.as_ref(), &err))
+                                    }
+                                    _ => frame,
+                                };
                                 if let Some(f) = frame {
-                                    outbox.push_shared(f);
+                                    sender.push_reply(f);
                                 }
                             });
                             pending = Some(ack);
                         }
-                        (None, Some(f)) => {
-                            rx.sender().push_shared(f);
-                        }
+                        // Nothing of its own: after the pushes of the
+                        // previous command still on its way.
+                        (None, Some(f)) => queue_after(&mut pending, &outbox, f),
                         (None, None) => {}
                     }
+                    outbox.release();
                 } else if let Some(f) = frame {
                     w.reply(f, rx).await?;
                 }
@@ -386,6 +413,41 @@ async fn session(
                     return Err(End::close(Disconnect::RateLimited, close::RATE_LIMITED, "too many bad messages"));
                 }
             }
+        }
+    }
+}
+
+/// Sends a reply that changed nothing: at once on a broker without a
+/// journal; on one with a journal, in order behind the previous command's
+/// reply and pushes.
+async fn answer(
+    w: &mut Writer,
+    rx: &mut OutboxRx,
+    journaled: bool,
+    pending: &mut Option<Arc<Ack>>,
+    frame: Frame,
+) -> Result<(), End> {
+    if journaled {
+        queue_after(pending, &rx.sender(), frame);
+        Ok(())
+    } else {
+        w.send(frame).await
+    }
+}
+
+/// Queues `frame` behind the pushes of `pending` (the last command whose
+/// changes may still be on their way to storage), or at once.
+fn queue_after(pending: &mut Option<Arc<Ack>>, outbox: &Outbox, frame: Frame) {
+    match pending.take().filter(|a| !a.delivered()) {
+        Some(earlier) => {
+            let sender = outbox.clone();
+            earlier.after(move |_| {
+                sender.push_shared(frame);
+            });
+            *pending = Some(earlier);
+        }
+        None => {
+            outbox.push_shared(frame);
         }
     }
 }

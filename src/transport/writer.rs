@@ -273,6 +273,12 @@ pub async fn deadline<F: Future>(limit: Duration, f: F) -> Result<F::Output, Ela
 /// An `error` message, counted.
 pub fn error_frame(metrics: &Metrics, id: Option<&Id>, err: &Error) -> Frame {
     metrics.error_sent(err.code);
+    uncounted_error_frame(id, err)
+}
+
+/// An error reply built ahead of the outcome that may send it: counted in
+/// the metrics by whoever sends it.
+pub fn uncounted_error_frame(id: Option<&Id>, err: &Error) -> Frame {
     debug!(code = ?err.code, "error reply");
     let msg = ServerMsg::Error {
         code: err.code,

@@ -130,9 +130,8 @@ async fn resume(server: &TestServer, token: &str, epoch: &str, seq: u64) -> (WsC
     (ws, first)
 }
 
-#[tokio::test]
-async fn subscribe_gives_snapshot_then_live_events() {
-    let server = TestServer::start().await;
+async fn subscribe_gives_snapshot_then_live_events(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut maker = server.agent(ALICE).await;
     let open = create(&mut maker, "support").await;
     let to_close = create(&mut maker, "sales").await;
@@ -200,10 +199,9 @@ async fn subscribe_gives_snapshot_then_live_events() {
     assert_quiet(&mut dash, "dashboard").await;
 }
 
-#[tokio::test]
-async fn events_are_in_order_and_complete() {
+async fn events_are_in_order_and_complete(mode: Mode) {
     const N: usize = 50;
-    let server = TestServer::with_config(config_with(UNLIMITED)).await;
+    let server = TestServer::with_extra_in(mode, UNLIMITED).await;
     let mut dash = server.agent(ALICE).await;
     let snap = subscribe(&mut dash, json!({})).await;
     let seq0 = seq_of(&snap);
@@ -273,9 +271,8 @@ async fn events_are_in_order_and_complete() {
     assert_quiet(&mut dash, "dashboard").await;
 }
 
-#[tokio::test]
-async fn resume_replays_exactly_the_missed_events() {
-    let server = TestServer::start().await;
+async fn resume_replays_exactly_the_missed_events(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut maker = server.agent(ALICE).await;
     create(&mut maker, "support").await;
 
@@ -325,9 +322,8 @@ async fn resume_replays_exactly_the_missed_events() {
     assert_quiet(&mut dash, "resumed dashboard").await;
 }
 
-#[tokio::test]
-async fn resume_falls_back_to_snapshot_when_it_cannot_be_exact() {
-    let server = TestServer::with_config(config_with("history_events = 5")).await;
+async fn resume_falls_back_to_snapshot_when_it_cannot_be_exact(mode: Mode) {
+    let server = TestServer::with_extra_in(mode, "history_events = 5").await;
     let mut dash = server.agent(ALICE).await;
     let snap = subscribe(&mut dash, json!({})).await;
     let epoch = snap["epoch"].as_str().unwrap().to_string();
@@ -395,9 +391,8 @@ async fn resume_falls_back_to_snapshot_when_it_cannot_be_exact() {
     assert_eq!(ev["seq"], head + 1, "{ev}");
 }
 
-#[tokio::test]
-async fn group_visibility_and_filters() {
-    let server = TestServer::start().await;
+async fn group_visibility_and_filters(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut bob = server.agent(BOB).await;
     let bob_snap = subscribe(&mut bob, json!({})).await;
     let mut alice = server.agent(ALICE).await;
@@ -476,9 +471,8 @@ async fn group_visibility_and_filters() {
     assert_quiet(&mut bob, "resumed bob").await;
 }
 
-#[tokio::test]
-async fn companies_are_isolated() {
-    let server = TestServer::start().await;
+async fn companies_are_isolated(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let mut gina = server.agent(GINA).await;
     let acme_case = create(&mut alice, "support").await;
@@ -581,9 +575,8 @@ async fn companies_are_isolated() {
     );
 }
 
-#[tokio::test]
-async fn snapshot_holds_open_and_recently_closed_visible_cases() {
-    let server = TestServer::start().await;
+async fn snapshot_holds_open_and_recently_closed_visible_cases(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let open_support = create(&mut alice, "support").await;
     let open_sales = create(&mut alice, "sales").await;
@@ -654,9 +647,8 @@ async fn snapshot_holds_open_and_recently_closed_visible_cases() {
     );
 }
 
-#[tokio::test]
-async fn snapshot_holds_recently_expired_cases() {
-    let server = TestServer::with_config(config_with("case_ttl = \"1s\"")).await;
+async fn snapshot_holds_recently_expired_cases(mode: Mode) {
+    let server = TestServer::with_extra_in(mode, "case_ttl = \"1s\"").await;
     let mut alice = server.agent(ALICE).await;
     let mut dash = server.agent(ALICE).await;
     subscribe(&mut dash, json!({})).await;
@@ -675,9 +667,8 @@ async fn snapshot_holds_recently_expired_cases() {
     assert_eq!(case_in(&snap, &code)["status"], "expired", "{snap}");
 }
 
-#[tokio::test]
-async fn unsubscribe_stops_events() {
-    let server = TestServer::start().await;
+async fn unsubscribe_stops_events(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut dash = server.agent(ALICE).await;
     subscribe(&mut dash, json!({})).await;
     let mut maker = server.agent(ALICE).await;
@@ -704,9 +695,8 @@ async fn unsubscribe_stops_events() {
     assert_quiet(&mut dash, "resubscribed dashboard").await;
 }
 
-#[tokio::test]
-async fn every_subscriber_gets_the_same_event() {
-    let server = TestServer::start().await;
+async fn every_subscriber_gets_the_same_event(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut a1 = server.agent(ALICE).await;
     let mut a2 = server.agent(ALICE).await;
     let mut bob = server.agent(BOB).await;
@@ -740,11 +730,10 @@ async fn every_subscriber_gets_the_same_event() {
     assert_quiet(&mut bob, "bob").await;
 }
 
-#[tokio::test]
-async fn slow_consumer_is_disconnected_and_others_keep_up() {
+async fn slow_consumer_is_disconnected_and_others_keep_up(mode: Mode) {
     const N: u64 = 3000;
     let server =
-        TestServer::with_config(config_with(&format!("outbox_messages = 16\n{UNLIMITED}"))).await;
+        TestServer::with_extra_in(mode, &format!("outbox_messages = 16\n{UNLIMITED}")).await;
 
     // Subscribes, then never reads until the end.
     let mut slow = server.agent(ALICE).await;
@@ -809,11 +798,11 @@ async fn slow_consumer_is_disconnected_and_others_keep_up() {
 /// A dashboard whose socket backs up collects a deep outbox; when it reads
 /// again, the outbox drains in batches and not one event may go missing
 /// between two batches.
-#[tokio::test]
-async fn a_deep_outbox_drains_without_losing_an_event() {
-    let server = TestServer::with_config(config_with(&format!(
-        "outbox_messages = 100000\noutbox_bytes = 268435456\n{UNLIMITED}"
-    )))
+async fn a_deep_outbox_drains_without_losing_an_event(mode: Mode) {
+    let server = TestServer::with_extra_in(
+        mode,
+        &format!("outbox_messages = 100000\noutbox_bytes = 268435456\n{UNLIMITED}"),
+    )
     .await;
     let mut dashboard = server.agent(ALICE).await;
     let snap = dashboard.ok(json!({"type": "subscribe"}), "snapshot").await;
@@ -838,3 +827,18 @@ async fn a_deep_outbox_drains_without_losing_an_event() {
         expected += 1;
     }
 }
+
+in_every_mode!(
+    subscribe_gives_snapshot_then_live_events,
+    events_are_in_order_and_complete,
+    resume_replays_exactly_the_missed_events,
+    resume_falls_back_to_snapshot_when_it_cannot_be_exact,
+    group_visibility_and_filters,
+    companies_are_isolated,
+    snapshot_holds_open_and_recently_closed_visible_cases,
+    snapshot_holds_recently_expired_cases,
+    unsubscribe_stops_events,
+    every_subscriber_gets_the_same_event,
+    slow_consumer_is_disconnected_and_others_keep_up,
+    a_deep_outbox_drains_without_losing_an_event,
+);

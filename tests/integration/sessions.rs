@@ -117,9 +117,8 @@ async fn expect_ended_and_closed(ws: &mut WsClient, code: &str, reason: &str) {
 
 // 1. Status transitions and their pushes.
 
-#[tokio::test]
-async fn status_follows_the_seats_through_the_lifecycle() {
-    let server = TestServer::start().await;
+async fn status_follows_the_seats_through_the_lifecycle(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut bob = server.agent(BOB).await;
     let case = create_case(&mut bob, "support").await;
     let code = code_of(&case);
@@ -253,9 +252,8 @@ async fn status_follows_the_seats_through_the_lifecycle() {
 
 // 2. Code normalisation.
 
-#[tokio::test]
-async fn codes_are_accepted_without_dashes_in_any_case_and_with_spaces() {
-    let server = TestServer::start().await;
+async fn codes_are_accepted_without_dashes_in_any_case_and_with_spaces(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let code = code_of(&create_case(&mut alice, "support").await);
     let digits: String = code.chars().filter(char::is_ascii_digit).collect();
@@ -300,9 +298,8 @@ async fn codes_are_accepted_without_dashes_in_any_case_and_with_spaces() {
 
 // 3. Seat conflict and the resume token.
 
-#[tokio::test]
-async fn the_customer_seat_is_held_by_its_resume_token() {
-    let server = TestServer::start().await;
+async fn the_customer_seat_is_held_by_its_resume_token(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let code = code_of(&create_case(&mut alice, "support").await);
 
@@ -381,9 +378,8 @@ async fn the_customer_seat_is_held_by_its_resume_token() {
     );
 }
 
-#[tokio::test]
-async fn after_seat_grace_the_code_alone_takes_the_seat_with_a_new_token() {
-    let server = TestServer::with_config(config_with("seat_grace = \"200ms\"")).await;
+async fn after_seat_grace_the_code_alone_takes_the_seat_with_a_new_token(mode: Mode) {
+    let server = TestServer::with_extra_in(mode, "seat_grace = \"200ms\"").await;
     let (c1, joined) = request_help(&server, MODULE).await;
     let code = code_of(&joined);
     let old = joined["resume_token"].clone();
@@ -456,9 +452,8 @@ async fn after_seat_grace_the_code_alone_takes_the_seat_with_a_new_token() {
 
 // 4. Several connections hold one seat.
 
-#[tokio::test]
-async fn one_agent_tab_closing_keeps_the_supporter_seat() {
-    let server = TestServer::start().await;
+async fn one_agent_tab_closing_keeps_the_supporter_seat(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let a = code_of(&create_case(&mut alice, "support").await);
     let b = code_of(&create_case(&mut alice, "support").await);
@@ -532,9 +527,8 @@ async fn two_by_two(server: &TestServer) -> (String, [WsClient; 2], [WsClient; 2
     (code, [c1, c2], [b1, b2])
 }
 
-#[tokio::test]
-async fn chat_is_relayed_both_ways_and_not_echoed() {
-    let server = TestServer::start().await;
+async fn chat_is_relayed_both_ways_and_not_echoed(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let (code, [mut c1, mut c2], [mut b1, mut b2]) = two_by_two(&server).await;
 
     let sent = b1
@@ -576,9 +570,8 @@ async fn chat_is_relayed_both_ways_and_not_echoed() {
     }
 }
 
-#[tokio::test]
-async fn signal_relays_any_json_unchanged_both_ways_and_is_not_echoed() {
-    let server = TestServer::start().await;
+async fn signal_relays_any_json_unchanged_both_ways_and_is_not_echoed(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let (code, [mut c1, mut c2], [mut b1, mut b2]) = two_by_two(&server).await;
 
     let offer = json!({
@@ -625,9 +618,8 @@ async fn signal_relays_any_json_unchanged_both_ways_and_is_not_echoed() {
 
 // 6. Takeover.
 
-#[tokio::test]
-async fn admin_takeover_ends_the_previous_assignee_session() {
-    let server = TestServer::start().await;
+async fn admin_takeover_ends_the_previous_assignee_session(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let (mut customer, joined) = request_help(&server, MODULE_BOB).await;
     let code = code_of(&joined);
     let mut bob = server.agent(BOB).await;
@@ -685,9 +677,8 @@ async fn admin_takeover_ends_the_previous_assignee_session() {
     assert_status(&st, &code, "in_progress", true, true);
 }
 
-#[tokio::test]
-async fn a_plain_agent_cannot_join_or_take_over_someone_elses_case() {
-    let server = TestServer::start().await;
+async fn a_plain_agent_cannot_join_or_take_over_someone_elses_case(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let (mut customer, joined) = request_help(&server, MODULE_BOB).await;
     let code = code_of(&joined);
     let mut bob = server.agent(BOB).await;
@@ -722,9 +713,8 @@ async fn a_plain_agent_cannot_join_or_take_over_someone_elses_case() {
 
 // 7. Concurrent claims.
 
-#[tokio::test]
-async fn concurrent_claims_have_exactly_one_winner() {
-    let server = TestServer::start().await;
+async fn concurrent_claims_have_exactly_one_winner(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let mut bob = server.agent(BOB).await;
     let mut dave = server.agent(DAVE).await;
@@ -758,9 +748,8 @@ async fn concurrent_claims_have_exactly_one_winner() {
 
 // 8. Close.
 
-#[tokio::test]
-async fn close_by_assignee_creator_or_admin_ends_both_seats() {
-    let server = TestServer::start().await;
+async fn close_by_assignee_creator_or_admin_ends_both_seats(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut bob = server.agent(BOB).await;
     let mut dave = server.agent(DAVE).await;
     let mut alice = server.agent(ALICE).await;
@@ -828,9 +817,8 @@ async fn close_by_assignee_creator_or_admin_ends_both_seats() {
         .await;
 }
 
-#[tokio::test]
-async fn closed_unknown_and_deleted_codes_are_alike_not_found() {
-    let server = TestServer::start().await;
+async fn closed_unknown_and_deleted_codes_are_alike_not_found(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let closed = code_of(&create_case(&mut alice, "support").await);
     alice
@@ -863,9 +851,8 @@ async fn closed_unknown_and_deleted_codes_are_alike_not_found() {
     }
 }
 
-#[tokio::test]
-async fn only_assignee_creator_or_admin_may_close_and_only_once() {
-    let server = TestServer::start().await;
+async fn only_assignee_creator_or_admin_may_close_and_only_once(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut bob = server.agent(BOB).await;
     let mut dave = server.agent(DAVE).await;
     let mut carol = server.agent(CAROL).await;
@@ -890,9 +877,8 @@ async fn only_assignee_creator_or_admin_may_close_and_only_once() {
     assert_eq!(case["closed_by"], "bob", "{case}");
 }
 
-#[tokio::test]
-async fn a_customer_closes_only_a_case_it_requested() {
-    let server = TestServer::start().await;
+async fn a_customer_closes_only_a_case_it_requested(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let (mut customer, joined) = request_help(&server, MODULE).await;
     let code = code_of(&joined);
     let closed = customer.ok(json!({"type": "close"}), "case").await;
@@ -919,9 +905,8 @@ async fn a_customer_closes_only_a_case_it_requested() {
 
 // 9. Delete.
 
-#[tokio::test]
-async fn delete_ends_sessions_and_tells_subscribers() {
-    let server = TestServer::start().await;
+async fn delete_ends_sessions_and_tells_subscribers(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let mut dave = server.agent(DAVE).await;
     alice.ok(json!({"type": "subscribe"}), "snapshot").await;
@@ -967,9 +952,8 @@ async fn delete_ends_sessions_and_tells_subscribers() {
 
 // 10. Expiry.
 
-#[tokio::test]
-async fn expiry_ends_sessions_and_marks_the_case_expired() {
-    let server = TestServer::with_config(config_with("case_ttl = \"1s\"")).await;
+async fn expiry_ends_sessions_and_marks_the_case_expired(mode: Mode) {
+    let server = TestServer::with_extra_in(mode, "case_ttl = \"1s\"").await;
     let mut alice = server.agent(ALICE).await;
     let mut bob = server.agent(BOB).await;
     alice.ok(json!({"type": "subscribe"}), "snapshot").await;
@@ -1015,9 +999,8 @@ async fn expiry_ends_sessions_and_marks_the_case_expired() {
 
 // 11. Manual assignment.
 
-#[tokio::test]
-async fn an_admin_assigns_to_anyone_in_the_group_or_back_to_the_line() {
-    let server = TestServer::start().await;
+async fn an_admin_assigns_to_anyone_in_the_group_or_back_to_the_line(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let code = code_of(&create_case(&mut alice, "support").await);
 
@@ -1078,9 +1061,8 @@ async fn an_admin_assigns_to_anyone_in_the_group_or_back_to_the_line() {
     assert_eq!(r["case"]["assignee"], "carol", "{r}");
 }
 
-#[tokio::test]
-async fn a_plain_agent_assigns_by_the_rules() {
-    let server = TestServer::start().await;
+async fn a_plain_agent_assigns_by_the_rules(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut alice = server.agent(ALICE).await;
     let mut bob = server.agent(BOB).await;
     let mut carol = server.agent(CAROL).await;
@@ -1150,9 +1132,8 @@ async fn a_plain_agent_assigns_by_the_rules() {
     assert_eq!(r["case"]["assignee"], "dave", "{r}");
 }
 
-#[tokio::test]
-async fn reassigning_away_from_a_seated_agent_ends_its_session() {
-    let server = TestServer::start().await;
+async fn reassigning_away_from_a_seated_agent_ends_its_session(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let (mut customer, joined) = request_help(&server, MODULE).await;
     let code = code_of(&joined);
     let mut bob = server.agent(BOB).await;
@@ -1221,9 +1202,8 @@ async fn reassigning_away_from_a_seated_agent_ends_its_session() {
 
 // 12. request_help and role checks.
 
-#[tokio::test]
-async fn request_help_fills_the_case() {
-    let server = TestServer::start().await;
+async fn request_help_fills_the_case(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
 
     let mut sos = server.customer().await;
     let joined = sos
@@ -1293,9 +1273,8 @@ async fn request_help_fills_the_case() {
     assert_eq!(get_case(&server, &code).await["customer"]["name"], "Zoe");
 }
 
-#[tokio::test]
-async fn one_customer_connection_serves_one_case() {
-    let server = TestServer::start().await;
+async fn one_customer_connection_serves_one_case(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let (mut customer, joined) = request_help(&server, MODULE).await;
     let code = code_of(&joined);
     let token = joined["resume_token"].clone();
@@ -1336,9 +1315,8 @@ async fn one_customer_connection_serves_one_case() {
     assert_eq!(sent["code"], code);
 }
 
-#[tokio::test]
-async fn commands_of_the_other_role_are_forbidden() {
-    let server = TestServer::start().await;
+async fn commands_of_the_other_role_are_forbidden(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let mut bob = server.agent(BOB).await;
     bob.err(
         json!({"type": "request_help", "module": MODULE}),
@@ -1375,3 +1353,118 @@ async fn commands_of_the_other_role_are_forbidden() {
         seated.pending()
     );
 }
+
+// 13. Every command's reply comes before its connection is closed.
+
+/// The messages a connection received, in order, until it closed, and how.
+async fn until_closed(ws: &mut WsClient) -> (Closed, Vec<Value>) {
+    tokio::time::timeout(WAIT, ws.closed())
+        .await
+        .expect("the connection closes")
+}
+
+async fn every_reply_comes_before_the_close(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
+
+    // request_help: the reply comes before the pushes it causes.
+    let mut customer = server.customer().await;
+    customer
+        .send(json!({"type": "request_help", "module": MODULE, "name": "Ana", "id": 1}))
+        .await;
+    let first = customer.next().await;
+    assert_eq!(first["type"], "joined", "the reply first: {first}");
+    assert_eq!(first["id"], 1, "{first}");
+    let code = code_of(&first);
+
+    // The customer closes its case: the reply, then `ended`, then 1000.
+    customer.send(json!({"type": "close", "id": 2})).await;
+    let (how, seen) = until_closed(&mut customer).await;
+    assert_eq!(how, Closed::Code(1000), "{seen:?}");
+    let reply = seen
+        .iter()
+        .position(|m| m["id"] == 2)
+        .unwrap_or_else(|| panic!("no reply to the close: {seen:?}"));
+    assert_eq!(seen[reply]["type"], "case", "{seen:?}");
+    assert_eq!(seen[reply]["case"]["status"], "closed", "{seen:?}");
+    let ended = seen
+        .iter()
+        .position(|m| is_ended(m, &code, "closed"))
+        .unwrap_or_else(|| panic!("no ended: {seen:?}"));
+    assert!(reply < ended, "the reply before ended: {seen:?}");
+
+    // An agent closes, and deletes, a case it is seated in: both replies
+    // come, before the pushes they cause to its own connection.
+    let mut bob = server.agent(BOB).await;
+    for (command, reply) in [("close", "case"), ("delete", "deleted")] {
+        let code = code_of(&create_case(&mut bob, "support").await);
+        let mut customer = server.customer().await;
+        customer
+            .ok(json!({"type": "join", "code": code}), "joined")
+            .await;
+        bob.send(json!({"type": "join", "code": code, "id": "j"}))
+            .await;
+        let first = bob.next().await;
+        assert_eq!(first["type"], "joined", "the reply first: {first}");
+        bob.sync().await;
+        bob.clear();
+        bob.send(json!({"type": command, "code": code, "id": "c"}))
+            .await;
+        let first = bob.next().await;
+        assert_eq!(first["type"], reply, "{command}: the reply first: {first}");
+        assert_eq!(first["id"], "c", "{first}");
+        bob.sync().await;
+        bob.clear();
+        let (how, seen) = until_closed(&mut customer).await;
+        assert_eq!(how, Closed::Code(1000), "{seen:?}");
+    }
+
+    // Shutdown: the commands read before it are all answered, in order,
+    // before the close with 4000.
+    let (mut customer, _) = request_help(&server, MODULE).await;
+    for i in 0..5 {
+        customer
+            .send(json!({"type": "chat", "text": format!("line {i}"), "id": i}))
+            .await;
+    }
+    // The first reply shows the commands are being read.
+    let first = customer.wait_for("the first reply", |m| m["id"] == 0).await;
+    assert_eq!(first["type"], "sent", "{first}");
+    let stopping = tokio::spawn(server.shutdown());
+    let (how, seen) = until_closed(&mut customer).await;
+    assert_eq!(how, Closed::Code(4000), "{seen:?}");
+    let ids: Vec<i64> = seen.iter().filter_map(|m| m["id"].as_i64()).collect();
+    let want: Vec<i64> = (1..=ids.len() as i64).collect();
+    assert_eq!(ids, want, "replies in order, none lost: {seen:?}");
+    assert!(
+        seen.iter()
+            .all(|m| m["id"].is_null() || m["type"] == "sent"),
+        "{seen:?}"
+    );
+    stopping.await.expect("the broker stops");
+}
+
+in_every_mode!(
+    every_reply_comes_before_the_close,
+    status_follows_the_seats_through_the_lifecycle,
+    codes_are_accepted_without_dashes_in_any_case_and_with_spaces,
+    the_customer_seat_is_held_by_its_resume_token,
+    after_seat_grace_the_code_alone_takes_the_seat_with_a_new_token,
+    one_agent_tab_closing_keeps_the_supporter_seat,
+    chat_is_relayed_both_ways_and_not_echoed,
+    signal_relays_any_json_unchanged_both_ways_and_is_not_echoed,
+    admin_takeover_ends_the_previous_assignee_session,
+    a_plain_agent_cannot_join_or_take_over_someone_elses_case,
+    concurrent_claims_have_exactly_one_winner,
+    close_by_assignee_creator_or_admin_ends_both_seats,
+    closed_unknown_and_deleted_codes_are_alike_not_found,
+    only_assignee_creator_or_admin_may_close_and_only_once,
+    a_customer_closes_only_a_case_it_requested,
+    delete_ends_sessions_and_tells_subscribers,
+    expiry_ends_sessions_and_marks_the_case_expired,
+    an_admin_assigns_to_anyone_in_the_group_or_back_to_the_line,
+    a_plain_agent_assigns_by_the_rules,
+    reassigning_away_from_a_seated_agent_ends_its_session,
+    request_help_fills_the_case,
+    one_customer_connection_serves_one_case,
+    commands_of_the_other_role_are_forbidden,
+);

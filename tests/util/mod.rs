@@ -123,12 +123,117 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     http: reqwest::Client,
+    /// What the broker stores into (a data directory, a Redis), kept as
+    /// long as the broker.
+    storage: Option<Storage>,
 }
+
+/// Where a test broker keeps its cases: every storage mode a user can
+/// pick, so that each protocol test runs in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `in_memory = true`.
+    Memory,
+    /// The default: a journal in a data directory.
+    Journal,
+    /// One node of a cluster on its own `redis-server`.
+    Cluster,
+}
+
+enum Storage {
+    Dir(TempDir),
+    Redis(redis::RedisServer),
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system's temporary folder.
+    pub fn new(what: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("casebroker-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Generates, for each named `async fn NAME(mode: Mode)`, a module `NAME`
+/// with one test per storage mode: `in_memory`, `journaled`,
+/// `cluster_node`.
+#[allow(unused_macros)]
+macro_rules! in_every_mode {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::util::Mode;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn in_memory() {
+                super::$name(Mode::Memory).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn journaled() {
+                super::$name(Mode::Journal).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster_node() {
+                super::$name(Mode::Cluster).await
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use in_every_mode;
 
 impl TestServer {
     /// A broker on the default test config.
     pub async fn start() -> TestServer {
         TestServer::with_config(config_with("")).await
+    }
+
+    /// A broker on the default test config in storage `mode`.
+    pub async fn start_in(mode: Mode) -> TestServer {
+        TestServer::with_extra_in(mode, "").await
+    }
+
+    /// A broker on the test config with `extra` (top-level keys) in
+    /// storage `mode`.
+    pub async fn with_extra_in(mode: Mode, extra: &str) -> TestServer {
+        match mode {
+            Mode::Memory => TestServer::with_config(config_with(extra)).await,
+            Mode::Journal => {
+                let dir = TempDir::new("data");
+                let extra = format!("data_dir = \"{}\"\n{extra}", dir.path().display());
+                let mut server = TestServer::with_config(config_with(&extra)).await;
+                server.storage = Some(Storage::Dir(dir));
+                server
+            }
+            Mode::Cluster => {
+                let redis = redis::RedisServer::start();
+                let extra = format!(
+                    "{extra}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"n\"\nnode_timeout = \"3s\"\n",
+                    redis.url()
+                );
+                let mut server = TestServer::with_config(config_with(&extra)).await;
+                server.storage = Some(Storage::Redis(redis));
+                server
+            }
+        }
     }
 
     pub async fn with_config(config: Config) -> TestServer {
@@ -143,6 +248,7 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             http: reqwest::Client::new(),
+            storage: None,
         }
     }
 
