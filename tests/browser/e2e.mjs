@@ -139,6 +139,10 @@ try {
     check(resp.status() === 200, `GET / answered ${resp.status()}`);
     const csp = resp.headers()['content-security-policy'] || '';
     check(csp.includes("default-src 'self'"), `CSP: ${csp}`);
+    // Connections to the broker alone; "Live" below shows that Chromium
+    // counts the page's own ws: origin as 'self'.
+    const connect = csp.split(';').map((d) => d.trim()).find((d) => d.startsWith('connect-src'));
+    check(connect === "connect-src 'self'", `CSP connect-src: ${connect}`);
     await dash.getByLabel('Agent token').waitFor();
     check(await dash.evaluate(() => document.activeElement?.id === 'token'), 'the token field has focus');
     await dash.keyboard.type(opt['admin-token']);
