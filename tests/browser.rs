@@ -65,6 +65,7 @@ async fn dashboard_and_help_page_in_chromium() {
         .args(["--admin-token", ALICE, "--admin-name", "Alice"])
         .args(["--agent-token", BOB, "--agent-name", "Bob"])
         .args(["--module", MODULE])
+        .args(["--assigned-module", MODULE_BOB])
         .arg("--screenshots")
         .arg(&docs)
         .args(["--chromium", &chromium])

@@ -3,8 +3,10 @@
 //
 //   node tests/browser/e2e.mjs --url http://127.0.0.1:PORT --admin-token T
 //     --admin-name NAME --agent-token T --agent-name NAME --module KEY
-//     [--screenshots DIR] [--chromium /usr/bin/chromium]
+//     --assigned-module KEY [--screenshots DIR] [--chromium /usr/bin/chromium]
 //
+// --assigned-module names a module whose cases go to the plain agent at
+// once.
 // Every step waits for what it expects with a timeout (never a fixed
 // sleep). Any console error or uncaught page error fails the run.
 
@@ -20,11 +22,12 @@ const { values: opt } = parseArgs({
     'agent-token': { type: 'string' },
     'agent-name': { type: 'string' },
     module: { type: 'string' },
+    'assigned-module': { type: 'string' },
     screenshots: { type: 'string' },
     chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
   },
 });
-for (const k of ['url', 'admin-token', 'admin-name', 'agent-token', 'agent-name', 'module']) {
+for (const k of ['url', 'admin-token', 'admin-name', 'agent-token', 'agent-name', 'module', 'assigned-module']) {
   if (!opt[k]) {
     console.error(`e2e: --${k} is required`);
     process.exit(2);
@@ -269,6 +272,21 @@ try {
       return [wrap.scrollWidth, wrap.clientWidth];
     });
     check(table[0] <= table[1], `the queue table needs ${table[0]} px of ${table[1]} px`);
+  });
+
+  await step('customer: an assigned agent is named, and nothing is promised', async () => {
+    const other = watch(await customerCtx.newPage(), 'help page (assigned)');
+    other.on('dialog', (d) => d.accept());
+    await other.goto(`${URL_}/help/${opt['assigned-module']}`);
+    await other.getByLabel('Your name').fill('Ola');
+    await other.getByLabel('Describe the problem').fill('The scanner is not found.');
+    await other.getByRole('button', { name: 'Get help' }).click();
+    const status = other.locator('#status', { hasText: `assigned to ${AGENT}, who has not joined yet` });
+    await status.waitFor();
+    check(!(await status.textContent()).includes('shortly'), 'no arrival is promised');
+    await other.getByRole('button', { name: 'End session' }).click();
+    await other.locator('#ended', { hasText: 'closed' }).waitFor();
+    await other.close();
   });
 
   if (opt.screenshots) {
