@@ -1,8 +1,8 @@
 // The open case on the dashboard: its details, the live state of both seats,
 // what this agent may do with it (assign, return to the queue, close,
-// delete, leave), and the chat with its transcript.
+// delete, leave), its own status line, and the chat with its transcript.
 
-import { el, fill, rerender, chatLine, dateTime, isOpen, STATUS_LABELS } from './dom.js';
+import { el, fill, flash, rerender, chatLine, dateTime, isOpen, STATUS_LABELS } from './dom.js';
 
 const ENDED_TEXT = {
   closed: 'This case is closed. The session has ended.',
@@ -40,6 +40,11 @@ export class CasePanel {
   /** The code of the case shown, or null. */
   get shown() {
     return this.code;
+  }
+
+  /** Says the outcome of an action in the panel's status line. */
+  say(text) {
+    if (this.parts) flash(this.parts.notice, text);
   }
 
   /** Draws the case `state.openCode` with its session. */
@@ -86,6 +91,7 @@ export class CasePanel {
       details: el('dl', { class: 'details' }),
       seats: el('ul', { class: 'seats', 'aria-label': 'Seats' }),
       actions: el('div', { class: 'actions', role: 'group', 'aria-label': 'Case actions' }),
+      notice: el('p', { class: 'panel-notice status-line', role: 'status', 'aria-live': 'polite', hidden: true }),
       log: el('ol', { class: 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Chat transcript' }),
       input: el('textarea', { id: inputId, name: 'message', rows: 2, maxlength: 4000, required: true }),
       send: el('button', { type: 'submit', class: 'primary', text: 'Send' }),
@@ -134,6 +140,7 @@ export class CasePanel {
       el('h3', { text: 'Seats' }),
       p.seats,
       p.actions,
+      p.notice,
       el('h3', { text: 'Chat' }),
       p.log,
       p.form,

@@ -54,23 +54,25 @@ const queue = new QueueView({
   onFilter: () => render(),
 });
 
+// What the panel's buttons do; their outcome is said in the panel itself.
 const panel = new CasePanel(byId('case-panel'), {
   assign: (code, assignee) =>
-    command({ type: 'assign', code, assignee }, `Case ${code} assigned to ${agentName(assignee)}.`),
-  unassign: (code) => command({ type: 'assign', code, assignee: null }, `Case ${code} is back in the queue.`),
-  close: (code) => command({ type: 'close', code }, `Case ${code} closed.`),
+    command({ type: 'assign', code, assignee }, `Case ${code} assigned to ${agentName(assignee)}.`, true),
+  unassign: (code) =>
+    command({ type: 'assign', code, assignee: null }, `Case ${code} is back in the queue.`, true),
+  close: (code) => command({ type: 'close', code }, `Case ${code} closed.`, true),
   remove: (code) => {
     if (!window.confirm(`Delete case ${code} and its transcript? This cannot be undone.`)) return;
-    command({ type: 'delete', code }, `Case ${code} deleted.`);
+    command({ type: 'delete', code }, `Case ${code} deleted.`, true);
   },
   leave: async (code) => {
-    if (await command({ type: 'leave', code }, `You left the session of ${code}.`)) {
+    if (await command({ type: 'leave', code }, `You left the session of ${code}.`, true)) {
       session(code).joined = false;
       render();
     }
   },
   send: async (code, text) => {
-    const reply = await command({ type: 'chat', code, text });
+    const reply = await command({ type: 'chat', code, text }, null, true);
     if (!reply) return false;
     const from = { role: 'agent', name: state.me.name };
     const s = session(code);
@@ -100,14 +102,24 @@ function session(code) {
   return s;
 }
 
-/** Runs a command; shows `done` or the refusal. Resolves with the reply or null. */
-async function command(msg, done) {
+/**
+ * Tells the outcome of an action: in the open case's own status line when
+ * the action came from it, else in the line under the header. Neither
+ * covers anything.
+ */
+function say(text, inPanel) {
+  if (inPanel && panel.shown) panel.say(text);
+  else flash(notice, text);
+}
+
+/** Runs a command; says `done` or the refusal. Resolves with the reply or null. */
+async function command(msg, done, inPanel = false) {
   try {
     const reply = await socket.request(msg);
-    if (done) flash(notice, done);
+    if (done) say(done, inPanel);
     return reply;
   } catch (e) {
-    flash(notice, `Could not ${msg.type.replace('_', ' ')}: ${e.message}`);
+    say(`Could not ${msg.type.replace('_', ' ')}: ${e.message}`, inPanel);
     return null;
   }
 }
@@ -274,7 +286,7 @@ async function rejoin() {
     } catch (e) {
       if (e.code === 'unavailable') throw e;
       s.joined = false;
-      flash(notice, `Could not rejoin case ${s.code}: ${e.message}`);
+      say(`Could not rejoin case ${s.code}: ${e.message}`, s.code === state.openCode);
     }
   }
 }

@@ -107,7 +107,10 @@ export function chatLine(line, { mine }) {
   );
 }
 
-/** Shows `message` in the element for a while (role="alert" regions). */
+/**
+ * Shows `message` in the element for a while (status lines). The element
+ * keeps its place while empty, so nothing moves when a message comes or goes.
+ */
 export function flash(node, message, ms = 6000) {
   node.textContent = message;
   node.hidden = false;

@@ -181,6 +181,7 @@ try {
     await r.waitFor();
     manual = await r.getAttribute('data-code');
     await row(bob, manual).waitFor();
+    await dash.locator('#notice', { hasText: `Case ${manual} created.` }).waitFor();
   });
 
   await step('customer: asks for help; the case is on the dashboard within 1 s', async () => {
@@ -294,6 +295,7 @@ try {
       await dash.getByText('New case', { exact: true }).click();
       await dash.locator('#new-case-form').waitFor({ state: 'hidden' });
       await dash.locator('#notice').waitFor({ state: 'hidden' });
+      await dash.locator('.panel-notice').waitFor({ state: 'hidden' });
       await dash.screenshot({ path: path.join(opt.screenshots, 'dashboard.png'), fullPage: true });
       await help.screenshot({ path: path.join(opt.screenshots, 'help.png'), fullPage: true });
     });
@@ -341,6 +343,7 @@ try {
     await panel.getByLabel('Assign to').selectOption({ label: AGENT });
     await panel.getByRole('button', { name: 'Assign', exact: true }).click();
     await row(dash, manual).getByText(AGENT, { exact: true }).waitFor();
+    await panel.locator('.panel-notice', { hasText: `Case ${manual} assigned to ${AGENT}.` }).waitFor();
     await row(bob, manual).getByRole('button', { name: 'Open', exact: true }).waitFor();
     await panel.locator('.ended', { hasText: 'another agent' }).waitFor();
     await panel.getByRole('button', { name: 'Return to queue' }).click();
@@ -356,6 +359,9 @@ try {
     await panel.getByRole('button', { name: 'Close case' }).click();
     await help.locator('#ended', { hasText: /closed|ended/ }).waitFor();
     await panel.locator('.ended', { hasText: /closed|ended/ }).waitFor();
+    // Said in the case's own status line, covering neither chat nor details.
+    await panel.locator('.panel-notice', { hasText: `Case ${code} closed.` }).waitFor();
+    check(!((await dash.locator('#notice').textContent()) || '').includes('closed'), 'said once, in the panel');
     check(await help.getByLabel('Message').isHidden(), 'the customer chat is gone once ended');
     await row(dash, code).waitFor({ state: 'detached' });
     await dash.locator('#filter-status').selectOption('closed');
