@@ -66,6 +66,7 @@ async fn dashboard_and_help_page_in_chromium() {
         .args(["--agent-token", BOB, "--agent-name", "Bob"])
         .args(["--module", MODULE])
         .args(["--assigned-module", MODULE_BOB])
+        .args(["--offline-agent", "dave", "--offline-agent-name", "Dave"])
         .arg("--screenshots")
         .arg(&docs)
         .args(["--chromium", &chromium])

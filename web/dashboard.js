@@ -8,7 +8,7 @@
 import { byId, el, fill, flash, isOpen } from './dom.js';
 import { Socket } from './socket.js';
 import { Alerts } from './alerts.js';
-import { QueueView } from './queue.js';
+import { QueueView, waitingCount } from './queue.js';
 import { CasePanel } from './casepanel.js';
 
 const TOKEN_KEY = 'casebroker.token';
@@ -25,6 +25,11 @@ const state = {
   me: null,
   /** code → case (agent view), as the queue stream last said. */
   cases: new Map(),
+  /**
+   * code → when this dashboard saw a supporter first join the case (ms), or
+   * null when one was already there the first time it saw the case.
+   */
+  answered: new Map(),
   /** Where this dashboard is in its company's stream. */
   epoch: null,
   seq: 0,
@@ -153,9 +158,7 @@ function draw() {
   queue.render(state);
   panel.render(state);
   renderAgents();
-  let waiting = 0;
-  for (const c of state.cases.values()) if (isOpen(c) && !c.assignee) waiting += 1;
-  alerts.setWaiting(waiting);
+  alerts.setWaiting(waitingCount(state.cases.values()));
 }
 
 function renderAgents() {
@@ -189,12 +192,26 @@ function showPresence() {
 
 // ---- the live queue
 
+/**
+ * Notes when a supporter first joins a case, for its wait: `prev` is the
+ * case as last seen (or undefined), `at` when the change happened. A case
+ * first seen with a supporter already in it was answered at a time this
+ * dashboard cannot know.
+ */
+function noteSupporter(prev, next, at) {
+  if (!next.supporter_connected || state.answered.has(next.code)) return;
+  const seenWaiting = prev !== undefined && !prev.supporter_connected;
+  state.answered.set(next.code, seenWaiting && Number.isFinite(at) ? at : null);
+}
+
 /** Subscribes, resuming exactly where this dashboard left off when it can. */
 async function subscribe() {
   const msg = { type: 'subscribe' };
   if (state.epoch !== null) msg.resume = { epoch: state.epoch, seq: state.seq };
   const reply = await socket.request(msg);
   if (reply.type === 'snapshot') {
+    // When a supporter joined while this dashboard was away is not known.
+    for (const c of reply.cases) noteSupporter(undefined, c, NaN);
     state.cases = new Map(reply.cases.map((c) => [c.code, c]));
     state.epoch = reply.epoch;
     state.seq = reply.seq;
@@ -210,6 +227,7 @@ function onEvent(ev) {
   const c = ev.case;
   if (ev.action === 'deleted') {
     state.cases.delete(c.code);
+    state.answered.delete(c.code);
     const s = state.sessions.get(c.code);
     if (s) {
       s.lastCase = c;
@@ -217,6 +235,9 @@ function onEvent(ev) {
       s.joined = false;
     }
   } else {
+    // The event's `updated_at` is when the supporter joined, on the
+    // broker's clock, as `created_at` is.
+    noteSupporter(state.cases.get(c.code), c, Date.parse(c.updated_at));
     state.cases.set(c.code, c);
     const s = state.sessions.get(c.code);
     if (s) s.lastCase = c;
@@ -303,6 +324,7 @@ function onPush(msg) {
     case 'status': {
       const c = state.cases.get(msg.code);
       if (c) {
+        noteSupporter(c, { code: msg.code, supporter_connected: msg.supporter_connected }, Date.now());
         c.status = msg.status;
         c.customer_connected = msg.customer_connected;
         c.supporter_connected = msg.supporter_connected;
@@ -375,7 +397,7 @@ function signOut(error) {
   socket = null;
   sessionStorage.removeItem(TOKEN_KEY);
   Object.assign(state, {
-    token: null, me: null, cases: new Map(), epoch: null, seq: 0, agents: new Map(),
+    token: null, me: null, cases: new Map(), answered: new Map(), epoch: null, seq: 0, agents: new Map(),
     sessions: new Map(), openCode: null, presence: 'available',
   });
   showPresence();
