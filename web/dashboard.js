@@ -1,9 +1,9 @@
 // The agent dashboard: sign-in with an agent token (kept for this tab only),
 // the live queue from `subscribe` with exact resume after a dropped
-// connection, the open case and its chat, the agents panel, alerts for new
-// cases, and new cases by hand. It uses only the public protocol: the
-// WebSocket for everything live, the HTTP API for the agents list and
-// transcripts.
+// connection, the open case (viewed without a seat, or joined) and its chat,
+// the agents panel, alerts for new cases, and new cases by hand. It uses
+// only the public protocol: the WebSocket for everything live, the HTTP API
+// for the agents list and transcripts.
 
 import { byId, el, fill, flash, isOpen } from './dom.js';
 import { Socket } from './socket.js';
@@ -76,6 +76,7 @@ const panel = new CasePanel(byId('case-panel'), {
       render();
     }
   },
+  take: (code, takeover) => take(code, takeover, true),
   send: async (code, text) => {
     const reply = await command({ type: 'chat', code, text }, null, true);
     if (!reply) return false;
@@ -271,13 +272,13 @@ async function loadTranscript(code) {
 }
 
 /** Joins a case (claiming it when unassigned) and opens it. */
-async function take(code, takeover) {
+async function take(code, takeover, inPanel = false) {
   const msg = { type: 'join', code };
   if (takeover) {
     if (!window.confirm(`Take case ${code} over from ${agentName(state.cases.get(code)?.assignee)}?`)) return;
     msg.takeover = true;
   }
-  const reply = await command(msg);
+  const reply = await command(msg, null, inPanel);
   if (!reply) return;
   const s = session(code);
   s.joined = true;
@@ -289,7 +290,10 @@ async function take(code, takeover) {
   setTimeout(() => byId('chat-message')?.focus(), 0);
 }
 
-/** Opens a case without joining its session. */
+/**
+ * Opens a case without joining its session: its details from the queue and
+ * the transcript over HTTP. No seat is taken and the customer is not told.
+ */
 async function view(code) {
   state.openCode = code;
   session(code).lastCase = state.cases.get(code) || null;

@@ -17,7 +17,7 @@ const GENERATED_NAMES = ['Help request', 'SOS'];
 function actionsFor(c, me) {
   const view = { label: 'View', action: 'view' };
   if (!isOpen(c)) return [view];
-  if (!c.assignee) return [{ label: 'Take', action: 'take', primary: true }];
+  if (!c.assignee) return [view, { label: 'Take', action: 'take', primary: true }];
   if (c.assignee === me.id) return [{ label: 'Open', action: 'take', primary: true }];
   // The broker lets only admins take a case assigned to someone else.
   if (me.admin) return [view, { label: 'Take over', action: 'takeover' }];

@@ -202,6 +202,8 @@ try {
   const help = watch(await customerCtx.newPage(), 'help page');
   help.on('dialog', (d) => d.accept());
   const bob = watch(await bobCtx.newPage(), 'second dashboard');
+  const bobSent = [];
+  bob.on('websocket', (ws) => ws.on('framesent', (f) => bobSent.push(JSON.parse(String(f.payload)))));
 
   const row = (page, code) => page.locator(`#queue-rows tr[data-code="${code}"]`);
   const panel = dash.locator('#case-panel');
@@ -319,6 +321,28 @@ try {
       ([c, b]) => document.querySelector(`#queue-rows tr[data-code="${c}"] .wait`)?.textContent !== b,
       [code, before.wait],
     );
+  });
+
+  await step('a plain agent views a case without taking it', async () => {
+    const sentBefore = bobSent.length;
+    await row(bob, code).getByRole('button', { name: 'View', exact: true }).click();
+    const bobPanel = bob.locator('#case-panel');
+    await bobPanel.locator('#case-heading', { hasText: code }).waitFor();
+    await bobPanel.getByText(LONG.description).waitFor();
+    await bobPanel.locator('.view-only', { hasText: 'the customer is not told' }).waitFor();
+    await bobPanel.getByRole('button', { name: 'Take', exact: true }).waitFor();
+    check(await bob.getByLabel('Message').isDisabled(), 'no chat while viewing');
+    check(!bobSent.slice(sentBefore).some((m) => m.type === 'join'), 'View sent no join');
+    await row(dash, code).locator('.assignee', { hasText: 'Unassigned' }).waitFor();
+    check(!(await help.locator('#status').textContent()).includes(AGENT), 'the customer was not told');
+    // A case of its group assigned to an offline agent: why not, and what to do.
+    await row(bob, offline).getByRole('button', { name: 'View', exact: true }).click();
+    await bobPanel.locator('#case-heading', { hasText: offline }).waitFor();
+    await bobPanel.locator('.view-only', {
+      hasText: `Assigned to ${OFFLINE}, who is offline: ask an admin to reassign it.`,
+    }).waitFor();
+    check((await bobPanel.getByRole('button', { name: /^Take/ }).count()) === 0, 'no Take for a plain agent');
+    await bobPanel.getByRole('button', { name: 'Hide the open case' }).click();
   });
 
   await step('dashboard: filters by status, group and mine', async () => {
