@@ -416,6 +416,11 @@ try {
       const bad = await unlabelled(page);
       check(bad.length === 0, `${label} at ${NARROW} px: unlabelled controls: ${bad.join(' | ')}`);
     }
+    if (opt.screenshots) {
+      // The top of the page: the header and the first cases as cards.
+      await dash.locator('#notice').waitFor({ state: 'hidden' });
+      await dash.screenshot({ path: path.join(opt.screenshots, 'dashboard-narrow.png') });
+    }
     for (const page of [dash, bob]) await page.setViewportSize({ width: WIDE, height: 900 });
   });
 
