@@ -2,8 +2,10 @@
 //! broker on 127.0.0.1:0, and `tests/browser/e2e.mjs` driving Debian's
 //! Chromium through Playwright against it, end to end. The screenshots it
 //! takes land in `target/screenshots/`, or in the folder `SCREENSHOTS`
-//! names (`SCREENSHOTS=docs` refreshes the README's). Without Chromium or the test's node_modules the
-//! test fails and says how to install them (`.ci/run` does).
+//! names (`SCREENSHOTS=docs` refreshes the README's); they are removed
+//! first, so the ones checked are this run's. Without Chromium or the
+//! test's node_modules the test fails and says how to install them
+//! (`.ci/run` does).
 
 mod util;
 
@@ -14,6 +16,10 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::util::*;
+
+/// The screenshots the run takes, all shown in the README: the dashboard at
+/// 1280 px and at 400 px, the help page at 360 px.
+const SHOTS: [&str; 3] = ["dashboard.png", "help.png", "dashboard-narrow.png"];
 
 /// The whole browser run, Chromium start included, stays under this.
 const BROWSER_RUN: Duration = Duration::from_secs(240);
@@ -56,6 +62,14 @@ async fn dashboard_and_help_page_in_chromium() {
         Err(_) => root.join("target/screenshots"),
     };
     std::fs::create_dir_all(&docs).expect("create the screenshot folder");
+    for shot in SHOTS {
+        match std::fs::remove_file(docs.join(shot)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("remove the old {shot}: {e}"),
+        }
+    }
+    let started = std::time::SystemTime::now();
 
     let server = TestServer::start().await;
     let url = format!("http://{}", server.addr);
@@ -65,6 +79,8 @@ async fn dashboard_and_help_page_in_chromium() {
         .args(["--admin-token", ALICE, "--admin-name", "Alice"])
         .args(["--agent-token", BOB, "--agent-name", "Bob"])
         .args(["--module", MODULE])
+        .args(["--assigned-module", MODULE_BOB])
+        .args(["--offline-agent", "dave", "--offline-agent-name", "Dave"])
         .arg("--screenshots")
         .arg(&docs)
         .args(["--chromium", &chromium])
@@ -84,9 +100,15 @@ async fn dashboard_and_help_page_in_chromium() {
         out.status
     );
     println!("{stdout}");
-    for shot in ["dashboard.png", "help.png"] {
-        let meta = std::fs::metadata(docs.join(shot)).expect(shot);
+    for shot in SHOTS {
+        let meta = std::fs::metadata(docs.join(shot))
+            .unwrap_or_else(|e| panic!("{shot} was not written by this run: {e}"));
         assert!(meta.len() > 10_000, "{shot} looks empty");
+        let written = meta.modified().expect("file times");
+        assert!(
+            written >= started,
+            "{shot} is older than this run ({written:?} < {started:?})"
+        );
     }
     server.shutdown().await;
 }

@@ -1,8 +1,9 @@
 // The open case on the dashboard: its details, the live state of both seats,
-// what this agent may do with it (assign, return to the queue, close,
-// delete, leave), and the chat with its transcript.
+// what this agent may do with it (take, assign, return to the queue, close,
+// delete, leave) or why it may not chat, its own status line, and the chat
+// with its transcript.
 
-import { el, fill, rerender, chatLine, dateTime, isOpen, STATUS_LABELS } from './dom.js';
+import { el, fill, flash, rerender, chatLine, dateTime, isOpen, whereIs, STATUS_LABELS } from './dom.js';
 
 const ENDED_TEXT = {
   closed: 'This case is closed. The session has ended.',
@@ -13,9 +14,9 @@ const ENDED_TEXT = {
 
 export class CasePanel {
   /**
-   * `actions`: `assign(code, agentId)`, `unassign(code)`, `close(code)`,
-   * `remove(code)`, `leave(code)`, `send(code, text)` (resolves true when
-   * sent), `hide()`.
+   * `actions`: `take(code, takeover)`, `assign(code, agentId)`,
+   * `unassign(code)`, `close(code)`, `remove(code)`, `leave(code)`,
+   * `send(code, text)` (resolves true when sent), `hide()`.
    */
   constructor(root, actions) {
     this.root = root;
@@ -33,13 +34,21 @@ export class CasePanel {
     fill(
       this.root,
       el('h2', { id: 'case-heading', text: 'Open case' }),
-      el('p', { class: 'muted', text: 'No case open. Take a case from the queue to join its session.' }),
+      el('p', {
+        class: 'muted',
+        text: 'No case open. View a case from the queue to read it, or take it to join its session.',
+      }),
     );
   }
 
   /** The code of the case shown, or null. */
   get shown() {
     return this.code;
+  }
+
+  /** Says the outcome of an action in the panel's status line. */
+  say(text) {
+    if (this.parts) flash(this.parts.notice, text);
   }
 
   /** Draws the case `state.openCode` with its session. */
@@ -66,6 +75,7 @@ export class CasePanel {
     p.ended.textContent = ended ? ENDED_TEXT[ended] || 'The session has ended.' : '';
     const joined = Boolean(session?.joined) && !ended;
     p.viewOnly.hidden = joined || Boolean(ended);
+    p.viewOnly.textContent = p.viewOnly.hidden ? '' : whyNotInSession(c, state);
     p.input.disabled = !joined;
     p.send.disabled = !joined;
     this.#lines(session);
@@ -79,13 +89,11 @@ export class CasePanel {
     const p = {
       title: el('p', { class: 'case-title' }),
       ended: el('p', { class: 'ended', role: 'status' }),
-      viewOnly: el('p', {
-        class: 'muted',
-        text: 'You are not in this session. Take the case to chat with the customer.',
-      }),
+      viewOnly: el('p', { class: 'view-only' }),
       details: el('dl', { class: 'details' }),
       seats: el('ul', { class: 'seats', 'aria-label': 'Seats' }),
       actions: el('div', { class: 'actions', role: 'group', 'aria-label': 'Case actions' }),
+      notice: el('p', { class: 'panel-notice status-line', role: 'status', 'aria-live': 'polite', hidden: true }),
       log: el('ol', { class: 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Chat transcript' }),
       input: el('textarea', { id: inputId, name: 'message', rows: 2, maxlength: 4000, required: true }),
       send: el('button', { type: 'submit', class: 'primary', text: 'Send' }),
@@ -134,6 +142,7 @@ export class CasePanel {
       el('h3', { text: 'Seats' }),
       p.seats,
       p.actions,
+      p.notice,
       el('h3', { text: 'Chat' }),
       p.log,
       p.form,
@@ -182,7 +191,10 @@ export class CasePanel {
     const canReturn = open && c.assignee && (me.admin || c.assignee === me.id);
     const canClose = open && (me.admin || c.assignee === me.id || c.created_by === me.id);
     const joined = Boolean(session?.joined) && !session?.ended && open;
-    const key = JSON.stringify([c.code, c.assignee, canAssign, canReturn, canClose, joined, me.admin,
+    // The broker seats the assignee, anyone on an unassigned case, and an
+    // admin who takes it over.
+    const canJoin = open && !joined && (mineOrFree || me.admin);
+    const key = JSON.stringify([c.code, c.assignee, canAssign, canReturn, canClose, joined, canJoin, me.admin,
       members.map((a) => a.id)]);
     if (key === this.actionsKey) return;
     this.actionsKey = key;
@@ -215,6 +227,11 @@ export class CasePanel {
       }
       const button = (text, keyName, fn, cls) =>
         el('button', { type: 'button', class: cls, dataset: { key: keyName }, text, on: { click: fn } });
+      if (canJoin) {
+        const takeover = !mineOrFree;
+        const text = takeover ? 'Take over' : c.assignee ? 'Join session' : 'Take';
+        controls.unshift(button(text, 'join', () => this.actions.take(c.code, takeover), 'primary'));
+      }
       if (canReturn) controls.push(button('Return to queue', 'return', () => this.actions.unassign(c.code)));
       if (joined) controls.push(button('Leave session', 'leave', () => this.actions.leave(c.code)));
       if (canClose) controls.push(button('Close case', 'close', () => this.actions.close(c.code), 'primary'));
@@ -235,4 +252,27 @@ export class CasePanel {
     if (lines.length > this.shownLines) this.parts.log.scrollTop = this.parts.log.scrollHeight;
     this.shownLines = lines.length;
   }
+}
+
+/**
+ * Why this agent is not chatting in the case, and what it can do: take it,
+ * join it, take it over, or (a non-admin on someone else's case, which the
+ * broker refuses to seat) whom to ask.
+ */
+function whyNotInSession(c, state) {
+  const { me } = state;
+  if (!c.assignee) {
+    return 'You are viewing this case; the customer is not told. Take it to chat with the customer.';
+  }
+  if (c.assignee === me.id) return 'This case is yours. Join its session to chat with the customer.';
+  const agent = state.agents.get(c.assignee);
+  const name = agent?.name || c.assignee;
+  const where = whereIs(agent);
+  if (me.admin) {
+    const who = where && where !== 'available' ? `${name}, who is ${where}` : name;
+    return `Assigned to ${who}. Take it over to chat with the customer.`;
+  }
+  if (where === 'offline') return `Assigned to ${name}, who is offline: ask an admin to reassign it.`;
+  if (where === 'away') return `Assigned to ${name}, who is away: ask ${name} or an admin to reassign it.`;
+  return `Assigned to ${name}: only ${name} or an admin can chat with the customer.`;
 }

@@ -1,14 +1,14 @@
 // The agent dashboard: sign-in with an agent token (kept for this tab only),
 // the live queue from `subscribe` with exact resume after a dropped
-// connection, the open case and its chat, the agents panel, alerts for new
-// cases, and new cases by hand. It uses only the public protocol: the
-// WebSocket for everything live, the HTTP API for the agents list and
-// transcripts.
+// connection, the open case (viewed without a seat, or joined) and its chat,
+// the agents panel, alerts for new cases, and new cases by hand. It uses
+// only the public protocol: the WebSocket for everything live, the HTTP API
+// for the agents list and transcripts.
 
 import { byId, el, fill, flash, isOpen } from './dom.js';
 import { Socket } from './socket.js';
 import { Alerts } from './alerts.js';
-import { QueueView } from './queue.js';
+import { QueueView, waitingCount } from './queue.js';
 import { CasePanel } from './casepanel.js';
 
 const TOKEN_KEY = 'casebroker.token';
@@ -25,6 +25,11 @@ const state = {
   me: null,
   /** code → case (agent view), as the queue stream last said. */
   cases: new Map(),
+  /**
+   * code → when this dashboard saw a supporter first join the case (ms), or
+   * null when one was already there the first time it saw the case.
+   */
+  answered: new Map(),
   /** Where this dashboard is in its company's stream. */
   epoch: null,
   seq: 0,
@@ -54,23 +59,26 @@ const queue = new QueueView({
   onFilter: () => render(),
 });
 
+// What the panel's buttons do; their outcome is said in the panel itself.
 const panel = new CasePanel(byId('case-panel'), {
   assign: (code, assignee) =>
-    command({ type: 'assign', code, assignee }, `Case ${code} assigned to ${agentName(assignee)}.`),
-  unassign: (code) => command({ type: 'assign', code, assignee: null }, `Case ${code} is back in the queue.`),
-  close: (code) => command({ type: 'close', code }, `Case ${code} closed.`),
+    command({ type: 'assign', code, assignee }, `Case ${code} assigned to ${agentName(assignee)}.`, true),
+  unassign: (code) =>
+    command({ type: 'assign', code, assignee: null }, `Case ${code} is back in the queue.`, true),
+  close: (code) => command({ type: 'close', code }, `Case ${code} closed.`, true),
   remove: (code) => {
     if (!window.confirm(`Delete case ${code} and its transcript? This cannot be undone.`)) return;
-    command({ type: 'delete', code }, `Case ${code} deleted.`);
+    command({ type: 'delete', code }, `Case ${code} deleted.`, true);
   },
   leave: async (code) => {
-    if (await command({ type: 'leave', code }, `You left the session of ${code}.`)) {
+    if (await command({ type: 'leave', code }, `You left the session of ${code}.`, true)) {
       session(code).joined = false;
       render();
     }
   },
+  take: (code, takeover) => take(code, takeover, true),
   send: async (code, text) => {
-    const reply = await command({ type: 'chat', code, text });
+    const reply = await command({ type: 'chat', code, text }, null, true);
     if (!reply) return false;
     const from = { role: 'agent', name: state.me.name };
     const s = session(code);
@@ -100,14 +108,24 @@ function session(code) {
   return s;
 }
 
-/** Runs a command; shows `done` or the refusal. Resolves with the reply or null. */
-async function command(msg, done) {
+/**
+ * Tells the outcome of an action: in the open case's own status line when
+ * the action came from it, else in the line under the header. Neither
+ * covers anything.
+ */
+function say(text, inPanel) {
+  if (inPanel && panel.shown) panel.say(text);
+  else flash(notice, text);
+}
+
+/** Runs a command; says `done` or the refusal. Resolves with the reply or null. */
+async function command(msg, done, inPanel = false) {
   try {
     const reply = await socket.request(msg);
-    if (done) flash(notice, done);
+    if (done) say(done, inPanel);
     return reply;
   } catch (e) {
-    flash(notice, `Could not ${msg.type.replace('_', ' ')}: ${e.message}`);
+    say(`Could not ${msg.type.replace('_', ' ')}: ${e.message}`, inPanel);
     return null;
   }
 }
@@ -141,9 +159,7 @@ function draw() {
   queue.render(state);
   panel.render(state);
   renderAgents();
-  let waiting = 0;
-  for (const c of state.cases.values()) if (isOpen(c) && !c.assignee) waiting += 1;
-  alerts.setWaiting(waiting);
+  alerts.setWaiting(waitingCount(state.cases.values()));
 }
 
 function renderAgents() {
@@ -177,12 +193,26 @@ function showPresence() {
 
 // ---- the live queue
 
+/**
+ * Notes when a supporter first joins a case, for its wait: `prev` is the
+ * case as last seen (or undefined), `at` when the change happened. A case
+ * first seen with a supporter already in it was answered at a time this
+ * dashboard cannot know.
+ */
+function noteSupporter(prev, next, at) {
+  if (!next.supporter_connected || state.answered.has(next.code)) return;
+  const seenWaiting = prev !== undefined && !prev.supporter_connected;
+  state.answered.set(next.code, seenWaiting && Number.isFinite(at) ? at : null);
+}
+
 /** Subscribes, resuming exactly where this dashboard left off when it can. */
 async function subscribe() {
   const msg = { type: 'subscribe' };
   if (state.epoch !== null) msg.resume = { epoch: state.epoch, seq: state.seq };
   const reply = await socket.request(msg);
   if (reply.type === 'snapshot') {
+    // When a supporter joined while this dashboard was away is not known.
+    for (const c of reply.cases) noteSupporter(undefined, c, NaN);
     state.cases = new Map(reply.cases.map((c) => [c.code, c]));
     state.epoch = reply.epoch;
     state.seq = reply.seq;
@@ -198,6 +228,7 @@ function onEvent(ev) {
   const c = ev.case;
   if (ev.action === 'deleted') {
     state.cases.delete(c.code);
+    state.answered.delete(c.code);
     const s = state.sessions.get(c.code);
     if (s) {
       s.lastCase = c;
@@ -205,6 +236,9 @@ function onEvent(ev) {
       s.joined = false;
     }
   } else {
+    // The event's `updated_at` is when the supporter joined, on the
+    // broker's clock, as `created_at` is.
+    noteSupporter(state.cases.get(c.code), c, Date.parse(c.updated_at));
     state.cases.set(c.code, c);
     const s = state.sessions.get(c.code);
     if (s) s.lastCase = c;
@@ -238,13 +272,13 @@ async function loadTranscript(code) {
 }
 
 /** Joins a case (claiming it when unassigned) and opens it. */
-async function take(code, takeover) {
+async function take(code, takeover, inPanel = false) {
   const msg = { type: 'join', code };
   if (takeover) {
     if (!window.confirm(`Take case ${code} over from ${agentName(state.cases.get(code)?.assignee)}?`)) return;
     msg.takeover = true;
   }
-  const reply = await command(msg);
+  const reply = await command(msg, null, inPanel);
   if (!reply) return;
   const s = session(code);
   s.joined = true;
@@ -256,7 +290,10 @@ async function take(code, takeover) {
   setTimeout(() => byId('chat-message')?.focus(), 0);
 }
 
-/** Opens a case without joining its session. */
+/**
+ * Opens a case without joining its session: its details from the queue and
+ * the transcript over HTTP. No seat is taken and the customer is not told.
+ */
 async function view(code) {
   state.openCode = code;
   session(code).lastCase = state.cases.get(code) || null;
@@ -274,7 +311,7 @@ async function rejoin() {
     } catch (e) {
       if (e.code === 'unavailable') throw e;
       s.joined = false;
-      flash(notice, `Could not rejoin case ${s.code}: ${e.message}`);
+      say(`Could not rejoin case ${s.code}: ${e.message}`, s.code === state.openCode);
     }
   }
 }
@@ -291,6 +328,7 @@ function onPush(msg) {
     case 'status': {
       const c = state.cases.get(msg.code);
       if (c) {
+        noteSupporter(c, { code: msg.code, supporter_connected: msg.supporter_connected }, Date.now());
         c.status = msg.status;
         c.customer_connected = msg.customer_connected;
         c.supporter_connected = msg.supporter_connected;
@@ -363,7 +401,7 @@ function signOut(error) {
   socket = null;
   sessionStorage.removeItem(TOKEN_KEY);
   Object.assign(state, {
-    token: null, me: null, cases: new Map(), epoch: null, seq: 0, agents: new Map(),
+    token: null, me: null, cases: new Map(), answered: new Map(), epoch: null, seq: 0, agents: new Map(),
     sessions: new Map(), openCode: null, presence: 'available',
   });
   showPresence();

@@ -69,6 +69,33 @@ export const OPEN_STATUSES = ['new', 'pending', 'in_progress'];
 
 export const isOpen = (c) => OPEN_STATUSES.includes(c.status);
 
+/** An open case with no supporter in its session: its customer waits. */
+export const isWaiting = (c) => isOpen(c) && !c.supporter_connected;
+
+/**
+ * Where an agent is, as `/v1/agents` and `agent` pushes say: `available`,
+ * `away`, `offline`, or null when the agent is unknown.
+ */
+export function whereIs(agent) {
+  if (!agent) return null;
+  if (!agent.online) return 'offline';
+  return agent.presence === 'away' ? 'away' : 'available';
+}
+
+/**
+ * The first words of `text` on one line, at most `max` characters, with
+ * "…" when cut. Plain text in, plain text out (shown with textContent).
+ */
+export function preview(text, max = 80) {
+  const flat = String(text || '').replace(/\s+/g, ' ').trim();
+  // By code points, so an emoji is never cut in half.
+  const chars = Array.from(flat);
+  if (chars.length <= max) return flat;
+  const cut = chars.slice(0, max).join('');
+  const space = cut.lastIndexOf(' ');
+  return `${(space > max / 2 ? cut.slice(0, space) : cut).replace(/[\s.,;:!?-]+$/, '')}…`;
+}
+
 /** A duration in milliseconds as "45 s", "3 min 05 s", "2 h 04 min", "3 d 2 h". */
 export function duration(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
@@ -107,7 +134,10 @@ export function chatLine(line, { mine }) {
   );
 }
 
-/** Shows `message` in the element for a while (role="alert" regions). */
+/**
+ * Shows `message` in the element for a while (status lines). The element
+ * keeps its place while empty, so nothing moves when a message comes or goes.
+ */
 export function flash(node, message, ms = 6000) {
   node.textContent = message;
   node.hidden = false;

@@ -67,11 +67,22 @@ function showConnection(state) {
   node.hidden = !text;
 }
 
+/**
+ * Where the customer stands, promising nothing the page does not know: an
+ * agent is named once the case is assigned, and said to be helping only
+ * while in the session. Whether an assigned agent is online is not told to
+ * customers, so no arrival is promised.
+ */
 function statusText() {
   const name = view.supporter?.name;
   if (view.supporterConnected && name) return `${name} has joined and is helping you.`;
-  if (name && view.wasConnected) return `${name} left the session for a moment and can come back.`;
-  if (name) return `${name} will be with you shortly.`;
+  if (name && view.wasConnected) {
+    return `${name} has left the session. Please keep this page open: you will see here when ${name} is back.`;
+  }
+  if (name) {
+    return `Your request is assigned to ${name}, who has not joined yet. ` +
+      `Please keep this page open: you will see here when ${name} joins.`;
+  }
   if (view.position) return `Waiting for an agent. You are number ${view.position} in line.`;
   return 'Waiting for an agent…';
 }

@@ -1,25 +1,73 @@
 // The live queue on the dashboard: counts per status, the filters (status,
-// group, mine) and one table row per case, with the action an agent can
-// take on it. The waiting time of open cases ticks every second.
+// group, mine) and one row per case with what an agent can do with it. The
+// table has few columns and becomes a list of cards when the queue is
+// narrow (style.css), so its buttons are always on screen. A case's wait
+// (until a supporter is first in its session) and its age tick apart.
 
-import { el, fill, rerender, duration, isOpen, OPEN_STATUSES, STATUS_LABELS } from './dom.js';
+import {
+  el, fill, rerender, duration, isOpen, isWaiting, preview, whereIs, STATUS_LABELS,
+} from './dom.js';
 
 const STATUS_ORDER = ['new', 'pending', 'in_progress', 'closed', 'expired'];
 
-/** The row's button: what this agent may do with the case. */
-function actionFor(c, me) {
-  if (!isOpen(c)) return { label: 'View', action: 'view' };
-  if (!c.assignee) return { label: 'Take', action: 'take' };
-  if (c.assignee === me.id) return { label: 'Open', action: 'take' };
-  if (me.admin) return { label: 'Take over', action: 'takeover' };
-  return { label: 'View', action: 'view' };
+/** Names the broker gives a help request: "Help request: Ana", "SOS". */
+const GENERATED_NAMES = ['Help request', 'SOS'];
+
+/** The row's buttons: what this agent may do with the case. */
+function actionsFor(c, me) {
+  const view = { label: 'View', action: 'view' };
+  if (!isOpen(c)) return [view];
+  if (!c.assignee) return [view, { label: 'Take', action: 'take', primary: true }];
+  if (c.assignee === me.id) return [{ label: 'Open', action: 'take', primary: true }];
+  // The broker lets only admins take a case assigned to someone else.
+  if (me.admin) return [view, { label: 'Take over', action: 'takeover' }];
+  return [view];
 }
 
-/** How long the case has waited: until now while open, else until it ended. */
-function waited(c, now) {
-  const start = Date.parse(c.created_at);
-  const end = isOpen(c) ? now : Date.parse(c.closed_at || c.updated_at);
-  return duration(end - start);
+/** Whether the case's name says no more than who the customer is. */
+function nameRepeatsCustomer(c) {
+  const name = (c.name || '').trim();
+  const who = (c.customer?.name || '').trim();
+  if (!name || name === who) return true;
+  return GENERATED_NAMES.some((prefix) => {
+    if (name === prefix) return true;
+    // The broker cuts long names, so the customer's may be cut too.
+    const rest = name.startsWith(`${prefix}: `) ? name.slice(prefix.length + 2) : null;
+    return rest !== null && rest.length > 0 && who.startsWith(rest);
+  });
+}
+
+/** What the row says the case is about: its name, or its description's first words. */
+function topicOf(c) {
+  const description = preview(c.description);
+  if (nameRepeatsCustomer(c)) {
+    return { topic: description || c.name || 'No description', more: '' };
+  }
+  return { topic: c.name, more: description };
+}
+
+/**
+ * The wait: ticking while the customer waits for a supporter, then frozen
+ * at the moment the dashboard saw one join (`answered`: code → ms, or null
+ * when a supporter was already there the first time the dashboard saw it).
+ */
+function waitOf(c, answered, now) {
+  const created = Date.parse(c.created_at);
+  if (answered.has(c.code)) {
+    const at = answered.get(c.code);
+    return at === null
+      ? { text: 'Answered', title: 'A supporter joined before this dashboard saw the case' }
+      : { text: 'Answered after ', value: duration(at - created) };
+  }
+  if (isWaiting(c)) return { text: 'Waiting ', value: duration(now - created), since: c.created_at, now: true };
+  return { text: '—', title: 'No supporter was seen in this session' };
+}
+
+/** Cases whose customer waits: open, with no supporter in the session. */
+export function waitingCount(cases) {
+  let n = 0;
+  for (const c of cases) if (isWaiting(c)) n += 1;
+  return n;
 }
 
 export class QueueView {
@@ -47,7 +95,7 @@ export class QueueView {
     return true;
   }
 
-  /** Draws everything from `state` (cases, me, agents, openCode). */
+  /** Draws everything from `state` (cases, me, agents, answered, openCode). */
   render(state) {
     const { me } = state;
     const cases = [...state.cases.values()].sort(
@@ -63,59 +111,118 @@ export class QueueView {
     this.empty.hidden = shown.length > 0;
   }
 
-  /** Updates the waiting times of open cases. */
+  /** Updates the ticking times (waits of waiting cases, ages). */
   tick() {
     const now = Date.now();
-    for (const cell of this.rows.querySelectorAll('[data-since]')) {
-      cell.textContent = duration(now - Date.parse(cell.dataset.since));
+    for (const node of this.rows.querySelectorAll('[data-since]')) {
+      node.textContent = duration(now - Date.parse(node.dataset.since));
     }
   }
 
   #row(c, state, now) {
     const { me, agents } = state;
-    const { label, action } = actionFor(c, me);
-    const assignee = c.assignee ? agents.get(c.assignee)?.name || c.assignee : 'Unassigned';
-    const open = isOpen(c);
+    const { topic, more } = topicOf(c);
+    const wait = waitOf(c, state.answered, now);
+    const label = (text) => el('span', { class: 'label', text });
+    const online = c.customer_connected;
     return el(
       'tr',
       { dataset: { code: c.code }, class: c.code === state.openCode ? 'current' : undefined },
-      el('td', { class: 'code' }, el('code', { text: c.code })),
-      el('td', { text: c.name || '—' }),
+      el(
+        'td',
+        { class: 'case' },
+        el('code', { class: 'code', text: c.code }),
+        el('span', { class: 'topic', text: topic }),
+        more ? el('span', { class: 'preview', text: more }) : null,
+      ),
       el(
         'td',
         { class: 'customer' },
-        el('span', { text: c.customer?.name || '—' }),
-        c.customer?.email ? el('span', { class: 'email', text: c.customer.email }) : null,
+        el('span', { class: 'customer-name', title: c.customer?.name || undefined, text: c.customer?.name || '—' }),
+        el(
+          'span',
+          {
+            class: `customer-presence ${online ? 'on' : 'off'}`,
+            title: online ? 'The customer is connected' : 'The customer is not connected',
+          },
+          el('span', { 'aria-hidden': 'true', text: online ? '●' : '○' }),
+          ' ',
+          el('span', { class: 'visually-hidden', text: 'customer ' }),
+          online ? 'online' : 'offline',
+        ),
+        c.customer?.email ? el('span', { class: 'email', title: c.customer.email, text: c.customer.email }) : null,
       ),
-      el('td', { class: 'nowrap', text: c.group }),
-      el('td', {}, el('span', { class: `badge ${c.status}`, text: STATUS_LABELS[c.status] || c.status })),
-      el('td', { class: c.assignee ? undefined : 'muted', text: assignee }),
-      el('td', { class: 'waiting', dataset: open ? { since: c.created_at } : {}, text: waited(c, now) }),
-      el('td', { class: 'nowrap', text: c.source }),
       el(
         'td',
-        {},
-        el('button', {
-          type: 'button',
-          class: action === 'take' ? 'primary small' : 'small',
-          dataset: { key: `${action}:${c.code}` },
-          text: label,
-          on: { click: () => this.onAction(action, c.code) },
-        }),
+        { class: 'status' },
+        el('span', { class: `badge ${c.status}`, text: STATUS_LABELS[c.status] || c.status }),
+        el('span', { class: 'meta', text: [c.group, c.source].filter(Boolean).join(' · ') }),
       ),
+      this.#assignee(c, agents, label),
+      el(
+        'td',
+        { class: 'time' },
+        el(
+          'span',
+          { class: wait.now ? 'wait waiting-now' : 'wait', title: wait.title },
+          wait.text,
+          wait.value
+            ? el('span', { class: 'value', dataset: wait.since ? { since: wait.since } : undefined, text: wait.value })
+            : null,
+        ),
+        el(
+          'span',
+          { class: 'age' },
+          'Age ',
+          el('span', { class: 'value', dataset: { since: c.created_at }, text: duration(now - Date.parse(c.created_at)) }),
+        ),
+      ),
+      el(
+        'td',
+        { class: 'act' },
+        el(
+          'div',
+          { class: 'row-actions' },
+          actionsFor(c, me).map(({ label: text, action, primary }) =>
+            el('button', {
+              type: 'button',
+              class: primary ? 'primary small' : 'small',
+              dataset: { key: `${action}:${c.code}` },
+              text,
+              on: { click: () => this.onAction(action, c.code) },
+            }),
+          ),
+        ),
+      ),
+    );
+  }
+
+  #assignee(c, agents, label) {
+    if (!c.assignee) {
+      return el('td', { class: 'assignee muted' }, label('Assignee: '), el('span', { text: 'Unassigned' }));
+    }
+    const agent = agents.get(c.assignee);
+    const where = whereIs(agent);
+    return el(
+      'td',
+      { class: 'assignee' },
+      label('Assignee: '),
+      el('span', { class: 'assignee-name', text: agent?.name || c.assignee }),
+      where && where !== 'available' ? el('span', { class: `where ${where}`, text: ` (${where})` }) : null,
     );
   }
 
   #renderCounts(cases) {
     const per = Object.fromEntries(STATUS_ORDER.map((s) => [s, 0]));
-    let waiting = 0;
-    for (const c of cases) {
-      per[c.status] = (per[c.status] || 0) + 1;
-      if (OPEN_STATUSES.includes(c.status) && !c.assignee) waiting += 1;
-    }
+    for (const c of cases) per[c.status] = (per[c.status] || 0) + 1;
     fill(
       this.counts,
-      el('li', { class: 'waiting-count' }, el('strong', { text: waiting }), ' waiting'),
+      el(
+        'li',
+        { class: 'waiting-count', title: 'Open cases with no supporter in the session' },
+        el('strong', { text: waitingCount(cases) }),
+        ' waiting',
+      ),
       STATUS_ORDER.map((s) =>
         el('li', { class: `count ${s}` }, el('strong', { text: per[s] }), ` ${STATUS_LABELS[s]}`),
       ),

@@ -13,11 +13,13 @@ use axum::routing::get;
 
 use crate::app::App;
 
-/// Scripts, styles and images only from the broker itself; WebSockets to it
-/// (`connect-src` names the schemes because older browsers do not count
-/// `ws:` as `'self'`); no plugins, frames, inline code or foreign forms.
+/// Scripts, styles and images only from the broker itself, and connections
+/// (the pages' WebSocket and their HTTP API calls) to it alone: CSP Level 3
+/// counts `ws:`/`wss:` to the page's own host and port as `'self'`, as the
+/// browser test checks in Chromium. No plugins, frames, inline code or
+/// foreign forms.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 const HTML: &str = "text/html; charset=utf-8";

@@ -3,8 +3,11 @@
 //
 //   node tests/browser/e2e.mjs --url http://127.0.0.1:PORT --admin-token T
 //     --admin-name NAME --agent-token T --agent-name NAME --module KEY
+//     --assigned-module KEY --offline-agent ID --offline-agent-name NAME
 //     [--screenshots DIR] [--chromium /usr/bin/chromium]
 //
+// --assigned-module names a module whose cases go to the plain agent at
+// once; --offline-agent an agent of the module's group that never signs in.
 // Every step waits for what it expects with a timeout (never a fixed
 // sleep). Any console error or uncaught page error fails the run.
 
@@ -20,11 +23,15 @@ const { values: opt } = parseArgs({
     'agent-token': { type: 'string' },
     'agent-name': { type: 'string' },
     module: { type: 'string' },
+    'assigned-module': { type: 'string' },
+    'offline-agent': { type: 'string' },
+    'offline-agent-name': { type: 'string' },
     screenshots: { type: 'string' },
     chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
   },
 });
-for (const k of ['url', 'admin-token', 'admin-name', 'agent-token', 'agent-name', 'module']) {
+for (const k of ['url', 'admin-token', 'admin-name', 'agent-token', 'agent-name', 'module',
+  'assigned-module', 'offline-agent', 'offline-agent-name']) {
   if (!opt[k]) {
     console.error(`e2e: --${k} is required`);
     process.exit(2);
@@ -33,8 +40,23 @@ for (const k of ['url', 'admin-token', 'admin-name', 'agent-token', 'agent-name'
 const URL_ = opt.url.replace(/\/$/, '');
 const ADMIN = opt['admin-name'];
 const AGENT = opt['agent-name'];
+const OFFLINE = opt['offline-agent-name'];
 const PAYLOAD = '<img src=x onerror=window.__pwned=1>';
 const LIVE_WITHIN_MS = 1000;
+/** The widths the dashboard must fit without scrolling sideways. */
+const WIDE = 1280;
+const NARROW = 400;
+// Long names and addresses, to push the queue's columns apart.
+const LONG = {
+  manualName: 'Printer in the second-floor copy room jams on page 2 of every long double-sided job',
+  manualCustomer: 'Maximiliane Alexandrina von Wolkenstein-Oberhausen',
+  manualEmail: 'maximiliane.alexandrina.wolkenstein-oberhausen@accounting-department.example.com',
+  offlineName: 'Quarterly invoices from the accounting system print with overlapping columns',
+  offlineCustomer: 'Bartholomew Fitzgerald-Montgomery Vanderbilt-Ashworth',
+  description:
+    'My screen stays black after the update. It started this morning after the laptop restarted ' +
+    'twice, and now the fan is very loud whenever I plug in the second monitor.',
+};
 
 const problems = [];
 let passed = 0;
@@ -84,6 +106,44 @@ async function unlabelled(page) {
   });
 }
 
+/**
+ * Every queue row has its buttons entirely inside the window, and the page
+ * does not scroll sideways.
+ */
+async function fitsWindow(page, label) {
+  const width = page.viewportSize().width;
+  const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, innerWidth]);
+  check(inner === width, `${label}: the window is ${inner} px, not ${width} px`);
+  check(scroll <= width, `${label}: the page is ${scroll} px wide in a ${width} px window`);
+  const rows = page.locator('#queue-rows tr');
+  const n = await rows.count();
+  check(n >= 3, `${label}: only ${n} queue rows`);
+  for (let i = 0; i < n; i += 1) {
+    const buttons = rows.nth(i).getByRole('button');
+    const m = await buttons.count();
+    check(m > 0, `${label}: row ${i} has no button`);
+    for (let j = 0; j < m; j += 1) {
+      const box = await buttons.nth(j).boundingBox();
+      const name = await buttons.nth(j).textContent();
+      check(box && box.x >= 0 && box.x + box.width <= width,
+        `${label}: "${name}" of row ${i} spans ${box?.x}..${box && box.x + box.width} px of ${width} px`);
+    }
+  }
+  const table = await page.evaluate(() => {
+    const wrap = document.querySelector('.table-wrap');
+    return [wrap.scrollWidth, wrap.clientWidth];
+  });
+  check(table[0] <= table[1], `${label}: the queue needs ${table[0]} px of ${table[1]} px`);
+}
+
+/** The text of a row's wait and age. */
+async function times(page, code) {
+  return page.evaluate((c) => {
+    const r = document.querySelector(`#queue-rows tr[data-code="${c}"]`);
+    return { wait: r?.querySelector('.wait')?.textContent, age: r?.querySelector('.age')?.textContent };
+  }, code);
+}
+
 /** A help request over HTTP, as a customer's app would make it. */
 async function helpOverHttp(name) {
   const r = await fetch(`${URL_}/v1/help`, {
@@ -93,6 +153,19 @@ async function helpOverHttp(name) {
   });
   check(r.status === 201, `POST /v1/help answered ${r.status}`);
   return (await r.json()).code;
+}
+
+/** A case created over HTTP by the admin, as an integration would. */
+async function caseOverHttp(body) {
+  const r = await fetch(`${URL_}/v1/cases`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${opt['admin-token']}` },
+    body: JSON.stringify(body),
+  });
+  const text = await r.text();
+  check(r.status === 201, `POST /v1/cases answered ${r.status}: ${text}`);
+  // The answer is the case itself.
+  return JSON.parse(text).code;
 }
 
 // launch() gives Chromium a fresh temporary profile (user-data-dir) and
@@ -114,9 +187,9 @@ const browser = await chromium.launch({
 
 let failed = false;
 try {
-  const agentCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const agentCtx = await browser.newContext({ viewport: { width: WIDE, height: 900 } });
   const customerCtx = await browser.newContext({ viewport: { width: 360, height: 780 } });
-  const bobCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const bobCtx = await browser.newContext({ viewport: { width: WIDE, height: 900 } });
   for (const ctx of [agentCtx, customerCtx, bobCtx]) ctx.setDefaultTimeout(10_000);
 
   const dash = watch(await agentCtx.newPage(), 'dashboard');
@@ -129,6 +202,8 @@ try {
   const help = watch(await customerCtx.newPage(), 'help page');
   help.on('dialog', (d) => d.accept());
   const bob = watch(await bobCtx.newPage(), 'second dashboard');
+  const bobSent = [];
+  bob.on('websocket', (ws) => ws.on('framesent', (f) => bobSent.push(JSON.parse(String(f.payload)))));
 
   const row = (page, code) => page.locator(`#queue-rows tr[data-code="${code}"]`);
   const panel = dash.locator('#case-panel');
@@ -139,6 +214,10 @@ try {
     check(resp.status() === 200, `GET / answered ${resp.status()}`);
     const csp = resp.headers()['content-security-policy'] || '';
     check(csp.includes("default-src 'self'"), `CSP: ${csp}`);
+    // Connections to the broker alone; "Live" below shows that Chromium
+    // counts the page's own ws: origin as 'self'.
+    const connect = csp.split(';').map((d) => d.trim()).find((d) => d.startsWith('connect-src'));
+    check(connect === "connect-src 'self'", `CSP connect-src: ${connect}`);
     await dash.getByLabel('Agent token').waitFor();
     check(await dash.evaluate(() => document.activeElement?.id === 'token'), 'the token field has focus');
     await dash.keyboard.type(opt['admin-token']);
@@ -164,16 +243,37 @@ try {
   let manual = '';
   await step('dashboard: a new case by hand', async () => {
     await dash.getByText('New case', { exact: true }).click();
-    await dash.getByLabel('Name', { exact: true }).fill('Printer jams on page 2');
-    await dash.getByLabel('Customer name').fill('Ben');
-    await dash.getByLabel('Customer email').fill('ben@example.com');
+    await dash.getByLabel('Name', { exact: true }).fill(LONG.manualName);
+    await dash.getByLabel('Customer name').fill(LONG.manualCustomer);
+    await dash.getByLabel('Customer email').fill(LONG.manualEmail);
     await dash.getByLabel('Group').last().selectOption('support');
     await dash.getByLabel('Description').fill('Every second page jams in tray 2.');
     await dash.getByRole('button', { name: 'Create case' }).click();
-    const r = dash.locator('#queue-rows tr', { hasText: 'Printer jams on page 2' });
+    const r = dash.locator('#queue-rows tr', { hasText: LONG.manualName });
     await r.waitFor();
     manual = await r.getAttribute('data-code');
     await row(bob, manual).waitFor();
+    // A case by hand keeps its name, with its description's first words.
+    await r.locator('.topic', { hasText: LONG.manualName }).waitFor();
+    await r.locator('.preview', { hasText: 'Every second page jams in tray 2.' }).waitFor();
+    await r.locator('.customer-presence', { hasText: 'offline' }).waitFor();
+    await dash.locator('#notice', { hasText: `Case ${manual} created.` }).waitFor();
+  });
+
+  let offline = '';
+  await step('a case assigned to an agent who is offline', async () => {
+    offline = await caseOverHttp({
+      group: 'support',
+      name: LONG.offlineName,
+      description: 'Columns overlap on every invoice since the new template.',
+      customer: { name: LONG.offlineCustomer, email: 'bartholomew@example.com' },
+      assignee: opt['offline-agent'],
+    });
+    await row(dash, offline).locator('.assignee', { hasText: `${OFFLINE} (offline)` }).waitFor();
+    // An admin may take it over; a plain agent may only look.
+    await row(dash, offline).getByRole('button', { name: 'Take over', exact: true }).waitFor();
+    await row(bob, offline).getByRole('button', { name: 'View', exact: true }).waitFor();
+    check((await row(bob, offline).getByRole('button').count()) === 1, 'the plain agent has only View');
   });
 
   await step('customer: asks for help; the case is on the dashboard within 1 s', async () => {
@@ -182,7 +282,7 @@ try {
     check(await help.evaluate(() => document.activeElement?.id === 'name'), 'the name field has focus');
     await help.keyboard.type('Ana');
     await help.keyboard.press('Tab');
-    await help.keyboard.type('My screen stays black after the update.');
+    await help.keyboard.type(LONG.description);
     await help.keyboard.press('Tab');
     await help.keyboard.press('Enter');
     const codeEl = help.locator('#code', { hasText: /^s\d{2}-\d{3}-\d{3}/ });
@@ -194,6 +294,15 @@ try {
     await row(dash, code).getByText('Ana', { exact: true }).waitFor();
     await row(bob, code).waitFor();
     console.log(`   case ${code} on the dashboard ${took} ms after the customer saw its code`);
+    // The row says whether the customer is there, and what the problem is
+    // rather than "Help request: Ana" beside "Ana".
+    const r = row(dash, code);
+    await r.locator('.customer-presence', { hasText: 'online' }).waitFor();
+    const topic = (await r.locator('.topic').textContent()) || '';
+    check(topic.startsWith('My screen stays black after the update.') && topic.endsWith('…'),
+      `the row shows the description's first words: ${JSON.stringify(topic)}`);
+    check(!(await r.textContent()).includes('Help request'), 'the row does not repeat the customer');
+    check(!(await r.textContent()).includes('second monitor'), 'the preview is cut');
   });
 
   await step('customer: waits in line with its position', async () => {
@@ -202,14 +311,38 @@ try {
   });
 
   await step('dashboard: counts, waiting time and title', async () => {
-    await dash.locator('#counts li.waiting-count', { hasText: '2' }).waitFor();
-    await dash.waitForFunction(() => document.title.startsWith('(2) '));
-    const cell = row(dash, code).locator('td.waiting');
-    const first = await cell.textContent();
+    // Every open case with no supporter in it waits, the one assigned to an
+    // offline agent included.
+    await dash.locator('#counts li.waiting-count', { hasText: '3' }).waitFor();
+    await dash.waitForFunction(() => document.title.startsWith('(3) '));
+    const before = await times(dash, code);
+    check(/^Waiting \d/.test(before.wait), `the wait of a waiting case: ${before.wait}`);
     await dash.waitForFunction(
-      ([sel, before]) => document.querySelector(sel)?.textContent !== before,
-      [`#queue-rows tr[data-code="${code}"] td.waiting`, first],
+      ([c, b]) => document.querySelector(`#queue-rows tr[data-code="${c}"] .wait`)?.textContent !== b,
+      [code, before.wait],
     );
+  });
+
+  await step('a plain agent views a case without taking it', async () => {
+    const sentBefore = bobSent.length;
+    await row(bob, code).getByRole('button', { name: 'View', exact: true }).click();
+    const bobPanel = bob.locator('#case-panel');
+    await bobPanel.locator('#case-heading', { hasText: code }).waitFor();
+    await bobPanel.getByText(LONG.description).waitFor();
+    await bobPanel.locator('.view-only', { hasText: 'the customer is not told' }).waitFor();
+    await bobPanel.getByRole('button', { name: 'Take', exact: true }).waitFor();
+    check(await bob.getByLabel('Message').isDisabled(), 'no chat while viewing');
+    check(!bobSent.slice(sentBefore).some((m) => m.type === 'join'), 'View sent no join');
+    await row(dash, code).locator('.assignee', { hasText: 'Unassigned' }).waitFor();
+    check(!(await help.locator('#status').textContent()).includes(AGENT), 'the customer was not told');
+    // A case of its group assigned to an offline agent: why not, and what to do.
+    await row(bob, offline).getByRole('button', { name: 'View', exact: true }).click();
+    await bobPanel.locator('#case-heading', { hasText: offline }).waitFor();
+    await bobPanel.locator('.view-only', {
+      hasText: `Assigned to ${OFFLINE}, who is offline: ask an admin to reassign it.`,
+    }).waitFor();
+    check((await bobPanel.getByRole('button', { name: /^Take/ }).count()) === 0, 'no Take for a plain agent');
+    await bobPanel.getByRole('button', { name: 'Hide the open case' }).click();
   });
 
   await step('dashboard: filters by status, group and mine', async () => {
@@ -229,11 +362,27 @@ try {
   await step('agent takes the case; the customer sees who took it', async () => {
     await row(dash, code).getByRole('button', { name: 'Take', exact: true }).click();
     await panel.locator('#case-heading', { hasText: code }).waitFor();
-    await panel.getByText('My screen stays black after the update.').waitFor();
+    await panel.getByText(LONG.description).waitFor();
     await help.locator('#status', { hasText: `${ADMIN} has joined` }).waitFor();
     await panel.locator('.seat.on', { hasText: 'Customer' }).waitFor();
     await panel.locator('.seat.on', { hasText: 'Supporter' }).waitFor();
     await row(dash, code).locator('.badge', { hasText: 'In progress' }).waitFor();
+  });
+
+  await step('the wait stops when a supporter joins; the age goes on', async () => {
+    await dash.locator('#counts li.waiting-count', { hasText: '2' }).waitFor();
+    await row(dash, code).locator('.wait', { hasText: /^Answered after \d/ }).waitFor();
+    const before = await times(dash, code);
+    await dash.waitForFunction(
+      ([c, b]) => document.querySelector(`#queue-rows tr[data-code="${c}"] .age`)?.textContent !== b,
+      [code, before.age],
+    );
+    const after = await times(dash, code);
+    check(after.wait === before.wait, `the wait moved on: ${before.wait} → ${after.wait}`);
+    // A dashboard that did not see the supporter join does not guess when.
+    await bob.reload();
+    await bob.locator('#connection', { hasText: 'Live' }).waitFor();
+    await row(bob, code).locator('.wait', { hasText: /^Answered$/ }).waitFor();
   });
 
   await step('chat both ways', async () => {
@@ -253,18 +402,41 @@ try {
     await dash.locator('#agents li', { hasText: ADMIN }).filter({ hasText: 'Available' }).waitFor();
   });
 
-  await step('every control is labelled; the pages fit 1280 px and 360 px', async () => {
-    for (const [label, page] of [['dashboard', dash], ['help page', help]]) {
+  await step(`every control is labelled; the dashboards fit ${WIDE} px and ${NARROW} px, the help page 360 px`, async () => {
+    for (const [label, page] of [['dashboard', dash], ['second dashboard', bob], ['help page', help]]) {
       const bad = await unlabelled(page);
       check(bad.length === 0, `${label}: unlabelled controls: ${bad.join(' | ')}`);
       const [scroll, width] = await page.evaluate(() => [document.documentElement.scrollWidth, innerWidth]);
       check(scroll <= width, `${label}: ${scroll} px wide in a ${width} px window`);
     }
-    const table = await dash.evaluate(() => {
-      const wrap = document.querySelector('.table-wrap');
-      return [wrap.scrollWidth, wrap.clientWidth];
-    });
-    check(table[0] <= table[1], `the queue table needs ${table[0]} px of ${table[1]} px`);
+    for (const [label, page] of [['dashboard', dash], ['second dashboard', bob]]) {
+      await fitsWindow(page, `${label} at ${WIDE} px`);
+      await page.setViewportSize({ width: NARROW, height: 900 });
+      await fitsWindow(page, `${label} at ${NARROW} px`);
+      const bad = await unlabelled(page);
+      check(bad.length === 0, `${label} at ${NARROW} px: unlabelled controls: ${bad.join(' | ')}`);
+    }
+    if (opt.screenshots) {
+      // The top of the page: the header and the first cases as cards.
+      await dash.locator('#notice').waitFor({ state: 'hidden' });
+      await dash.screenshot({ path: path.join(opt.screenshots, 'dashboard-narrow.png') });
+    }
+    for (const page of [dash, bob]) await page.setViewportSize({ width: WIDE, height: 900 });
+  });
+
+  await step('customer: an assigned agent is named, and nothing is promised', async () => {
+    const other = watch(await customerCtx.newPage(), 'help page (assigned)');
+    other.on('dialog', (d) => d.accept());
+    await other.goto(`${URL_}/help/${opt['assigned-module']}`);
+    await other.getByLabel('Your name').fill('Ola');
+    await other.getByLabel('Describe the problem').fill('The scanner is not found.');
+    await other.getByRole('button', { name: 'Get help' }).click();
+    const status = other.locator('#status', { hasText: `assigned to ${AGENT}, who has not joined yet` });
+    await status.waitFor();
+    check(!(await status.textContent()).includes('shortly'), 'no arrival is promised');
+    await other.getByRole('button', { name: 'End session' }).click();
+    await other.locator('#ended', { hasText: 'closed' }).waitFor();
+    await other.close();
   });
 
   if (opt.screenshots) {
@@ -272,6 +444,7 @@ try {
       await dash.getByText('New case', { exact: true }).click();
       await dash.locator('#new-case-form').waitFor({ state: 'hidden' });
       await dash.locator('#notice').waitFor({ state: 'hidden' });
+      await dash.locator('.panel-notice').waitFor({ state: 'hidden' });
       await dash.screenshot({ path: path.join(opt.screenshots, 'dashboard.png'), fullPage: true });
       await help.screenshot({ path: path.join(opt.screenshots, 'help.png'), fullPage: true });
     });
@@ -318,11 +491,12 @@ try {
     await panel.locator('#case-heading', { hasText: manual }).waitFor();
     await panel.getByLabel('Assign to').selectOption({ label: AGENT });
     await panel.getByRole('button', { name: 'Assign', exact: true }).click();
-    await row(dash, manual).getByText(AGENT, { exact: true }).waitFor();
+    await row(dash, manual).locator('.assignee-name', { hasText: AGENT }).waitFor();
+    await panel.locator('.panel-notice', { hasText: `Case ${manual} assigned to ${AGENT}.` }).waitFor();
     await row(bob, manual).getByRole('button', { name: 'Open', exact: true }).waitFor();
     await panel.locator('.ended', { hasText: 'another agent' }).waitFor();
     await panel.getByRole('button', { name: 'Return to queue' }).click();
-    await row(dash, manual).getByText('Unassigned', { exact: true }).waitFor();
+    await row(dash, manual).locator('.assignee', { hasText: 'Unassigned' }).waitFor();
     await panel.getByRole('button', { name: 'Delete', exact: true }).click();
     await row(dash, manual).waitFor({ state: 'detached' });
     await row(bob, manual).waitFor({ state: 'detached' });
@@ -334,6 +508,9 @@ try {
     await panel.getByRole('button', { name: 'Close case' }).click();
     await help.locator('#ended', { hasText: /closed|ended/ }).waitFor();
     await panel.locator('.ended', { hasText: /closed|ended/ }).waitFor();
+    // Said in the case's own status line, covering neither chat nor details.
+    await panel.locator('.panel-notice', { hasText: `Case ${code} closed.` }).waitFor();
+    check(!((await dash.locator('#notice').textContent()) || '').includes('closed'), 'said once, in the panel');
     check(await help.getByLabel('Message').isHidden(), 'the customer chat is gone once ended');
     await row(dash, code).waitFor({ state: 'detached' });
     await dash.locator('#filter-status').selectOption('closed');
@@ -352,7 +529,11 @@ try {
     const codeEl = evil.locator('#code', { hasText: /^s\d/ });
     await codeEl.waitFor();
     const evilCode = (await codeEl.textContent()).trim();
-    await row(dash, evilCode).getByText(PAYLOAD, { exact: true }).waitFor();
+    for (const part of ['.customer-name', '.topic']) {
+      const node = row(dash, evilCode).locator(part);
+      await node.waitFor();
+      check((await node.textContent()) === PAYLOAD, `${part} shows the payload as text`);
+    }
     await row(dash, evilCode).getByRole('button', { name: 'Take', exact: true }).click();
     await panel.locator('#case-heading', { hasText: evilCode }).waitFor();
     await panel.locator('.details dd', { hasText: PAYLOAD }).first().waitFor();
