@@ -27,6 +27,9 @@ pub struct Agent {
     pub index: usize,
     /// The agent's groups as indexes into the company's groups.
     pub group_indexes: Vec<usize>,
+    /// Removed from the config, known from the data: shown in the history
+    /// by id, never signed in, never assigned.
+    pub retired: bool,
     token_hash: [u8; 32],
 }
 
@@ -137,7 +140,7 @@ impl Directory {
                 .enumerate()
                 .map(|(i, g)| (g.clone(), i))
                 .collect();
-            let agents: Vec<Arc<Agent>> = c
+            let mut agents: Vec<Arc<Agent>> = c
                 .agents
                 .iter()
                 .enumerate()
@@ -161,10 +164,28 @@ impl Directory {
                             .iter()
                             .filter_map(|g| group_index.get(g).copied())
                             .collect(),
+                        retired: false,
                         token_hash: a.token_hash(),
                     })
                 })
                 .collect();
+            for id in &c.former_agents {
+                let index = agents.len();
+                agents.push(Arc::new(Agent {
+                    id: id.clone(),
+                    name: id.clone(),
+                    company: c.id.clone(),
+                    groups: Vec::new(),
+                    group_set: Arc::new(HashSet::new()),
+                    admin: false,
+                    max_cases: 0,
+                    company_index: ci,
+                    index,
+                    group_indexes: Vec::new(),
+                    retired: true,
+                    token_hash: [0; 32],
+                }));
+            }
             let agent_index: HashMap<String, usize> = agents
                 .iter()
                 .enumerate()
@@ -212,7 +233,7 @@ impl Directory {
         let hash = hash_token(token);
         let mut found = None;
         for agent in &self.agents {
-            if bool::from(agent.token_hash.ct_eq(&hash)) {
+            if bool::from(agent.token_hash.ct_eq(&hash)) && !agent.retired {
                 found = Some(agent.clone());
             }
         }

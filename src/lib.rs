@@ -62,7 +62,7 @@ pub async fn run(
 pub async fn run_with_metrics(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = if config.cluster.is_some() {
@@ -71,6 +71,9 @@ pub async fn run_with_metrics(
     } else {
         store::open(&config).map_err(std::io::Error::other)?
     };
+    if let Some(s) = &store {
+        s.reconcile(&mut config).map_err(std::io::Error::other)?;
+    }
     run_with_store(listener, metrics_listener, config, store, shutdown).await
 }
 
@@ -103,7 +106,10 @@ pub async fn run_with_store(
     });
     // A node that cannot join its cluster in time does not start, rather
     // than wait on a Redis that does not answer.
-    let redis_url = config.cluster.as_ref().map(|c| c.redis_url.clone());
+    let redis_url = config
+        .cluster
+        .as_ref()
+        .map(|c| config::redacted_url(&c.redis_url));
     let no_answer = |_| {
         std::io::Error::other(cluster::ClusterError::Unreachable {
             url: redis_url.clone().unwrap_or_default(),
@@ -129,12 +135,21 @@ pub async fn run_with_store(
     };
     let broker = Broker::new(config, metrics.clone(), sink);
     if let (Some(mut store), Some(journal)) = (store, &journal) {
+        let fresh = store.is_new();
         store.restore(&broker).map_err(std::io::Error::other)?;
         for shard in 0..broker.shards() {
             broker.release_seats(shard);
+            let returned = broker.return_cases_of_former_agents(shard);
+            if returned > 0 {
+                tracing::info!(company = %broker.directory().companies()[shard].id, cases = returned, "open cases of former agents returned to the line");
+            }
         }
         journal.image(&broker);
-        tracing::info!(data_dir = %store.path().display(), "cases restored from the data directory");
+        if fresh {
+            tracing::info!(data_dir = %store.path().display(), "a new data directory: no cases yet");
+        } else {
+            tracing::info!(data_dir = %store.path().display(), "cases restored from the data directory");
+        }
     }
     let app = App {
         broker: broker.clone(),
@@ -157,7 +172,8 @@ pub async fn run_with_store(
         app.tracker
             .spawn(run_timers(app.clone(), shard, app.shutdown.clone()));
     }
-    app.tracker.spawn(sweep(guard, app.shutdown.clone()));
+    app.tracker
+        .spawn(sweep(guard.clone(), app.shutdown.clone()));
     if let Some(j) = &journal {
         app.tracker.spawn(images(
             broker.clone(),
@@ -166,12 +182,14 @@ pub async fn run_with_store(
             app.shutdown.clone(),
         ));
     }
+    let metrics_here = metrics_listener.is_none();
     if let Some(l) = metrics_listener {
         app.tracker.spawn(server::serve(
             l,
             server::Serve {
                 router: http::metrics_app(broker.clone()),
                 capacity: 1024,
+                guard: None,
                 handshake_timeout,
                 shutdown: app.shutdown.clone(),
                 tracker: app.tracker.clone(),
@@ -187,8 +205,9 @@ pub async fn run_with_store(
     server::serve(
         listener,
         server::Serve {
-            router: http::app(app.clone()),
+            router: http::app(app.clone(), metrics_here),
             capacity,
+            guard: Some(app.guard.clone()),
             handshake_timeout,
             shutdown: app.shutdown.clone(),
             tracker: app.tracker.clone(),

@@ -101,6 +101,34 @@ fn main() -> ExitCode {
         eprintln!("casebroker: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    if config.companies.is_empty() {
+        eprintln!(
+            "casebroker: the config has no [[companies]]: nobody could sign in or ask for help; \
+             add a company (see README.md), or run without --config for the demo"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // The data directory is opened (and locked) and checked against the
+    // config before anything binds: a broker that cannot keep its promises
+    // does not start, and one whose config contradicts its data says so as
+    // a config error.
+    let store = if config.cluster.is_some() {
+        None
+    } else {
+        match casebroker::store::open(&config) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("casebroker: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    if let Some(s) = &store
+        && let Err(e) = s.reconcile(&mut config)
+    {
+        eprintln!("casebroker: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -108,7 +136,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, demo)) {
+    match runtime.block_on(serve(config, store, demo)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("casebroker: {e:#}");
@@ -121,7 +149,12 @@ fn main() -> ExitCode {
 /// listeners, logs, /proc reads).
 const RESERVED_FILES: u64 = 64;
 
-async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
+async fn serve(
+    mut config: Config,
+    store: Option<casebroker::store::Store>,
+    demo: bool,
+) -> anyhow::Result<()> {
+    ignore_sighup();
     // Raise the soft open-file limit to the hard one; every connection is a
     // file, so that limit decides the capacity. Beyond it the broker answers
     // 503 rather than failing to accept.
@@ -132,15 +165,9 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
     };
-    // The data directory is opened (and locked) before anything binds: a
-    // broker that cannot keep its promises does not start.
-    let store = match &config.cluster {
-        Some(c) => {
-            tracing::info!(redis_url = %c.redis_url, "a cluster node: cases live in Redis");
-            None
-        }
-        None => casebroker::store::open(&config)?,
-    };
+    if let Some(c) = &config.cluster {
+        tracing::info!(redis_url = %casebroker::config::redacted_url(&c.redis_url), "a cluster node: cases live in Redis");
+    }
     match &store {
         Some(s) => tracing::info!(data_dir = %s.path().display(), "keeping data"),
         None if config.cluster.is_some() => {}
@@ -168,6 +195,8 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     }
     if demo {
         print_demo(addr);
+    } else {
+        print_links(addr, &config);
     }
     casebroker::run_with_store(listener, metrics_listener, config, store, shutdown_signal())
         .await?;
@@ -175,13 +204,50 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Libraries whose debug and trace lines carry what passes through them
+/// (whole WebSocket messages, HTTP headers, Redis commands): tokens, chat
+/// and signal payloads. They are never logged below `info`, whatever
+/// `RUST_LOG` says.
+const QUIET_BELOW_INFO: [&str; 5] = [
+    "tungstenite=info",
+    "tokio_tungstenite=info",
+    "hyper=info",
+    "hyper_util=info",
+    "redis=info",
+];
+
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    for directive in QUIET_BELOW_INFO {
+        filter = filter.add_directive(directive.parse().expect("a valid directive"));
+    }
+    // Colour only on a terminal: a file or a pipe gets plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// SIGHUP does not stop the broker: the config is read at start only, so
+/// it is logged and otherwise ignored. Installed before anything binds,
+/// so that no SIGHUP finds the default action (terminate) in place.
+fn ignore_sighup() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP received and ignored: the config is read at start only; restart the broker to apply a changed config"
+                    );
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot watch for SIGHUP"),
     }
 }
 
@@ -208,9 +274,10 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn print_demo(listening: SocketAddr) {
-    // A browser cannot open the unspecified address; the loopback one on
-    // the same port reaches the broker too.
+/// The address a browser on this machine opens: the unspecified address
+/// cannot be opened, the loopback one on the same port reaches the broker
+/// too.
+fn browsable(listening: SocketAddr) -> SocketAddr {
     let mut addr = listening;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
@@ -219,6 +286,34 @@ fn print_demo(listening: SocketAddr) {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
+    addr
+}
+
+/// The pages of every company of a config: the dashboard and the help
+/// page of each module (tokens are never printed).
+fn print_links(listening: SocketAddr, config: &Config) {
+    let addr = browsable(listening);
+    let mut text = format!(
+        "\ncasebroker is running.\n\n  agent dashboard  http://{addr}/  (sign in with an agent's token)\n"
+    );
+    for c in &config.companies {
+        let name = if c.name.is_empty() { &c.id } else { &c.name };
+        text.push_str(&format!("\n  company {} ({name})\n", c.id));
+        if c.modules.is_empty() {
+            text.push_str("    no module keys: customers get codes from agents\n");
+        }
+        for m in &c.modules {
+            text.push_str(&format!(
+                "    help page  http://{addr}/help/{}  (module {}, group {})\n",
+                m.key, m.key, m.group
+            ));
+        }
+    }
+    println!("{text}");
+}
+
+fn print_demo(listening: SocketAddr) {
+    let addr = browsable(listening);
     println!(
         r#"
 casebroker is running on the built-in demo config (pass --config FILE for yours).
@@ -236,7 +331,7 @@ In a browser:
 
 Or from a terminal:
   # a customer asks for help (HTTP), and gets a session code
-  curl -s -X POST http://{addr}/v1/help -d '{{"module":"{DEMO_MODULE_KEY}","name":"Ana"}}'
+  curl -s -X POST http://{addr}/v1/help -H 'content-type: application/json' -d '{{"module":"{DEMO_MODULE_KEY}","name":"Ana"}}'
   # the queue, as alice sees it
   curl -s -H 'Authorization: Bearer {DEMO_ADMIN_TOKEN}' http://{addr}/v1/cases
   # a live session over WebSocket (websocat): one terminal per side

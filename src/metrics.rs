@@ -32,10 +32,13 @@ pub enum Disconnect {
     Unauthorized,
     NoHello,
     CaseEnded,
+    /// The peer broke the WebSocket protocol (1002) or sent text that is
+    /// not UTF-8 (1007).
+    BadFrame,
 }
 
 impl Disconnect {
-    pub const ALL: [Disconnect; 10] = [
+    pub const ALL: [Disconnect; 11] = [
         Disconnect::Slow,
         Disconnect::RateLimited,
         Disconnect::TooLarge,
@@ -46,6 +49,7 @@ impl Disconnect {
         Disconnect::Unauthorized,
         Disconnect::NoHello,
         Disconnect::CaseEnded,
+        Disconnect::BadFrame,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Disconnect {
             Disconnect::Unauthorized => "unauthorized",
             Disconnect::NoHello => "no_hello",
             Disconnect::CaseEnded => "case_ended",
+            Disconnect::BadFrame => "bad_frame",
         }
     }
 }

@@ -440,6 +440,10 @@ pub enum ErrorCode {
     TooLarge,
     Unavailable,
     Internal,
+    /// HTTP only: the path exists, not with this method (405).
+    MethodNotAllowed,
+    /// HTTP only: the request's body did not arrive in time (408).
+    Timeout,
 }
 
 impl ErrorCode {
@@ -455,6 +459,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Timeout => 408,
         }
     }
 }
@@ -469,6 +475,11 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// A message over the size limit.
     pub const TOO_LARGE: u16 = 1009;
+    /// A frame that breaks the WebSocket protocol (an unmasked client
+    /// frame, reserved bits set, a bad opcode).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// The server is shutting down; reconnect.
     pub const SHUTDOWN: u16 = 4000;
     /// The connection's outbound queue overflowed; reconnect and resume.

@@ -13,6 +13,8 @@ mod cluster;
 mod disk_full;
 #[path = "integration/durability.rs"]
 mod durability;
+#[path = "integration/first_day.rs"]
+mod first_day;
 #[path = "integration/golden.rs"]
 mod golden;
 #[path = "integration/hostile.rs"]

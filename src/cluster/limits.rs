@@ -15,6 +15,7 @@ use redis::AsyncCommands;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::protocol::ErrorCode;
+use crate::transport::guard::HELP_FAIR_SHARE;
 
 use super::Cluster;
 
@@ -75,13 +76,6 @@ impl Cluster {
         self.saw(&r);
     }
 
-    /// A successful join clears the address's back-off level everywhere.
-    pub async fn join_succeeded(&self, ip: IpAddr) {
-        let mut conn = self.conn.clone();
-        let r: redis::RedisResult<()> = conn.del(key("join-level", &ip.to_string())).await;
-        self.saw(&r);
-    }
-
     /// `request_help` and `POST /v1/help` across the nodes: per address,
     /// and per module key when it is a configured one.
     pub async fn check_help(
@@ -101,8 +95,15 @@ impl Cluster {
             return Err(limited());
         }
         if let Some(module) = known_module {
+            // Within its fair share an address gets through even when the
+            // module's limit is used up by others.
+            let fair = self
+                .count(&format!("help-fair:{module}:{ip}"), MINUTE)
+                .await
+                .is_none_or(|n| n <= u64::from(HELP_FAIR_SHARE));
             let per_module = self.count(&format!("help-module:{module}"), MINUTE).await;
-            if per_module.is_some_and(|n| n > u64::from(config.help_per_module_per_minute)) {
+            if per_module.is_some_and(|n| n > u64::from(config.help_per_module_per_minute)) && !fair
+            {
                 return Err(limited());
             }
         }

@@ -240,12 +240,13 @@ impl Cluster {
         metrics: &Metrics,
     ) -> std::result::Result<Arc<Cluster>, ClusterError> {
         let c = config.cluster.as_ref().expect("a cluster config");
-        let url = c.redis_url.clone();
+        // Errors and logs show the URL without its password.
+        let url = crate::config::redacted_url(&c.redis_url);
         let fail = |e: redis::RedisError| ClusterError::Unreachable {
             url: url.clone(),
             cause: e.to_string(),
         };
-        let client = redis::Client::open(url.as_str()).map_err(fail)?;
+        let client = redis::Client::open(c.redis_url.as_str()).map_err(fail)?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))

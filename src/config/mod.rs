@@ -106,6 +106,11 @@ pub struct Config {
     /// handshake). Default `10s`.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Deadline for an HTTP request's body, once its headers are in;
+    /// past it the request gets 408 `timeout` and the connection is
+    /// closed. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// A WebSocket ping is sent this often. Default `25s`.
     #[serde(with = "humantime_serde")]
     pub ping_interval: Duration,
@@ -237,6 +242,7 @@ impl Default for Config {
             help_per_module_per_minute: 600,
             trusted_proxies: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
@@ -281,6 +287,11 @@ pub struct CompanyConfig {
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub modules: Vec<ModuleConfig>,
+    /// Agents the data directory knows and the config no longer has: kept
+    /// by id for the history, never signed in or assigned. Filled from
+    /// the data directory at start, not from the file.
+    #[serde(skip)]
+    pub former_agents: Vec<String>,
 }
 
 /// A group (queue) inside a company.
@@ -340,6 +351,29 @@ impl AgentConfig {
             }
             (None, None) => [0u8; 32],
         }
+    }
+}
+
+/// A URL as it may be logged: its password, if any, replaced by `***`
+/// (`redis://user:***@host:6379`).
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                // `redis://password@host` is a password alone.
+                "***".to_string()
+            };
+            format!("{scheme}://{shown}@{host}{tail}")
+        }
+        None => url.to_string(),
     }
 }
 
@@ -445,6 +479,22 @@ groups = ["nope"]
         assert!(e.contains("case_ttl"), "{e}");
         let e = Config::from_toml("bogus = 1").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn a_url_is_logged_without_its_password() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            (
+                "redis://user:s3cret@10.0.0.1:6379/2",
+                "redis://user:***@10.0.0.1:6379/2",
+            ),
+            ("redis://:s3cret@host:6379", "redis://:***@host:6379"),
+            ("rediss://s3cret@host", "rediss://***@host"),
+            ("redis://u:p@ss@host/0?x=1", "redis://u:***@host/0?x=1"),
+        ] {
+            assert_eq!(redacted_url(url), shown);
+        }
     }
 
     #[test]

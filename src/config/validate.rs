@@ -16,6 +16,7 @@ impl Config {
             ("hello_timeout", self.hello_timeout),
             ("orphan_timeout", self.orphan_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("request_timeout", self.request_timeout),
             ("ping_interval", self.ping_interval),
             ("pong_timeout", self.pong_timeout),
             ("write_timeout", self.write_timeout),

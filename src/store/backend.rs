@@ -21,12 +21,18 @@ const CHUNK: usize = 1 << 20;
 
 /// Opens (or creates) the database at `path` on the backend below.
 pub fn create(path: &Path) -> Result<Database, DatabaseError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    // Cases, transcripts and token hashes: readable by the broker's user
+    // alone (a file made by an older version is narrowed too).
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     redb::Builder::new().create_with_backend(Allocated::new(file)?)
 }
 
@@ -144,6 +150,22 @@ mod tests {
         backend.set_len(4096).unwrap();
         assert_eq!(backend.len().unwrap(), 4096);
         drop(backend);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_data_file_is_readable_by_its_owner_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("casebroker-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("casebroker.redb");
+        // A file left readable by an older version is narrowed too.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        drop(db);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

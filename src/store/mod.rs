@@ -89,6 +89,11 @@ impl Store {
         &self.path
     }
 
+    /// True when the directory held nothing: no image, no case, no journal.
+    pub fn is_new(&self) -> bool {
+        self.companies.is_empty() && self.next == 1
+    }
+
     fn stored(&mut self, company: &str) -> &mut Stored {
         self.companies
             .entry(company.to_string())
@@ -143,6 +148,48 @@ impl Store {
         // which groups may hold out of order.
         for stored in self.companies.values_mut() {
             stored.entries.sort_by_key(|(id, _)| *id);
+        }
+        Ok(())
+    }
+
+    /// Checks the data against `config` before anything is served: an
+    /// agent the data knows and the config no longer has is kept as a
+    /// former agent of its company (history keeps its id; its open cases
+    /// return to the line at start); a group the config no longer has is
+    /// an error naming it.
+    pub fn reconcile(&self, config: &mut Config) -> Result<(), StoreError> {
+        for company in &mut config.companies {
+            let Some(meta) = self
+                .companies
+                .get(&company.id)
+                .and_then(|s| s.meta.as_ref())
+            else {
+                continue;
+            };
+            if let Some(g) = meta
+                .groups
+                .iter()
+                .find(|g| !company.groups.iter().any(|c| &c.id == *g))
+            {
+                return Err(StoreError {
+                    path: self.path.clone(),
+                    cause: format!(
+                        "it holds cases of group \"{g}\" of company \"{}\", which the config no longer has; \
+                         put the group back or move the data directory aside",
+                        company.id
+                    ),
+                });
+            }
+            let former: Vec<String> = meta
+                .agents
+                .iter()
+                .filter(|a| !company.agents.iter().any(|c| &c.id == *a))
+                .cloned()
+                .collect();
+            for id in &former {
+                tracing::warn!(company = %company.id, agent = %id, "an agent of the data directory is no longer in the config: kept as a former agent, its open cases return to the line");
+            }
+            company.former_agents = former;
         }
         Ok(())
     }

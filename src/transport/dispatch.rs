@@ -117,18 +117,16 @@ pub async fn prepare(
 }
 
 /// After a customer's join in a cluster: a failure counts towards the
-/// address's shared back-off, a success clears it; counted before the
-/// reply leaves, so the client's next try already sees it.
+/// address's shared back-off (a success changes nothing); counted before
+/// the reply leaves, so the client's next try already sees it.
 pub async fn joined(app: &App, ip: IpAddr, result: &Result<Option<ServerMsg>, Error>) {
     let Some(cluster) = &app.cluster else {
         return;
     };
-    match result {
-        Ok(_) => cluster.join_succeeded(ip).await,
-        Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::Conflict) => {
-            cluster.join_failed(ip, app.broker.config()).await
-        }
-        Err(_) => {}
+    if let Err(e) = result
+        && matches!(e.code, ErrorCode::NotFound | ErrorCode::Conflict)
+    {
+        cluster.join_failed(ip, app.broker.config()).await
     }
 }
 
@@ -224,7 +222,6 @@ fn customer_command(
                     return Err(e);
                 }
             };
-            app.guard.join_succeeded(ip);
             tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
                 code: view.code,

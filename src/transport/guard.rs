@@ -44,10 +44,27 @@ pub struct Guard {
     max_backoff: Duration,
     help_per_ip: DefaultKeyedRateLimiter<IpAddr>,
     help_per_module: DefaultKeyedRateLimiter<String>,
+    /// Each address's fair share of a module, honoured even when the
+    /// module's limit is used up by others.
+    help_fair: DefaultKeyedRateLimiter<(String, IpAddr)>,
     window: Mutex<Window>,
     alarm_per_minute: u64,
     trusted_proxies: Vec<IpAddr>,
     metrics: Metrics,
+}
+
+/// In the last tenth of the broker's capacity, an address that already
+/// holds this many connections gets no more.
+pub const RESERVE_PER_IP: usize = 2;
+
+/// What the accept loop does with a new connection.
+pub enum Admission {
+    /// Counted for its address.
+    Counted(ConnPermit),
+    /// From a trusted proxy: counted at the upgrade, by forwarded address.
+    Proxy,
+    /// Its address holds too many.
+    Refused,
 }
 
 /// A connection slot of one address; given back when dropped.
@@ -73,6 +90,12 @@ impl Drop for ConnPermit {
     }
 }
 
+/// Help requests per minute that one address may make to a module even
+/// when the module's limit (`help_per_module_per_minute`) is used up by
+/// other addresses: a flood from many addresses cannot lock a new customer
+/// out.
+pub const HELP_FAIR_SHARE: u32 = 3;
+
 fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least one"))
 }
@@ -88,6 +111,7 @@ impl Guard {
             max_backoff: config.max_join_backoff,
             help_per_ip: RateLimiter::keyed(per_minute(config.help_per_ip_per_minute)),
             help_per_module: RateLimiter::keyed(per_minute(config.help_per_module_per_minute)),
+            help_fair: RateLimiter::keyed(per_minute(HELP_FAIR_SHARE)),
             window: Mutex::new(Window {
                 start: Instant::now(),
                 failures: 0,
@@ -124,8 +148,12 @@ impl Guard {
 
     /// Takes a connection slot for `ip`, or `None` when it has them all.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
+        self.admit_up_to(ip, self.max_per_ip)
+    }
+
+    fn admit_up_to(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<ConnPermit> {
         let mut n = self.conns_per_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
+        if *n >= limit {
             return None;
         }
         *n += 1;
@@ -134,6 +162,27 @@ impl Guard {
             guard: self.clone(),
             ip,
         })
+    }
+
+    /// Counts a new TCP connection of `peer` (any HTTP connection), with
+    /// `open` connections already open of `capacity`. Refused when the
+    /// address holds `max_connections_per_ip`, or, in the last tenth of
+    /// the capacity, when it already holds [`RESERVE_PER_IP`].
+    pub fn admit_tcp(self: &Arc<Self>, peer: IpAddr, open: usize, capacity: usize) -> Admission {
+        let ip = peer.to_canonical();
+        if self.trusted_proxies.contains(&ip) {
+            return Admission::Proxy;
+        }
+        let reserve = capacity / 10;
+        let limit = if open >= capacity.saturating_sub(reserve) {
+            self.max_per_ip.min(RESERVE_PER_IP)
+        } else {
+            self.max_per_ip
+        };
+        match self.admit_up_to(ip, limit) {
+            Some(p) => Admission::Counted(p),
+            None => Admission::Refused,
+        }
     }
 
     /// Refuses a join from an address that is backing off. Checked before
@@ -150,7 +199,7 @@ impl Guard {
                     ErrorCode::RateLimited,
                     format!(
                         "too many failed joins from your address; retry in {} s",
-                        wait.as_secs().max(1)
+                        (wait.as_millis() as u64).div_ceil(1000).max(1)
                     ),
                 ))
             }
@@ -178,10 +227,10 @@ impl Guard {
         b.until = Instant::now() + block;
     }
 
-    /// A successful join clears the address's back-off level.
-    pub fn join_succeeded(&self, ip: IpAddr) {
-        self.backoff.remove(&ip);
-    }
+    // A successful join changes nothing: an address that guesses codes
+    // between joins of its own case must not get its budget back. Its
+    // back-off level is forgotten once it has been quiet for
+    // `max_join_backoff` (`sweep`).
 
     fn count_for_alarm(&self) {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
@@ -205,8 +254,9 @@ impl Guard {
         }
     }
 
-    /// `request_help` and `POST /v1/help`, limited per address and per
-    /// module key (keys ship inside client apps, so they are public). Pass
+    /// `request_help` and `POST /v1/help`, limited per address first, then
+    /// per module key (keys ship inside client apps, so they are public),
+    /// each address keeping its fair share of the module. Pass
     /// the key only when it is a configured one, so that made-up keys
     /// cannot grow the map.
     pub fn check_help(&self, ip: IpAddr, known_module: Option<&str>) -> Result<(), Error> {
@@ -218,10 +268,15 @@ impl Guard {
         };
         self.help_per_ip.check_key(&ip).map_err(|_| limited())?;
         match known_module {
-            Some(key) => self
-                .help_per_module
-                .check_key(&key.to_string())
-                .map_err(|_| limited()),
+            Some(key) => {
+                let fair = self.help_fair.check_key(&(key.to_string(), ip)).is_ok();
+                let module = self.help_per_module.check_key(&key.to_string()).is_ok();
+                if module || fair {
+                    Ok(())
+                } else {
+                    Err(limited())
+                }
+            }
             None => Ok(()),
         }
     }
@@ -232,6 +287,7 @@ impl Guard {
         self.failed_joins.retain_recent();
         self.help_per_ip.retain_recent();
         self.help_per_module.retain_recent();
+        self.help_fair.retain_recent();
         let now = Instant::now();
         self.backoff.retain(|_, b| b.until + self.max_backoff > now);
     }

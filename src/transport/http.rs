@@ -29,10 +29,18 @@ use crate::directory::Agent;
 use crate::error::Error;
 use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp};
 
-/// The whole router, testable without a server.
-pub fn app(state: App) -> Router {
+/// The whole router, testable without a server. `/metrics` is left out
+/// when it has a listener of its own (`metrics_listen`), so that it need
+/// not be reachable where clients are.
+pub fn app(state: App, metrics_here: bool) -> Router {
     let max = state.broker.config().max_message_bytes;
-    Router::new()
+    let router = Router::new();
+    let router = if metrics_here {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router
         .route("/v1/ws", get(ws_upgrade))
         .route("/v1/cases", post(create_case).get(list_cases))
         .route("/v1/cases/{code}", get(get_case).delete(delete_case))
@@ -41,16 +49,67 @@ pub fn app(state: App) -> Router {
         .route("/v1/cases/{code}/transcript", get(transcript))
         .route("/v1/help", post(help))
         .route("/v1/agents", get(agents))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(super::pages::routes())
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })
         .method_not_allowed_fallback(|| async {
-            let body = json!({ "code": ErrorCode::BadRequest, "message": "method not allowed" });
-            (StatusCode::METHOD_NOT_ALLOWED, Json(body))
+            ApiError(Error::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this path",
+            ))
         })
         .layer(axum::extract::DefaultBodyLimit::max(max))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body_in_time,
+        ))
+        .layer(axum::middleware::map_response(api_headers))
         .with_state(state)
+}
+
+/// Reads a request's whole body (within `max_message_bytes`) before its
+/// handler runs, within `request_timeout`: a client that sends headers and
+/// then trickles its body, or never sends it, gets 408 and loses the
+/// connection instead of holding it.
+async fn body_in_time(
+    State(app): State<App>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let config = app.broker.config();
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, config.max_message_bytes);
+    match tokio::time::timeout(config.request_timeout, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+                .await
+        }
+        Ok(Err(_)) => ApiError(Error::too_large("request body too large")).into_response(),
+        Err(_) => {
+            app.broker.metrics().refused("request_timeout");
+            let mut response = ApiError(Error::new(
+                ErrorCode::Timeout,
+                "the request body did not arrive in time",
+            ))
+            .into_response();
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
+}
+
+/// Every answer is kept by no cache and read as the type it says it is,
+/// unless its route says otherwise (the pages' assets are revalidated).
+async fn api_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(header::HeaderValue::from_static("nosniff"));
+    response
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -106,7 +165,11 @@ fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> ApiResult<T>
             Error::bad_request(e.body_text())
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError(Error::bad_request(e.to_string())))
+    // Through a `Value`, as WebSocket messages are read: a key given twice
+    // means its last value, on both paths.
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(Error::bad_request(format!("malformed JSON: {e}"))))?;
+    serde_json::from_value(value).map_err(|e| ApiError(Error::bad_request(e.to_string())))
 }
 
 async fn ws_upgrade(
@@ -117,28 +180,27 @@ async fn ws_upgrade(
     ws: Upgrade,
 ) -> Response {
     let config = app.broker.config();
-    // Browsers always send Origin; other clients need not.
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| {
-            same_origin(o, &headers)
-                || config
-                    .allowed_origins
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(o))
-        });
-        if !allowed {
-            app.broker.metrics().refused("origin");
-            return ApiError(Error::forbidden("origin not allowed")).into_response();
-        }
+    if let Err(e) = check_origin(&app, &headers) {
+        return e.into_response();
     }
     let ip = app.guard.client_ip(peer, &headers);
-    let Some(permit) = app.guard.admit(ip) else {
-        app.broker.metrics().refused("per_ip");
-        return ApiError(Error::new(
-            ErrorCode::RateLimited,
-            "too many connections from your address",
-        ))
-        .into_response();
+    // A direct connection already counts for its address; a proxied one
+    // counts here, by the address the proxy forwards.
+    let counted = slot.as_ref().is_some_and(|s| s.counted());
+    let permit = if counted {
+        None
+    } else {
+        match app.guard.admit(ip) {
+            Some(p) => Some(p),
+            None => {
+                app.broker.metrics().refused("per_ip");
+                return ApiError(Error::new(
+                    ErrorCode::RateLimited,
+                    "too many connections from your address",
+                ))
+                .into_response();
+            }
+        }
     };
     let tracker = app.tracker.clone();
     // Small read buffers keep idle connections cheap. Data frames are
@@ -159,16 +221,54 @@ async fn ws_upgrade(
     })
 }
 
+/// A browser's request (it carries `Origin`; other clients need not) is
+/// served only from the broker's own origin or an allowed one.
+fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let allowed_origins = &app.broker.config().allowed_origins;
+    let allowed = origin.to_str().is_ok_and(|o| {
+        same_origin(o, headers, allowed_origins)
+            || allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        app.broker.metrics().refused("origin");
+        Err(ApiError(Error::forbidden("origin not allowed")))
+    }
+}
+
+/// Whether `host` (a `Host` header, port included) names this broker for
+/// certain: an IP address, `localhost`, or the host of an allowed origin.
+/// Any other name may be a DNS-rebinding page's own, pointed at us.
+fn known_host(host: &str, allowed_origins: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed_origins.iter().any(|o| {
+            o.split_once("://")
+                .map(|(_, rest)| rest)
+                .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+        })
+}
+
 /// Whether `origin` is the broker's own, as the browser reached it: the
 /// `Host` of this request behind `http://` (or `https://`, through a proxy
-/// that terminates TLS). The pages the broker serves connect from there.
-/// A page elsewhere cannot forge it: browsers set both headers themselves,
-/// and a client that can set them could as well send no `Origin` at all.
-fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+/// that terminates TLS), when that host surely names the broker. The pages
+/// the broker serves connect from there. A page elsewhere cannot forge
+/// it: browsers set both headers themselves, and a client that can set
+/// them could as well send no `Origin` at all.
+fn same_origin(origin: &str, headers: &HeaderMap, allowed_origins: &[String]) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
     !host.is_empty()
+        && known_host(host, allowed_origins)
         && ["http://", "https://"].iter().any(|scheme| {
             origin.len() == scheme.len() + host.len()
                 && origin
@@ -294,6 +394,20 @@ async fn help(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    // Anyone may ask for help, but not any web page for its visitors: a
+    // browser's POST from another origin is refused, and only JSON is
+    // taken (a page can send text/plain anywhere without asking first).
+    check_origin(&app, &headers)?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError(Error::bad_request(
+            "the body must be JSON, sent with Content-Type: application/json",
+        )));
+    }
     let req: RequestHelp = body(raw)?;
     let ip = app.guard.client_ip(peer, &headers);
     let known = app

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::api_error::ApiError;
+use super::guard::{Admission, ConnPermit, Guard};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
@@ -29,11 +30,22 @@ use crate::protocol::ErrorCode;
 /// is given back only when the socket is really gone.
 #[derive(Clone)]
 pub struct TcpSlot {
-    _inner: Arc<SlotInner>,
+    inner: Arc<SlotInner>,
 }
 
 struct SlotInner {
     open: Arc<AtomicUsize>,
+    /// The connection's place in its address's count; none for a trusted
+    /// proxy's connection (its clients are counted at the upgrade, by the
+    /// address it forwards).
+    permit: Option<ConnPermit>,
+}
+
+impl TcpSlot {
+    /// True when this connection already counts for its client address.
+    pub fn counted(&self) -> bool {
+        self.inner.permit.is_some()
+    }
 }
 
 impl Drop for SlotInner {
@@ -47,6 +59,9 @@ pub struct Serve {
     pub router: Router,
     /// Open connections served before new ones get 503.
     pub capacity: usize,
+    /// Per-address connection counts (every HTTP connection, upgraded or
+    /// not); none for a listener that serves `/metrics` alone.
+    pub guard: Option<Arc<Guard>>,
     pub handshake_timeout: Duration,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -85,10 +100,32 @@ pub async fn serve(listener: TcpListener, s: Serve) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let admitted = open.fetch_add(1, Ordering::AcqRel) < s.capacity;
-        let slot = TcpSlot {
-            _inner: Arc::new(SlotInner { open: open.clone() }),
+        let before = open.fetch_add(1, Ordering::AcqRel);
+        let admitted = before < s.capacity;
+        // Every connection counts for its address, and near capacity an
+        // address that already holds a few gets no more: one address
+        // cannot take the last slots from everyone else.
+        let (permit, per_ip) = match &s.guard {
+            Some(g) if admitted => match g.admit_tcp(peer.ip(), before, s.capacity) {
+                Admission::Counted(p) => (Some(p), true),
+                Admission::Proxy => (None, true),
+                Admission::Refused => (None, false),
+            },
+            _ => (None, true),
         };
+        let slot = TcpSlot {
+            inner: Arc::new(SlotInner {
+                open: open.clone(),
+                permit,
+            }),
+        };
+        if admitted && !per_ip {
+            // Answered at once and closed: an address past its share does
+            // not get to hold a slot while it takes its time to ask.
+            s.metrics.refused("per_ip");
+            s.tracker.spawn(refuse(stream, slot));
+            continue;
+        }
         let router = if admitted {
             s.router.clone()
         } else {
@@ -104,6 +141,30 @@ pub async fn serve(listener: TcpListener, s: Serve) {
             s.shutdown.clone(),
         ));
     }
+}
+
+/// The whole answer to a connection whose address holds too many.
+const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+content-type: application/json\r\n\
+cache-control: no-store\r\n\
+connection: close\r\n\
+content-length: 74\r\n\r\n\
+{\"code\":\"rate_limited\",\"message\":\"too many connections from your address\"}";
+
+/// Writes [`TOO_MANY`] without reading the request, and closes; what
+/// the client sent meanwhile is read and dropped for a moment, since
+/// closing over unread input would reset the answer away.
+async fn refuse(mut stream: TcpStream, slot: TcpSlot) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(TOO_MANY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    drop(slot);
 }
 
 async fn connection(
@@ -131,5 +192,25 @@ async fn connection(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canned_answer_says_its_own_length() {
+        let text = std::str::from_utf8(TOO_MANY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "rate_limited");
     }
 }

@@ -63,7 +63,7 @@ impl Drop for Registered {
 
 /// Serves one upgraded WebSocket until it closes. `permit` holds the
 /// client address's connection slot for the life of the socket.
-pub async fn run(socket: Socket, app: App, ip: IpAddr, permit: ConnPermit) {
+pub async fn run(socket: Socket, app: App, ip: IpAddr, permit: Option<ConnPermit>) {
     let span = info_span!(
         "conn",
         ip = %ip,
@@ -172,6 +172,11 @@ async fn hello(app: &App, w: &mut Writer) -> Option<(Option<Id>, Peer)> {
             return None;
         }
         Ok(FirstFrame::Gone) => return None,
+        Ok(FirstFrame::Broken(code, reason)) => {
+            w.close_for(Disconnect::BadFrame, code, reason).await;
+            linger(w).await;
+            return None;
+        }
         Ok(FirstFrame::TooLarge) => {
             w.close_for(Disconnect::TooLarge, close::TOO_LARGE, "message too large")
                 .await;
@@ -323,7 +328,10 @@ async fn session(
                         if is_too_large(&e) {
                             return Err(End::close(Disconnect::TooLarge, close::TOO_LARGE, "message too large"));
                         }
-                        return Ok(());
+                        return match broken(&e) {
+                            Some((code, reason)) => Err(End::close(Disconnect::BadFrame, code, reason)),
+                            None => Ok(()),
+                        };
                     }
                 };
                 if limiter.check().is_err() {
@@ -460,10 +468,22 @@ fn is_too_large(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Capacity(_))
 }
 
+/// The close a peer that broke the protocol gets, so it learns why: 1007
+/// for text that is not UTF-8, 1002 for a bad frame (unmasked, reserved
+/// bits, unknown opcode). `None` when the socket simply failed.
+fn broken(e: &tungstenite::Error) -> Option<(u16, &'static str)> {
+    match e {
+        tungstenite::Error::Utf8(_) => Some((close::INVALID_DATA, "text is not UTF-8")),
+        tungstenite::Error::Protocol(_) => Some((close::PROTOCOL_ERROR, "protocol error")),
+        _ => None,
+    }
+}
+
 enum FirstFrame {
     Text(Utf8Bytes),
     Binary,
     TooLarge,
+    Broken(u16, &'static str),
     Gone,
 }
 
@@ -475,6 +495,10 @@ async fn next_data(socket: &mut Socket) -> FirstFrame {
             Some(Ok(Message::Binary(_))) => return FirstFrame::Binary,
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Err(e)) if is_too_large(&e) => return FirstFrame::TooLarge,
+            Some(Err(e)) if broken(&e).is_some() => {
+                let (code, reason) = broken(&e).expect("checked");
+                return FirstFrame::Broken(code, reason);
+            }
             Some(Ok(Message::Close(_)) | Err(_)) | None => return FirstFrame::Gone,
         }
     }

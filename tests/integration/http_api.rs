@@ -1150,7 +1150,8 @@ async fn field_limits_over_http() {
 }
 
 /// `metrics_listen`: `/metrics` alone on its own listener, moving with the
-/// main one's traffic; nothing else is served there.
+/// main one's traffic; nothing else is served there, and the main listener
+/// no longer serves it.
 #[tokio::test]
 async fn metrics_can_be_served_on_their_own_listener() {
     let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1196,6 +1197,16 @@ async fn metrics_can_be_served_on_their_own_listener() {
         other.status(),
         404,
         "the metrics listener serves /metrics alone"
+    );
+    let public = http
+        .get(format!("http://{main_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "with a listener of its own, /metrics is off the main one"
     );
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(15), broker)

@@ -2,6 +2,7 @@
 //! that waits for what it expects with a timeout, and an HTTP helper.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod redis;
 
 use std::collections::VecDeque;

@@ -178,6 +178,41 @@ impl Broker {
 
     /// `GET /v1/agents`: the agents of the caller's company that it may see
     /// (admins: all; others: those sharing a group), in config order.
+    /// Returns to the line, unassigned, every open case of an agent that
+    /// is no longer in the config (with its events); automated assignment
+    /// takes them from there. The number of cases returned.
+    pub fn return_cases_of_former_agents(&self, shard: usize) -> usize {
+        let mut cx = self.lock(shard);
+        let former: Vec<usize> = cx
+            .company
+            .agents
+            .iter()
+            .filter(|a| a.retired)
+            .map(|a| a.index)
+            .collect();
+        let mut returned = 0;
+        for agent in former {
+            let codes: Vec<_> = cx
+                .st
+                .index
+                .of_assignee(agent, None)
+                .map(|(_, code)| *code)
+                .filter(|code| cx.case(code).is_ok_and(|c| c.is_open()))
+                .collect();
+            for code in codes {
+                cx.apply(Change::Returned {
+                    code,
+                    at: Utc::now(),
+                });
+                returned += 1;
+            }
+        }
+        if returned > 0 {
+            cx.dispatch();
+        }
+        returned
+    }
+
     pub fn agents(&self, viewer: &Agent) -> Vec<AgentStatus> {
         let cx = self.lock(viewer.company_index);
         cx.company

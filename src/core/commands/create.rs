@@ -173,6 +173,11 @@ impl Broker {
         let agent = company
             .agent(target)
             .ok_or_else(|| Error::bad_request(format!("unknown agent \"{target}\"")))?;
+        if agent.retired {
+            return Err(Error::bad_request(format!(
+                "agent \"{target}\" is no longer in the company"
+            )));
+        }
         if !agent.member_of_index(group) {
             return Err(Error::forbidden(format!(
                 "agent \"{target}\" is not a member of group \"{}\"",

@@ -51,11 +51,30 @@ pub(crate) fn check_customer(c: &Customer) -> Result<()> {
     }
     if let Some(email) = &c.email {
         check_len("customer.email", email, limits::EMAIL)?;
-        if !email.contains('@') {
+        if !plausible_email(email) {
             return Err(Error::bad_request("customer.email is not an email address"));
         }
     }
     Ok(())
+}
+
+/// One `@` between a local part and a domain with a dot, no spaces, no
+/// control characters and none of `<>()[],;:\"` (which would let an address
+/// smuggle headers or markup into whatever sends mail to it).
+pub(crate) fn plausible_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    let clean = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && !"<>()[],;:\\\"@".contains(c))
+    };
+    clean(local)
+        && clean(domain)
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
 }
 
 /// Parses a code from any client path.
