@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::{Cluster, Hold};
 use crate::core::{Broker, Conn};
+use crate::delivery::outbox::LargeBudget;
 use crate::delivery::{Hub, Outbox, OutboxRx};
 use crate::directory::Agent;
 use crate::error::Result;
@@ -26,6 +27,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Every connection and background task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// What big snapshots may hold, all connections together.
+    pub large: Arc<LargeBudget>,
 }
 
 impl App {
@@ -60,7 +63,11 @@ impl App {
 
     fn connect_held(&self, role: Role, agent: Option<Arc<Agent>>) -> (Conn, Outbox, OutboxRx) {
         let config = self.broker.config();
-        let (outbox, rx) = Outbox::new(config.outbox_messages, config.outbox_bytes);
+        let (outbox, rx) = Outbox::with_budget(
+            config.outbox_messages,
+            config.outbox_bytes,
+            Some(self.large.clone()),
+        );
         let conn = self.broker.connect_with(role, agent, |id| {
             self.hub.register(id, outbox.clone());
         });

@@ -158,6 +158,7 @@ pub async fn run_with_store(
         cluster: cluster.clone(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        large: delivery::outbox::LargeBudget::new(broker.config().large_messages_bytes),
     };
     if let Some(c) = &cluster {
         tokio::time::timeout(

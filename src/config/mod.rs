@@ -77,6 +77,11 @@ pub struct Config {
     /// Bytes a connection's outbound queue may hold (one larger message,
     /// such as a big snapshot, is let through alone). Default 4 MiB.
     pub outbox_bytes: usize,
+    /// Bytes that messages larger than `outbox_bytes` (big snapshots) may
+    /// hold until written, all connections together; a connection whose
+    /// big message finds none left is closed with 4001 (it resumes later).
+    /// Default 128 MiB.
+    pub large_messages_bytes: usize,
     /// Open TCP connections the broker serves; past it, new connections get
     /// HTTP 503. Default: derived from the open-file limit at start-up.
     pub max_connections: Option<usize>,
@@ -231,6 +236,7 @@ impl Default for Config {
             outbox_messages: 4096,
             max_message_bytes: 64 * 1024,
             outbox_bytes: 4 * 1024 * 1024,
+            large_messages_bytes: 128 * 1024 * 1024,
             max_connections: None,
             max_connections_per_ip: 1000,
             messages_per_second: 50,

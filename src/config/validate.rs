@@ -33,6 +33,7 @@ impl Config {
             ("journal_group_bytes", self.journal_group_bytes),
             ("outbox_messages", self.outbox_messages),
             ("outbox_bytes", self.outbox_bytes),
+            ("large_messages_bytes", self.large_messages_bytes),
             ("max_connections_per_ip", self.max_connections_per_ip),
             ("max_connections", self.max_connections.unwrap_or(1)),
             ("messages_per_second", self.messages_per_second as usize),

@@ -29,15 +29,66 @@ pub enum Outgoing {
     Event(Frame, Instant),
     /// Close the connection with this code after what is queued before it.
     Close(u16, &'static str),
+    /// A text frame larger than the outbox's byte bound (a big snapshot),
+    /// with its share of the broker-wide budget for such frames, held until
+    /// it is written.
+    Large(Frame, Pin),
 }
 
 impl Outgoing {
     /// Payload bytes, for the outbox's byte bound.
     fn len(&self) -> usize {
         match self {
-            Outgoing::Text(f) | Outgoing::Event(f, _) => f.len(),
+            Outgoing::Text(f) | Outgoing::Event(f, _) | Outgoing::Large(f, _) => f.len(),
             Outgoing::Close(..) => 0,
         }
+    }
+}
+
+/// The bytes that frames larger than an outbox's bound may hold across
+/// every connection at once (`large_messages_bytes`): a client that asks
+/// for big snapshots and never reads them pins at most this much.
+#[derive(Debug)]
+pub struct LargeBudget {
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl LargeBudget {
+    pub fn new(bytes: usize) -> Arc<LargeBudget> {
+        Arc::new(LargeBudget {
+            left: std::sync::atomic::AtomicUsize::new(bytes),
+        })
+    }
+
+    /// Takes `n` bytes of the budget, or `None` when that many are not left.
+    pub fn take(self: &Arc<Self>, n: usize) -> Option<Pin> {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n)
+            })
+            .ok()
+            .map(|_| Pin {
+                budget: self.clone(),
+                n,
+            })
+    }
+
+    /// Bytes not taken.
+    pub fn left(&self) -> usize {
+        self.left.load(Ordering::Acquire)
+    }
+}
+
+/// A share of a [`LargeBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Pin {
+    budget: Arc<LargeBudget>,
+    n: usize,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.budget.left.fetch_add(self.n, Ordering::AcqRel);
     }
 }
 
@@ -93,6 +144,9 @@ struct Queue {
     closed: AtomicBool,
     max_messages: usize,
     max_bytes: usize,
+    /// Where a frame over `max_bytes` takes its bytes; without one it
+    /// passes alone, unbounded.
+    large: Option<Arc<LargeBudget>>,
 }
 
 impl Queue {
@@ -163,12 +217,24 @@ impl Outbox {
     /// A queue of at most `max_messages` messages and about `max_bytes`
     /// bytes (one larger message, such as a big snapshot, passes alone).
     pub fn new(max_messages: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
+        Outbox::with_budget(max_messages, max_bytes, None)
+    }
+
+    /// As [`Outbox::new`], a frame larger than `max_bytes` taking its bytes
+    /// from `large`: when they are not left, the connection is told to
+    /// close with 4001 (and resumes later).
+    pub fn with_budget(
+        max_messages: usize,
+        max_bytes: usize,
+        large: Option<Arc<LargeBudget>>,
+    ) -> (Outbox, OutboxRx) {
         let queue = Arc::new(Queue {
             items: Mutex::new(Items::default()),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             max_messages,
             max_bytes,
+            large,
         });
         let kill = Arc::new(Kill::default());
         (
@@ -243,6 +309,20 @@ impl Outbox {
             return false;
         }
         let len = item.len();
+        // A frame over the byte bound passes alone, with its share of the
+        // broker-wide budget for such frames.
+        let item = match (item, &self.queue.large) {
+            (Outgoing::Text(frame), Some(budget)) if len > self.queue.max_bytes => {
+                match budget.take(len) {
+                    Some(pin) => Outgoing::Large(frame, pin),
+                    None => {
+                        self.kill(close::SLOW);
+                        return false;
+                    }
+                }
+            }
+            (item, _) => item,
+        };
         let (full, wake) = {
             let mut items = self.queue.lock();
             let over_bytes = items.bytes > 0 && items.bytes + len > self.queue.max_bytes;
@@ -381,6 +461,25 @@ mod tests {
         tokio::task::yield_now().await;
         tx.release();
         assert_eq!(reader.await.unwrap(), Some(1));
+    }
+
+    #[test]
+    fn big_frames_share_one_budget_until_written() {
+        let budget = LargeBudget::new(120);
+        let (a, mut rx_a) = Outbox::with_budget(10, 10, Some(budget.clone()));
+        let (b, _rx_b) = Outbox::with_budget(10, 10, Some(budget.clone()));
+        assert!(a.push_shared(frame(100)), "within the budget");
+        assert_eq!(budget.left(), 20);
+        assert!(!b.push_shared(frame(50)), "past it: told to close");
+        assert_eq!(b.kill.code.load(Ordering::Acquire), close::SLOW);
+        assert!(b.push_shared(frame(5)) || b.kill.token.is_cancelled());
+        // Taken out of the queue, the frame keeps its share until dropped
+        // (written).
+        let big = rx_a.try_recv();
+        assert!(matches!(big, Some(Outgoing::Large(ref f, _)) if f.len() == 100));
+        assert_eq!(budget.left(), 20);
+        drop(big);
+        assert_eq!(budget.left(), 120);
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct Writer {
     pub write_timeout: Duration,
     /// Frames taken from the outbox and not yet on the socket.
     unsent: VecDeque<Bytes>,
+    /// The budget shares of big frames still in `unsent`, given back once
+    /// it is written out.
+    pins: Vec<crate::delivery::outbox::Pin>,
     /// The first unsent frame is partly written.
     partial: bool,
     /// When a batch that held a queue event was last written.
@@ -85,6 +88,7 @@ impl Writer {
             metrics,
             write_timeout,
             unsent: VecDeque::new(),
+            pins: Vec::new(),
             partial: false,
             last_event_write: None,
         }
@@ -125,6 +129,7 @@ impl Writer {
         if self.unsent.capacity() > KEEP_SLOTS {
             self.unsent = VecDeque::new();
         }
+        self.pins.clear();
         Ok(())
     }
 
@@ -171,6 +176,10 @@ impl Writer {
         while let Some(item) = next.take() {
             let frame = match item {
                 Outgoing::Text(frame) => frame,
+                Outgoing::Large(frame, pin) => {
+                    self.pins.push(pin);
+                    frame
+                }
                 Outgoing::Event(frame, at) => {
                     emitted.push(at);
                     frame

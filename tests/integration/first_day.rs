@@ -711,3 +711,85 @@ async fn an_email_with_markup_or_header_breaks_is_refused() {
         .await;
     assert_eq!(st, 201);
 }
+
+/// The broker's `/metrics` value of `series`, 0 when absent.
+async fn metric_of(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .timeout(WAIT)
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap();
+    metric(&text, series).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_that_never_read_pin_no_more_than_the_large_message_budget() {
+    const CASES: usize = 1500;
+    const READERS: usize = 40;
+    const BUDGET: u64 = 16 * 1024 * 1024;
+    let broker = Process::start(
+        Some(&config_text(&format!(
+            "outbox_bytes = 65536\nlarge_messages_bytes = {BUDGET}\n{UNLIMITED}"
+        ))),
+        &["--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let addr = broker.listening().await;
+    let url = format!("ws://{addr}/v1/ws");
+    // A queue whose snapshot is about 6.5 MB.
+    let mut alice = WsClient::connect(&url).await;
+    alice
+        .ok(
+            json!({"type": "hello", "role": "agent", "token": ALICE}),
+            "welcome",
+        )
+        .await;
+    let description = "x".repeat(4000);
+    for i in 0..CASES {
+        alice
+            .send(
+                json!({"type": "create_case", "group": "support", "name": format!("Big {i}"),
+                         "description": description, "id": i}),
+            )
+            .await;
+    }
+    let last = (CASES - 1) as u64;
+    alice.wait_for("the last case", |m| m["id"] == last).await;
+    alice.clear();
+    let before = broker.rss();
+
+    // Agents that subscribe and never read a byte.
+    let mut silent = Vec::new();
+    for _ in 0..READERS {
+        let mut ws = WsClient::connect(&url).await;
+        ws.send(json!({"type": "hello", "role": "agent", "token": ALICE}))
+            .await;
+        ws.send(json!({"type": "subscribe"})).await;
+        silent.push(ws);
+    }
+    // Those whose snapshot found no budget left are closed with 4001.
+    let until = std::time::Instant::now() + WAIT * 2;
+    while metric_of(addr, "casebroker_disconnects_total{reason=\"slow\"}").await
+        < (READERS / 2) as f64
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "the budget turned no subscriber away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = broker.rss().saturating_sub(before);
+    assert!(
+        grown < BUDGET + 48 * 1024 * 1024,
+        "{READERS} silent subscribers grew the broker by {} MB",
+        grown / 1024 / 1024
+    );
+    // The broker still serves everyone else.
+    alice.sync().await;
+    assert_eq!(status_of(addr, "/healthz").await, 200);
+    drop(silent);
+}

@@ -99,6 +99,19 @@ impl Process {
         addr.parse().expect("a socket address")
     }
 
+    /// The process's resident memory, in bytes (`VmRSS`).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     /// Sends a signal by name (`HUP`, `TERM`, ...).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
