@@ -79,6 +79,7 @@ async fn dashboard_and_help_page_in_chromium() {
         .args(["--admin-token", ALICE, "--admin-name", "Alice"])
         .args(["--agent-token", BOB, "--agent-name", "Bob"])
         .args(["--module", MODULE])
+        .args(["--company-name", "ACME"])
         .args(["--assigned-module", MODULE_BOB])
         .args(["--offline-agent", "dave", "--offline-agent-name", "Dave"])
         .arg("--screenshots")

@@ -267,6 +267,24 @@ byId('again').addEventListener('click', () => {
   byId('name').focus();
 });
 
+/** Names the company this help link belongs to (as text, never HTML). */
+async function showCompany() {
+  try {
+    const resp = await fetch(`/v1/modules/${encodeURIComponent(moduleKey)}`);
+    if (!resp.ok) return;
+    const info = await resp.json();
+    const name = info?.company?.name;
+    if (typeof name !== 'string' || !name) return;
+    const el = byId('company');
+    el.textContent = `from ${name}`;
+    el.hidden = false;
+    document.title = `Get help from ${name} · casebroker`;
+  } catch {
+    // The page works without it.
+  }
+}
+
 render();
+showCompany();
 if (saved) connect();
 else byId('name').focus();

@@ -48,6 +48,7 @@ pub fn app(state: App, metrics_here: bool) -> Router {
         .route("/v1/cases/{code}/close", post(close))
         .route("/v1/cases/{code}/transcript", get(transcript))
         .route("/v1/help", post(help))
+        .route("/v1/modules/{key}", get(module))
         .route("/v1/agents", get(agents))
         .route("/healthz", get(healthz))
         .merge(super::pages::routes())
@@ -430,6 +431,21 @@ async fn help(
         Json(json!({ "code": view.code, "case": view })),
     )
         .into_response())
+}
+
+/// A module key's public face, for the customer's help page: the
+/// company's name and the group. Module keys ship inside client apps, so
+/// nothing here is secret; an unknown key is `not_found`.
+async fn module(State(app): State<App>, Path(key): Path<String>) -> ApiResult<Response> {
+    let dir = app.broker.directory();
+    let m = dir.module(&key).ok_or_else(Error::not_found)?;
+    let company = &dir.companies()[m.company_index];
+    Ok(Json(json!({
+        "module": key,
+        "company": { "name": company.name },
+        "group": m.group,
+    }))
+    .into_response())
 }
 
 async fn metrics(State(app): State<App>) -> Response {

@@ -23,6 +23,7 @@ const { values: opt } = parseArgs({
     'agent-token': { type: 'string' },
     'agent-name': { type: 'string' },
     module: { type: 'string' },
+    'company-name': { type: 'string' },
     'assigned-module': { type: 'string' },
     'offline-agent': { type: 'string' },
     'offline-agent-name': { type: 'string' },
@@ -31,7 +32,7 @@ const { values: opt } = parseArgs({
   },
 });
 for (const k of ['url', 'admin-token', 'admin-name', 'agent-token', 'agent-name', 'module',
-  'assigned-module', 'offline-agent', 'offline-agent-name']) {
+  'assigned-module', 'offline-agent', 'offline-agent-name', 'company-name']) {
   if (!opt[k]) {
     console.error(`e2e: --${k} is required`);
     process.exit(2);
@@ -279,6 +280,8 @@ try {
   await step('customer: asks for help; the case is on the dashboard within 1 s', async () => {
     const resp = await help.goto(`${URL_}/help/${opt.module}`);
     check(resp.status() === 200, `GET /help answered ${resp.status()}`);
+    // The page names the company the link belongs to.
+    await help.locator('#company', { hasText: `from ${opt['company-name']}` }).waitFor();
     check(await help.evaluate(() => document.activeElement?.id === 'name'), 'the name field has focus');
     await help.keyboard.type('Ana');
     await help.keyboard.press('Tab');

@@ -793,3 +793,26 @@ async fn subscribers_that_never_read_pin_no_more_than_the_large_message_budget()
     assert_eq!(status_of(addr, "/healthz").await, 200);
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_key_tells_its_company_name_and_nothing_for_an_unknown_key() {
+    let server = TestServer::start().await;
+    let (st, body) = server
+        .http("GET", &format!("/v1/modules/{MODULE}"), None, None)
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"module": MODULE, "company": {"name": "ACME"}, "group": "support"})
+    );
+    let (st, body) = server
+        .http("GET", &format!("/v1/modules/{GLOBEX_MODULE}"), None, None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(body["company"]["name"], "Globex");
+    let (st, body) = server
+        .http("GET", "/v1/modules/no-such-key", None, None)
+        .await;
+    assert_eq!(st, 404, "{body}");
+    assert_eq!(body["code"], "not_found");
+}
