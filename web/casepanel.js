@@ -4,6 +4,7 @@
 // with its transcript.
 
 import { el, fill, flash, rerender, chatLine, dateTime, isOpen, whereIs, STATUS_LABELS } from './dom.js';
+import { topicOf } from './queue.js';
 
 const ENDED_TEXT = {
   closed: 'This case is closed. The session has ended.',
@@ -66,7 +67,8 @@ export class CasePanel {
     }
     if (code !== this.code) this.#build(code);
     const p = this.parts;
-    p.title.textContent = c.name || 'Untitled case';
+    // Not "Help request: Ana" beside "Ana": what the case is about.
+    p.title.textContent = topicOf(c).topic || 'Untitled case';
     this.#details(c, state);
     this.#seats(c, state);
     this.#actions(c, session, state);

@@ -8,7 +8,7 @@
 import { byId, el, fill, flash, isOpen } from './dom.js';
 import { Socket } from './socket.js';
 import { Alerts } from './alerts.js';
-import { QueueView, waitingCount } from './queue.js';
+import { QueueView, topicOf, waitingCount } from './queue.js';
 import { CasePanel } from './casepanel.js';
 
 const TOKEN_KEY = 'casebroker.token';
@@ -245,7 +245,7 @@ function onEvent(ev) {
   }
   if (ev.action === 'created' && isOpen(c) && !c.assignee && c.created_by !== state.me.id) {
     const who = c.customer?.name ? ` from ${c.customer.name}` : '';
-    alerts.newCase('A new case is waiting', `${c.name || c.code}${who}`);
+    alerts.newCase('A new case is waiting', `${topicOf(c).topic || c.code}${who}`);
   }
   render();
 }

@@ -38,7 +38,7 @@ function nameRepeatsCustomer(c) {
 }
 
 /** What the row says the case is about: its name, or its description's first words. */
-function topicOf(c) {
+export function topicOf(c) {
   const description = preview(c.description);
   if (nameRepeatsCustomer(c)) {
     return { topic: description || c.name || 'No description', more: '' };
