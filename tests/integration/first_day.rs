@@ -56,21 +56,26 @@ async fn a_config_without_companies_is_refused_before_listening() {
     assert!(!out.contains("listening"), "{out}");
 }
 
+/// Creates a case as alice over a process's HTTP API.
+async fn create_over_http(addr: std::net::SocketAddr, group: &str, name: &str) {
+    let created = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/cases"))
+        .bearer_auth(ALICE)
+        .json(&json!({"group": group, "name": name}))
+        .timeout(WAIT)
+        .send()
+        .await
+        .expect("create a case");
+    assert_eq!(created.status().as_u16(), 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_data_directory_says_so_and_a_used_one_is_restored() {
     let config = config_text("data_dir = \"data\"");
     let first = Process::start(Some(&config), &["--listen", "127.0.0.1:0"], &[]);
     first.line("a new data directory: no cases yet").await;
     let addr = first.listening().await;
-    let created = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/cases"))
-        .bearer_auth(ALICE)
-        .json(&json!({"group": "support", "name": "Kept"}))
-        .timeout(WAIT)
-        .send()
-        .await
-        .expect("create a case");
-    assert_eq!(created.status().as_u16(), 201);
+    create_over_http(addr, "support", "Kept").await;
     let dir = first.stop().await;
     let second = Process::start_in(dir, Some(&config), &["--listen", "127.0.0.1:0"], &[]);
     second.line("cases restored from the data directory").await;
@@ -295,15 +300,7 @@ async fn a_removed_group_with_cases_is_refused_before_listening_with_64() {
         &[],
     );
     let addr = first.listening().await;
-    let created = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/cases"))
-        .bearer_auth(ALICE)
-        .json(&json!({"group": "sales", "name": "Sales case"}))
-        .timeout(WAIT)
-        .send()
-        .await
-        .expect("create a case");
-    assert_eq!(created.status().as_u16(), 201);
+    create_over_http(addr, "sales", "Sales case").await;
     let dir = first.stop().await;
     let config = without(&config_text("data_dir = \"data\""), "sales");
     let mut second = Process::start_in(dir, Some(&config), &["--listen", "127.0.0.1:0"], &[]);
@@ -334,6 +331,17 @@ async fn try_join(server: &TestServer, code: &str) -> Value {
     c.request(json!({"type": "join", "code": code})).await
 }
 
+/// Joins `code` and expects `rate_limited` with a wait of `seconds`.
+async fn blocked_for(server: &TestServer, code: &str, seconds: u64) {
+    let blocked = try_join(server, code).await;
+    assert_eq!(blocked["code"], "rate_limited", "{blocked}");
+    let message = blocked["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("retry in {seconds} s")),
+        "{blocked}"
+    );
+}
+
 async fn a_successful_join_does_not_reset_the_back_off(mode: Mode) {
     let server = TestServer::with_extra_in(
         mode,
@@ -350,15 +358,7 @@ async fn a_successful_join_does_not_reset_the_back_off(mode: Mode) {
         let r = try_join(&server, wrong).await;
         assert_eq!(r["code"], "not_found", "{r}");
     }
-    let blocked = try_join(&server, wrong).await;
-    assert_eq!(blocked["code"], "rate_limited", "{blocked}");
-    assert!(
-        blocked["message"]
-            .as_str()
-            .unwrap()
-            .contains("retry in 1 s"),
-        "{blocked}"
-    );
+    blocked_for(&server, wrong, 1).await;
     // Wait out the first block, asking again until it lapses.
     let until = std::time::Instant::now() + WAIT;
     let joined = loop {
@@ -374,15 +374,8 @@ async fn a_successful_join_does_not_reset_the_back_off(mode: Mode) {
     // The success changed nothing: the next failure blocks for longer.
     let r = try_join(&server, wrong).await;
     assert_eq!(r["code"], "not_found", "{r}");
-    let blocked = try_join(&server, wrong).await;
-    assert_eq!(blocked["code"], "rate_limited", "{blocked}");
-    assert!(
-        blocked["message"]
-            .as_str()
-            .unwrap()
-            .contains("retry in 2 s"),
-        "the back-off doubled: {blocked}"
-    );
+    // The back-off doubled.
+    blocked_for(&server, wrong, 2).await;
 }
 
 in_every_mode!(
@@ -714,15 +707,7 @@ async fn an_email_with_markup_or_header_breaks_is_refused() {
 
 /// The broker's `/metrics` value of `series`, 0 when absent.
 async fn metric_of(addr: std::net::SocketAddr, series: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("http://{addr}/metrics"))
-        .timeout(WAIT)
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap();
+    let text = scrape_with(&reqwest::Client::new(), &format!("http://{addr}/metrics")).await;
     metric(&text, series).unwrap_or(0.0)
 }
 

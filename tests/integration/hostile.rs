@@ -936,18 +936,11 @@ async fn connections_per_address_are_capped_with_429() {
     assert_eq!(third.recv().await.expect("welcome")["type"], "welcome");
     // Every HTTP connection counts for its address: LOCAL has none left,
     // so the metrics are read from the other one.
-    let text = reqwest::Client::builder()
+    let from_other = reqwest::Client::builder()
         .local_address(OTHER)
         .build()
-        .unwrap()
-        .get(server.url("/metrics"))
-        .timeout(WAIT)
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
         .unwrap();
+    let text = scrape_with(&from_other, &server.url("/metrics")).await;
     assert!(
         value(
             &text,

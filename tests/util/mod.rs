@@ -579,8 +579,13 @@ pub async fn request_help(server: &TestServer, module: &str) -> (WsClient, Value
 
 /// The broker's `/metrics` text (asserting a 200).
 pub async fn scrape(server: &TestServer) -> String {
-    let resp = reqwest::Client::new()
-        .get(server.url("/metrics"))
+    scrape_with(&reqwest::Client::new(), &server.url("/metrics")).await
+}
+
+/// The `/metrics` text at `url` through `client` (asserting a 200).
+pub async fn scrape_with(client: &reqwest::Client, url: &str) -> String {
+    let resp = client
+        .get(url)
         .timeout(WAIT)
         .send()
         .await
