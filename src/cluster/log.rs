@@ -269,15 +269,20 @@ impl Cluster {
         link.imaged.store(from, Ordering::Release);
         link.rebuilt.fetch_add(1, Ordering::AcqRel);
         self.rebuilds.inc();
+        link.lease().let_go();
+        let _ = self.release_now(shard).await;
+        {
+            let mut l = link.lease();
+            l.free();
+            l.diverged = false;
+        }
+        tracing::info!(company = %link.company, "company rebuilt from the cluster");
+        // Dashboards that must start again are closed only now, once the
+        // company takes commands: the ones that come straight back find it
+        // ready (they used to find it still catching up).
         if from > good || epoch_changed {
             self.deliver.drop_subscribers(shard);
         }
-        link.lease().let_go();
-        let _ = self.release_now(shard).await;
-        let mut l = link.lease();
-        l.free();
-        l.diverged = false;
-        tracing::info!(company = %link.company, "company rebuilt from the cluster");
         Ok(())
     }
 
