@@ -732,8 +732,14 @@ async fn every_subscriber_gets_the_same_event(mode: Mode) {
 
 async fn slow_consumer_is_disconnected_and_others_keep_up(mode: Mode) {
     const N: u64 = 3000;
-    let server =
-        TestServer::with_extra_in(mode, &format!("outbox_messages = 16\n{UNLIMITED}")).await;
+    // The close frame to the slow consumer waits in its full socket until
+    // the test reads it at the end: give that write time (a loaded machine
+    // takes longer than the default 10 s to run the rest).
+    let server = TestServer::with_extra_in(
+        mode,
+        &format!("outbox_messages = 16\nwrite_timeout = \"120s\"\n{UNLIMITED}"),
+    )
+    .await;
 
     // Subscribes, then never reads until the end.
     let mut slow = server.agent(ALICE).await;
@@ -744,11 +750,18 @@ async fn slow_consumer_is_disconnected_and_others_keep_up(mode: Mode) {
     let mut dash = server.agent(ALICE).await;
     let dash_snap = subscribe(&mut dash, json!({})).await;
     assert_eq!(dash_snap["seq"], seq0);
+    // The reader says how far it got: the maker stays at most LAG events
+    // ahead of it, so a reader starved of CPU on a loaded machine is never
+    // taken for a slow consumer (its socket buffers hold far more than LAG
+    // events), while the one that never reads falls behind for good.
+    const LAG: u64 = 256;
+    let (progress, mut read_so_far) = tokio::sync::watch::channel(0u64);
     let reader = tokio::spawn(async move {
         let mut seqs = Vec::with_capacity(N as usize);
         for _ in 0..N {
             let ev = dash.wait_type("event").await;
             seqs.push(seq_of(&ev));
+            let _ = progress.send(seqs.len() as u64);
         }
         (dash, seqs)
     });
@@ -757,6 +770,10 @@ async fn slow_consumer_is_disconnected_and_others_keep_up(mode: Mode) {
     let mut maker = server.agent(ALICE).await;
     let description = "x".repeat(4000);
     for i in 0..N {
+        tokio::time::timeout(WAIT, read_so_far.wait_for(|&n| n + LAG >= i))
+            .await
+            .expect("the reading dashboard keeps up")
+            .expect("the reader is alive");
         let r = maker
             .request(json!({
                 "type": "create_case",
