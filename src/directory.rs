@@ -123,7 +123,7 @@ pub struct Module {
 #[derive(Debug, Default)]
 pub struct Directory {
     /// In config order; a company's index is its shard.
-    companies: Vec<Company>,
+    companies: Vec<Arc<Company>>,
     company_index: HashMap<String, usize>,
     modules: HashMap<String, Module>,
     agents: Vec<Arc<Agent>>,
@@ -209,7 +209,7 @@ impl Directory {
                 );
             }
             dir.company_index.insert(c.id.clone(), ci);
-            dir.companies.push(Company {
+            dir.companies.push(Arc::new(Company {
                 id: c.id.clone(),
                 name: if c.name.is_empty() {
                     c.id.clone()
@@ -222,7 +222,7 @@ impl Directory {
                 agents,
                 agent_index,
                 group_index,
-            });
+            }));
         }
         dir
     }
@@ -241,11 +241,11 @@ impl Directory {
     }
 
     pub fn company(&self, id: &str) -> Option<&Company> {
-        self.company_index.get(id).map(|&i| &self.companies[i])
+        self.company_index.get(id).map(|&i| &*self.companies[i])
     }
 
     /// Every company, in config order (index order).
-    pub fn companies(&self) -> &[Company] {
+    pub fn companies(&self) -> &[Arc<Company>] {
         &self.companies
     }
 

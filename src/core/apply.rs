@@ -563,12 +563,12 @@ impl Locked<'_> {
                     status: line.0,
                     customer_connected: line.1,
                     supporter_connected: line.2,
-                    supporter: c.supporter(self.company),
+                    supporter: c.supporter(&self.company),
                 };
                 st.effects.push(effect);
             }
         }
-        let view = c.view(self.company);
+        let view = c.view(&self.company);
         let group = c.rec.group;
         let event = st.stream.append(action, group, view);
         st.effects.push(Effect::Event(event));

@@ -99,7 +99,7 @@ impl Broker {
             .collect();
         Broker {
             shared: Arc::new(Shared {
-                dir,
+                dir: arc_swap::ArcSwap::from_pointee(dir),
                 config,
                 metrics,
                 journaled: sink.journaled() || sink.replicated(),
@@ -120,8 +120,9 @@ impl Broker {
         &self.shared.metrics
     }
 
-    pub fn directory(&self) -> &Directory {
-        &self.shared.dir
+    /// Who exists now (a snapshot: the directory may change meanwhile).
+    pub fn directory(&self) -> Arc<Directory> {
+        self.shared.dir.load_full()
     }
 
     /// The number of shards (one per company).
@@ -131,7 +132,7 @@ impl Broker {
 
     /// The agent a bearer token belongs to.
     pub fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
-        self.shared.dir.authenticate(token)
+        self.shared.dir.load().authenticate(token)
     }
 
     /// Locks one company. A panic while it was held leaves the shard as the
@@ -142,8 +143,8 @@ impl Broker {
         Locked::new(st, &self.shared, shard)
     }
 
-    fn company(&self, shard: usize) -> &Company {
-        &self.shared.dir.companies()[shard]
+    fn company(&self, shard: usize) -> Arc<Company> {
+        self.shared.dir.load().companies()[shard].clone()
     }
 
     /// `unavailable` while changes cannot be stored.

@@ -91,9 +91,9 @@ impl Broker {
     /// can be rebuilt with [`Broker::set_epoch`] and [`Broker::restore`].
     pub fn reset(&self, shard: usize) {
         let mut cx = self.lock(shard);
-        let company = cx.company;
+        let company = cx.company.clone();
         let history = self.shared.config.history_events;
-        let mut fresh = ShardState::new(company, history);
+        let mut fresh = ShardState::new(&company, history);
         for (id, state) in cx.st.conns.drain() {
             let s = super::shard::ConnState {
                 subscribed: state.subscribed,

@@ -33,7 +33,9 @@ use super::timers::Timers;
 
 /// What every shard shares.
 pub(crate) struct Shared {
-    pub dir: Directory,
+    /// Who exists; replaced whole when the directory changes (rarely),
+    /// read without a lock.
+    pub dir: arc_swap::ArcSwap<Directory>,
     pub config: Config,
     pub metrics: Metrics,
     pub sink: Arc<dyn Sink>,
@@ -157,7 +159,8 @@ impl ShardState {
 pub struct Locked<'a> {
     pub st: MutexGuard<'a, ShardState>,
     pub(crate) shared: &'a Shared,
-    pub company: &'a Company,
+    /// The company as it stood when the lock was taken.
+    pub company: Arc<Company>,
     pub shard: usize,
 }
 
@@ -199,7 +202,7 @@ impl<'a> Locked<'a> {
         Locked {
             st,
             shared,
-            company: &shared.dir.companies()[shard],
+            company: shared.dir.load().companies()[shard].clone(),
             shard,
         }
     }

@@ -202,7 +202,7 @@ impl Store {
             path: self.path.clone(),
             cause,
         };
-        let dir: &Directory = broker.directory();
+        let dir: Arc<Directory> = broker.directory();
         for company in dir.companies() {
             let Some(stored) = self.companies.remove(&company.id) else {
                 continue;

@@ -99,7 +99,8 @@ pub async fn prepare(
             (shard, true)
         }
         (Peer::Customer, ClientMsg::RequestHelp(req)) => {
-            let module = broker.directory().module(&req.module);
+            let dir = broker.directory();
+            let module = dir.module(&req.module);
             let known = module.map(|_| req.module.as_str());
             cluster.check_help(ip, known, broker.config()).await?;
             (module.map(|m| m.company_index), false)

@@ -48,7 +48,7 @@ impl Broker {
             // The old assignee has room again, or the case waits in the line.
             cx.dispatch();
         }
-        Ok(cx.case(&code)?.view(cx.company))
+        Ok(cx.case(&code)?.view(&cx.company))
     }
 
     /// An agent's `join`: takes the supporter seat, and the case when it is
@@ -107,7 +107,7 @@ impl Broker {
             // A takeover freed room for the previous assignee.
             cx.dispatch();
         }
-        Ok(cx.case(&code)?.view(cx.company))
+        Ok(cx.case(&code)?.view(&cx.company))
     }
 
     /// `close`: by the assignee, the creator or an admin; customers close
@@ -152,7 +152,7 @@ impl Broker {
         });
         cx.dispatch();
         let c = cx.case(&code)?;
-        Ok((c.view(cx.company), c.customer_view(cx.company)))
+        Ok((c.view(&cx.company), c.customer_view(&cx.company)))
     }
 
     /// `delete`: by an admin, the creator or the assignee, in any state.

@@ -83,7 +83,7 @@ impl Broker {
         let code = rec.code;
         cx.apply(Change::Created(Box::new(rec)));
         cx.dispatch();
-        Ok(cx.case(&code)?.view(company))
+        Ok(cx.case(&code)?.view(&company))
     }
 
     /// `request_help` (with the customer's connection, which takes the seat)
@@ -95,9 +95,8 @@ impl Broker {
         req: RequestHelp,
     ) -> Result<(CustomerCaseView, Option<String>)> {
         self.writable()?;
-        let module = self
-            .shared
-            .dir
+        let dir = self.shared.dir.load();
+        let module = dir
             .module(&req.module)
             .ok_or_else(|| Error::unauthorized("unknown module key"))?;
         let customer = Customer {
@@ -152,7 +151,7 @@ impl Broker {
         cx.apply_all(changes);
         cx.dispatch();
         let company = self.company(shard);
-        Ok((cx.case(&code)?.customer_view(company), token))
+        Ok((cx.case(&code)?.customer_view(&company), token))
     }
 
     /// `conflict` when a customer connection already serves a case.

@@ -31,7 +31,7 @@ impl Broker {
     pub fn get_case(&self, agent: &Agent, code: &str) -> Result<CaseView> {
         let code = parse_code(code)?;
         let cx = self.lock(agent.company_index);
-        Ok(cx.visible(&code, agent)?.view(cx.company))
+        Ok(cx.visible(&code, agent)?.view(&cx.company))
     }
 
     /// `GET /v1/cases/{code}/transcript`: the kept chat lines, oldest first.
@@ -102,7 +102,7 @@ impl Broker {
         let cases = rows
             .iter()
             .filter_map(|(_, code)| cx.st.cases.get(code))
-            .map(|c| c.view(company))
+            .map(|c| c.view(&company))
             .collect();
         Ok(Page { cases, next_cursor })
     }

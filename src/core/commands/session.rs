@@ -71,7 +71,7 @@ impl Broker {
             customer_name: name,
             token_hash: hash,
         });
-        Ok((cx.case(&code)?.customer_view(cx.company), token))
+        Ok((cx.case(&code)?.customer_view(&cx.company), token))
     }
 
     /// `leave`: a connection gives up its seat. Agents name the code;

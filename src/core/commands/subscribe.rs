@@ -87,7 +87,7 @@ impl Broker {
                     );
                 }
                 cases.sort_by_key(|c| c.order());
-                let cases = cases.into_iter().map(|c| c.view(company)).collect();
+                let cases = cases.into_iter().map(|c| c.view(&company)).collect();
                 Start::Snapshot { epoch, seq, cases }
             }
         };
