@@ -4,10 +4,25 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use subtle::ConstantTimeEq;
 
 use crate::config::{Assignment, Config, hash_token};
 use crate::protocol::AgentInfo;
+
+/// An agent added through the admin API, as it is stored (journal,
+/// images) and replayed: by id, its groups by id, its token as a hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub name: String,
+    pub groups: Vec<String>,
+    pub admin: bool,
+    pub max_cases: u32,
+    pub disabled: bool,
+    pub token_hash: [u8; 32],
+}
 
 /// An agent as the broker knows it.
 #[derive(Debug)]
@@ -27,9 +42,15 @@ pub struct Agent {
     pub index: usize,
     /// The agent's groups as indexes into the company's groups.
     pub group_indexes: Vec<usize>,
-    /// Removed from the config, known from the data: shown in the history
-    /// by id, never signed in, never assigned.
+    /// Removed from the config (or deleted through the API), known from
+    /// the data: shown in the history by id, never signed in, never
+    /// assigned.
     pub retired: bool,
+    /// Added through the admin API (else declared in the config file, and
+    /// changed there).
+    pub from_api: bool,
+    /// Disabled through the admin API: cannot sign in or be assigned.
+    pub disabled: bool,
     token_hash: [u8; 32],
 }
 
@@ -54,6 +75,24 @@ impl Agent {
         self.admin || self.member_of_index(group)
     }
 
+    /// True when the agent may sign in and be given cases.
+    pub fn active(&self) -> bool {
+        !self.retired && !self.disabled
+    }
+
+    /// The agent as stored, for one added through the API.
+    pub fn record(&self) -> AgentRecord {
+        AgentRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            groups: self.groups.clone(),
+            admin: self.admin,
+            max_cases: self.max_cases,
+            disabled: self.disabled,
+            token_hash: self.token_hash,
+        }
+    }
+
     /// The agent as `welcome` shows it.
     pub fn info(&self) -> AgentInfo {
         AgentInfo {
@@ -67,7 +106,7 @@ impl Agent {
 }
 
 /// A company profile.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Company {
     pub id: String,
     pub name: String,
@@ -106,7 +145,7 @@ impl Company {
 }
 
 /// A QuickSupport module key's target.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Module {
     pub company: String,
     pub group: String,
@@ -119,8 +158,8 @@ pub struct Module {
     pub default_assignee_index: Option<usize>,
 }
 
-/// Everything the config declares, indexed.
-#[derive(Debug, Default)]
+/// Everything the config declares, and the admin API added, indexed.
+#[derive(Clone, Debug, Default)]
 pub struct Directory {
     /// In config order; a company's index is its shard.
     companies: Vec<Arc<Company>>,
@@ -165,10 +204,16 @@ impl Directory {
                             .filter_map(|g| group_index.get(g).copied())
                             .collect(),
                         retired: false,
+                        from_api: false,
+                        disabled: false,
                         token_hash: a.token_hash(),
                     })
                 })
                 .collect();
+            for rec in &c.api_agents {
+                let index = agents.len();
+                agents.push(Arc::new(agent_of(rec, &c.id, ci, index, &group_index)));
+            }
             for id in &c.former_agents {
                 let index = agents.len();
                 agents.push(Arc::new(Agent {
@@ -183,6 +228,8 @@ impl Directory {
                     index,
                     group_indexes: Vec::new(),
                     retired: true,
+                    from_api: false,
+                    disabled: false,
                     token_hash: [0; 32],
                 }));
             }
@@ -233,7 +280,7 @@ impl Directory {
         let hash = hash_token(token);
         let mut found = None;
         for agent in &self.agents {
-            if bool::from(agent.token_hash.ct_eq(&hash)) && !agent.retired {
+            if bool::from(agent.token_hash.ct_eq(&hash)) && agent.active() {
                 found = Some(agent.clone());
             }
         }
@@ -253,5 +300,76 @@ impl Directory {
     /// so an ordinary look-up is fine.
     pub fn module(&self, key: &str) -> Option<&Module> {
         self.modules.get(key)
+    }
+}
+
+/// Builds an agent added through the API from its record.
+fn agent_of(
+    rec: &AgentRecord,
+    company: &str,
+    company_index: usize,
+    index: usize,
+    group_index: &HashMap<String, usize>,
+) -> Agent {
+    Agent {
+        id: rec.id.clone(),
+        name: if rec.name.is_empty() {
+            rec.id.clone()
+        } else {
+            rec.name.clone()
+        },
+        company: company.to_string(),
+        groups: rec.groups.clone(),
+        group_set: Arc::new(rec.groups.iter().cloned().collect()),
+        admin: rec.admin,
+        max_cases: rec.max_cases,
+        company_index,
+        index,
+        group_indexes: rec
+            .groups
+            .iter()
+            .filter_map(|g| group_index.get(g).copied())
+            .collect(),
+        retired: false,
+        from_api: true,
+        disabled: rec.disabled,
+        token_hash: rec.token_hash,
+    }
+}
+
+impl Directory {
+    /// A copy in which company `shard` has the agent `rec` (replacing the
+    /// agent with its id, or added at the end), or, with `retire`, that
+    /// agent retired; and the agent's index.
+    pub fn with_agent(&self, shard: usize, rec: &AgentRecord, retire: bool) -> (Directory, usize) {
+        let mut dir = self.clone();
+        let mut company = (*dir.companies[shard]).clone();
+        let index = company
+            .agent_index
+            .get(&rec.id)
+            .copied()
+            .unwrap_or(company.agents.len());
+        let mut agent = agent_of(rec, &company.id, shard, index, &company.group_index);
+        if retire {
+            agent.retired = true;
+            agent.groups.clear();
+            agent.group_indexes.clear();
+            agent.group_set = Arc::new(HashSet::new());
+            agent.token_hash = [0; 32];
+        }
+        let agent = Arc::new(agent);
+        if index == company.agents.len() {
+            company.agents.push(agent);
+            company.agent_index.insert(rec.id.clone(), index);
+        } else {
+            company.agents[index] = agent;
+        }
+        dir.companies[shard] = Arc::new(company);
+        dir.agents = dir
+            .companies
+            .iter()
+            .flat_map(|c| c.agents.iter().cloned())
+            .collect();
+        (dir, index)
     }
 }

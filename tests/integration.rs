@@ -3,6 +3,8 @@
 
 mod util;
 
+#[path = "integration/admin.rs"]
+mod admin;
 #[path = "integration/assignment.rs"]
 mod assignment;
 #[path = "integration/bad_input.rs"]

@@ -2,7 +2,7 @@
 //! overrides, every knob with a documented default, and `validate()`, which
 //! runs before anything binds and names the bad field.
 
-mod validate;
+pub mod validate;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -298,6 +298,10 @@ pub struct CompanyConfig {
     /// the data directory at start, not from the file.
     #[serde(skip)]
     pub former_agents: Vec<String>,
+    /// Agents added through the admin API, as the data directory holds
+    /// them. Filled from the data directory at start, not from the file.
+    #[serde(skip)]
+    pub api_agents: Vec<crate::directory::AgentRecord>,
 }
 
 /// A group (queue) inside a company.

@@ -191,13 +191,17 @@ impl Config {
 }
 
 /// Ids appear in URLs and on the wire: keep them short and plain.
-fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
-    let ok = !id.is_empty()
+/// An id of the config's alphabet: 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
         && id.len() <= 64
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    if valid_id(id) {
         Ok(())
     } else {
         Err(invalid(

@@ -74,6 +74,15 @@ impl Locked<'_> {
     /// shard does not hold does nothing.
     fn write(&mut self, change: Change) -> Option<Touch> {
         let code = match change {
+            Change::AgentSet(rec) => {
+                self.set_agent(&rec, false);
+                return None;
+            }
+            Change::AgentRemoved { id } => {
+                let rec = self.company.agent(&id)?.record();
+                self.set_agent(&rec, true);
+                return None;
+            }
             Change::AgentOnline { agent, conn } => {
                 self.agent_online(agent, conn);
                 return None;
@@ -236,9 +245,11 @@ impl Locked<'_> {
                 self.remove(code);
                 None
             }
-            Change::AgentOnline { .. } | Change::AgentOffline { .. } | Change::Presence { .. } => {
-                None
-            }
+            Change::AgentOnline { .. }
+            | Change::AgentOffline { .. }
+            | Change::Presence { .. }
+            | Change::AgentSet(_)
+            | Change::AgentRemoved { .. } => None,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::protocol::{ChatLine, PresenceState};
 
 use super::effect::ConnId;
 use super::record::{Actor, AssignedBy, CaseRecord};
+use crate::directory::AgentRecord;
 
 /// One of a case's two seats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -81,6 +82,12 @@ pub enum Change {
     AgentOffline { agent: usize, conn: ConnId },
     /// An agent set its presence. Live state, like `AgentOnline`.
     Presence { agent: usize, state: PresenceState },
+    /// An agent added or changed through the admin API (by id: added at
+    /// the end of the company when new). Durable.
+    AgentSet(Box<AgentRecord>),
+    /// An agent deleted through the admin API: retired, its id kept for
+    /// the history. Durable.
+    AgentRemoved { id: String },
 }
 
 impl Change {
@@ -97,7 +104,11 @@ impl Change {
             | Change::Expired { code, .. }
             | Change::Deleted { code }
             | Change::Purged { code } => *code,
-            Change::AgentOnline { .. } | Change::AgentOffline { .. } | Change::Presence { .. } => {
+            Change::AgentOnline { .. }
+            | Change::AgentOffline { .. }
+            | Change::Presence { .. }
+            | Change::AgentSet(_)
+            | Change::AgentRemoved { .. } => {
                 return None;
             }
         })
@@ -106,6 +117,6 @@ impl Change {
     /// True for a change to a case record, which a journal keeps; false
     /// for an agent's live state, which ends with the broker's process.
     pub fn durable(&self) -> bool {
-        self.code().is_some()
+        self.code().is_some() || matches!(self, Change::AgentSet(_) | Change::AgentRemoved { .. })
     }
 }

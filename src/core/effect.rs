@@ -90,6 +90,13 @@ pub enum Effect {
         reason: EndReason,
         close: bool,
     },
+    /// These connections must end now, with this close code (an agent
+    /// disabled, deleted or given a new token).
+    Close {
+        to: Vec<ConnId>,
+        code: u16,
+        reason: &'static str,
+    },
     /// A waiting customer's new place in line.
     Position {
         to: Vec<ConnId>,

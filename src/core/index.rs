@@ -50,6 +50,11 @@ impl Index {
         }
     }
 
+    /// Makes room for the agent added at the end of the company.
+    pub fn add_agent(&mut self) {
+        self.by_assignee.push(BTreeSet::new());
+    }
+
     /// Moves a case from where it was indexed (`old`) to `new`.
     pub fn update(&mut self, old: Option<Entry>, new: Option<Entry>) {
         if old == new {

@@ -35,6 +35,11 @@ pub struct Capture {
     pub removed: Vec<SessionCode>,
     /// The journal position the image stands at, read under the lock.
     pub position: u64,
+    /// The company's agent ids by index, as the records refer to them.
+    pub agents: Vec<String>,
+    /// The agents added through the admin API (deleted ones included, as
+    /// former agents are), as they stand.
+    pub api_agents: Vec<crate::directory::AgentRecord>,
 }
 
 impl Broker {
@@ -124,6 +129,14 @@ impl super::shard::Locked<'_> {
             upserts,
             removed,
             position: position(),
+            agents: cx.company.agents.iter().map(|a| a.id.clone()).collect(),
+            api_agents: cx
+                .company
+                .agents
+                .iter()
+                .filter(|a| a.from_api && !a.retired)
+                .map(|a| a.record())
+                .collect(),
         }
     }
 }

@@ -80,7 +80,7 @@ pub struct AgentLive {
 }
 
 impl AgentLive {
-    fn new() -> AgentLive {
+    pub(crate) fn new() -> AgentLive {
         AgentLive {
             conns: Vec::new(),
             presence: PresenceState::Available,

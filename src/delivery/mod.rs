@@ -246,6 +246,13 @@ impl Deliver for Hub {
                 Effect::Unsubscribe { conn } => {
                     subs.remove(&conn);
                 }
+                Effect::Close { to, code, reason } => {
+                    for conn in to {
+                        if let Some(outbox) = self.outbox(conn) {
+                            outbox.close(code, reason);
+                        }
+                    }
+                }
             }
         }
     }

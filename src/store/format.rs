@@ -30,6 +30,12 @@ pub fn meta_key(company: &str) -> String {
     format!("company/{company}")
 }
 
+/// The META key of a company's agents added through the admin API (a
+/// postcard `Vec<AgentRecord>`), written with each image.
+pub fn api_agents_key(company: &str) -> String {
+    format!("agents/{company}")
+}
+
 /// One event kept for `resume`; the case as its JSON view.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HeldEvent {

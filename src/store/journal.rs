@@ -28,7 +28,7 @@ use crate::directory::Directory;
 use crate::metrics::JournalMetrics;
 
 use super::Store;
-use super::format::{CASES, CompanyMeta, HeldEvent, JOURNAL, META, meta_key};
+use super::format::{CASES, CompanyMeta, HeldEvent, JOURNAL, META, api_agents_key, meta_key};
 
 /// Commits queued for the writer before a shard waits for room.
 const QUEUE: usize = 4096;
@@ -422,7 +422,8 @@ impl Writer {
         let mut cases = txn.open_table(CASES).map_err(|x| e(&x))?;
         let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
         for image in &group.images {
-            let (company, agents, groups) = &self.companies[image.shard];
+            let (company, _, groups) = &self.companies[image.shard];
+            let agents = &image.agents;
             for rec in &image.upserts {
                 let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;
                 cases
@@ -446,6 +447,9 @@ impl Writer {
             };
             let bytes = postcard::to_allocvec(&m).map_err(|x| e(&x))?;
             meta.insert(meta_key(company).as_str(), bytes.as_slice())
+                .map_err(|x| e(&x))?;
+            let bytes = postcard::to_allocvec(&image.api_agents).map_err(|x| e(&x))?;
+            meta.insert(api_agents_key(company).as_str(), bytes.as_slice())
                 .map_err(|x| e(&x))?;
         }
         Ok(())

@@ -41,6 +41,8 @@ pub struct StoreError {
 /// What one company's data holds, read at start.
 struct Stored {
     meta: Option<CompanyMeta>,
+    /// Agents added through the admin API, as of the image.
+    api_agents: Vec<crate::directory::AgentRecord>,
     cases: Vec<Vec<u8>>,
     /// Journal entries after the image, with their positions.
     entries: Vec<(u64, Entry)>,
@@ -99,6 +101,7 @@ impl Store {
             .entry(company.to_string())
             .or_insert_with(|| Stored {
                 meta: None,
+                api_agents: Vec::new(),
                 cases: Vec::new(),
                 entries: Vec::new(),
             })
@@ -120,6 +123,9 @@ impl Store {
             if let Some(company) = k.value().strip_prefix("company/") {
                 let m: CompanyMeta = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).meta = Some(m);
+            } else if let Some(company) = k.value().strip_prefix("agents/") {
+                let agents = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+                self.stored(company).api_agents = agents;
             }
         }
         let cases = txn.open_table(CASES).map_err(|e| bad(&e))?;
@@ -180,12 +186,25 @@ impl Store {
                     ),
                 });
             }
+            // Agents added through the API stay; the file's own entry wins
+            // for an id it declares too.
+            let stored = &self.companies[&company.id];
+            let mut api = Vec::new();
+            for rec in &stored.api_agents {
+                if company.agents.iter().any(|c| c.id == rec.id) {
+                    tracing::warn!(company = %company.id, agent = %rec.id, "an agent added through the admin API is now declared in the config file: the file's entry is used");
+                } else {
+                    api.push(rec.clone());
+                }
+            }
             let former: Vec<String> = meta
                 .agents
                 .iter()
                 .filter(|a| !company.agents.iter().any(|c| &c.id == *a))
+                .filter(|a| !api.iter().any(|r| &r.id == *a))
                 .cloned()
                 .collect();
+            company.api_agents = api;
             for id in &former {
                 tracing::warn!(company = %company.id, agent = %id, "an agent of the data directory is no longer in the config: kept as a former agent, its open cases return to the line");
             }

@@ -50,6 +50,7 @@ pub fn app(state: App, metrics_here: bool) -> Router {
         .route("/v1/help", post(help))
         .route("/v1/modules/{key}", get(module))
         .route("/v1/agents", get(agents))
+        .merge(super::admin::routes())
         .route("/healthz", get(healthz))
         .merge(super::pages::routes())
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })
@@ -113,12 +114,12 @@ async fn api_headers(mut response: Response) -> Response {
     response
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs a command and answers once what it changed is stored (at once
 /// when nothing is journaled).
 /// In a cluster, `shard` (the company the command changes) is held first.
-async fn acknowledged<T>(
+pub(super) async fn acknowledged<T>(
     app: &App,
     shard: Option<usize>,
     command: impl FnOnce() -> crate::error::Result<T>,
@@ -158,7 +159,7 @@ impl FromRequestParts<App> for AuthAgent {
 
 /// Parses a JSON body with the contract's error codes (400 for bad JSON,
 /// 413 past the size limit).
-fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+pub(super) fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let bytes = raw.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::too_large("request body too large")
@@ -170,7 +171,16 @@ fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> ApiResult<T>
     // means its last value, on both paths.
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError(Error::bad_request(format!("malformed JSON: {e}"))))?;
-    serde_json::from_value(value).map_err(|e| ApiError(Error::bad_request(e.to_string())))
+    // The error names the field it is about (`groups: invalid type …`).
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        };
+        ApiError(Error::bad_request(message))
+    })
 }
 
 async fn ws_upgrade(

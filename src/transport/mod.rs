@@ -1,6 +1,7 @@
 //! The outside of the broker: the accept loop, the HTTP routes, the
 //! browser pages, the WebSocket sessions and the per-address guard.
 
+pub mod admin;
 pub mod api_error;
 pub mod dispatch;
 pub mod guard;

@@ -187,30 +187,13 @@ impl Broker {
             .company
             .agents
             .iter()
-            .filter(|a| a.retired)
+            .filter(|a| !a.active())
             .map(|a| a.index)
             .collect();
-        let mut returned = 0;
-        for agent in former {
-            let codes: Vec<_> = cx
-                .st
-                .index
-                .of_assignee(agent, None)
-                .map(|(_, code)| *code)
-                .filter(|code| cx.case(code).is_ok_and(|c| c.is_open()))
-                .collect();
-            for code in codes {
-                cx.apply(Change::Returned {
-                    code,
-                    at: Utc::now(),
-                });
-                returned += 1;
-            }
-        }
-        if returned > 0 {
-            cx.dispatch();
-        }
-        returned
+        former
+            .into_iter()
+            .map(|agent| cx.return_cases_of(agent))
+            .sum()
     }
 
     pub fn agents(&self, viewer: &Agent) -> Vec<AgentStatus> {

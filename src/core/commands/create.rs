@@ -172,7 +172,7 @@ impl Broker {
         let agent = company
             .agent(target)
             .ok_or_else(|| Error::bad_request(format!("unknown agent \"{target}\"")))?;
-        if agent.retired {
+        if !agent.active() {
             return Err(Error::bad_request(format!(
                 "agent \"{target}\" is no longer in the company"
             )));

@@ -4,6 +4,7 @@
 //! (customer join, leave, chat, signal), [`subscribe`], [`query`], and the
 //! connection's life and deadlines here.
 
+pub mod admin;
 pub mod assign;
 pub mod create;
 pub mod query;

@@ -1,0 +1,321 @@
+//! The directory at run time: agents added, changed, given a new token,
+//! disabled and deleted through the admin API. Each is a change of the
+//! company's shard (journaled, replayed, shared by a cluster); applying it
+//! builds a new directory with the agent set and swaps it in.
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use crate::config::hash_token;
+use crate::config::validate::valid_id;
+use crate::directory::{Agent, AgentRecord};
+use crate::error::{Error, Result};
+use crate::protocol::close;
+
+use super::super::change::Change;
+use super::super::effect::Effect;
+use super::super::shard::{AgentLive, Locked};
+use super::super::{Broker, limits};
+
+/// The most agents one company may have (with former and deleted ones).
+pub const MAX_AGENTS: usize = 10_000;
+/// The most open cases automation may give one agent.
+pub const MAX_CASES: u32 = 1000;
+
+/// `POST /v1/admin/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    pub id: String,
+    pub name: String,
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub admin: bool,
+    pub max_cases: Option<u32>,
+}
+
+/// `PATCH /v1/admin/agents/{id}`: any of the fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPatch {
+    pub name: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub admin: Option<bool>,
+    pub max_cases: Option<u32>,
+    pub disabled: Option<bool>,
+}
+
+/// An agent as the admin API shows it (never a token).
+#[derive(Debug, Serialize)]
+pub struct AdminAgent {
+    pub id: String,
+    pub name: String,
+    pub groups: Vec<String>,
+    pub admin: bool,
+    pub max_cases: u32,
+    pub disabled: bool,
+    /// `config` (declared in the file, changed there) or `api`.
+    pub source: &'static str,
+}
+
+impl AdminAgent {
+    fn of(a: &Agent) -> AdminAgent {
+        AdminAgent {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            groups: a.groups.clone(),
+            admin: a.admin,
+            max_cases: a.max_cases,
+            disabled: a.disabled,
+            source: if a.from_api { "api" } else { "config" },
+        }
+    }
+}
+
+/// A new agent token: 32 random bytes, hex.
+fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn admin_only(agent: &Agent) -> Result<()> {
+    if agent.admin {
+        Ok(())
+    } else {
+        Err(Error::forbidden("only admins manage agents"))
+    }
+}
+
+impl Broker {
+    /// `GET /v1/admin/agents`: the company's agents, former ones aside.
+    pub fn admin_agents(&self, viewer: &Agent) -> Result<Vec<AdminAgent>> {
+        admin_only(viewer)?;
+        let company = self.company(viewer.company_index);
+        Ok(company
+            .agents
+            .iter()
+            .filter(|a| !a.retired)
+            .map(|a| AdminAgent::of(a))
+            .collect())
+    }
+
+    /// `POST /v1/admin/agents`: a new agent and its token (shown once).
+    pub fn admin_add_agent(&self, viewer: &Agent, new: NewAgent) -> Result<(AdminAgent, String)> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        if !valid_id(&new.id) || new.id == "customer" || new.id == "auto" {
+            return Err(Error::bad_request(
+                "id must be 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.' (not customer or auto)",
+            ));
+        }
+        if cx.company.agent(&new.id).is_some() {
+            return Err(Error::conflict(format!("agent \"{}\" exists", new.id)));
+        }
+        if cx.company.agents.len() >= MAX_AGENTS {
+            return Err(Error::conflict(format!(
+                "a company has at most {MAX_AGENTS} agents"
+            )));
+        }
+        let token = new_token();
+        let rec = AgentRecord {
+            id: new.id,
+            name: new.name,
+            groups: new.groups,
+            admin: new.admin,
+            max_cases: new.max_cases.unwrap_or(5),
+            disabled: false,
+            token_hash: hash_token(&token),
+        };
+        cx.check(&rec)?;
+        cx.apply(Change::AgentSet(Box::new(rec.clone())));
+        let view = AdminAgent::of(cx.company.agent(&rec.id).expect("just added"));
+        audit(viewer, "agent added", &rec.id);
+        Ok((view, token))
+    }
+
+    /// `PATCH /v1/admin/agents/{id}`.
+    pub fn admin_update_agent(
+        &self,
+        viewer: &Agent,
+        id: &str,
+        patch: AgentPatch,
+    ) -> Result<AdminAgent> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        let mut rec = cx.api_agent(id)?;
+        let was_active = !rec.disabled;
+        if let Some(name) = patch.name {
+            rec.name = name;
+        }
+        if let Some(groups) = patch.groups {
+            rec.groups = groups;
+        }
+        if let Some(admin) = patch.admin {
+            rec.admin = admin;
+        }
+        if let Some(max) = patch.max_cases {
+            rec.max_cases = max;
+        }
+        if let Some(disabled) = patch.disabled {
+            rec.disabled = disabled;
+        }
+        cx.check(&rec)?;
+        let before = cx.api_agent(id)?;
+        if rec == before {
+            return Ok(AdminAgent::of(cx.company.agent(id).expect("exists")));
+        }
+        cx.apply(Change::AgentSet(Box::new(rec.clone())));
+        let index = cx.company.agent(id).expect("set").index;
+        if was_active && rec.disabled {
+            cx.sign_out(index, close::UNAUTHORIZED);
+        } else {
+            // Signed in with what it no longer is: its connections resume
+            // (same token) with the new name, groups and rights.
+            cx.sign_out(index, close::SLOW);
+        }
+        audit(viewer, "agent changed", id);
+        Ok(AdminAgent::of(&cx.company.agents[index]))
+    }
+
+    /// `POST /v1/admin/agents/{id}/token`: a new token; the old one stops
+    /// working at once.
+    pub fn admin_agent_token(&self, viewer: &Agent, id: &str) -> Result<String> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        let mut rec = cx.api_agent(id)?;
+        let token = new_token();
+        rec.token_hash = hash_token(&token);
+        cx.apply(Change::AgentSet(Box::new(rec)));
+        let index = cx.company.agent(id).expect("set").index;
+        cx.sign_out(index, close::UNAUTHORIZED);
+        audit(viewer, "agent token replaced", id);
+        Ok(token)
+    }
+
+    /// `DELETE /v1/admin/agents/{id}`: retired, its id kept in the history.
+    pub fn admin_remove_agent(&self, viewer: &Agent, id: &str) -> Result<()> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        cx.api_agent(id)?;
+        if id == viewer.id {
+            return Err(Error::conflict("an admin cannot delete itself"));
+        }
+        cx.apply(Change::AgentRemoved { id: id.to_string() });
+        let index = cx.company.agent(id).expect("kept").index;
+        cx.sign_out(index, close::UNAUTHORIZED);
+        audit(viewer, "agent deleted", id);
+        Ok(())
+    }
+}
+
+/// Every directory change is logged: who, what, when (never a token).
+fn audit(by: &Agent, what: &'static str, agent: &str) {
+    tracing::info!(company = %by.company, by = %by.id, agent = %agent, at = %Utc::now(), "directory: {what}");
+}
+
+impl Locked<'_> {
+    /// The record of an agent the API may change: `not_found` for an
+    /// unknown (or deleted, or other company's) id, `conflict` for one the
+    /// config file declares.
+    fn api_agent(&self, id: &str) -> Result<AgentRecord> {
+        let a = self
+            .company
+            .agent(id)
+            .filter(|a| !a.retired)
+            .ok_or_else(Error::not_found)?;
+        if !a.from_api {
+            return Err(Error::conflict(format!(
+                "agent \"{id}\" is declared in the config file: change it there"
+            )));
+        }
+        Ok(a.record())
+    }
+
+    /// Checks a record's fields against the company; errors name the field.
+    fn check(&self, rec: &AgentRecord) -> Result<()> {
+        let name = rec.name.chars().count();
+        if name == 0 || name > limits::NAME {
+            return Err(Error::bad_request(format!(
+                "name must be 1 to {} characters",
+                limits::NAME
+            )));
+        }
+        if rec.groups.is_empty() {
+            return Err(Error::bad_request("groups must name at least one group"));
+        }
+        if let Some(g) = rec.groups.iter().find(|g| !self.company.has_group(g)) {
+            return Err(Error::bad_request(format!("groups: unknown group \"{g}\"")));
+        }
+        if rec.max_cases > MAX_CASES {
+            return Err(Error::bad_request(format!(
+                "max_cases must be at most {MAX_CASES}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `retire`, retires) an agent: a new directory with it
+    /// is swapped in, the shard makes room for a new agent, and dashboards
+    /// are told.
+    pub(crate) fn set_agent(&mut self, rec: &AgentRecord, retire: bool) {
+        let shard = self.shard;
+        let mut index = 0;
+        self.shared.dir.rcu(|dir| {
+            let (next, i) = dir.with_agent(shard, rec, retire);
+            index = i;
+            next
+        });
+        self.company = self.shared.dir.load().companies()[shard].clone();
+        while self.st.agents.len() <= index {
+            self.st.agents.push(AgentLive::new());
+            self.st.index.add_agent();
+        }
+        self.push_agent(index);
+    }
+
+    /// Ends an agent's connections with `code` (4500: signed out; 4001:
+    /// resume with what it now is), and returns its open cases to the line
+    /// when it may no longer have them.
+    fn sign_out(&mut self, agent: usize, code: u16) {
+        let conns = self.st.agents[agent].conns.clone();
+        if !conns.is_empty() {
+            self.emit(Effect::Close {
+                to: conns,
+                code,
+                reason: if code == close::UNAUTHORIZED {
+                    "signed out by an admin"
+                } else {
+                    "the agent was changed; resume"
+                },
+            });
+        }
+        if !self.company.agents[agent].active() {
+            self.return_cases_of(agent);
+        }
+    }
+
+    /// Returns the open cases assigned to `agent` to the line, unassigned,
+    /// each with its event; automated assignment takes them from there.
+    pub(crate) fn return_cases_of(&mut self, agent: usize) -> usize {
+        let codes: Vec<_> = self
+            .st
+            .index
+            .of_assignee(agent, None)
+            .map(|(_, code)| *code)
+            .filter(|code| self.case(code).is_ok_and(|c| c.is_open()))
+            .collect();
+        for &code in &codes {
+            self.apply(Change::Returned {
+                code,
+                at: Utc::now(),
+            });
+        }
+        if !codes.is_empty() {
+            self.dispatch();
+        }
+        codes.len()
+    }
+}

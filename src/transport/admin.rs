@@ -1,0 +1,103 @@
+//! The admin API of PROTOCOL.md ("The directory at run time"): an admin
+//! agent manages its company's agents. Bodies are JSON, bounded like every
+//! other; errors name the field.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::api_error::ApiError;
+use super::http::{ApiResult, AuthAgent, acknowledged, body};
+use crate::app::App;
+use crate::core::commands::admin::{AgentPatch, NewAgent};
+use crate::error::Error;
+use crate::protocol::ErrorCode;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/v1/admin/agents", get(list).post(add))
+        .route("/v1/admin/agents/{id}", patch(update).delete(remove))
+        .route("/v1/admin/agents/{id}/token", post(token))
+}
+
+/// A cluster node does not change the directory yet: its images do not
+/// carry it, so a node started after the log was trimmed would miss it.
+fn single_broker(app: &App) -> ApiResult<()> {
+    if app.cluster.is_some() {
+        return Err(ApiError(Error::new(
+            ErrorCode::Unavailable,
+            "the directory cannot be changed through the API on a cluster node yet; change the config file",
+        )));
+    }
+    Ok(())
+}
+
+async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await;
+    let agents = app.broker.admin_agents(&agent)?;
+    Ok(Json(json!({ "agents": agents })).into_response())
+}
+
+async fn add(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    single_broker(&app)?;
+    let new: NewAgent = body(raw)?;
+    let (view, token) = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_add_agent(&agent, new)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "agent": view, "token": token })),
+    )
+        .into_response())
+}
+
+async fn update(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    single_broker(&app)?;
+    let change: AgentPatch = body(raw)?;
+    let view = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_update_agent(&agent, &id, change)
+    })
+    .await?;
+    Ok(Json(json!({ "agent": view })).into_response())
+}
+
+async fn token(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    single_broker(&app)?;
+    let token = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_agent_token(&agent, &id)
+    })
+    .await?;
+    Ok(Json(json!({ "token": token })).into_response())
+}
+
+async fn remove(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    single_broker(&app)?;
+    acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_remove_agent(&agent, &id)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
