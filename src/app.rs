@@ -49,6 +49,20 @@ impl App {
         }
     }
 
+    /// The agent a token belongs to. On a cluster node a token it does not
+    /// know may be one another node has just added or re-enabled: every
+    /// company catches up with the log once before the token is refused.
+    pub async fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
+        if let Some(agent) = self.broker.authenticate(token) {
+            return Some(agent);
+        }
+        let cluster = self.cluster.as_ref()?;
+        for shard in 0..self.broker.shards() {
+            cluster.fresh(shard).await;
+        }
+        self.broker.authenticate(token)
+    }
+
     /// Registers a connection after its `hello`: its outbox with delivery
     /// first (so nothing meant for it is lost), then with the core. In a
     /// cluster an agent's company is held first, as its presence changes.

@@ -75,6 +75,11 @@ impl Agent {
         self.admin || self.member_of_index(group)
     }
 
+    /// True when both carry the same token.
+    pub fn same_token(&self, other: &Agent) -> bool {
+        bool::from(self.token_hash.ct_eq(&other.token_hash))
+    }
+
     /// True when the agent may sign in and be given cases.
     pub fn active(&self) -> bool {
         !self.retired && !self.disabled

@@ -67,6 +67,9 @@ return 1
 pub(super) struct Loaded {
     pub at: u64,
     pub image: Image,
+    /// The directory's changes (agents added through the admin API), to
+    /// apply before the records.
+    pub directory: Vec<Change>,
     pub live: Vec<Change>,
 }
 
@@ -205,8 +208,13 @@ impl Cluster {
         for bytes in cases.values() {
             records.push(postcard::from_bytes(bytes).map_err(|e| bad("a case", &e))?);
         }
+        let (directory, live): (Vec<Change>, Vec<Change>) = meta
+            .live
+            .into_iter()
+            .partition(|c| matches!(c, Change::AgentSet(_) | Change::AgentRemoved { .. }));
         Ok(Some(Loaded {
             at: meta.at,
+            directory,
             image: Image {
                 epoch: meta.epoch,
                 seq: meta.seq,
@@ -214,7 +222,7 @@ impl Cluster {
                 history,
                 cases: records,
             },
-            live: meta.live,
+            live,
         }))
     }
 }

@@ -260,6 +260,7 @@ impl Cluster {
         broker.reset(shard);
         broker.set_epoch(shard, &epoch);
         if let Some(i) = image {
+            broker.restore(shard, None, vec![i.directory]);
             broker.restore(shard, Some(i.image), Vec::new());
             broker.restore_live(shard, i.live);
         }
@@ -295,6 +296,7 @@ impl Cluster {
         let (batches, last) = self.read_log(shard, from, None).await?;
         let broker = self.broker();
         if let Some(i) = image {
+            broker.restore(shard, None, vec![i.directory]);
             broker.restore(shard, Some(i.image), Vec::new());
             broker.restore_live(shard, i.live);
         }

@@ -178,7 +178,17 @@ impl Broker {
     ) -> (super::restore::Capture, Vec<Change>) {
         let mut cx = self.lock(shard);
         let capture = cx.capture(position);
+        // The agents added through the admin API first, in index order (a
+        // deleted one set, then removed), so that a node starting from the
+        // image has the same directory, with the same indexes, before the
+        // records that refer to it.
         let mut live = Vec::new();
+        for a in cx.company.agents.iter().filter(|a| a.from_api) {
+            live.push(Change::AgentSet(Box::new(a.record())));
+            if a.retired {
+                live.push(Change::AgentRemoved { id: a.id.clone() });
+            }
+        }
         // From the connections, not the cases: the cost follows who is
         // connected, not the length of the queue.
         let mut seats: Vec<(SessionCode, Seat, ConnId)> = Vec::new();

@@ -11,30 +11,15 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::api_error::ApiError;
 use super::http::{ApiResult, AuthAgent, acknowledged, body};
 use crate::app::App;
 use crate::core::commands::admin::{AgentPatch, NewAgent};
-use crate::error::Error;
-use crate::protocol::ErrorCode;
 
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/v1/admin/agents", get(list).post(add))
         .route("/v1/admin/agents/{id}", patch(update).delete(remove))
         .route("/v1/admin/agents/{id}/token", post(token))
-}
-
-/// A cluster node does not change the directory yet: its images do not
-/// carry it, so a node started after the log was trimmed would miss it.
-fn single_broker(app: &App) -> ApiResult<()> {
-    if app.cluster.is_some() {
-        return Err(ApiError(Error::new(
-            ErrorCode::Unavailable,
-            "the directory cannot be changed through the API on a cluster node yet; change the config file",
-        )));
-    }
-    Ok(())
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
@@ -48,7 +33,6 @@ async fn add(
     AuthAgent(agent): AuthAgent,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    single_broker(&app)?;
     let new: NewAgent = body(raw)?;
     let (view, token) = acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_add_agent(&agent, new)
@@ -67,7 +51,6 @@ async fn update(
     Path(id): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    single_broker(&app)?;
     let change: AgentPatch = body(raw)?;
     let view = acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_update_agent(&agent, &id, change)
@@ -81,7 +64,6 @@ async fn token(
     AuthAgent(agent): AuthAgent,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    single_broker(&app)?;
     let token = acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_agent_token(&agent, &id)
     })
@@ -94,7 +76,6 @@ async fn remove(
     AuthAgent(agent): AuthAgent,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    single_broker(&app)?;
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_remove_agent(&agent, &id)
     })

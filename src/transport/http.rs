@@ -148,7 +148,11 @@ impl FromRequestParts<App> for AuthAgent {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        match token.and_then(|t| app.broker.authenticate(t)) {
+        let agent = match token {
+            Some(t) => app.authenticate(t).await,
+            None => None,
+        };
+        match agent {
             Some(agent) => Ok(AuthAgent(agent)),
             None => Err(ApiError(Error::unauthorized(
                 "a valid Authorization: Bearer token is required",

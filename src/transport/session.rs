@@ -207,7 +207,7 @@ async fn hello(app: &App, w: &mut Writer) -> Option<(Option<Id>, Peer)> {
             ClientMsg::Hello {
                 role: Role::Agent,
                 token,
-            } => match token.as_deref().and_then(|t| app.broker.authenticate(t)) {
+            } => match authenticate(app, token.as_deref()).await {
                 Some(agent) => return Some((env.id, Peer::Agent(agent))),
                 None => {
                     let err = Error::unauthorized("bad or missing agent token");
@@ -457,6 +457,14 @@ fn queue_after(pending: &mut Option<Arc<Ack>>, outbox: &Outbox, frame: Frame) {
         None => {
             outbox.push_shared(frame);
         }
+    }
+}
+
+/// The agent a `hello`'s token belongs to, if any.
+async fn authenticate(app: &App, token: Option<&str>) -> Option<Arc<crate::directory::Agent>> {
+    match token {
+        Some(t) => app.authenticate(t).await,
+        None => None,
     }
 }
 

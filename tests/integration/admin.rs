@@ -415,20 +415,65 @@ async fn a_restart_keeps_every_change_made_through_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_node_says_it_cannot_change_the_directory_yet() {
-    let server = TestServer::start_in(Mode::Cluster).await;
-    let (st, body) = server
-        .http(
-            "POST",
-            "/v1/admin/agents",
-            Some(ALICE),
-            Some(json!({"id": "erin", "name": "Erin", "groups": ["support"]})),
-        )
+async fn every_node_of_a_cluster_applies_a_change_and_a_later_node_has_it() {
+    let redis = crate::util::redis::RedisServer::start();
+    let node = |name: &str| {
+        let table = format!(
+            "snapshot_interval = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\n",
+            redis.url()
+        );
+        TestServer::with_config(config_with(&table))
+    };
+    let a = node("a").await;
+    let b = node("b").await;
+    // Added on a, it signs in on b at once.
+    let (_, token) = add(&a, "erin").await;
+    let mut on_b = b.agent(&token).await;
+    // Disabled on a: its connection on b ends with 4500.
+    let (st, _) = patch(&a, "erin", json!({"disabled": true})).await;
+    assert_eq!(st, 200);
+    assert_eq!(on_b.closed().await.0, Closed::Code(4500));
+    assert_eq!(hello(&b, &token).await["code"], "unauthorized");
+    // Enabled again on b.
+    let (st, _) = patch(&b, "erin", json!({"disabled": false})).await;
+    assert_eq!(st, 200);
+    assert_eq!(hello(&a, &token).await["type"], "welcome");
+    // A case of erin's, then an image past it: a node started now begins
+    // from the image and the log after it, and knows erin.
+    let mut e = a.agent(&token).await;
+    let code = create_case(&mut e, "support").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let until = std::time::Instant::now() + WAIT * 4;
+    let head: u64 = loop {
+        let client = ::redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let head: Option<u64> = ::redis::cmd("GET")
+            .arg("casebroker:{acme}:head")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let at: Option<u64> = ::redis::cmd("GET")
+            .arg("casebroker:{acme}:image-at")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let (Some(h), Some(at)) = (head, at)
+            && at >= h
+        {
+            break h;
+        }
+        assert!(std::time::Instant::now() < until, "no image of the head");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(head > 0);
+    let c = node("c").await;
+    assert_eq!(hello(&c, &token).await["type"], "welcome");
+    let (_, case) = c
+        .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
         .await;
-    assert_eq!(st, 503, "{body}");
-    assert_eq!(body["code"], "unavailable");
-    let (st, _) = server
-        .http("GET", "/v1/admin/agents", Some(ALICE), None)
-        .await;
-    assert_eq!(st, 200, "listing works");
+    assert_eq!(case["created_by"], "erin", "{case}");
+    let (_, list) = c.http("GET", "/v1/admin/agents", Some(ALICE), None).await;
+    assert!(list.to_string().contains("\"erin\""), "{list}");
 }

@@ -144,7 +144,6 @@ impl Broker {
         admin_only(viewer)?;
         let mut cx = self.lock(viewer.company_index);
         let mut rec = cx.api_agent(id)?;
-        let was_active = !rec.disabled;
         if let Some(name) = patch.name {
             rec.name = name;
         }
@@ -167,13 +166,7 @@ impl Broker {
         }
         cx.apply(Change::AgentSet(Box::new(rec.clone())));
         let index = cx.company.agent(id).expect("set").index;
-        if was_active && rec.disabled {
-            cx.sign_out(index, close::UNAUTHORIZED);
-        } else {
-            // Signed in with what it no longer is: its connections resume
-            // (same token) with the new name, groups and rights.
-            cx.sign_out(index, close::SLOW);
-        }
+        cx.sign_out(index);
         audit(viewer, "agent changed", id);
         Ok(AdminAgent::of(&cx.company.agents[index]))
     }
@@ -189,7 +182,7 @@ impl Broker {
         rec.token_hash = hash_token(&token);
         cx.apply(Change::AgentSet(Box::new(rec)));
         let index = cx.company.agent(id).expect("set").index;
-        cx.sign_out(index, close::UNAUTHORIZED);
+        cx.sign_out(index);
         audit(viewer, "agent token replaced", id);
         Ok(token)
     }
@@ -205,7 +198,7 @@ impl Broker {
         }
         cx.apply(Change::AgentRemoved { id: id.to_string() });
         let index = cx.company.agent(id).expect("kept").index;
-        cx.sign_out(index, close::UNAUTHORIZED);
+        cx.sign_out(index);
         audit(viewer, "agent deleted", id);
         Ok(())
     }
@@ -262,6 +255,7 @@ impl Locked<'_> {
     /// are told.
     pub(crate) fn set_agent(&mut self, rec: &AgentRecord, retire: bool) {
         let shard = self.shard;
+        let before = self.company.agent(&rec.id).cloned();
         let mut index = 0;
         self.shared.dir.rcu(|dir| {
             let (next, i) = dir.with_agent(shard, rec, retire);
@@ -274,12 +268,26 @@ impl Locked<'_> {
             self.st.index.add_agent();
         }
         self.push_agent(index);
+        // Its connections (on every node: each applies this) end: signed
+        // out (4500) when it may no longer sign in with what it used,
+        // resumed (4001) when it is signed in with what it no longer is.
+        if let Some(before) = before {
+            let after = &self.company.agents[index];
+            let code = if !after.active() || !after.same_token(&before) {
+                Some(close::UNAUTHORIZED)
+            } else if after.record() != before.record() {
+                Some(close::SLOW)
+            } else {
+                None
+            };
+            if let Some(code) = code {
+                self.close_conns_of(index, code);
+            }
+        }
     }
 
-    /// Ends an agent's connections with `code` (4500: signed out; 4001:
-    /// resume with what it now is), and returns its open cases to the line
-    /// when it may no longer have them.
-    fn sign_out(&mut self, agent: usize, code: u16) {
+    /// Ends the agent's connections here with `code`.
+    fn close_conns_of(&mut self, agent: usize, code: u16) {
         let conns = self.st.agents[agent].conns.clone();
         if !conns.is_empty() {
             self.emit(Effect::Close {
@@ -292,6 +300,11 @@ impl Locked<'_> {
                 },
             });
         }
+    }
+
+    /// Returns the agent's open cases to the line when it may no longer
+    /// have them (its connections were closed when the change applied).
+    fn sign_out(&mut self, agent: usize) {
         if !self.company.agents[agent].active() {
             self.return_cases_of(agent);
         }
