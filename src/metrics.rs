@@ -75,6 +75,7 @@ pub struct Metrics {
     registry: Registry,
     capacity: IntGauge,
     refused: IntCounterVec,
+    directory_changes: IntCounterVec,
     cases: IntGaugeVec,
     events: IntCounter,
     messages_in_by_type: IntCounterVec,
@@ -229,6 +230,12 @@ impl Metrics {
                 "Connections refused before the WebSocket opened, by reason",
                 "reason",
             ),
+            directory_changes: counter_vec(
+                &registry,
+                "casebroker_directory_changes_total",
+                "Directory changes made through the admin API on this node, by kind",
+                "change",
+            ),
             events: counter(&registry, "casebroker_events_total", "Queue events emitted"),
             messages_in: messages.with_label_values(&["in"]),
             messages_out: messages.with_label_values(&["out"]),
@@ -292,6 +299,11 @@ impl Metrics {
     }
 
     /// A connection refused before it opened (`capacity`, `per_ip`, `origin`).
+    /// A directory change made through the admin API (`agent_added`, …).
+    pub fn directory_changed(&self, change: &'static str) {
+        self.directory_changes.with_label_values(&[change]).inc();
+    }
+
     pub fn refused(&self, reason: &'static str) {
         self.refused.with_label_values(&[reason]).inc();
     }

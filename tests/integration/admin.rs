@@ -350,6 +350,17 @@ async fn disabling_retokening_and_deleting_sign_out_at_once_and_free_the_cases()
             .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
             .await;
         assert_eq!(case["created_by"], "erin", "{case}");
+        // Every change is counted.
+        let text = scrape(&server).await;
+        for (change, n) in [
+            ("agent_added", 1.0),
+            ("agent_changed", 3.0),
+            ("agent_token", 1.0),
+            ("agent_deleted", 1.0),
+        ] {
+            let series = format!("casebroker_directory_changes_total{{change=\"{change}\"}}");
+            assert_eq!(value(&text, &series), n, "{series}");
+        }
         // And a deleted id cannot be changed any more.
         let (st, _) = server
             .http("DELETE", "/v1/admin/agents/erin", Some(ALICE), None)

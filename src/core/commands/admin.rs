@@ -129,7 +129,7 @@ impl Broker {
         cx.check(&rec)?;
         cx.apply(Change::AgentSet(Box::new(rec.clone())));
         let view = AdminAgent::of(cx.company.agent(&rec.id).expect("just added"));
-        audit(viewer, "agent added", &rec.id);
+        audit(&self.shared.metrics, viewer, "agent_added", &rec.id);
         Ok((view, token))
     }
 
@@ -167,7 +167,7 @@ impl Broker {
         cx.apply(Change::AgentSet(Box::new(rec.clone())));
         let index = cx.company.agent(id).expect("set").index;
         cx.sign_out(index);
-        audit(viewer, "agent changed", id);
+        audit(&self.shared.metrics, viewer, "agent_changed", id);
         Ok(AdminAgent::of(&cx.company.agents[index]))
     }
 
@@ -183,7 +183,7 @@ impl Broker {
         cx.apply(Change::AgentSet(Box::new(rec)));
         let index = cx.company.agent(id).expect("set").index;
         cx.sign_out(index);
-        audit(viewer, "agent token replaced", id);
+        audit(&self.shared.metrics, viewer, "agent_token", id);
         Ok(token)
     }
 
@@ -199,13 +199,15 @@ impl Broker {
         cx.apply(Change::AgentRemoved { id: id.to_string() });
         let index = cx.company.agent(id).expect("kept").index;
         cx.sign_out(index);
-        audit(viewer, "agent deleted", id);
+        audit(&self.shared.metrics, viewer, "agent_deleted", id);
         Ok(())
     }
 }
 
-/// Every directory change is logged: who, what, when (never a token).
-fn audit(by: &Agent, what: &'static str, agent: &str) {
+/// Every directory change is logged (who, what, when; never a token) and
+/// counted in `casebroker_directory_changes_total`.
+fn audit(metrics: &crate::metrics::Metrics, by: &Agent, what: &'static str, agent: &str) {
+    metrics.directory_changed(what);
     tracing::info!(company = %by.company, by = %by.id, agent = %agent, at = %Utc::now(), "directory: {what}");
 }
 
