@@ -301,6 +301,11 @@ impl Directory {
         &self.companies
     }
 
+    /// Every module key and its target.
+    pub fn modules(&self) -> impl Iterator<Item = (&String, &Module)> {
+        self.modules.iter()
+    }
+
     /// The module a key names. Keys are public (they ship in client apps),
     /// so an ordinary look-up is fine.
     pub fn module(&self, key: &str) -> Option<&Module> {

@@ -269,7 +269,7 @@ impl Default for Config {
 }
 
 /// Automated assignment policy of a company.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Assignment {
     #[default]

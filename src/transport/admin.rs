@@ -20,6 +20,7 @@ pub fn routes() -> Router<App> {
         .route("/v1/admin/agents", get(list).post(add))
         .route("/v1/admin/agents/{id}", patch(update).delete(remove))
         .route("/v1/admin/agents/{id}/token", post(token))
+        .route("/v1/admin/export", get(export))
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
@@ -81,4 +82,17 @@ async fn remove(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn export(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await;
+    let text = app.broker.admin_export(&agent)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/toml; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }

@@ -488,3 +488,49 @@ async fn every_node_of_a_cluster_applies_a_change_and_a_later_node_has_it() {
     let (_, list) = c.http("GET", "/v1/admin/agents", Some(ALICE), None).await;
     assert!(list.to_string().contains("\"erin\""), "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_directory_exports_as_a_config_another_broker_starts_on() {
+    let server = TestServer::start().await;
+    let (_, token) = add(&server, "erin").await;
+    let (_, disabled) = add(&server, "frank").await;
+    patch(&server, "frank", json!({"disabled": true})).await;
+    let (st, body) = server
+        .http("GET", "/v1/admin/export", Some(BOB), None)
+        .await;
+    assert_eq!((st, &body["code"]), (403, &json!("forbidden")), "{body}");
+    let resp = reqwest::Client::new()
+        .get(server.url("/v1/admin/export"))
+        .bearer_auth(ALICE)
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/toml")
+    );
+    let text = resp.text().await.unwrap();
+    for secret in [token.as_str(), disabled.as_str(), ALICE, BOB] {
+        assert!(!text.contains(secret), "a token in the export:\n{text}");
+    }
+    assert!(
+        !text.contains("frank"),
+        "a disabled agent is left out:\n{text}"
+    );
+    assert!(
+        !text.contains("gina"),
+        "another company is left out:\n{text}"
+    );
+    let erin_hash = hex::encode(casebroker::config::hash_token(&token));
+    assert!(text.contains(&erin_hash), "{text}");
+    // A broker started on it: erin signs in with her token.
+    let config = casebroker::Config::from_toml(&format!("in_memory = true\n{text}"))
+        .unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let other = TestServer::with_config(config).await;
+    assert_eq!(hello(&other, &token).await["type"], "welcome");
+    assert_eq!(hello(&other, ALICE).await["type"], "welcome");
+}

@@ -204,6 +204,107 @@ impl Broker {
     }
 }
 
+/// The export of one company, in the config file's own shape.
+#[derive(Serialize)]
+struct Export {
+    companies: Vec<ExportCompany>,
+}
+
+#[derive(Serialize)]
+struct ExportCompany {
+    id: String,
+    name: String,
+    assignment: crate::config::Assignment,
+    groups: Vec<ExportGroup>,
+    agents: Vec<ExportAgent>,
+    modules: Vec<ExportModule>,
+}
+
+#[derive(Serialize)]
+struct ExportGroup {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct ExportAgent {
+    id: String,
+    name: String,
+    token_sha256: String,
+    groups: Vec<String>,
+    admin: bool,
+    max_cases: u32,
+}
+
+#[derive(Serialize)]
+struct ExportModule {
+    key: String,
+    group: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_assignee: Option<String>,
+}
+
+impl Broker {
+    /// `GET /v1/admin/export`: the company's live directory as a config
+    /// file's `[[companies]]` table (tokens as their SHA-256; disabled and
+    /// deleted agents left out), for a backup or another broker.
+    pub fn admin_export(&self, viewer: &Agent) -> Result<String> {
+        admin_only(viewer)?;
+        let dir = self.directory();
+        let company = &dir.companies()[viewer.company_index];
+        let declared = &self.shared.config.companies[viewer.company_index];
+        let group_name = |id: &str| {
+            declared
+                .groups
+                .iter()
+                .find(|g| g.id == id)
+                .map(|g| g.name.clone())
+                .unwrap_or_default()
+        };
+        let mut modules: Vec<ExportModule> = dir
+            .modules()
+            .filter(|(_, m)| m.company_index == viewer.company_index)
+            .map(|(key, m)| ExportModule {
+                key: key.clone(),
+                group: m.group.clone(),
+                default_assignee: m.default_assignee.clone(),
+            })
+            .collect();
+        modules.sort_by(|a, b| a.key.cmp(&b.key));
+        let export = Export {
+            companies: vec![ExportCompany {
+                id: company.id.clone(),
+                name: company.name.clone(),
+                assignment: company.assignment,
+                groups: company
+                    .groups
+                    .iter()
+                    .map(|g| ExportGroup {
+                        id: g.clone(),
+                        name: group_name(g),
+                    })
+                    .collect(),
+                agents: company
+                    .agents
+                    .iter()
+                    .filter(|a| a.active())
+                    .map(|a| ExportAgent {
+                        id: a.id.clone(),
+                        name: a.name.clone(),
+                        token_sha256: hex::encode(a.record().token_hash),
+                        groups: a.groups.clone(),
+                        admin: a.admin,
+                        max_cases: a.max_cases,
+                    })
+                    .collect(),
+                modules,
+            }],
+        };
+        toml::to_string(&export)
+            .map_err(|e| Error::new(crate::protocol::ErrorCode::Internal, e.to_string()))
+    }
+}
+
 /// Every directory change is logged (who, what, when; never a token) and
 /// counted in `casebroker_directory_changes_total`.
 fn audit(metrics: &crate::metrics::Metrics, by: &Agent, what: &'static str, agent: &str) {
