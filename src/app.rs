@@ -63,6 +63,21 @@ impl App {
         self.broker.authenticate(token)
     }
 
+    /// The company of a module key. On a cluster node a key it does not
+    /// know may be one another node has just added: every company catches
+    /// up with the log once before the key counts as unknown.
+    pub async fn module_shard(&self, key: &str) -> Option<usize> {
+        let known = |app: &App| app.broker.directory().module(key).map(|m| m.company_index);
+        if let Some(shard) = known(self) {
+            return Some(shard);
+        }
+        let cluster = self.cluster.as_ref()?;
+        for shard in 0..self.broker.shards() {
+            cluster.fresh(shard).await;
+        }
+        known(self)
+    }
+
     /// Registers a connection after its `hello`: its outbox with delivery
     /// first (so nothing meant for it is lost), then with the core. In a
     /// cluster an agent's company is held first, as its presence changes.

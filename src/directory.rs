@@ -24,6 +24,14 @@ pub struct AgentRecord {
     pub token_hash: [u8; 32],
 }
 
+/// A module key added through the admin API, as stored and replayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    pub key: String,
+    pub group: String,
+    pub default_assignee: Option<String>,
+}
+
 /// An agent as the broker knows it.
 #[derive(Debug)]
 pub struct Agent {
@@ -161,6 +169,38 @@ pub struct Module {
     pub group_index: usize,
     /// The default assignee's index in its company.
     pub default_assignee_index: Option<usize>,
+    /// Added through the admin API (else declared in the config file).
+    pub from_api: bool,
+}
+
+impl Module {
+    /// The module as stored, for one added through the API.
+    pub fn record(&self, key: &str) -> ModuleRecord {
+        ModuleRecord {
+            key: key.to_string(),
+            group: self.group.clone(),
+            default_assignee: self.default_assignee.clone(),
+        }
+    }
+}
+
+/// A module of `company` (index `ci`) from its parts.
+fn module_of(
+    company: &Company,
+    ci: usize,
+    group: &str,
+    default_assignee: Option<&String>,
+    from_api: bool,
+) -> Module {
+    Module {
+        company: company.id.clone(),
+        group: group.to_string(),
+        default_assignee: default_assignee.cloned(),
+        company_index: ci,
+        group_index: company.group(group).unwrap_or_default(),
+        default_assignee_index: default_assignee.and_then(|a| company.agent(a).map(|a| a.index)),
+        from_api,
+    }
 }
 
 /// Everything the config declares, and the admin API added, indexed.
@@ -244,19 +284,26 @@ impl Directory {
                 .map(|(i, a)| (a.id.clone(), i))
                 .collect();
             dir.agents.extend(agents.iter().cloned());
-            for m in &c.modules {
+            let declared = c
+                .modules
+                .iter()
+                .map(|m| (&m.key, &m.group, m.default_assignee.as_ref(), false));
+            let added = c
+                .api_modules
+                .iter()
+                .map(|m| (&m.key, &m.group, m.default_assignee.as_ref(), true));
+            for (key, group, default_assignee, from_api) in declared.chain(added) {
                 dir.modules.insert(
-                    m.key.clone(),
+                    key.clone(),
                     Module {
                         company: c.id.clone(),
-                        group: m.group.clone(),
-                        default_assignee: m.default_assignee.clone(),
+                        group: group.clone(),
+                        default_assignee: default_assignee.cloned(),
                         company_index: ci,
-                        group_index: group_index.get(&m.group).copied().unwrap_or_default(),
-                        default_assignee_index: m
-                            .default_assignee
-                            .as_ref()
+                        group_index: group_index.get(group).copied().unwrap_or_default(),
+                        default_assignee_index: default_assignee
                             .and_then(|a| agent_index.get(a).copied()),
+                        from_api,
                     },
                 );
             }
@@ -348,6 +395,28 @@ fn agent_of(
 }
 
 impl Directory {
+    /// A copy in which company `shard` has the module `rec` (added or
+    /// replaced by key), or, with `None`, has no module `key`.
+    pub fn with_module(&self, shard: usize, key: &str, rec: Option<&ModuleRecord>) -> Directory {
+        let mut dir = self.clone();
+        match rec {
+            Some(rec) => {
+                let module = module_of(
+                    &dir.companies[shard],
+                    shard,
+                    &rec.group,
+                    rec.default_assignee.as_ref(),
+                    true,
+                );
+                dir.modules.insert(rec.key.clone(), module);
+            }
+            None => {
+                dir.modules.remove(key);
+            }
+        }
+        dir
+    }
+
     /// A copy in which company `shard` has the agent `rec` (replacing the
     /// agent with its id, or added at the end), or, with `retire`, that
     /// agent retired; and the agent's index.

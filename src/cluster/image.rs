@@ -208,10 +208,8 @@ impl Cluster {
         for bytes in cases.values() {
             records.push(postcard::from_bytes(bytes).map_err(|e| bad("a case", &e))?);
         }
-        let (directory, live): (Vec<Change>, Vec<Change>) = meta
-            .live
-            .into_iter()
-            .partition(|c| matches!(c, Change::AgentSet(_) | Change::AgentRemoved { .. }));
+        let (directory, live): (Vec<Change>, Vec<Change>) =
+            meta.live.into_iter().partition(Change::directory);
         Ok(Some(Loaded {
             at: meta.at,
             directory,

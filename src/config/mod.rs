@@ -302,6 +302,10 @@ pub struct CompanyConfig {
     /// them. Filled from the data directory at start, not from the file.
     #[serde(skip)]
     pub api_agents: Vec<crate::directory::AgentRecord>,
+    /// Module keys added through the admin API, as the data directory
+    /// holds them. Filled from the data directory at start.
+    #[serde(skip)]
+    pub api_modules: Vec<crate::directory::ModuleRecord>,
 }
 
 /// A group (queue) inside a company.

@@ -83,6 +83,14 @@ impl Locked<'_> {
                 self.set_agent(&rec, true);
                 return None;
             }
+            Change::ModuleSet(rec) => {
+                self.set_module(&rec.key, Some(&rec));
+                return None;
+            }
+            Change::ModuleRemoved { key } => {
+                self.set_module(&key, None);
+                return None;
+            }
             Change::AgentOnline { agent, conn } => {
                 self.agent_online(agent, conn);
                 return None;
@@ -249,7 +257,9 @@ impl Locked<'_> {
             | Change::AgentOffline { .. }
             | Change::Presence { .. }
             | Change::AgentSet(_)
-            | Change::AgentRemoved { .. } => None,
+            | Change::AgentRemoved { .. }
+            | Change::ModuleSet(_)
+            | Change::ModuleRemoved { .. } => None,
         }
     }
 

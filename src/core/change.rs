@@ -10,7 +10,7 @@ use crate::protocol::{ChatLine, PresenceState};
 
 use super::effect::ConnId;
 use super::record::{Actor, AssignedBy, CaseRecord};
-use crate::directory::AgentRecord;
+use crate::directory::{AgentRecord, ModuleRecord};
 
 /// One of a case's two seats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +88,10 @@ pub enum Change {
     /// An agent deleted through the admin API: retired, its id kept for
     /// the history. Durable.
     AgentRemoved { id: String },
+    /// A module key added or changed through the admin API. Durable.
+    ModuleSet(Box<ModuleRecord>),
+    /// A module key deleted through the admin API. Durable.
+    ModuleRemoved { key: String },
 }
 
 impl Change {
@@ -108,7 +112,9 @@ impl Change {
             | Change::AgentOffline { .. }
             | Change::Presence { .. }
             | Change::AgentSet(_)
-            | Change::AgentRemoved { .. } => {
+            | Change::AgentRemoved { .. }
+            | Change::ModuleSet(_)
+            | Change::ModuleRemoved { .. } => {
                 return None;
             }
         })
@@ -117,6 +123,17 @@ impl Change {
     /// True for a change to a case record, which a journal keeps; false
     /// for an agent's live state, which ends with the broker's process.
     pub fn durable(&self) -> bool {
-        self.code().is_some() || matches!(self, Change::AgentSet(_) | Change::AgentRemoved { .. })
+        self.code().is_some() || self.directory()
+    }
+
+    /// True for a change of the directory (agents, module keys).
+    pub fn directory(&self) -> bool {
+        matches!(
+            self,
+            Change::AgentSet(_)
+                | Change::AgentRemoved { .. }
+                | Change::ModuleSet(_)
+                | Change::ModuleRemoved { .. }
+        )
     }
 }

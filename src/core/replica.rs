@@ -189,6 +189,11 @@ impl Broker {
                 live.push(Change::AgentRemoved { id: a.id.clone() });
             }
         }
+        live.extend(
+            cx.api_modules()
+                .into_iter()
+                .map(|m| Change::ModuleSet(Box::new(m))),
+        );
         // From the connections, not the cases: the cost follows who is
         // connected, not the length of the queue.
         let mut seats: Vec<(SessionCode, Seat, ConnId)> = Vec::new();

@@ -40,6 +40,8 @@ pub struct Capture {
     /// The agents added through the admin API (deleted ones included, as
     /// former agents are), as they stand.
     pub api_agents: Vec<crate::directory::AgentRecord>,
+    /// The module keys added through the admin API.
+    pub api_modules: Vec<crate::directory::ModuleRecord>,
 }
 
 impl Broker {
@@ -137,6 +139,7 @@ impl super::shard::Locked<'_> {
                 .filter(|a| a.from_api && !a.retired)
                 .map(|a| a.record())
                 .collect(),
+            api_modules: cx.api_modules(),
         }
     }
 }

@@ -36,6 +36,12 @@ pub fn api_agents_key(company: &str) -> String {
     format!("agents/{company}")
 }
 
+/// The META key of a company's module keys added through the admin API
+/// (a postcard `Vec<ModuleRecord>`), written with each image.
+pub fn api_modules_key(company: &str) -> String {
+    format!("modules/{company}")
+}
+
 /// One event kept for `resume`; the case as its JSON view.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HeldEvent {

@@ -28,7 +28,9 @@ use crate::directory::Directory;
 use crate::metrics::JournalMetrics;
 
 use super::Store;
-use super::format::{CASES, CompanyMeta, HeldEvent, JOURNAL, META, api_agents_key, meta_key};
+use super::format::{
+    CASES, CompanyMeta, HeldEvent, JOURNAL, META, api_agents_key, api_modules_key, meta_key,
+};
 
 /// Commits queued for the writer before a shard waits for room.
 const QUEUE: usize = 4096;
@@ -450,6 +452,9 @@ impl Writer {
                 .map_err(|x| e(&x))?;
             let bytes = postcard::to_allocvec(&image.api_agents).map_err(|x| e(&x))?;
             meta.insert(api_agents_key(company).as_str(), bytes.as_slice())
+                .map_err(|x| e(&x))?;
+            let bytes = postcard::to_allocvec(&image.api_modules).map_err(|x| e(&x))?;
+            meta.insert(api_modules_key(company).as_str(), bytes.as_slice())
                 .map_err(|x| e(&x))?;
         }
         Ok(())

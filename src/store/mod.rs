@@ -43,6 +43,8 @@ struct Stored {
     meta: Option<CompanyMeta>,
     /// Agents added through the admin API, as of the image.
     api_agents: Vec<crate::directory::AgentRecord>,
+    /// Module keys added through the admin API, as of the image.
+    api_modules: Vec<crate::directory::ModuleRecord>,
     cases: Vec<Vec<u8>>,
     /// Journal entries after the image, with their positions.
     entries: Vec<(u64, Entry)>,
@@ -102,6 +104,7 @@ impl Store {
             .or_insert_with(|| Stored {
                 meta: None,
                 api_agents: Vec::new(),
+                api_modules: Vec::new(),
                 cases: Vec::new(),
                 entries: Vec::new(),
             })
@@ -126,6 +129,9 @@ impl Store {
             } else if let Some(company) = k.value().strip_prefix("agents/") {
                 let agents = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).api_agents = agents;
+            } else if let Some(company) = k.value().strip_prefix("modules/") {
+                let modules = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+                self.stored(company).api_modules = modules;
             }
         }
         let cases = txn.open_table(CASES).map_err(|e| bad(&e))?;
@@ -164,6 +170,11 @@ impl Store {
     /// return to the line at start); a group the config no longer has is
     /// an error naming it.
     pub fn reconcile(&self, config: &mut Config) -> Result<(), StoreError> {
+        let config_keys: std::collections::HashSet<String> = config
+            .companies
+            .iter()
+            .flat_map(|c| c.modules.iter().map(|m| m.key.clone()))
+            .collect();
         for company in &mut config.companies {
             let Some(meta) = self
                 .companies
@@ -205,6 +216,26 @@ impl Store {
                 .cloned()
                 .collect();
             company.api_agents = api;
+            // Module keys likewise: the file's entry wins for a key it
+            // declares too; one whose group or default assignee the config
+            // no longer has is dropped, with a warning.
+            let mut modules = Vec::new();
+            for m in &stored.api_modules {
+                let declared = config_keys.contains(m.key.as_str());
+                let group_ok = company.groups.iter().any(|g| g.id == m.group);
+                let assignee_ok = m.default_assignee.as_ref().is_none_or(|a| {
+                    company.agents.iter().any(|c| &c.id == a)
+                        || company.api_agents.iter().any(|r| &r.id == a)
+                });
+                if declared {
+                    tracing::warn!(company = %company.id, module = %m.key, "a module key added through the admin API is now declared in the config file: the file's entry is used");
+                } else if !group_ok || !assignee_ok {
+                    tracing::warn!(company = %company.id, module = %m.key, "a module key added through the admin API names a group or agent the config no longer has: dropped");
+                } else {
+                    modules.push(m.clone());
+                }
+            }
+            company.api_modules = modules;
             for id in &former {
                 tracing::warn!(company = %company.id, agent = %id, "an agent of the data directory is no longer in the config: kept as a former agent, its open cases return to the line");
             }

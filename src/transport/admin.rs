@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::http::{ApiResult, AuthAgent, acknowledged, body};
 use crate::app::App;
-use crate::core::commands::admin::{AgentPatch, NewAgent};
+use crate::core::commands::admin::{AgentPatch, ModulePatch, NewAgent, NewModule};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -21,6 +21,11 @@ pub fn routes() -> Router<App> {
         .route("/v1/admin/agents/{id}", patch(update).delete(remove))
         .route("/v1/admin/agents/{id}/token", post(token))
         .route("/v1/admin/export", get(export))
+        .route("/v1/admin/modules", get(modules).post(add_module))
+        .route(
+            "/v1/admin/modules/{key}",
+            patch(update_module).delete(remove_module),
+        )
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
@@ -95,4 +100,49 @@ async fn export(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResul
         text,
     )
         .into_response())
+}
+
+async fn modules(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await;
+    let modules = app.broker.admin_modules(&agent)?;
+    Ok(Json(json!({ "modules": modules })).into_response())
+}
+
+async fn add_module(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let new: NewModule = body(raw)?;
+    let module = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_add_module(&agent, new)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "module": module }))).into_response())
+}
+
+async fn update_module(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(key): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let change: ModulePatch = body(raw)?;
+    let module = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_update_module(&agent, &key, change)
+    })
+    .await?;
+    Ok(Json(json!({ "module": module })).into_response())
+}
+
+async fn remove_module(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(key): Path<String>,
+) -> ApiResult<Response> {
+    acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_remove_module(&agent, &key)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -99,11 +99,10 @@ pub async fn prepare(
             (shard, true)
         }
         (Peer::Customer, ClientMsg::RequestHelp(req)) => {
-            let dir = broker.directory();
-            let module = dir.module(&req.module);
-            let known = module.map(|_| req.module.as_str());
+            let shard = app.module_shard(&req.module).await;
+            let known = shard.map(|_| req.module.as_str());
             cluster.check_help(ip, known, broker.config()).await?;
-            (module.map(|m| m.company_index), false)
+            (shard, false)
         }
         (
             Peer::Customer,

@@ -425,20 +425,12 @@ async fn help(
     }
     let req: RequestHelp = body(raw)?;
     let ip = app.guard.client_ip(peer, &headers);
-    let known = app
-        .broker
-        .directory()
-        .module(&req.module)
-        .map(|_| req.module.as_str());
+    let shard = app.module_shard(&req.module).await;
+    let known = shard.map(|_| req.module.as_str());
     app.guard.check_help(ip, known)?;
     if let Some(c) = &app.cluster {
         c.check_help(ip, known, app.broker.config()).await?;
     }
-    let shard = app
-        .broker
-        .directory()
-        .module(&req.module)
-        .map(|m| m.company_index);
     let (view, _) = acknowledged(&app, shard, || app.broker.request_help(None, req)).await?;
     Ok((
         StatusCode::CREATED,

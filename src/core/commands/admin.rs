@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::hash_token;
 use crate::config::validate::valid_id;
-use crate::directory::{Agent, AgentRecord};
+use crate::directory::{Agent, AgentRecord, ModuleRecord};
 use crate::error::{Error, Result};
 use crate::protocol::close;
 
@@ -204,6 +204,140 @@ impl Broker {
     }
 }
 
+/// `POST /v1/admin/modules`: a key is drawn when none is given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewModule {
+    pub key: Option<String>,
+    pub group: String,
+    pub default_assignee: Option<String>,
+}
+
+/// `PATCH /v1/admin/modules/{key}`: any of the fields (`default_assignee`
+/// null clears it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulePatch {
+    pub group: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub default_assignee: Option<Option<String>>,
+}
+
+/// A field that is there, even as null, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A module key as the admin API shows it, with the customer's help link.
+#[derive(Debug, Serialize)]
+pub struct AdminModule {
+    pub key: String,
+    pub group: String,
+    pub default_assignee: Option<String>,
+    /// The help page for this key, on this broker.
+    pub help_path: String,
+    /// `config` or `api`, as for agents.
+    pub source: &'static str,
+}
+
+impl AdminModule {
+    fn of(key: &str, m: &crate::directory::Module) -> AdminModule {
+        AdminModule {
+            key: key.to_string(),
+            group: m.group.clone(),
+            default_assignee: m.default_assignee.clone(),
+            help_path: format!("/help/{key}"),
+            source: if m.from_api { "api" } else { "config" },
+        }
+    }
+}
+
+impl Broker {
+    /// `GET /v1/admin/modules`: the company's module keys, by key.
+    pub fn admin_modules(&self, viewer: &Agent) -> Result<Vec<AdminModule>> {
+        admin_only(viewer)?;
+        let dir = self.directory();
+        let mut out: Vec<AdminModule> = dir
+            .modules()
+            .filter(|(_, m)| m.company_index == viewer.company_index)
+            .map(|(k, m)| AdminModule::of(k, m))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// `POST /v1/admin/modules`.
+    pub fn admin_add_module(&self, viewer: &Agent, new: NewModule) -> Result<AdminModule> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        let key = match new.key {
+            Some(k) => k,
+            None => format!("qs-{}", hex::encode(rand::random::<[u8; 6]>())),
+        };
+        if !valid_id(&key) {
+            return Err(Error::bad_request(
+                "key must be 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'",
+            ));
+        }
+        // Keys are unique across companies: one of another company is a
+        // conflict too (it says no more than its help page does).
+        if self.shared.dir.load().module(&key).is_some() {
+            return Err(Error::conflict(format!("module key \"{key}\" exists")));
+        }
+        let rec = ModuleRecord {
+            key: key.clone(),
+            group: new.group,
+            default_assignee: new.default_assignee,
+        };
+        cx.check_module(&rec)?;
+        cx.apply(Change::ModuleSet(Box::new(rec)));
+        audit(&self.shared.metrics, viewer, "module_added", &key);
+        let dir = self.shared.dir.load();
+        Ok(AdminModule::of(&key, dir.module(&key).expect("just added")))
+    }
+
+    /// `PATCH /v1/admin/modules/{key}`.
+    pub fn admin_update_module(
+        &self,
+        viewer: &Agent,
+        key: &str,
+        patch: ModulePatch,
+    ) -> Result<AdminModule> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        let mut rec = cx.api_module(key)?;
+        if let Some(group) = patch.group {
+            rec.group = group;
+        }
+        if let Some(assignee) = patch.default_assignee {
+            rec.default_assignee = assignee;
+        }
+        cx.check_module(&rec)?;
+        cx.apply(Change::ModuleSet(Box::new(rec)));
+        audit(&self.shared.metrics, viewer, "module_changed", key);
+        let dir = self.shared.dir.load();
+        Ok(AdminModule::of(key, dir.module(key).expect("set")))
+    }
+
+    /// `DELETE /v1/admin/modules/{key}`: help requests with it are refused
+    /// from now on; the cases it made stay.
+    pub fn admin_remove_module(&self, viewer: &Agent, key: &str) -> Result<()> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        cx.api_module(key)?;
+        cx.apply(Change::ModuleRemoved {
+            key: key.to_string(),
+        });
+        audit(&self.shared.metrics, viewer, "module_deleted", key);
+        Ok(())
+    }
+}
+
 /// The export of one company, in the config file's own shape.
 #[derive(Serialize)]
 struct Export {
@@ -351,6 +485,67 @@ impl Locked<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// The module keys of this company added through the API.
+    pub(crate) fn api_modules(&self) -> Vec<ModuleRecord> {
+        let dir = self.shared.dir.load();
+        let mut out: Vec<ModuleRecord> = dir
+            .modules()
+            .filter(|(_, m)| m.company_index == self.shard && m.from_api)
+            .map(|(k, m)| m.record(k))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// The record of a module key the API may change: `not_found` for an
+    /// unknown key or another company's, `conflict` for one the config file
+    /// declares.
+    fn api_module(&self, key: &str) -> Result<ModuleRecord> {
+        let dir = self.shared.dir.load();
+        let m = dir
+            .module(key)
+            .filter(|m| m.company_index == self.shard)
+            .ok_or_else(Error::not_found)?;
+        if !m.from_api {
+            return Err(Error::conflict(format!(
+                "module key \"{key}\" is declared in the config file: change it there"
+            )));
+        }
+        Ok(m.record(key))
+    }
+
+    /// Checks a module's group and default assignee; errors name the field.
+    fn check_module(&self, rec: &ModuleRecord) -> Result<()> {
+        let Some(group) = self.company.group(&rec.group) else {
+            return Err(Error::bad_request(format!(
+                "group: unknown group \"{}\"",
+                rec.group
+            )));
+        };
+        if let Some(a) = &rec.default_assignee {
+            let agent = self
+                .company
+                .agent(a)
+                .filter(|x| x.active())
+                .ok_or_else(|| {
+                    Error::bad_request(format!("default_assignee: unknown agent \"{a}\""))
+                })?;
+            if !agent.member_of_index(group) {
+                return Err(Error::bad_request(format!(
+                    "default_assignee: \"{a}\" is not a member of group \"{}\"",
+                    rec.group
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets or removes a module key of this company.
+    pub(crate) fn set_module(&mut self, key: &str, rec: Option<&ModuleRecord>) {
+        let shard = self.shard;
+        self.shared.dir.rcu(|dir| dir.with_module(shard, key, rec));
     }
 
     /// Sets (or, with `retire`, retires) an agent: a new directory with it

@@ -119,6 +119,10 @@ impl Broker {
         }
         let shard = module.company_index;
         let mut cx = self.lock(shard);
+        // A default assignee disabled or deleted since is no longer one.
+        let assignee = module
+            .default_assignee_index
+            .filter(|&a| cx.company.agents.get(a).is_some_and(|a| a.active()));
         let rec = cx.new_record(NewCase {
             group: module.group_index,
             name: name.chars().take(limits::NAME).collect(),
@@ -126,8 +130,8 @@ impl Broker {
             customer,
             source,
             created_by: Actor::Customer,
-            assigned_by: module.default_assignee_index.map(|_| AssignedBy::Auto),
-            assignee: module.default_assignee_index,
+            assigned_by: assignee.map(|_| AssignedBy::Auto),
+            assignee,
         });
         let code = rec.code;
         let at = rec.created_at;
