@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Fan-out while the directory changes, side by side in one run: each round
+# runs fan-out once quiet and once with an agent changed through the admin
+# API every 100 ms (PATCH of its name and max_cases, alternating), a fresh
+# broker per run, $ROUNDS rounds. Loopback only; every run is bounded.
+#
+#   loadtest/scripts/directory-fanout.sh        # 1,000 dashboards, as fast as they keep up
+#
+# Needs release builds (cargo build --release -p casebroker -p
+# casebroker-loadtest) and curl. Prints one line per run (mode, round,
+# delivered/s, p50 ms, p99 ms, lost, changes made), then the medians and
+# the with/without ratios; the JSON reports go to $OUT.
+set -euo pipefail
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
+ROUNDS=${ROUNDS:-3}
+OUT=${OUT:-target/directory-fanout}
+PORT=${PORT:-8092}
+ADMIN=load-admin-token
+mkdir -p "$OUT"
+
+changes() {
+  local n=0 until=$(( $(date +%s) + SECONDS_PER_RUN + 2 ))
+  while [ "$(date +%s)" -lt "$until" ]; do
+    curl -sf -o /dev/null -X PATCH "127.0.0.1:$PORT/v1/admin/agents/churn" \
+      -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+      -d "{\"name\":\"Churn $n\",\"max_cases\":$(( n % 2 + 1 ))}" && n=$((n + 1))
+    sleep 0.1
+  done
+  echo "$n" >"$OUT/changes"
+}
+
+for round in $(seq "$ROUNDS"); do
+  for mode in quiet changing; do
+    settle
+    "$BROKER" --config "$CFG" --in-memory --listen "127.0.0.1:$PORT" >"$OUT/$mode.log" 2>&1 &
+    pid=$!
+    healthy "$PORT"
+    curl -sf -o /dev/null -X POST "127.0.0.1:$PORT/v1/admin/agents" \
+      -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+      -d '{"id":"churn","name":"Churn","groups":["support"]}'
+    echo 0 >"$OUT/changes"
+    cpid=
+    if [ "$mode" = changing ]; then changes & cpid=$!; fi
+    report="$OUT/$mode-$round.json"
+    "$LT" fanout --dashboards "$DASHBOARDS" --seconds "$SECONDS_PER_RUN" "${RATE_ARGS[@]}" \
+      --url "ws://127.0.0.1:$PORT/v1/ws" --no-progress --json "$report" >/dev/null \
+      || echo "$mode $round: the run failed"
+    if [ -n "$cpid" ]; then wait "$cpid" || true; fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], round(d['delivered_per_sec']), d['p50_ms'], d['p99_ms'], d['lost'], 'changes', open(sys.argv[4]).read().strip())" \
+      "$report" "$mode" "$round" "$OUT/changes" 2>/dev/null || true
+  done
+done
+
+python3 - "$OUT" "$ROUNDS" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def runs(mode, key):
+    return [json.load(open(f"{out}/{mode}-{r}.json"))[key] for r in range(1, rounds + 1)]
+for key in ("delivered_per_sec", "p50_ms", "p99_ms"):
+    q, c = statistics.median(runs("quiet", key)), statistics.median(runs("changing", key))
+    print(f"{key}: quiet {q:.1f}, changing {c:.1f}, changing/quiet {c / q:.3f}")
+PY
