@@ -284,31 +284,8 @@ impl Directory {
                 .map(|(i, a)| (a.id.clone(), i))
                 .collect();
             dir.agents.extend(agents.iter().cloned());
-            let declared = c
-                .modules
-                .iter()
-                .map(|m| (&m.key, &m.group, m.default_assignee.as_ref(), false));
-            let added = c
-                .api_modules
-                .iter()
-                .map(|m| (&m.key, &m.group, m.default_assignee.as_ref(), true));
-            for (key, group, default_assignee, from_api) in declared.chain(added) {
-                dir.modules.insert(
-                    key.clone(),
-                    Module {
-                        company: c.id.clone(),
-                        group: group.clone(),
-                        default_assignee: default_assignee.cloned(),
-                        company_index: ci,
-                        group_index: group_index.get(group).copied().unwrap_or_default(),
-                        default_assignee_index: default_assignee
-                            .and_then(|a| agent_index.get(a).copied()),
-                        from_api,
-                    },
-                );
-            }
             dir.company_index.insert(c.id.clone(), ci);
-            dir.companies.push(Arc::new(Company {
+            let company = Arc::new(Company {
                 id: c.id.clone(),
                 name: if c.name.is_empty() {
                     c.id.clone()
@@ -321,7 +298,20 @@ impl Directory {
                 agents,
                 agent_index,
                 group_index,
-            }));
+            });
+            let declared = c
+                .modules
+                .iter()
+                .map(|m| (&m.key, &m.group, m.default_assignee.as_ref(), false));
+            let added = c
+                .api_modules
+                .iter()
+                .map(|m| (&m.key, &m.group, m.default_assignee.as_ref(), true));
+            for (key, group, default_assignee, from_api) in declared.chain(added) {
+                let module = module_of(&company, ci, group, default_assignee, from_api);
+                dir.modules.insert(key.clone(), module);
+            }
+            dir.companies.push(company);
         }
         dir
     }

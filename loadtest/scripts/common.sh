@@ -13,3 +13,22 @@ if [ -n "${RATE:-}" ]; then RATE_ARGS=(--rate "$RATE"); fi
 settle() { while [ "$(ss -tan state time-wait | wc -l)" -gt 2000 ]; do sleep 1; done; }
 # Waits until the broker on each of the given loopback ports answers /healthz.
 healthy() { for port in "$@"; do for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done; done; }
+# One run's line from its fan-out JSON report: the labels given, then
+# delivered/s, p50 ms, p99 ms and lost.
+report_line() {
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(*sys.argv[2:], round(d['delivered_per_sec']), d['p50_ms'], d['p99_ms'], d['lost'])" "$@" 2>/dev/null || true
+}
+# Medians of ROUNDS runs of two modes ($OUT/MODE-ROUND.json) and their
+# ratio, with each round's pair: compare OUT ROUNDS BASE OTHER.
+compare() {
+  python3 - "$@" <<'PY'
+import json, statistics, sys
+out, rounds, base, other = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def runs(mode, key):
+    return [json.load(open(f"{out}/{mode}-{r}.json"))[key] for r in range(1, rounds + 1)]
+for key in ("delivered_per_sec", "p50_ms", "p99_ms"):
+    b, o = statistics.median(runs(base, key)), statistics.median(runs(other, key))
+    pairs = [y / x if x else float("nan") for x, y in zip(runs(base, key), runs(other, key))]
+    print(f"{key}: {base} {b:.3f}, {other} {o:.3f}, {other}/{base} {o / b:.3f} (pairs {' · '.join(f'{p:.3f}' for p in pairs)})")
+PY
+}

@@ -8,7 +8,7 @@
 #
 # Needs release builds (cargo build --release -p casebroker -p
 # casebroker-loadtest) and curl. Prints one line per run (mode, round,
-# delivered/s, p50 ms, p99 ms, lost, changes made), then the medians and
+# changes made, delivered/s, p50 ms, p99 ms, lost), then the medians and
 # the with/without ratios; the JSON reports go to $OUT.
 set -euo pipefail
 # shellcheck source=common.sh
@@ -49,17 +49,8 @@ for round in $(seq "$ROUNDS"); do
     if [ -n "$cpid" ]; then wait "$cpid" || true; fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], round(d['delivered_per_sec']), d['p50_ms'], d['p99_ms'], d['lost'], 'changes', open(sys.argv[4]).read().strip())" \
-      "$report" "$mode" "$round" "$OUT/changes" 2>/dev/null || true
+    report_line "$report" "$mode" "$round" "changes=$(cat "$OUT/changes")"
   done
 done
 
-python3 - "$OUT" "$ROUNDS" <<'PY'
-import json, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
-def runs(mode, key):
-    return [json.load(open(f"{out}/{mode}-{r}.json"))[key] for r in range(1, rounds + 1)]
-for key in ("delivered_per_sec", "p50_ms", "p99_ms"):
-    q, c = statistics.median(runs("quiet", key)), statistics.median(runs("changing", key))
-    print(f"{key}: quiet {q:.1f}, changing {c:.1f}, changing/quiet {c / q:.3f}")
-PY
+compare "$OUT" "$ROUNDS" quiet changing

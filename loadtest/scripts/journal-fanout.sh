@@ -36,18 +36,8 @@ for round in $(seq "$ROUNDS"); do
       || echo "$mode $round: the run failed"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], round(d['delivered_per_sec']), d['p50_ms'], d['p99_ms'], d['lost'])" \
-      "$report" "$mode" "$round" 2>/dev/null || true
+    report_line "$report" "$mode" "$round"
   done
 done
 
-python3 - "$OUT" "$ROUNDS" <<'PY'
-import json, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
-def runs(mode, key):
-    return [json.load(open(f"{out}/{mode}-{r}.json"))[key] for r in range(1, rounds + 1)]
-for key in ("delivered_per_sec", "p50_ms", "p99_ms"):
-    off, on = statistics.median(runs("off", key)), statistics.median(runs("on", key))
-    pairs = [b / a if a else float("nan") for a, b in zip(runs("off", key), runs("on", key))]
-    print(f"{key}: off {off:.3f}, on {on:.3f}, on/off {on / off:.3f} (pairs {' · '.join(f'{p:.3f}' for p in pairs)})")
-PY
+compare "$OUT" "$ROUNDS" off on

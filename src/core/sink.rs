@@ -133,11 +133,6 @@ impl Ack {
         }
     }
 
-    /// True once settled.
-    pub fn settled(&self) -> bool {
-        self.state.load(Ordering::Acquire) != 0
-    }
-
     /// Runs `f` once settled (at once if it already is). Everything
     /// registered on one acknowledgement runs in registration order, and
     /// acknowledgements settle in the order of their commits.

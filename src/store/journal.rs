@@ -79,7 +79,7 @@ struct Writer {
     available: Arc<AtomicBool>,
     grouping: Grouping,
     /// Per shard: company id, agent ids, group ids.
-    companies: Vec<(String, Vec<String>, Vec<String>)>,
+    companies: Vec<(String, Vec<String>)>,
     /// Per shard: the position of its last stored image (journal entries
     /// before the smallest of them are no longer needed).
     positions: Vec<Option<u64>>,
@@ -123,13 +123,7 @@ impl Journal {
             companies: dir
                 .companies()
                 .iter()
-                .map(|c| {
-                    (
-                        c.id.clone(),
-                        c.agents.iter().map(|a| a.id.clone()).collect(),
-                        c.groups.clone(),
-                    )
-                })
+                .map(|c| (c.id.clone(), c.groups.clone()))
                 .collect(),
             positions,
             scratch: Vec::new(),
@@ -424,7 +418,7 @@ impl Writer {
         let mut cases = txn.open_table(CASES).map_err(|x| e(&x))?;
         let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
         for image in &group.images {
-            let (company, _, groups) = &self.companies[image.shard];
+            let (company, groups) = &self.companies[image.shard];
             let agents = &image.agents;
             for rec in &image.upserts {
                 let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;
