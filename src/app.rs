@@ -57,6 +57,7 @@ impl App {
             return Some(agent);
         }
         let cluster = self.cluster.as_ref()?;
+        cluster.sync_companies().await;
         for shard in 0..self.broker.shards() {
             cluster.fresh(shard).await;
         }

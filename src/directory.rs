@@ -25,6 +25,15 @@ pub struct AgentRecord {
     pub token_hash: [u8; 32],
 }
 
+/// A company added or deleted by the operator through the admin API, as
+/// stored and replayed. A deleted company keeps its place and its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompanyRecord {
+    pub id: String,
+    pub name: String,
+    pub removed: bool,
+}
+
 /// A group added, renamed or deleted through the admin API, as stored and
 /// replayed. A deleted group keeps its place (the history refers to it)
 /// and comes back with its id if added again.
@@ -168,9 +177,23 @@ pub struct Company {
     pub agents: Vec<Arc<Agent>>,
     agent_index: HashMap<String, usize>,
     group_index: HashMap<String, usize>,
+    /// Added by the operator through the admin API (else declared in the
+    /// config file).
+    pub from_api: bool,
+    /// Deleted by the operator: nobody signs in, no key works.
+    pub removed: bool,
 }
 
 impl Company {
+    /// The company as stored, for one added through the API.
+    pub fn record(&self) -> CompanyRecord {
+        CompanyRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            removed: self.removed,
+        }
+    }
+
     pub fn agent(&self, id: &str) -> Option<&Arc<Agent>> {
         self.agent_index.get(id).map(|&i| &self.agents[i])
     }
@@ -349,7 +372,9 @@ impl Directory {
                 .enumerate()
                 .map(|(i, a)| (a.id.clone(), i))
                 .collect();
-            dir.agents.extend(agents.iter().cloned());
+            if !c.removed {
+                dir.agents.extend(agents.iter().cloned());
+            }
             dir.company_index.insert(c.id.clone(), ci);
             let company = Arc::new(Company {
                 id: c.id.clone(),
@@ -365,7 +390,13 @@ impl Directory {
                 agents,
                 agent_index,
                 group_index,
+                from_api: c.from_api,
+                removed: c.removed,
             });
+            if c.removed {
+                dir.companies.push(company);
+                continue;
+            }
             let declared = c
                 .modules
                 .iter()
@@ -415,6 +446,15 @@ impl Directory {
     pub fn module(&self, key: &str) -> Option<&Module> {
         self.modules.get(key)
     }
+}
+
+/// The agents who may sign in somewhere: those of companies not deleted.
+fn live_agents(companies: &[Arc<Company>]) -> Vec<Arc<Agent>> {
+    companies
+        .iter()
+        .filter(|c| !c.removed)
+        .flat_map(|c| c.agents.iter().cloned())
+        .collect()
 }
 
 /// Builds a group added through the API from its record.
@@ -484,6 +524,45 @@ impl Directory {
         dir
     }
 
+    /// A copy with the company `rec`: added at the end when new (no
+    /// groups, no agents yet), else renamed or deleted (its agents and
+    /// module keys then stop working); and the company's index.
+    pub fn with_company(&self, rec: &CompanyRecord) -> (Directory, usize) {
+        let mut dir = self.clone();
+        let index = match dir.company_index.get(&rec.id) {
+            Some(&i) => {
+                let mut company = (*dir.companies[i]).clone();
+                company.name = rec.name.clone();
+                company.removed = rec.removed;
+                dir.companies[i] = Arc::new(company);
+                i
+            }
+            None => {
+                let i = dir.companies.len();
+                dir.companies.push(Arc::new(Company {
+                    id: rec.id.clone(),
+                    name: rec.name.clone(),
+                    index: i,
+                    assignment: Assignment::default(),
+                    groups: Vec::new(),
+                    group_info: Vec::new(),
+                    agents: Vec::new(),
+                    agent_index: HashMap::new(),
+                    group_index: HashMap::new(),
+                    from_api: true,
+                    removed: rec.removed,
+                }));
+                dir.company_index.insert(rec.id.clone(), i);
+                i
+            }
+        };
+        if rec.removed {
+            dir.modules.retain(|_, m| m.company_index != index);
+            dir.agents = live_agents(&dir.companies);
+        }
+        (dir, index)
+    }
+
     /// A copy in which company `shard` has the group `rec` (replacing the
     /// group with its id, or added at the end); and the group's index.
     pub fn with_group(&self, shard: usize, rec: &GroupRecord) -> (Directory, usize) {
@@ -536,11 +615,7 @@ impl Directory {
             company.agents[index] = agent;
         }
         dir.companies[shard] = Arc::new(company);
-        dir.agents = dir
-            .companies
-            .iter()
-            .flat_map(|c| c.agents.iter().cloned())
-            .collect();
+        dir.agents = live_agents(&dir.companies);
         (dir, index)
     }
 }

@@ -66,7 +66,19 @@ pub async fn run_with_metrics(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = if config.cluster.is_some() {
-        // In a cluster the cases live in Redis.
+        // In a cluster the cases live in Redis, and the companies the
+        // operator added in its registry.
+        tokio::time::timeout(JOIN_WAIT, cluster::registry::read(&mut config))
+            .await
+            .map_err(|_| {
+                std::io::Error::other(cluster::ClusterError::Unreachable {
+                    url: config::redacted_url(
+                        &config.cluster.as_ref().expect("a cluster").redis_url,
+                    ),
+                    cause: format!("no answer within {} s", JOIN_WAIT.as_secs()),
+                })
+            })?
+            .map_err(std::io::Error::other)?;
         None
     } else {
         store::open(&config).map_err(std::io::Error::other)?
@@ -93,7 +105,7 @@ pub async fn run_with_store(
     let metrics = metrics::Metrics::new();
     metrics.set_capacity(capacity.min(i64::MAX as usize));
     let guard = Arc::new(guard::Guard::new(&config, metrics.clone()));
-    let hub = Arc::new(Hub::new(config.companies.len(), metrics.clone()));
+    let hub = Arc::new(Hub::new(config.company_slots(), metrics.clone()));
     let snapshot_interval = config.snapshot_interval;
     let dir = directory::Directory::new(&config);
     let grouping = store::journal::Grouping {
@@ -170,9 +182,23 @@ pub async fn run_with_store(
         .map_err(std::io::Error::other)?;
     }
     for shard in 0..broker.shards() {
-        app.tracker
-            .spawn(run_timers(app.clone(), shard, app.shutdown.clone()));
+        app.tracker.spawn(run_timers(
+            broker.clone(),
+            cluster.clone(),
+            shard,
+            app.shutdown.clone(),
+        ));
     }
+    // A company added at run time gets its deadlines' task too (what the
+    // broker holds, it holds weakly: the hook lives in the broker).
+    let (weak, cluster_weak) = (broker.downgrade(), cluster.as_ref().map(Arc::downgrade));
+    let (tracker, stop) = (app.tracker.clone(), app.shutdown.clone());
+    broker.on_company(move |shard| {
+        let cluster = cluster_weak.as_ref().and_then(|c| c.upgrade());
+        if let Some(broker) = weak.upgrade() {
+            tracker.spawn(run_timers(broker, cluster, shard, stop.clone()));
+        }
+    });
     app.tracker
         .spawn(sweep(guard.clone(), app.shutdown.clone()));
     if let Some(j) = &journal {
@@ -266,8 +292,12 @@ const FOLLOWER_TIMER_DELAY: Duration = Duration::from_secs(2);
 /// Drives one company's expiry, purging, orphan checks and coalesced line
 /// positions: sleeps until its earliest deadline (or until an earlier one
 /// is added), never scanning every case.
-async fn run_timers(app: App, shard: usize, shutdown: CancellationToken) {
-    let broker = &app.broker;
+async fn run_timers(
+    broker: Broker,
+    cluster: Option<Arc<cluster::Cluster>>,
+    shard: usize,
+    shutdown: CancellationToken,
+) {
     loop {
         let now = tokio::time::Instant::now();
         // In a cluster a deadline that changes a case waits for the
@@ -275,7 +305,7 @@ async fn run_timers(app: App, shard: usize, shutdown: CancellationToken) {
         // another waits a little first, so that usually the holder's change
         // arrives and the lease stays where it is. On failure it is tried
         // again later.
-        let hold = match &app.cluster {
+        let hold = match &cluster {
             Some(c) if broker.timers_due(shard, now) => {
                 let delay = if c.holds(shard) {
                     Duration::ZERO

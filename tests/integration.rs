@@ -5,6 +5,8 @@ mod util;
 
 #[path = "integration/admin.rs"]
 mod admin;
+#[path = "integration/admin_companies.rs"]
+mod admin_companies;
 #[path = "integration/admin_groups.rs"]
 mod admin_groups;
 #[path = "integration/assignment.rs"]

@@ -30,9 +30,9 @@ mod lease;
 pub mod limits;
 mod log;
 pub mod nodes;
+pub mod registry;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -73,6 +73,46 @@ const HOLD_WAIT: Duration = Duration::from_secs(5);
 const PAGE: usize = 512;
 /// Commits appended in one script call.
 const GROUP: usize = 256;
+
+/// Every company's link, by shard: a slot per company the broker may
+/// serve, filled in order as companies are added.
+struct Links {
+    slots: Vec<OnceLock<Link>>,
+    len: AtomicUsize,
+}
+
+impl Links {
+    fn new(slots: usize) -> Links {
+        Links {
+            slots: (0..slots).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// The companies linked so far.
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Link> {
+        self.slots[..self.len()]
+            .iter()
+            .map(|s| s.get().expect("a linked company"))
+    }
+
+    /// Links the company of `shard` (the next one).
+    fn add(&self, shard: usize, link: Link) {
+        let _ = self.slots[shard].set(link);
+        self.len.fetch_max(shard + 1, Ordering::AcqRel);
+    }
+}
+
+impl std::ops::Index<usize> for Links {
+    type Output = Link;
+    fn index(&self, shard: usize) -> &Link {
+        self.slots[shard].get().expect("a linked company")
+    }
+}
 
 /// One company's link to Redis.
 struct Link {
@@ -145,6 +185,27 @@ impl Lease {
 }
 
 impl Link {
+    /// A company's link, and the queue its appender reads.
+    fn new(company: &str) -> (Link, mpsc::UnboundedReceiver<Item>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Link {
+            company: company.to_string(),
+            keys: CompanyKeys::new(company),
+            lease: Mutex::new(Lease::default()),
+            applied: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+            rebuilt: AtomicU64::new(0),
+            imaged: AtomicU64::new(0),
+            whole_image: AtomicBool::new(true),
+            catching_up: tokio::sync::Mutex::new(()),
+            acquiring: tokio::sync::Mutex::new(()),
+            freed: Notify::new(),
+            behind: Notify::new(),
+            tx,
+        };
+        (link, rx)
+    }
+
     fn lease(&self) -> std::sync::MutexGuard<'_, Lease> {
         self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -188,8 +249,19 @@ pub struct Cluster {
     heartbeat: Duration,
     client: redis::Client,
     conn: ConnectionManager,
-    links: Vec<Link>,
-    by_company: HashMap<String, usize>,
+    links: Links,
+    by_company: dashmap::DashMap<String, usize>,
+    /// The registry of companies added at run time, as last read.
+    companies_seen: AtomicU64,
+    /// One reading of the registry at a time.
+    syncing: tokio::sync::Mutex<()>,
+    /// This cluster, for the tasks of companies added at run time.
+    me: OnceLock<std::sync::Weak<Cluster>>,
+    /// Where tasks of companies added at run time are started.
+    tasks: OnceLock<(
+        tokio_util::sync::CancellationToken,
+        tokio_util::task::TaskTracker,
+    )>,
     up: AtomicBool,
     up_gauge: prometheus::IntGauge,
     rebuilds: prometheus::IntCounter,
@@ -269,10 +341,18 @@ impl Cluster {
             .await
             .map_err(fail)?;
         let dir = Directory::new(config);
-        let mut links = Vec::new();
-        let mut by_company = HashMap::new();
+        let links = Links::new(config.company_slots());
+        let by_company = dashmap::DashMap::new();
         let mut rxs = Vec::new();
         for company in dir.companies() {
+            let (link, rx) = Link::new(&company.id);
+            rxs.push(rx);
+            by_company.insert(company.id.clone(), company.index);
+            links.add(company.index, link);
+            // The operator's companies are the registry's, not the file's.
+            if company.from_api {
+                continue;
+            }
             let keys = CompanyKeys::new(&company.id);
             let shape = serde_json::json!({
                 "agents": company.agents.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
@@ -287,24 +367,6 @@ impl Cluster {
                     what: "agents or groups".into(),
                 });
             }
-            let (tx, rx) = mpsc::unbounded_channel();
-            rxs.push(rx);
-            by_company.insert(company.id.clone(), company.index);
-            links.push(Link {
-                company: company.id.clone(),
-                keys,
-                lease: Mutex::new(Lease::default()),
-                applied: AtomicU64::new(0),
-                committed: AtomicU64::new(0),
-                rebuilt: AtomicU64::new(0),
-                imaged: AtomicU64::new(0),
-                whole_image: AtomicBool::new(true),
-                catching_up: tokio::sync::Mutex::new(()),
-                acquiring: tokio::sync::Mutex::new(()),
-                freed: Notify::new(),
-                behind: Notify::new(),
-                tx,
-            });
         }
         let up_gauge = metrics.gauge(
             "casebroker_cluster_redis_up",
@@ -325,6 +387,10 @@ impl Cluster {
             conn,
             links,
             by_company,
+            companies_seen: AtomicU64::new(0),
+            syncing: tokio::sync::Mutex::new(()),
+            me: OnceLock::new(),
+            tasks: OnceLock::new(),
             up: AtomicBool::new(true),
             up_gauge,
             rebuilds,
@@ -341,6 +407,7 @@ impl Cluster {
                 new_epoch: keys::new_epoch(),
             },
         });
+        let _ = cluster.me.set(Arc::downgrade(&cluster));
         for (shard, rx) in rxs.into_iter().enumerate() {
             tokio::spawn(cluster.clone().appender(shard, rx));
         }
@@ -391,6 +458,7 @@ impl Cluster {
         let interval = self.broker().config().snapshot_interval;
         tracker.spawn(self.clone().images(interval, shutdown.clone()));
         tracker.spawn(self.clone().heartbeat(shutdown.clone()));
+        let _ = self.tasks.set((shutdown.clone(), tracker.clone()));
         tracker.spawn(self.clone().renew_leases(shutdown));
         tracing::info!(node = self.node, name = %self.name, "joined the cluster");
         Ok(())
@@ -477,6 +545,10 @@ impl Sink for Cluster {
 
     fn available(&self) -> bool {
         self.up()
+    }
+
+    fn company_added(&self, shard: usize, id: &str) {
+        self.link_company(shard, id);
     }
 
     fn commit(&self, shard: usize, batches: Vec<Batch>, effects: Vec<Effect>) {

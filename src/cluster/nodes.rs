@@ -32,7 +32,7 @@ impl Cluster {
                 ] {
                     pubsub.subscribe(channel).await?;
                 }
-                for link in &self.links {
+                for link in self.links.iter() {
                     link.behind.notify_one();
                 }
                 let mut messages = pubsub.on_message();
@@ -67,8 +67,7 @@ impl Cluster {
                 let (Some(company), Some(head)) = (parts.next(), parts.next()) else {
                     return;
                 };
-                let (Some(&shard), Ok(head)) = (self.by_company.get(company), head.parse::<u64>())
-                else {
+                let (Some(shard), Ok(head)) = (self.shard_of(company), head.parse::<u64>()) else {
                     return;
                 };
                 let link = &self.links[shard];
@@ -84,12 +83,12 @@ impl Cluster {
                 if node.parse::<u64>().ok() == Some(self.node) {
                     return;
                 }
-                if let Some(&shard) = self.by_company.get(company) {
+                if let Some(shard) = self.shard_of(company) {
                     self.wanted(shard);
                 }
             }
             keys::FREE_CHANNEL => {
-                if let Some(&shard) = self.by_company.get(payload) {
+                if let Some(shard) = self.shard_of(payload) {
                     self.links[shard].freed.notify_waiters();
                 }
             }
@@ -135,6 +134,7 @@ impl Cluster {
             let Some(alive) = self.beat().await else {
                 continue;
             };
+            self.sync_companies().await;
             for shard in 0..self.links.len() {
                 let present = self.broker().nodes_present(shard, self.node);
                 let dead: BTreeSet<u64> = present.difference(&alive).copied().collect();
@@ -178,8 +178,8 @@ impl Cluster {
         // only grows, so a head read afterwards is at least this unless
         // Redis lost data. (Read after the answer, it would count commits
         // appended meanwhile, and a busy node would think Redis behind.)
-        let before: Vec<(u64, u64)> = self
-            .links
+        let links: Vec<_> = self.links.iter().collect();
+        let before: Vec<(u64, u64)> = links
             .iter()
             .map(|link| {
                 (
@@ -188,7 +188,7 @@ impl Cluster {
                 )
             })
             .collect();
-        for link in &self.links {
+        for link in &links {
             pipe.get(&link.keys.head);
         }
         let r: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
@@ -198,9 +198,9 @@ impl Cluster {
         // A log shorter than what a copy held means Redis lost data (it
         // restarted without persistence): the copy is rebuilt from what
         // Redis has now. A copy rebuilt meanwhile already is.
-        for (shard, reply) in replies.enumerate().take(self.links.len()) {
+        for (shard, reply) in replies.enumerate().take(links.len()) {
             let head: Option<u64> = redis::from_redis_value(reply).ok()?;
-            let link = &self.links[shard];
+            let link = links[shard];
             let (rebuilt, applied) = before[shard];
             if head.unwrap_or(0) < applied && link.rebuilt.load(Ordering::Acquire) == rebuilt {
                 tracing::error!(company = %link.company, head = head.unwrap_or(0), copy = applied, "the cluster's log in Redis is shorter than this node's copy: Redis lost data");

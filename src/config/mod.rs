@@ -158,8 +158,49 @@ pub struct Config {
     /// Several brokers sharing one Redis. Default none: a single broker
     /// with its own data directory.
     pub cluster: Option<ClusterConfig>,
+    /// The operator's token: with it, `/v1/admin/companies` adds and
+    /// deletes companies at run time. Default none (companies only from
+    /// this file).
+    pub operator_token: Option<Secret>,
+    /// The operator token's hex SHA-256, instead of the token itself.
+    pub operator_token_sha256: Option<String>,
+    /// The most companies the broker serves, the file's and the API's
+    /// (deleted ones included). Default 100.
+    pub max_companies: usize,
     /// Companies (tenants). The demo company when none are configured.
     pub companies: Vec<CompanyConfig>,
+}
+
+/// A secret from the config file: never shown by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Config {
+    /// The company slots the broker keeps: `max_companies`, or more when
+    /// the file and the data directory hold more.
+    pub fn company_slots(&self) -> usize {
+        self.max_companies.max(self.companies.len())
+    }
+
+    /// The SHA-256 of the operator token, if one is set.
+    pub fn operator_hash(&self) -> Option<[u8; 32]> {
+        match (&self.operator_token, &self.operator_token_sha256) {
+            (Some(t), _) => Some(hash_token(&t.0)),
+            (None, Some(h)) => {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(h, &mut out).ok()?;
+                Some(out)
+            }
+            (None, None) => None,
+        }
+    }
 }
 
 /// The `[cluster]` table: this broker is one node of several that share
@@ -263,6 +304,9 @@ impl Default for Config {
             journal_group_wait: Duration::from_millis(2),
             snapshot_interval: Duration::from_secs(60),
             cluster: None,
+            operator_token: None,
+            operator_token_sha256: None,
+            max_companies: 100,
             companies: Vec::new(),
         }
     }
@@ -279,7 +323,7 @@ pub enum Assignment {
 }
 
 /// One company profile.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompanyConfig {
     pub id: String,
@@ -302,6 +346,13 @@ pub struct CompanyConfig {
     /// them. Filled from the data directory at start, not from the file.
     #[serde(skip)]
     pub api_agents: Vec<crate::directory::AgentRecord>,
+    /// Added by the operator through the admin API (else declared in this
+    /// file). Set from the data directory or the cluster at start.
+    #[serde(skip)]
+    pub from_api: bool,
+    /// Deleted by the operator: kept in its place, not served.
+    #[serde(skip)]
+    pub removed: bool,
     /// Groups added through the admin API (deleted ones too), as the data
     /// directory holds them, after the file's. Filled from the data
     /// directory at start.
@@ -498,6 +549,36 @@ groups = ["nope"]
         assert!(e.contains("case_ttl"), "{e}");
         let e = Config::from_toml("bogus = 1").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_operator_token_names_its_field_and_a_good_one_is_never_shown() {
+        let company = "[[companies]]\nid = \"a\"\ngroups = [{ id = \"g\" }]\n[[companies.agents]]\nid = \"x\"\ntoken = \"agent-token-00000001\"\ngroups = [\"g\"]\n";
+        for (top, field) in [
+            ("operator_token = \"short\"", "operator_token"),
+            ("operator_token_sha256 = \"abc\"", "operator_token_sha256"),
+            (
+                "operator_token = \"operator-token-000001\"\noperator_token_sha256 = \"00\"",
+                "operator_token",
+            ),
+            (
+                "operator_token = \"agent-token-00000001\"",
+                "operator_token",
+            ),
+            ("max_companies = 0", "max_companies"),
+            ("max_companies = 10001", "max_companies"),
+        ] {
+            let e = Config::from_toml(&format!("{top}\n{company}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{top}: {e}");
+        }
+        let c = Config::from_toml(&format!(
+            "operator_token = \"operator-token-000001\"\n{company}"
+        ))
+        .unwrap();
+        assert_eq!(c.operator_hash(), Some(hash_token("operator-token-000001")));
+        assert!(!format!("{c:?}").contains("operator-token-000001"));
     }
 
     #[test]

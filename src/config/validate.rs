@@ -7,6 +7,28 @@ impl Config {
     /// Checks everything that parsing cannot: references, uniqueness and
     /// ranges. Errors name the field, e.g. `companies[0].agents[1].groups`.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.operator_token, &self.operator_token_sha256) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "operator_token",
+                    "set at most one of operator_token and operator_token_sha256",
+                ));
+            }
+            (Some(t), None) if t.0.len() < 16 => {
+                return Err(invalid("operator_token", "must be at least 16 characters"));
+            }
+            (None, Some(h)) if h.len() != 64 || hex::decode(h).is_err() => {
+                return Err(invalid("operator_token_sha256", "must be 64 hex digits"));
+            }
+            _ => {}
+        }
+        if !(1..=10_000).contains(&self.max_companies) || self.max_companies < self.companies.len()
+        {
+            return Err(invalid(
+                "max_companies",
+                "must be 1 to 10000, and at least the number of companies in the file",
+            ));
+        }
         if !crate::case::CODE_DIGITS.contains(&self.code_digits) {
             return Err(invalid("code_digits", "must be 8 or 11"));
         }
@@ -185,6 +207,14 @@ impl Config {
                     }
                 }
             }
+        }
+        if let Some(h) = self.operator_hash()
+            && token_hashes.contains(&h)
+        {
+            return Err(invalid(
+                "operator_token",
+                "an agent has the same token; the operator's must be its own",
+            ));
         }
         Ok(())
     }

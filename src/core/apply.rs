@@ -87,6 +87,10 @@ impl Locked<'_> {
                 self.set_group(&rec);
                 return None;
             }
+            Change::CompanySet(rec) => {
+                self.set_company(&rec);
+                return None;
+            }
             Change::ModuleSet(rec) => {
                 self.set_module(&rec.key, Some(&rec));
                 return None;
@@ -263,6 +267,7 @@ impl Locked<'_> {
             | Change::AgentSet(_)
             | Change::AgentRemoved { .. }
             | Change::GroupSet(_)
+            | Change::CompanySet(_)
             | Change::ModuleSet(_)
             | Change::ModuleRemoved { .. } => None,
         }

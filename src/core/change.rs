@@ -10,7 +10,7 @@ use crate::protocol::{ChatLine, PresenceState};
 
 use super::effect::ConnId;
 use super::record::{Actor, AssignedBy, CaseRecord};
-use crate::directory::{AgentRecord, GroupRecord, ModuleRecord};
+use crate::directory::{AgentRecord, CompanyRecord, GroupRecord, ModuleRecord};
 
 /// One of a case's two seats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +88,9 @@ pub enum Change {
     /// An agent deleted through the admin API: retired, its id kept for
     /// the history. Durable.
     AgentRemoved { id: String },
+    /// The company added or deleted by the operator: the first change of
+    /// a company added at run time. Durable.
+    CompanySet(Box<CompanyRecord>),
     /// A group added, renamed or deleted through the admin API (by id:
     /// added at the end of the company when new). Durable.
     GroupSet(Box<GroupRecord>),
@@ -117,6 +120,7 @@ impl Change {
             | Change::AgentSet(_)
             | Change::AgentRemoved { .. }
             | Change::GroupSet(_)
+            | Change::CompanySet(_)
             | Change::ModuleSet(_)
             | Change::ModuleRemoved { .. } => {
                 return None;
@@ -137,6 +141,7 @@ impl Change {
             Change::AgentSet(_)
                 | Change::AgentRemoved { .. }
                 | Change::GroupSet(_)
+                | Change::CompanySet(_)
                 | Change::ModuleSet(_)
                 | Change::ModuleRemoved { .. }
         )

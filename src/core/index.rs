@@ -56,6 +56,16 @@ impl Index {
         self.ended.push(BTreeSet::new());
     }
 
+    /// The open cases (new, pending, in progress) of every group.
+    pub fn open_count(&self) -> usize {
+        self.by_group_status
+            .iter()
+            .flat_map(|g| {
+                [Status::New, Status::Pending, Status::InProgress].map(|s| g[slot(s)].len())
+            })
+            .sum()
+    }
+
     /// True when `group` holds an open case (new, pending, in progress).
     pub fn has_open(&self, group: usize) -> bool {
         [Status::New, Status::Pending, Status::InProgress]

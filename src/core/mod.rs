@@ -57,6 +57,16 @@ pub struct Broker {
     shared: Arc<Shared>,
 }
 
+/// A handle that does not keep the broker alive.
+#[derive(Clone)]
+pub struct WeakBroker(std::sync::Weak<Shared>);
+
+impl WeakBroker {
+    pub fn upgrade(&self) -> Option<Broker> {
+        self.0.upgrade().map(|shared| Broker { shared })
+    }
+}
+
 /// A live connection as the core knows it. Owned by the connection's task
 /// and passed to every command it sends.
 #[derive(Debug)]
@@ -89,12 +99,17 @@ impl Broker {
     /// `sink`.
     pub fn new(config: Config, metrics: Metrics, sink: Arc<dyn Sink>) -> Broker {
         let dir = Directory::new(&config);
-        let shards = dir
-            .companies()
-            .iter()
-            .map(|c| Shard {
-                state: Mutex::new(ShardState::new(c, config.history_events)),
-                timers_changed: Notify::new(),
+        let companies = dir.companies();
+        let shards = (0..config.company_slots())
+            .map(|i| {
+                let state = match companies.get(i) {
+                    Some(c) => ShardState::new(c, config.history_events),
+                    None => ShardState::sized(0, 0, config.history_events),
+                };
+                Shard {
+                    state: Mutex::new(state),
+                    timers_changed: Notify::new(),
+                }
             })
             .collect();
         Broker {
@@ -108,6 +123,8 @@ impl Broker {
                 codes: DashMap::new(),
                 next_conn: AtomicU64::new(1),
                 shards,
+                adding: Mutex::new(()),
+                on_company: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -125,9 +142,19 @@ impl Broker {
         self.shared.dir.load_full()
     }
 
-    /// The number of shards (one per company).
+    pub fn downgrade(&self) -> WeakBroker {
+        WeakBroker(Arc::downgrade(&self.shared))
+    }
+
+    /// Has `hook` called with each company added at run time, once it
+    /// exists (its deadlines need a task).
+    pub fn on_company(&self, hook: impl Fn(usize) + Send + Sync + 'static) {
+        let _ = self.shared.on_company.set(Box::new(hook));
+    }
+
+    /// The number of companies (each its shard; deleted ones included).
     pub fn shards(&self) -> usize {
-        self.shared.shards.len()
+        self.shared.dir.load().companies().len()
     }
 
     /// The agent a bearer token belongs to.

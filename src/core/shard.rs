@@ -47,7 +47,14 @@ pub(crate) struct Shared {
     /// shard here.
     pub codes: DashMap<SessionCode, usize>,
     pub next_conn: AtomicU64,
+    /// One per company slot (`max_companies`); those past the directory's
+    /// companies wait for a company added at run time.
     pub shards: Vec<Shard>,
+    /// Companies are added one at a time.
+    pub adding: Mutex<()>,
+    /// Called with a company's shard once it is added at run time (starts
+    /// its deadlines).
+    pub on_company: std::sync::OnceLock<Box<dyn Fn(usize) + Send + Sync>>,
 }
 
 impl Shared {
@@ -134,13 +141,18 @@ pub struct ShardState {
 
 impl ShardState {
     pub fn new(company: &Company, history: usize) -> ShardState {
-        let groups = company.groups.len();
+        ShardState::sized(company.groups.len(), company.agents.len(), history)
+    }
+
+    /// The state of a company with `groups` groups and `agents` agents (a
+    /// free slot has none: they are added as the company is).
+    pub fn sized(groups: usize, agents: usize, history: usize) -> ShardState {
         ShardState {
             cases: HashMap::new(),
             lines: Lines::new(groups),
             stream: Stream::new(history),
-            index: Index::new(groups, company.agents.len()),
-            agents: company.agents.iter().map(|_| AgentLive::new()).collect(),
+            index: Index::new(groups, agents),
+            agents: (0..agents).map(|_| AgentLive::new()).collect(),
             conns: HashMap::new(),
             timers: Timers::default(),
             rr: vec![None; groups],

@@ -32,6 +32,9 @@ pub trait Sink: Send + Sync + 'static {
     fn available(&self) -> bool;
     /// Called with the shard's lock held, in the shard's order.
     fn commit(&self, shard: usize, batches: Vec<Batch>, effects: Vec<Effect>);
+    /// A company was added at run time in shard `shard`, before its first
+    /// commit.
+    fn company_added(&self, _shard: usize, _id: &str) {}
 }
 
 /// Delivers at once: no journal.

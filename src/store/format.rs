@@ -36,6 +36,12 @@ pub fn api_agents_key(company: &str) -> String {
     format!("agents/{company}")
 }
 
+/// The META key of a company the operator added through the admin API (a
+/// postcard `CompanyRecord`), written with each image.
+pub fn api_company_key(company: &str) -> String {
+    format!("api-company/{company}")
+}
+
 /// The META key of a company's groups added through the admin API (a
 /// postcard `Vec<GroupRecord>`, deleted ones included), written with each
 /// image.

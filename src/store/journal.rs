@@ -29,8 +29,8 @@ use crate::metrics::JournalMetrics;
 
 use super::Store;
 use super::format::{
-    CASES, CompanyMeta, HeldEvent, JOURNAL, META, api_agents_key, api_groups_key, api_modules_key,
-    meta_key,
+    CASES, CompanyMeta, HeldEvent, JOURNAL, META, api_agents_key, api_company_key, api_groups_key,
+    api_modules_key, meta_key,
 };
 
 /// Commits queued for the writer before a shard waits for room.
@@ -56,6 +56,11 @@ enum Msg {
         ack: Arc<Ack>,
     },
     Image(Box<Capture>),
+    /// A company added at run time, before its first commit.
+    Company {
+        shard: usize,
+        id: String,
+    },
     Stop,
 }
 
@@ -170,6 +175,13 @@ impl Sink for Journal {
 
     fn available(&self) -> bool {
         self.available.load(Ordering::Acquire)
+    }
+
+    fn company_added(&self, shard: usize, id: &str) {
+        let _ = self.tx.send(Msg::Company {
+            shard,
+            id: id.to_string(),
+        });
     }
 
     fn commit(&self, shard: usize, batches: Vec<Batch>, effects: Vec<Effect>) {
@@ -327,6 +339,13 @@ impl Writer {
                 group.bytes += capture.upserts.len() * 512;
                 group.images.push(*capture);
             }
+            Msg::Company { shard, id } => {
+                if self.companies.len() <= shard {
+                    self.companies.resize(shard + 1, String::new());
+                    self.positions.resize(shard + 1, None);
+                }
+                self.companies[shard] = id;
+            }
             Msg::Stop => group.stop = true,
         }
     }
@@ -444,6 +463,11 @@ impl Writer {
             let bytes = postcard::to_allocvec(&image.api_agents).map_err(|x| e(&x))?;
             meta.insert(api_agents_key(company).as_str(), bytes.as_slice())
                 .map_err(|x| e(&x))?;
+            if let Some(rec) = &image.company {
+                let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;
+                meta.insert(api_company_key(company).as_str(), bytes.as_slice())
+                    .map_err(|x| e(&x))?;
+            }
             let bytes = postcard::to_allocvec(&image.api_groups).map_err(|x| e(&x))?;
             meta.insert(api_groups_key(company).as_str(), bytes.as_slice())
                 .map_err(|x| e(&x))?;

@@ -41,9 +41,13 @@ pub struct StoreError {
 /// What one company's data holds, read at start.
 struct Stored {
     meta: Option<CompanyMeta>,
+    /// A company the operator added through the admin API, as it stands
+    /// (from the image, or the journal's `CompanySet`).
+    record: Option<crate::directory::CompanyRecord>,
     /// Agents added through the admin API, as of the image.
     api_agents: Vec<crate::directory::AgentRecord>,
-    /// Module keys added through the admin API, as of the image.
+    /// Groups and module keys added through the admin API, as of the
+    /// image.
     api_groups: Vec<crate::directory::GroupRecord>,
     api_modules: Vec<crate::directory::ModuleRecord>,
     cases: Vec<Vec<u8>>,
@@ -104,6 +108,7 @@ impl Store {
             .entry(company.to_string())
             .or_insert_with(|| Stored {
                 meta: None,
+                record: None,
                 api_agents: Vec::new(),
                 api_groups: Vec::new(),
                 api_modules: Vec::new(),
@@ -131,6 +136,9 @@ impl Store {
             } else if let Some(company) = k.value().strip_prefix("agents/") {
                 let agents = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).api_agents = agents;
+            } else if let Some(company) = k.value().strip_prefix("api-company/") {
+                let record = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+                self.stored(company).record = Some(record);
             } else if let Some(company) = k.value().strip_prefix("groups/") {
                 let groups = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).api_groups = groups;
@@ -165,6 +173,13 @@ impl Store {
         // which groups may hold out of order.
         for stored in self.companies.values_mut() {
             stored.entries.sort_by_key(|(id, _)| *id);
+            for (_, entry) in &stored.entries {
+                for change in entry.batches.iter().flatten() {
+                    if let crate::core::change::Change::CompanySet(rec) = change {
+                        stored.record = Some((**rec).clone());
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -175,6 +190,23 @@ impl Store {
     /// return to the line at start); a group the config no longer has is
     /// an error naming it.
     pub fn reconcile(&self, config: &mut Config) -> Result<(), StoreError> {
+        // Companies the operator added come after the file's, by id.
+        let mut added: Vec<_> = self
+            .companies
+            .iter()
+            .filter(|(id, _)| !config.companies.iter().any(|c| &c.id == *id))
+            .filter_map(|(_, s)| s.record.clone())
+            .collect();
+        added.sort_by(|a, b| a.id.cmp(&b.id));
+        for rec in added {
+            config.companies.push(crate::config::CompanyConfig {
+                id: rec.id,
+                name: rec.name,
+                from_api: true,
+                removed: rec.removed,
+                ..Default::default()
+            });
+        }
         let config_keys: std::collections::HashSet<String> = config
             .companies
             .iter()

@@ -1,6 +1,7 @@
 //! The admin API of PROTOCOL.md ("The directory at run time"): an admin
-//! agent manages its company's agents. Bodies are JSON, bounded like every
-//! other; errors name the field.
+//! agent manages its company's agents, groups and module keys; the
+//! operator manages companies. Bodies are JSON, bounded like every other;
+//! errors name the field.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,11 +12,17 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use super::api_error::ApiError;
 use super::http::{ApiResult, AuthAgent, acknowledged, body};
 use crate::app::App;
 use crate::core::commands::admin::{
     AgentPatch, GroupPatch, ModulePatch, NewAgent, NewGroup, NewModule,
 };
+use crate::core::commands::companies::NewCompany;
+use crate::error::Error;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -27,6 +34,11 @@ pub fn routes() -> Router<App> {
         .route(
             "/v1/admin/groups/{id}",
             patch(update_group).delete(remove_group),
+        )
+        .route("/v1/admin/companies", get(companies).post(add_company))
+        .route(
+            "/v1/admin/companies/{id}",
+            axum::routing::delete(remove_company),
         )
         .route("/v1/admin/modules", get(modules).post(add_module))
         .route(
@@ -196,5 +208,85 @@ async fn remove_module(
         app.broker.admin_remove_module(&agent, &key)
     })
     .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The operator, by `Authorization: Bearer <operator_token>`: 401 without
+/// a valid token, 403 for an agent's token or when no operator token is
+/// configured.
+pub struct Operator;
+
+impl FromRequestParts<App> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if app.broker.is_operator(token) {
+            return Ok(Operator);
+        }
+        if token.is_empty() || app.authenticate(token).await.is_none() {
+            return Err(ApiError(Error::unauthorized(
+                "a valid Authorization: Bearer token is required",
+            )));
+        }
+        Err(ApiError(Error::forbidden(
+            if app.broker.config().operator_hash().is_none() {
+                "companies are managed with the operator token, and none is configured (operator_token)"
+            } else {
+                "only the operator manages companies"
+            },
+        )))
+    }
+}
+
+async fn companies(State(app): State<App>, _: Operator) -> ApiResult<Response> {
+    if let Some(c) = &app.cluster {
+        c.sync_companies().await;
+    }
+    for shard in 0..app.broker.shards() {
+        app.fresh(shard).await;
+    }
+    Ok(Json(json!({ "companies": app.broker.admin_companies() })).into_response())
+}
+
+async fn add_company(
+    State(app): State<App>,
+    _: Operator,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let new: NewCompany = body(raw)?;
+    app.broker.check_new_company(&new)?;
+    // In a cluster the company is registered in Redis first, so that every
+    // node adds it in the same place; its first admin is then a commit of
+    // its log like any other.
+    let shard = match &app.cluster {
+        Some(c) => Some(c.register_company(&new.id, &new.name).await?),
+        None => None,
+    };
+    let (company, agent, token) =
+        acknowledged(&app, shard, || app.broker.admin_add_company(new)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "company": company, "agent": agent, "token": token })),
+    )
+        .into_response())
+}
+
+async fn remove_company(
+    State(app): State<App>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let shard = app.broker.directory().company(&id).map(|c| c.index);
+    acknowledged(&app, shard, || app.broker.admin_remove_company(&id)).await?;
+    if let Some(c) = &app.cluster {
+        c.unregister_company(&id).await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,6 +1,7 @@
 //! Groups at run time through the admin API: added, renamed and deleted
-//! (409 while in use), dashboards told live with the `groups` push, in each
-//! storage mode, across a restart and across the nodes of a cluster.
+//! (409 while in use), dashboards told live with the `groups` push (and of
+//! a deleted agent), in each storage mode, across a restart and across the
+//! nodes of a cluster.
 
 use serde_json::{Value, json};
 
@@ -443,3 +444,38 @@ async fn every_node_of_a_cluster_applies_a_group_change_and_a_later_node_has_it(
     let (_, case) = admin(&c, "GET", &format!("/v1/cases/{code}"), None).await;
     assert_eq!(case["group"], "vip", "{case}");
 }
+
+async fn a_deleted_agent_is_pushed_once_more_as_removed(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
+    let (st, body) = admin(
+        &server,
+        "POST",
+        "/v1/admin/agents",
+        Some(json!({"id": "erin", "name": "Erin", "groups": ["support"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let mut bob = dashboard(&server, BOB).await;
+    let (st, _) = admin(&server, "DELETE", "/v1/admin/agents/erin", None).await;
+    assert_eq!(st, 204);
+    let push = bob
+        .wait_for("erin's last push", |m| {
+            m["type"] == "agent" && m["agent"]["id"] == "erin"
+        })
+        .await;
+    assert_eq!(push["agent"]["removed"], true, "{push}");
+    // Gone from the list; the others' pushes carry no `removed`.
+    let (_, list) = server.http("GET", "/v1/agents", Some(BOB), None).await;
+    assert!(!list.to_string().contains("\"erin\""), "{list}");
+    let mut dave = server.agent(DAVE).await;
+    dave.ok(json!({"type": "presence", "state": "away"}), "presence")
+        .await;
+    let push = bob
+        .wait_for("dave's push", |m| {
+            m["type"] == "agent" && m["agent"]["id"] == "dave"
+        })
+        .await;
+    assert!(push["agent"].get("removed").is_none(), "{push}");
+}
+
+in_every_mode!(a_deleted_agent_is_pushed_once_more_as_removed);

@@ -59,7 +59,7 @@ pub struct AdminAgent {
 }
 
 impl AdminAgent {
-    fn of(a: &Agent) -> AdminAgent {
+    pub(crate) fn of(a: &Agent) -> AdminAgent {
         AdminAgent {
             id: a.id.clone(),
             name: a.name.clone(),
@@ -73,7 +73,7 @@ impl AdminAgent {
 }
 
 /// A new agent token: 32 random bytes, hex.
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod assign;
+pub mod companies;
 pub mod create;
 pub mod query;
 pub mod session;
