@@ -1,5 +1,6 @@
-//! Who exists: companies, groups, agents and module keys, built once from
-//! the config and never changed while the broker runs.
+//! Who exists: companies, groups, agents and module keys, built from the
+//! config and what the admin API added, and replaced whole (a new
+//! snapshot) when the admin API changes it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,6 +23,38 @@ pub struct AgentRecord {
     pub max_cases: u32,
     pub disabled: bool,
     pub token_hash: [u8; 32],
+}
+
+/// A group added, renamed or deleted through the admin API, as stored and
+/// replayed. A deleted group keeps its place (the history refers to it)
+/// and comes back with its id if added again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub id: String,
+    pub name: String,
+    pub removed: bool,
+}
+
+/// One of a company's groups.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    /// Added through the admin API (else declared in the config file).
+    pub from_api: bool,
+    /// Deleted through the admin API: kept for the cases that ended in it.
+    pub removed: bool,
+}
+
+impl Group {
+    /// The group as stored, for one added through the API.
+    pub fn record(&self) -> GroupRecord {
+        GroupRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            removed: self.removed,
+        }
+    }
 }
 
 /// A module key added through the admin API, as stored and replayed.
@@ -126,7 +159,11 @@ pub struct Company {
     /// The company's place in the directory: its shard.
     pub index: usize,
     pub assignment: Assignment,
+    /// Group ids by index: the config's, then the API's (deleted ones
+    /// kept in place).
     pub groups: Vec<String>,
+    /// The same groups, with their names and where they come from.
+    pub group_info: Vec<Group>,
     /// Agents in config order (round robin follows it).
     pub agents: Vec<Arc<Agent>>,
     agent_index: HashMap<String, usize>,
@@ -138,11 +175,14 @@ impl Company {
         self.agent_index.get(id).map(|&i| &self.agents[i])
     }
 
+    /// True when the company has this group (and it was not deleted).
     pub fn has_group(&self, group: &str) -> bool {
-        self.group_index.contains_key(group)
+        self.group(group)
+            .is_some_and(|g| !self.group_info[g].removed)
     }
 
-    /// The index of a group of this company.
+    /// The index of a group of this company (a deleted one included: the
+    /// history refers to it).
     pub fn group(&self, group: &str) -> Option<usize> {
         self.group_index.get(group).copied()
     }
@@ -154,6 +194,17 @@ impl Company {
         } else {
             agent.group_indexes.clone()
         }
+    }
+
+    /// The groups (not deleted) that `agent` may see: `(index, group)`.
+    pub fn live_groups_of<'a>(
+        &'a self,
+        agent: &'a Agent,
+    ) -> impl Iterator<Item = (usize, &'a Group)> + 'a {
+        self.group_info
+            .iter()
+            .enumerate()
+            .filter(move |(i, g)| !g.removed && agent.sees_index(*i))
     }
 }
 
@@ -218,7 +269,22 @@ impl Directory {
     pub fn new(config: &Config) -> Directory {
         let mut dir = Directory::default();
         for (ci, c) in config.companies.iter().enumerate() {
-            let groups: Vec<String> = c.groups.iter().map(|g| g.id.clone()).collect();
+            let mut group_info: Vec<Group> = c
+                .groups
+                .iter()
+                .map(|g| Group {
+                    id: g.id.clone(),
+                    name: if g.name.is_empty() {
+                        g.id.clone()
+                    } else {
+                        g.name.clone()
+                    },
+                    from_api: false,
+                    removed: false,
+                })
+                .collect();
+            group_info.extend(c.api_groups.iter().map(group_of));
+            let groups: Vec<String> = group_info.iter().map(|g| g.id.clone()).collect();
             let group_index: HashMap<String, usize> = groups
                 .iter()
                 .enumerate()
@@ -295,6 +361,7 @@ impl Directory {
                 index: ci,
                 assignment: c.assignment,
                 groups,
+                group_info,
                 agents,
                 agent_index,
                 group_index,
@@ -347,6 +414,16 @@ impl Directory {
     /// so an ordinary look-up is fine.
     pub fn module(&self, key: &str) -> Option<&Module> {
         self.modules.get(key)
+    }
+}
+
+/// Builds a group added through the API from its record.
+fn group_of(rec: &GroupRecord) -> Group {
+    Group {
+        id: rec.id.clone(),
+        name: rec.name.clone(),
+        from_api: true,
+        removed: rec.removed,
     }
 }
 
@@ -405,6 +482,31 @@ impl Directory {
             }
         }
         dir
+    }
+
+    /// A copy in which company `shard` has the group `rec` (replacing the
+    /// group with its id, or added at the end); and the group's index.
+    pub fn with_group(&self, shard: usize, rec: &GroupRecord) -> (Directory, usize) {
+        let mut dir = self.clone();
+        let mut company = (*dir.companies[shard]).clone();
+        let index = match company.group_index.get(&rec.id) {
+            Some(&i) => {
+                company.group_info[i] = group_of(rec);
+                i
+            }
+            None => {
+                company.groups.push(rec.id.clone());
+                company.group_info.push(group_of(rec));
+                company
+                    .group_index
+                    .insert(rec.id.clone(), company.groups.len() - 1);
+                company.groups.len() - 1
+            }
+        };
+        // Modules carry their group's index: unchanged, as a group keeps
+        // its place.
+        dir.companies[shard] = Arc::new(company);
+        (dir, index)
     }
 
     /// A copy in which company `shard` has the agent `rec` (replacing the

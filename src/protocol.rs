@@ -260,6 +260,16 @@ pub struct AgentStatus {
     pub presence: PresenceState,
     pub open_cases: u32,
     pub max_cases: u32,
+    /// The agent was deleted: dashboards drop it (absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+}
+
+/// A group as `GET /v1/groups` and the `groups` push show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub id: String,
+    pub name: String,
 }
 
 /// An agent as `welcome` describes it.
@@ -398,6 +408,9 @@ pub enum ServerMsg {
     },
     Agent {
         agent: AgentStatus,
+    },
+    Groups {
+        groups: Vec<GroupInfo>,
     },
     Error {
         code: ErrorCode,

@@ -5,6 +5,8 @@ mod util;
 
 #[path = "integration/admin.rs"]
 mod admin;
+#[path = "integration/admin_groups.rs"]
+mod admin_groups;
 #[path = "integration/assignment.rs"]
 mod assignment;
 #[path = "integration/bad_input.rs"]

@@ -302,6 +302,11 @@ pub struct CompanyConfig {
     /// them. Filled from the data directory at start, not from the file.
     #[serde(skip)]
     pub api_agents: Vec<crate::directory::AgentRecord>,
+    /// Groups added through the admin API (deleted ones too), as the data
+    /// directory holds them, after the file's. Filled from the data
+    /// directory at start.
+    #[serde(skip)]
+    pub api_groups: Vec<crate::directory::GroupRecord>,
     /// Module keys added through the admin API, as the data directory
     /// holds them. Filled from the data directory at start.
     #[serde(skip)]

@@ -83,6 +83,10 @@ impl Locked<'_> {
                 self.set_agent(&rec, true);
                 return None;
             }
+            Change::GroupSet(rec) => {
+                self.set_group(&rec);
+                return None;
+            }
             Change::ModuleSet(rec) => {
                 self.set_module(&rec.key, Some(&rec));
                 return None;
@@ -258,6 +262,7 @@ impl Locked<'_> {
             | Change::Presence { .. }
             | Change::AgentSet(_)
             | Change::AgentRemoved { .. }
+            | Change::GroupSet(_)
             | Change::ModuleSet(_)
             | Change::ModuleRemoved { .. } => None,
         }

@@ -10,7 +10,7 @@ use crate::protocol::{ChatLine, PresenceState};
 
 use super::effect::ConnId;
 use super::record::{Actor, AssignedBy, CaseRecord};
-use crate::directory::{AgentRecord, ModuleRecord};
+use crate::directory::{AgentRecord, GroupRecord, ModuleRecord};
 
 /// One of a case's two seats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +88,9 @@ pub enum Change {
     /// An agent deleted through the admin API: retired, its id kept for
     /// the history. Durable.
     AgentRemoved { id: String },
+    /// A group added, renamed or deleted through the admin API (by id:
+    /// added at the end of the company when new). Durable.
+    GroupSet(Box<GroupRecord>),
     /// A module key added or changed through the admin API. Durable.
     ModuleSet(Box<ModuleRecord>),
     /// A module key deleted through the admin API. Durable.
@@ -113,6 +116,7 @@ impl Change {
             | Change::Presence { .. }
             | Change::AgentSet(_)
             | Change::AgentRemoved { .. }
+            | Change::GroupSet(_)
             | Change::ModuleSet(_)
             | Change::ModuleRemoved { .. } => {
                 return None;
@@ -126,12 +130,13 @@ impl Change {
         self.code().is_some() || self.directory()
     }
 
-    /// True for a change of the directory (agents, module keys).
+    /// True for a change of the directory (agents, groups, module keys).
     pub fn directory(&self) -> bool {
         matches!(
             self,
             Change::AgentSet(_)
                 | Change::AgentRemoved { .. }
+                | Change::GroupSet(_)
                 | Change::ModuleSet(_)
                 | Change::ModuleRemoved { .. }
         )

@@ -52,6 +52,13 @@ impl Filter {
     }
 }
 
+/// A group as the `groups` push shows it, with its index for the filters.
+#[derive(Clone, Debug)]
+pub struct GroupEntry {
+    pub index: usize,
+    pub group: crate::protocol::GroupInfo,
+}
+
 /// How a subscription starts.
 #[derive(Debug)]
 pub enum Start {
@@ -109,6 +116,9 @@ pub enum Effect {
         agent: AgentStatus,
         groups: Arc<[usize]>,
     },
+    /// The company's groups changed: to every subscriber, the groups
+    /// (not deleted) it may see.
+    Groups { groups: Arc<[GroupEntry]> },
     /// A chat line, to the other seat.
     Chat {
         to: Vec<ConnId>,

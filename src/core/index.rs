@@ -50,6 +50,19 @@ impl Index {
         }
     }
 
+    /// Makes room for the group added at the end of the company.
+    pub fn add_group(&mut self) {
+        self.by_group_status.push(Default::default());
+        self.ended.push(BTreeSet::new());
+    }
+
+    /// True when `group` holds an open case (new, pending, in progress).
+    pub fn has_open(&self, group: usize) -> bool {
+        [Status::New, Status::Pending, Status::InProgress]
+            .into_iter()
+            .any(|s| !self.by_group_status[group][slot(s)].is_empty())
+    }
+
     /// Makes room for the agent added at the end of the company.
     pub fn add_agent(&mut self) {
         self.by_assignee.push(BTreeSet::new());

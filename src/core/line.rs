@@ -72,6 +72,11 @@ impl Lines {
         }
     }
 
+    /// Makes room for the group added at the end of the company.
+    pub fn add_group(&mut self) {
+        self.groups.push(Line::default());
+    }
+
     pub fn group(&self, group: usize) -> &Line {
         &self.groups[group]
     }

@@ -178,11 +178,15 @@ impl Broker {
     ) -> (super::restore::Capture, Vec<Change>) {
         let mut cx = self.lock(shard);
         let capture = cx.capture(position);
-        // The agents added through the admin API first, in index order (a
+        // The groups and agents added through the admin API first, in index order (a
         // deleted one set, then removed), so that a node starting from the
         // image has the same directory, with the same indexes, before the
         // records that refer to it.
-        let mut live = Vec::new();
+        let mut live: Vec<Change> = cx
+            .api_groups()
+            .into_iter()
+            .map(|g| Change::GroupSet(Box::new(g)))
+            .collect();
         for a in cx.company.agents.iter().filter(|a| a.from_api) {
             live.push(Change::AgentSet(Box::new(a.record())));
             if a.retired {

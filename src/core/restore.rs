@@ -40,6 +40,10 @@ pub struct Capture {
     /// The agents added through the admin API (deleted ones included, as
     /// former agents are), as they stand.
     pub api_agents: Vec<crate::directory::AgentRecord>,
+    /// The company's group ids by index, as the records refer to them.
+    pub groups: Vec<String>,
+    /// The groups added through the admin API (deleted ones included).
+    pub api_groups: Vec<crate::directory::GroupRecord>,
     /// The module keys added through the admin API.
     pub api_modules: Vec<crate::directory::ModuleRecord>,
 }
@@ -139,6 +143,8 @@ impl super::shard::Locked<'_> {
                 .filter(|a| a.from_api && !a.retired)
                 .map(|a| a.record())
                 .collect(),
+            groups: cx.company.groups.clone(),
+            api_groups: cx.api_groups(),
             api_modules: cx.api_modules(),
         }
     }

@@ -277,6 +277,7 @@ impl<'a> Locked<'a> {
             presence: live.presence,
             open_cases: live.load(),
             max_cases: a.max_cases,
+            removed: a.retired,
         }
     }
 

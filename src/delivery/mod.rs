@@ -192,6 +192,34 @@ impl Deliver for Hub {
                         !s.filter.sees_any(&groups) || s.outbox.push_shared(frame.clone())
                     });
                 }
+                Effect::Groups { groups } => {
+                    if subs.is_empty() {
+                        continue;
+                    }
+                    // Admins see every group: one frame for them all.
+                    let all = Frame::message(
+                        &ServerMsg::Groups {
+                            groups: groups.iter().map(|g| g.group.clone()).collect(),
+                        },
+                        None,
+                    );
+                    subs.retain(|_, s| {
+                        let frame = match &s.filter.groups {
+                            None => all.clone(),
+                            Some(mine) => Frame::message(
+                                &ServerMsg::Groups {
+                                    groups: groups
+                                        .iter()
+                                        .filter(|g| mine.contains(&g.index))
+                                        .map(|g| g.group.clone())
+                                        .collect(),
+                                },
+                                None,
+                            ),
+                        };
+                        s.outbox.push_shared(frame)
+                    });
+                }
                 Effect::Chat { to, code, line } => self.one(&to, &ServerMsg::Chat { code, line }),
                 Effect::Signal {
                     to,

@@ -36,6 +36,13 @@ pub fn api_agents_key(company: &str) -> String {
     format!("agents/{company}")
 }
 
+/// The META key of a company's groups added through the admin API (a
+/// postcard `Vec<GroupRecord>`, deleted ones included), written with each
+/// image.
+pub fn api_groups_key(company: &str) -> String {
+    format!("groups/{company}")
+}
+
 /// The META key of a company's module keys added through the admin API
 /// (a postcard `Vec<ModuleRecord>`), written with each image.
 pub fn api_modules_key(company: &str) -> String {

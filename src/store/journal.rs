@@ -29,7 +29,8 @@ use crate::metrics::JournalMetrics;
 
 use super::Store;
 use super::format::{
-    CASES, CompanyMeta, HeldEvent, JOURNAL, META, api_agents_key, api_modules_key, meta_key,
+    CASES, CompanyMeta, HeldEvent, JOURNAL, META, api_agents_key, api_groups_key, api_modules_key,
+    meta_key,
 };
 
 /// Commits queued for the writer before a shard waits for room.
@@ -78,8 +79,8 @@ struct Writer {
     released: SyncSender<Released>,
     available: Arc<AtomicBool>,
     grouping: Grouping,
-    /// Per shard: company id, agent ids, group ids.
-    companies: Vec<(String, Vec<String>)>,
+    /// Per shard: company id.
+    companies: Vec<String>,
     /// Per shard: the position of its last stored image (journal entries
     /// before the smallest of them are no longer needed).
     positions: Vec<Option<u64>>,
@@ -120,11 +121,7 @@ impl Journal {
             released,
             available: available.clone(),
             grouping,
-            companies: dir
-                .companies()
-                .iter()
-                .map(|c| (c.id.clone(), c.groups.clone()))
-                .collect(),
+            companies: dir.companies().iter().map(|c| c.id.clone()).collect(),
             positions,
             scratch: Vec::new(),
             metrics,
@@ -312,7 +309,7 @@ impl Writer {
             } => {
                 if let Some(id) = id {
                     let entry = EntryRef {
-                        company: &self.companies[shard].0,
+                        company: &self.companies[shard],
                         batches: &batches,
                     };
                     // Encoded once into a reused buffer, then appended to
@@ -418,8 +415,8 @@ impl Writer {
         let mut cases = txn.open_table(CASES).map_err(|x| e(&x))?;
         let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
         for image in &group.images {
-            let (company, groups) = &self.companies[image.shard];
-            let agents = &image.agents;
+            let company = &self.companies[image.shard];
+            let (agents, groups) = (&image.agents, &image.groups);
             for rec in &image.upserts {
                 let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;
                 cases
@@ -446,6 +443,9 @@ impl Writer {
                 .map_err(|x| e(&x))?;
             let bytes = postcard::to_allocvec(&image.api_agents).map_err(|x| e(&x))?;
             meta.insert(api_agents_key(company).as_str(), bytes.as_slice())
+                .map_err(|x| e(&x))?;
+            let bytes = postcard::to_allocvec(&image.api_groups).map_err(|x| e(&x))?;
+            meta.insert(api_groups_key(company).as_str(), bytes.as_slice())
                 .map_err(|x| e(&x))?;
             let bytes = postcard::to_allocvec(&image.api_modules).map_err(|x| e(&x))?;
             meta.insert(api_modules_key(company).as_str(), bytes.as_slice())

@@ -44,6 +44,7 @@ struct Stored {
     /// Agents added through the admin API, as of the image.
     api_agents: Vec<crate::directory::AgentRecord>,
     /// Module keys added through the admin API, as of the image.
+    api_groups: Vec<crate::directory::GroupRecord>,
     api_modules: Vec<crate::directory::ModuleRecord>,
     cases: Vec<Vec<u8>>,
     /// Journal entries after the image, with their positions.
@@ -104,6 +105,7 @@ impl Store {
             .or_insert_with(|| Stored {
                 meta: None,
                 api_agents: Vec::new(),
+                api_groups: Vec::new(),
                 api_modules: Vec::new(),
                 cases: Vec::new(),
                 entries: Vec::new(),
@@ -129,6 +131,9 @@ impl Store {
             } else if let Some(company) = k.value().strip_prefix("agents/") {
                 let agents = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).api_agents = agents;
+            } else if let Some(company) = k.value().strip_prefix("groups/") {
+                let groups = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+                self.stored(company).api_groups = groups;
             } else if let Some(company) = k.value().strip_prefix("modules/") {
                 let modules = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).api_modules = modules;
@@ -183,11 +188,24 @@ impl Store {
             else {
                 continue;
             };
-            if let Some(g) = meta
-                .groups
-                .iter()
-                .find(|g| !company.groups.iter().any(|c| &c.id == *g))
-            {
+            // Groups added through the API stay (deleted ones too: cases
+            // that ended in them refer to them); the file's own entry wins
+            // for an id it declares too.
+            let stored = &self.companies[&company.id];
+            let mut api_groups = Vec::new();
+            for g in &stored.api_groups {
+                if company.groups.iter().any(|c| c.id == g.id) {
+                    tracing::warn!(company = %company.id, group = %g.id, "a group added through the admin API is now declared in the config file: the file's entry is used");
+                } else {
+                    api_groups.push(g.clone());
+                }
+            }
+            company.api_groups = api_groups;
+            let known = |g: &str| {
+                company.groups.iter().any(|c| c.id == g)
+                    || company.api_groups.iter().any(|r| r.id == g)
+            };
+            if let Some(g) = meta.groups.iter().find(|g| !known(g)) {
                 return Err(StoreError {
                     path: self.path.clone(),
                     cause: format!(
@@ -199,7 +217,6 @@ impl Store {
             }
             // Agents added through the API stay; the file's own entry wins
             // for an id it declares too.
-            let stored = &self.companies[&company.id];
             let mut api = Vec::new();
             for rec in &stored.api_agents {
                 if company.agents.iter().any(|c| c.id == rec.id) {
@@ -222,7 +239,11 @@ impl Store {
             let mut modules = Vec::new();
             for m in &stored.api_modules {
                 let declared = config_keys.contains(m.key.as_str());
-                let group_ok = company.groups.iter().any(|g| g.id == m.group);
+                let group_ok = company.groups.iter().any(|g| g.id == m.group)
+                    || company
+                        .api_groups
+                        .iter()
+                        .any(|g| g.id == m.group && !g.removed);
                 let assignee_ok = m.default_assignee.as_ref().is_none_or(|a| {
                     company.agents.iter().any(|c| &c.id == a)
                         || company.api_agents.iter().any(|r| &r.id == a)

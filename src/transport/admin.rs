@@ -13,7 +13,9 @@ use serde_json::json;
 
 use super::http::{ApiResult, AuthAgent, acknowledged, body};
 use crate::app::App;
-use crate::core::commands::admin::{AgentPatch, ModulePatch, NewAgent, NewModule};
+use crate::core::commands::admin::{
+    AgentPatch, GroupPatch, ModulePatch, NewAgent, NewGroup, NewModule,
+};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -21,6 +23,11 @@ pub fn routes() -> Router<App> {
         .route("/v1/admin/agents/{id}", patch(update).delete(remove))
         .route("/v1/admin/agents/{id}/token", post(token))
         .route("/v1/admin/export", get(export))
+        .route("/v1/admin/groups", get(groups).post(add_group))
+        .route(
+            "/v1/admin/groups/{id}",
+            patch(update_group).delete(remove_group),
+        )
         .route("/v1/admin/modules", get(modules).post(add_module))
         .route(
             "/v1/admin/modules/{key}",
@@ -100,6 +107,51 @@ async fn export(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResul
         text,
     )
         .into_response())
+}
+
+async fn groups(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await;
+    let groups = app.broker.admin_groups(&agent)?;
+    Ok(Json(json!({ "groups": groups })).into_response())
+}
+
+async fn add_group(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let new: NewGroup = body(raw)?;
+    let group = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_add_group(&agent, new)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "group": group }))).into_response())
+}
+
+async fn update_group(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let change: GroupPatch = body(raw)?;
+    let group = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_update_group(&agent, &id, change)
+    })
+    .await?;
+    Ok(Json(json!({ "group": group })).into_response())
+}
+
+async fn remove_group(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_remove_group(&agent, &id)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn modules(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {

@@ -50,6 +50,7 @@ pub fn app(state: App, metrics_here: bool) -> Router {
         .route("/v1/help", post(help))
         .route("/v1/modules/{key}", get(module))
         .route("/v1/agents", get(agents))
+        .route("/v1/groups", get(groups))
         .merge(super::admin::routes())
         .route("/healthz", get(healthz))
         .merge(super::pages::routes())
@@ -401,6 +402,11 @@ async fn delete_case(
 async fn agents(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
     app.fresh(agent.company_index).await;
     Json(json!({ "agents": app.broker.agents(&agent) })).into_response()
+}
+
+async fn groups(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
+    app.fresh(agent.company_index).await;
+    Json(json!({ "groups": app.broker.groups(&agent) })).into_response()
 }
 
 async fn help(

@@ -11,7 +11,7 @@ use casebroker::protocol::{CaseBody, ClientMsg, Envelope, ServerMsg, decode_clie
 use serde_json::Value;
 
 /// Every server message type on the wire (see `server_type`).
-const SERVER_TYPES: [&str; 19] = [
+const SERVER_TYPES: [&str; 20] = [
     "welcome",
     "snapshot",
     "resumed",
@@ -30,12 +30,13 @@ const SERVER_TYPES: [&str; 19] = [
     "ended",
     "queue",
     "agent",
+    "groups",
     "error",
 ];
 
 /// Server messages that are pushes: they never carry an `id`.
-const PUSHES: [&str; 7] = [
-    "event", "status", "chat", "signal", "ended", "queue", "agent",
+const PUSHES: [&str; 8] = [
+    "event", "status", "chat", "signal", "ended", "queue", "agent", "groups",
 ];
 
 fn server_type(msg: &ServerMsg) -> &'static str {
@@ -58,6 +59,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::Ended { .. } => "ended",
         ServerMsg::Queue { .. } => "queue",
         ServerMsg::Agent { .. } => "agent",
+        ServerMsg::Groups { .. } => "groups",
         ServerMsg::Error { .. } => "error",
     }
 }

@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::hash_token;
 use crate::config::validate::valid_id;
-use crate::directory::{Agent, AgentRecord, ModuleRecord};
+use crate::directory::{Agent, AgentRecord, GroupRecord, ModuleRecord};
 use crate::error::{Error, Result};
-use crate::protocol::close;
+use crate::protocol::{GroupInfo, close};
 
 use super::super::change::Change;
-use super::super::effect::Effect;
+use super::super::effect::{Effect, GroupEntry};
 use super::super::shard::{AgentLive, Locked};
 use super::super::{Broker, limits};
 
@@ -81,7 +81,7 @@ fn admin_only(agent: &Agent) -> Result<()> {
     if agent.admin {
         Ok(())
     } else {
-        Err(Error::forbidden("only admins manage agents"))
+        Err(Error::forbidden("only admins manage the directory"))
     }
 }
 
@@ -202,6 +202,175 @@ impl Broker {
         audit(&self.shared.metrics, viewer, "agent_deleted", id);
         Ok(())
     }
+}
+
+/// The most groups one company may have (deleted ones included).
+pub const MAX_GROUPS: usize = 1000;
+
+/// `POST /v1/admin/groups`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    pub id: String,
+    pub name: String,
+}
+
+/// `PATCH /v1/admin/groups/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPatch {
+    pub name: Option<String>,
+}
+
+/// A group as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct AdminGroup {
+    pub id: String,
+    pub name: String,
+    /// `config` or `api`, as for agents.
+    pub source: &'static str,
+}
+
+impl AdminGroup {
+    fn of(g: &crate::directory::Group) -> AdminGroup {
+        AdminGroup {
+            id: g.id.clone(),
+            name: g.name.clone(),
+            source: if g.from_api { "api" } else { "config" },
+        }
+    }
+}
+
+impl Broker {
+    /// `GET /v1/groups`: the company's groups the agent sees (an admin:
+    /// all), in the company's order.
+    pub fn groups(&self, viewer: &Agent) -> Vec<GroupInfo> {
+        let company = self.company(viewer.company_index);
+        company
+            .live_groups_of(viewer)
+            .map(|(_, g)| GroupInfo {
+                id: g.id.clone(),
+                name: g.name.clone(),
+            })
+            .collect()
+    }
+
+    /// `GET /v1/admin/groups`.
+    pub fn admin_groups(&self, viewer: &Agent) -> Result<Vec<AdminGroup>> {
+        admin_only(viewer)?;
+        let company = self.company(viewer.company_index);
+        Ok(company
+            .group_info
+            .iter()
+            .filter(|g| !g.removed)
+            .map(AdminGroup::of)
+            .collect())
+    }
+
+    /// `POST /v1/admin/groups`: a new group (or one deleted before, back).
+    pub fn admin_add_group(&self, viewer: &Agent, new: NewGroup) -> Result<AdminGroup> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        if !valid_id(&new.id) {
+            return Err(Error::bad_request(
+                "id must be 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'",
+            ));
+        }
+        check_name(&new.name)?;
+        if cx.company.has_group(&new.id) {
+            return Err(Error::conflict(format!("group \"{}\" exists", new.id)));
+        }
+        if cx.company.group(&new.id).is_none() && cx.company.groups.len() >= MAX_GROUPS {
+            return Err(Error::conflict(format!(
+                "a company has at most {MAX_GROUPS} groups"
+            )));
+        }
+        let rec = GroupRecord {
+            id: new.id,
+            name: new.name,
+            removed: false,
+        };
+        cx.apply(Change::GroupSet(Box::new(rec.clone())));
+        audit(&self.shared.metrics, viewer, "group_added", &rec.id);
+        let g = cx.company.group(&rec.id).expect("just added");
+        Ok(AdminGroup::of(&cx.company.group_info[g]))
+    }
+
+    /// `PATCH /v1/admin/groups/{id}`.
+    pub fn admin_update_group(
+        &self,
+        viewer: &Agent,
+        id: &str,
+        patch: GroupPatch,
+    ) -> Result<AdminGroup> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        let mut rec = cx.api_group(id)?;
+        if let Some(name) = patch.name {
+            check_name(&name)?;
+            rec.name = name;
+        }
+        if rec != cx.api_group(id)? {
+            cx.apply(Change::GroupSet(Box::new(rec)));
+            audit(&self.shared.metrics, viewer, "group_changed", id);
+        }
+        let g = cx.company.group(id).expect("exists");
+        Ok(AdminGroup::of(&cx.company.group_info[g]))
+    }
+
+    /// `DELETE /v1/admin/groups/{id}`: only while no open case, agent or
+    /// module key uses it (409 naming what does); the cases that ended in
+    /// it keep it.
+    pub fn admin_remove_group(&self, viewer: &Agent, id: &str) -> Result<()> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        let mut rec = cx.api_group(id)?;
+        let g = cx.company.group(id).expect("exists");
+        if cx.st.index.has_open(g) {
+            return Err(Error::conflict(format!(
+                "group \"{id}\" still has open cases: close or transfer them first"
+            )));
+        }
+        if let Some(a) = cx
+            .company
+            .agents
+            .iter()
+            .find(|a| !a.retired && a.member_of_index(g))
+        {
+            return Err(Error::conflict(format!(
+                "group \"{id}\" still has agents (\"{}\"): take them out of it first",
+                a.id
+            )));
+        }
+        let dir = self.shared.dir.load();
+        if let Some((key, _)) = dir
+            .modules()
+            .find(|(_, m)| m.company_index == cx.shard && m.group_index == g)
+        {
+            return Err(Error::conflict(format!(
+                "group \"{id}\" still has module keys (\"{key}\"): move or delete them first"
+            )));
+        }
+        rec.removed = true;
+        cx.apply(Change::GroupSet(Box::new(rec)));
+        audit(&self.shared.metrics, viewer, "group_deleted", id);
+        Ok(())
+    }
+}
+
+/// A display name: 1 to 100 characters.
+fn check_name(name: &str) -> Result<()> {
+    let n = name.chars().count();
+    if n == 0 || n > limits::NAME {
+        return Err(Error::bad_request(format!(
+            "name must be 1 to {} characters",
+            limits::NAME
+        )));
+    }
+    Ok(())
 }
 
 /// `POST /v1/admin/modules`: a key is drawn when none is given.
@@ -386,15 +555,6 @@ impl Broker {
         admin_only(viewer)?;
         let dir = self.directory();
         let company = &dir.companies()[viewer.company_index];
-        let declared = &self.shared.config.companies[viewer.company_index];
-        let group_name = |id: &str| {
-            declared
-                .groups
-                .iter()
-                .find(|g| g.id == id)
-                .map(|g| g.name.clone())
-                .unwrap_or_default()
-        };
         let mut modules: Vec<ExportModule> = dir
             .modules()
             .filter(|(_, m)| m.company_index == viewer.company_index)
@@ -411,11 +571,12 @@ impl Broker {
                 name: company.name.clone(),
                 assignment: company.assignment,
                 groups: company
-                    .groups
+                    .group_info
                     .iter()
+                    .filter(|g| !g.removed)
                     .map(|g| ExportGroup {
-                        id: g.clone(),
-                        name: group_name(g),
+                        id: g.id.clone(),
+                        name: g.name.clone(),
                     })
                     .collect(),
                 agents: company
@@ -464,15 +625,26 @@ impl Locked<'_> {
         Ok(a.record())
     }
 
-    /// Checks a record's fields against the company; errors name the field.
-    fn check(&self, rec: &AgentRecord) -> Result<()> {
-        let name = rec.name.chars().count();
-        if name == 0 || name > limits::NAME {
-            return Err(Error::bad_request(format!(
-                "name must be 1 to {} characters",
-                limits::NAME
+    /// The record of a group the API may change: `not_found` for an
+    /// unknown or deleted id, `conflict` for one the config file declares.
+    fn api_group(&self, id: &str) -> Result<GroupRecord> {
+        let g = self
+            .company
+            .group(id)
+            .map(|g| &self.company.group_info[g])
+            .filter(|g| !g.removed)
+            .ok_or_else(Error::not_found)?;
+        if !g.from_api {
+            return Err(Error::conflict(format!(
+                "group \"{id}\" is declared in the config file: change it there"
             )));
         }
+        Ok(g.record())
+    }
+
+    /// Checks a record's fields against the company; errors name the field.
+    fn check(&self, rec: &AgentRecord) -> Result<()> {
+        check_name(&rec.name)?;
         if rec.groups.is_empty() {
             return Err(Error::bad_request("groups must name at least one group"));
         }
@@ -518,7 +690,11 @@ impl Locked<'_> {
 
     /// Checks a module's group and default assignee; errors name the field.
     fn check_module(&self, rec: &ModuleRecord) -> Result<()> {
-        let Some(group) = self.company.group(&rec.group) else {
+        let Some(group) = self
+            .company
+            .group(&rec.group)
+            .filter(|_| self.company.has_group(&rec.group))
+        else {
             return Err(Error::bad_request(format!(
                 "group: unknown group \"{}\"",
                 rec.group
@@ -540,6 +716,51 @@ impl Locked<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The groups of this company added through the API (deleted ones
+    /// too), in index order.
+    pub(crate) fn api_groups(&self) -> Vec<GroupRecord> {
+        self.company
+            .group_info
+            .iter()
+            .filter(|g| g.from_api)
+            .map(|g| g.record())
+            .collect()
+    }
+
+    /// Sets (adds, renames or deletes) a group of this company: a new
+    /// directory with it is swapped in, the shard makes room for a new
+    /// group, and dashboards are told the groups they see.
+    pub(crate) fn set_group(&mut self, rec: &GroupRecord) {
+        let shard = self.shard;
+        let mut index = 0;
+        self.shared.dir.rcu(|dir| {
+            let (next, i) = dir.with_group(shard, rec);
+            index = i;
+            next
+        });
+        self.company = self.shared.dir.load().companies()[shard].clone();
+        while self.st.lines.groups() <= index {
+            self.st.lines.add_group();
+            self.st.index.add_group();
+            self.st.rr.push(None);
+        }
+        let groups = self
+            .company
+            .group_info
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.removed)
+            .map(|(index, g)| GroupEntry {
+                index,
+                group: GroupInfo {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                },
+            })
+            .collect();
+        self.emit(Effect::Groups { groups });
     }
 
     /// Sets or removes a module key of this company.
@@ -565,7 +786,19 @@ impl Locked<'_> {
             self.st.agents.push(AgentLive::new());
             self.st.index.add_agent();
         }
-        self.push_agent(index);
+        if retire {
+            // Told to those that saw it, by the groups it had.
+            let groups = before
+                .as_ref()
+                .map(|b| b.group_indexes.clone())
+                .unwrap_or_default();
+            self.emit(Effect::Agent {
+                agent: self.agent_status(index),
+                groups: groups.into(),
+            });
+        } else {
+            self.push_agent(index);
+        }
         // Its connections (on every node: each applies this) end: signed
         // out (4500) when it may no longer sign in with what it used,
         // resumed (4001) when it is signed in with what it no longer is.

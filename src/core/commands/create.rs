@@ -47,9 +47,11 @@ impl Broker {
     pub fn create_case(&self, agent: &Agent, req: CreateCase) -> Result<CaseView> {
         self.writable()?;
         let company = self.company(agent.company_index);
+        let unknown = || Error::bad_request(format!("unknown group \"{}\"", req.group));
         let group = company
             .group(&req.group)
-            .ok_or_else(|| Error::bad_request(format!("unknown group \"{}\"", req.group)))?;
+            .filter(|_| company.has_group(&req.group))
+            .ok_or_else(unknown)?;
         if !agent.sees_index(group) {
             return Err(Error::forbidden("you are not a member of this group"));
         }
@@ -70,6 +72,10 @@ impl Broker {
             None => None,
         };
         let mut cx = self.lock(agent.company_index);
+        // Deleted meanwhile: no case may open in it.
+        if !cx.company.has_group(&req.group) {
+            return Err(unknown());
+        }
         let rec = cx.new_record(NewCase {
             group,
             name,
