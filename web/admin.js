@@ -24,10 +24,18 @@ async function copy(text, field) {
 const button = (text, key, onClick, cls) =>
   el('button', { type: 'button', class: cls, dataset: { key }, text, on: { click: onClick } });
 
-/** A labelled field of a form. */
+/** A labelled field of a form; its control keeps the focus when its row is drawn again. */
 function field(label, control, hint) {
+  control.dataset.key = control.id;
   return el('div', { class: 'field' }, el('label', { for: control.id, text: label }), control,
     hint ? el('span', { class: 'hint muted', text: hint }) : null);
+}
+
+/** Sets a select's options (`[value, text]`), leaving it alone when they are the same. */
+function options(select, list) {
+  const have = [...select.options].map((o) => [o.value, o.text]);
+  if (JSON.stringify(have) === JSON.stringify(list)) return;
+  fill(select, list.map(([value, text]) => el('option', { value, text })));
 }
 
 /** The values of the checked boxes in `box`. */
@@ -193,6 +201,8 @@ export class AdminView {
     });
     this.rows[kind] = after;
     const list = this.parts[kind].list;
+    const kept = list.children;
+    if (nodes.length && nodes.length === kept.length && nodes.every((n, i) => kept[i] === n)) return;
     rerender(list, () => fill(list, nodes.length ? nodes : el('li', { class: 'muted', text: 'None yet.' })));
   }
 
@@ -357,7 +367,7 @@ export class AdminView {
     const name = el('input', { id: id('name'), value: a.name, maxlength: 100, required: true });
     const groups = el('fieldset', { class: 'dir-group-choices' });
     this.#groupChoices(groups, id('group'), a.groups);
-    const admin = el('input', { type: 'checkbox', id: id('admin'), checked: a.admin });
+    const admin = el('input', { type: 'checkbox', id: id('admin'), checked: a.admin, dataset: { key: id('admin') } });
     const max = el('input', { type: 'number', id: id('max'), min: 0, max: 1000, value: a.max_cases, required: true });
     return this.#editForm(key, `Edit ${a.name}`, [
       field('Name', name), groups,
@@ -402,7 +412,8 @@ export class AdminView {
     if (box.dataset.sig === sig) return;
     box.dataset.sig = sig;
     fill(box, el('legend', { text: 'Groups' }), groups.map((g) => {
-      const input = el('input', { type: 'checkbox', id: `${prefix}-${g.id}`, value: g.id, checked: want.includes(g.id) });
+      const id = `${prefix}-${g.id}`;
+      const input = el('input', { type: 'checkbox', id, value: g.id, checked: want.includes(g.id), dataset: { key: id } });
       return el('label', { class: 'check', for: input.id }, input, g.name);
     }));
   }
@@ -526,14 +537,14 @@ export class AdminView {
   /** Fills a select with the groups, keeping (or setting) its choice. */
   #groupSelect(select, want = select.value) {
     const groups = this.groups();
-    fill(select, groups.map((g) => el('option', { value: g.id, text: g.name })));
+    options(select, groups.map((g) => [g.id, g.name]));
     if (groups.some((g) => g.id === want)) select.value = want;
   }
 
   /** Fills a select with the active agents of `group` who may take its cases by default. */
   #assigneeSelect(select, group, want = select.value) {
     const agents = this.data.agents.filter((a) => !a.disabled && a.groups.includes(group));
-    fill(select, el('option', { value: '', text: 'None' }), agents.map((a) => el('option', { value: a.id, text: a.name })));
+    options(select, [['', 'None'], ...agents.map((a) => [a.id, a.name])]);
     select.value = agents.some((a) => a.id === want) ? want : '';
   }
 }
