@@ -130,11 +130,7 @@ try {
   const bobCtx = await browser.newContext({ viewport: { width: WIDE, height: 900 } });
   for (const ctx of [agentCtx, customerCtx, bobCtx]) ctx.setDefaultTimeout(10_000);
 
-  // An older broker answers /v1/groups with 404, which Chromium logs; the
-  // dashboard then uses the agent's own groups.
-  const groups = await fetch(`${URL_}/v1/groups`, { headers: { authorization: `Bearer ${opt['admin-token']}` } });
-  const older = groups.status === 404 ? [/\/v1\/groups$/] : [];
-  const dash = watch(await agentCtx.newPage(), 'dashboard', { allow: older });
+  const dash = watch(await agentCtx.newPage(), 'dashboard');
   const frames = { sent: [], received: [] };
   dash.on('websocket', (ws) => {
     ws.on('framesent', (f) => frames.sent.push(String(f.payload)));
@@ -143,7 +139,7 @@ try {
   dash.on('dialog', (d) => d.accept());
   const help = watch(await customerCtx.newPage(), 'help page');
   help.on('dialog', (d) => d.accept());
-  const bob = watch(await bobCtx.newPage(), 'second dashboard', { allow: older });
+  const bob = watch(await bobCtx.newPage(), 'second dashboard');
   const bobSent = [];
   bob.on('websocket', (ws) => ws.on('framesent', (f) => bobSent.push(JSON.parse(String(f.payload)))));
 
