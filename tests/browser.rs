@@ -18,8 +18,8 @@ use tokio::process::Command;
 
 use crate::util::*;
 
-/// The screenshots the run takes, all shown in the README: the dashboard at
-/// 1280 px and at 400 px, the help page at 360 px, the admin page at 1280 px.
+/// The screenshots the run takes: the dashboard at 1280 px and at 400 px and
+/// the help page at 360 px (shown in the README), the admin page at 1280 px.
 const SHOTS: [&str; 4] = [
     "dashboard.png",
     "help.png",

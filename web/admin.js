@@ -15,7 +15,8 @@ async function copy(text, field) {
     await navigator.clipboard.writeText(text);
     return 'Copied.';
   } catch {
-    if (field) field.select();
+    if (!field) return 'Could not copy: copy it by hand.';
+    field.select();
     return 'Selected: press Ctrl+C to copy.';
   }
 }
