@@ -1,11 +1,12 @@
-//! The agent dashboard and the customer help page in a real browser: a
-//! broker on 127.0.0.1:0, and `tests/browser/e2e.mjs` driving Debian's
-//! Chromium through Playwright against it, end to end. The screenshots it
-//! takes land in `target/screenshots/`, or in the folder `SCREENSHOTS`
-//! names (`SCREENSHOTS=docs` refreshes the README's); they are removed
-//! first, so the ones checked are this run's. Without Chromium or the
-//! test's node_modules the test fails and says how to install them
-//! (`.ci/run` does).
+//! The agent dashboard, its admin page and the customer help page in a real
+//! browser: a broker on 127.0.0.1:0 for each script, `tests/browser/e2e.mjs`
+//! (the queue, cases, chat, the help page) and then `tests/browser/admin.mjs`
+//! (the admin page), driving Debian's Chromium through Playwright against
+//! it, end to end. The screenshots they take land in `target/screenshots/`,
+//! or in the folder `SCREENSHOTS` names (`SCREENSHOTS=docs` refreshes the
+//! README's); they are removed first, so the ones checked are this run's.
+//! Without Chromium or the test's node_modules the test fails and says how
+//! to install them (`.ci/run` does).
 
 mod util;
 
@@ -17,11 +18,16 @@ use tokio::process::Command;
 
 use crate::util::*;
 
-/// The screenshots the run takes, all shown in the README: the dashboard at
-/// 1280 px and at 400 px, the help page at 360 px.
-const SHOTS: [&str; 3] = ["dashboard.png", "help.png", "dashboard-narrow.png"];
+/// The screenshots the run takes: the dashboard at 1280 px and at 400 px and
+/// the help page at 360 px (shown in the README), the admin page at 1280 px.
+const SHOTS: [&str; 4] = [
+    "dashboard.png",
+    "help.png",
+    "dashboard-narrow.png",
+    "admin.png",
+];
 
-/// The whole browser run, Chromium start included, stays under this.
+/// Each browser script, Chromium start included, stays under this.
 const BROWSER_RUN: Duration = Duration::from_secs(240);
 
 const INSTALL: &str = "install them with `apt-get install -y chromium nodejs npm` and \
@@ -51,7 +57,7 @@ fn prerequisites(root: &Path, chromium: &str) -> Result<(), String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_and_help_page_in_chromium() {
+async fn dashboard_admin_page_and_help_page_in_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if let Err(missing) = prerequisites(root, &chromium) {
@@ -73,34 +79,67 @@ async fn dashboard_and_help_page_in_chromium() {
 
     let server = TestServer::start().await;
     let url = format!("http://{}", server.addr);
-    let run = Command::new("node")
-        .arg(root.join("tests/browser/e2e.mjs"))
-        .args(["--url", &url])
-        .args(["--admin-token", ALICE, "--admin-name", "Alice"])
-        .args(["--agent-token", BOB, "--agent-name", "Bob"])
-        .args(["--module", MODULE])
-        .args(["--company-name", "ACME"])
-        .args(["--assigned-module", MODULE_BOB])
-        .args(["--offline-agent", "dave", "--offline-agent-name", "Dave"])
-        .arg("--screenshots")
-        .arg(&docs)
-        .args(["--chromium", &chromium])
-        .current_dir(root.join("tests/browser"))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(BROWSER_RUN, run)
-        .await
-        .unwrap_or_else(|_| panic!("the browser run took longer than {BROWSER_RUN:?}"))
-        .expect("start node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser run failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    println!("{stdout}");
+    run_script(
+        root,
+        "e2e.mjs",
+        &chromium,
+        &docs,
+        &[
+            "--url",
+            &url,
+            "--admin-token",
+            ALICE,
+            "--admin-name",
+            "Alice",
+            "--agent-token",
+            BOB,
+            "--agent-name",
+            "Bob",
+            "--module",
+            MODULE,
+            "--company-name",
+            "ACME",
+            "--assigned-module",
+            MODULE_BOB,
+            "--offline-agent",
+            "dave",
+            "--offline-agent-name",
+            "Dave",
+        ],
+    )
+    .await;
+    server.shutdown().await;
+
+    // The admin page changes the directory: a broker of its own.
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    run_script(
+        root,
+        "admin.mjs",
+        &chromium,
+        &docs,
+        &[
+            "--url",
+            &url,
+            "--admin-token",
+            ALICE,
+            "--admin-name",
+            "Alice",
+            "--agent-token",
+            BOB,
+            "--agent-name",
+            "Bob",
+            "--agent-id",
+            "bob",
+            "--module",
+            MODULE,
+            "--company-name",
+            "ACME",
+        ],
+    )
+    .await;
+    server.shutdown().await;
+
     for shot in SHOTS {
         let meta = std::fs::metadata(docs.join(shot))
             .unwrap_or_else(|e| panic!("{shot} was not written by this run: {e}"));
@@ -111,5 +150,31 @@ async fn dashboard_and_help_page_in_chromium() {
             "{shot} is older than this run ({written:?} < {started:?})"
         );
     }
-    server.shutdown().await;
+}
+
+/// Runs `tests/browser/{script}` with `args` and the common ones, and fails
+/// with its output unless it passes.
+async fn run_script(root: &Path, script: &str, chromium: &str, docs: &Path, args: &[&str]) {
+    let run = Command::new("node")
+        .arg(root.join("tests/browser").join(script))
+        .args(args)
+        .arg("--screenshots")
+        .arg(docs)
+        .args(["--chromium", chromium])
+        .current_dir(root.join("tests/browser"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(BROWSER_RUN, run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} took longer than {BROWSER_RUN:?}"))
+        .expect("start node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
 }

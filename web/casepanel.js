@@ -3,7 +3,9 @@
 // delete, leave) or why it may not chat, its own status line, and the chat
 // with its transcript.
 
-import { el, fill, flash, rerender, chatLine, dateTime, isOpen, whereIs, STATUS_LABELS } from './dom.js';
+import {
+  el, fill, flash, rerender, chatLine, dateTime, groupName, isOpen, whereIs, STATUS_LABELS,
+} from './dom.js';
 import { topicOf } from './queue.js';
 
 const ENDED_TEXT = {
@@ -161,7 +163,7 @@ export class CasePanel {
       el('dd', {}, el('span', { class: `badge ${c.status}`, text: STATUS_LABELS[c.status] || c.status })),
       row('Customer', c.customer?.name || '—'),
       row('Email', c.customer?.email),
-      row('Group', c.group),
+      row('Group', groupName(state.groups, c.group)),
       row('Source', c.source),
       row('Assignee', agentName(c.assignee)),
       row('Created', dateTime(c.created_at)),
@@ -197,7 +199,7 @@ export class CasePanel {
     // admin who takes it over.
     const canJoin = open && !joined && (mineOrFree || me.admin);
     const key = JSON.stringify([c.code, c.assignee, canAssign, canReturn, canClose, joined, canJoin, me.admin,
-      members.map((a) => a.id)]);
+      members.map((a) => [a.id, a.name])]);
     if (key === this.actionsKey) return;
     this.actionsKey = key;
     const box = this.parts.actions;

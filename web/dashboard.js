@@ -1,15 +1,18 @@
 // The agent dashboard: sign-in with an agent token (kept for this tab only),
 // the live queue from `subscribe` with exact resume after a dropped
 // connection, the open case (viewed without a seat, or joined) and its chat,
-// the agents panel, alerts for new cases, and new cases by hand. It uses
-// only the public protocol: the WebSocket for everything live, the HTTP API
-// for the agents list and transcripts.
+// the agents panel, alerts for new cases, new cases by hand, and for admins
+// the admin page (admin.js). It uses only the public protocol: the WebSocket
+// for everything live (the directory's changes included), the HTTP API for
+// the agents and groups lists, transcripts and the admin page.
 
-import { byId, el, fill, flash, isOpen } from './dom.js';
+import { byId, el, fill, flash, isOpen, groupName } from './dom.js';
 import { Socket } from './socket.js';
 import { Alerts } from './alerts.js';
 import { QueueView, topicOf, waitingCount } from './queue.js';
 import { CasePanel } from './casepanel.js';
+import { callApi } from './api.js';
+import { AdminView } from './admin.js';
 
 const TOKEN_KEY = 'casebroker.token';
 
@@ -35,6 +38,12 @@ const state = {
   seq: 0,
   /** id → agent status. */
   agents: new Map(),
+  /**
+   * id → name of the groups this agent sees (all of the company's for an
+   * admin), from `/v1/groups` and `groups` pushes; null when the broker
+   * does not say (an older one): then the agent's own groups are used.
+   */
+  groups: null,
   /** code → { code, joined, ended, messages, lastCase }. */
   sessions: new Map(),
   openCode: null,
@@ -133,10 +142,27 @@ async function command(msg, done, inPanel = false) {
 /** A GET of the HTTP API as the signed-in agent; null when refused. */
 async function api(path) {
   try {
-    const r = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
-    return r.ok ? await r.json() : null;
+    return await callApi(state.token, 'GET', path);
   } catch {
     return null;
+  }
+}
+
+const admin = new AdminView(byId('admin'), {
+  call: (method, path, body) => callApi(state.token, method, path, body),
+  me: () => state.me,
+  close: () => showAdmin(false),
+});
+
+/** Switches the main area between the queue and the admin page. */
+function showAdmin(on) {
+  const toggle = byId('admin-toggle');
+  toggle.setAttribute('aria-pressed', String(on));
+  byId('app').hidden = on;
+  if (on) admin.open();
+  else {
+    admin.hide();
+    if (state.me) byId('queue-heading').focus();
   }
 }
 
@@ -322,8 +348,14 @@ function onPush(msg) {
       onEvent(msg);
       break;
     case 'agent':
-      state.agents.set(msg.agent.id, msg.agent);
+      if (msg.agent.removed) state.agents.delete(msg.agent.id);
+      else state.agents.set(msg.agent.id, msg.agent);
+      admin.refresh('agents');
       render();
+      break;
+    case 'groups':
+      setGroups(msg.groups);
+      admin.refresh('groups');
       break;
     case 'status': {
       const c = state.cases.get(msg.code);
@@ -362,22 +394,34 @@ function onPush(msg) {
 async function onWelcome(welcome) {
   state.me = welcome.agent;
   fill(byId('me'), state.me.name, state.me.admin ? el('span', { class: 'role', text: 'admin' }) : null);
+  byId('admin-toggle').hidden = !state.me.admin;
+  if (!state.me.admin && admin.shown) showAdmin(false);
   fillGroups();
   await subscribe();
   if (state.presence === 'away') await socket.request({ type: 'presence', state: 'away' });
-  const body = await api('/v1/agents');
-  if (body) state.agents = new Map(body.agents.map((a) => [a.id, a]));
+  const [agents, groups] = await Promise.all([api('/v1/agents'), api('/v1/groups')]);
+  if (agents) state.agents = new Map(agents.agents.map((a) => [a.id, a]));
+  // An older broker has no /v1/groups: the agent's own groups, by id.
+  if (groups) setGroups(groups.groups);
   await rejoin();
   render();
 }
 
 // ---- sign-in and the controls
 
+function setGroups(groups) {
+  state.groups = new Map(groups.map((g) => [g.id, g.name]));
+  fillGroups();
+  render();
+}
+
+/** The new-case form's groups: every group for an admin, else the agent's own. */
 function fillGroups() {
   const select = byId('nc-group');
   const keep = select.value;
-  fill(select, state.me.groups.map((g) => el('option', { value: g, text: g })));
-  if (state.me.groups.includes(keep)) select.value = keep;
+  const ids = state.groups ? [...state.groups.keys()] : state.me.groups;
+  fill(select, ids.map((g) => el('option', { value: g, text: groupName(state.groups, g) })));
+  if (ids.includes(keep)) select.value = keep;
 }
 
 function start(token) {
@@ -402,8 +446,11 @@ function signOut(error) {
   sessionStorage.removeItem(TOKEN_KEY);
   Object.assign(state, {
     token: null, me: null, cases: new Map(), answered: new Map(), epoch: null, seq: 0, agents: new Map(),
-    sessions: new Map(), openCode: null, presence: 'available',
+    groups: null, sessions: new Map(), openCode: null, presence: 'available',
   });
+  showAdmin(false);
+  admin.reset();
+  byId('admin-toggle').hidden = true;
   showPresence();
   panel.render(state);
   fill(byId('queue-rows'));
@@ -468,6 +515,7 @@ function wire() {
     ask.hidden = !alerts.canAskForNotifications;
   });
   byId('new-case-form').addEventListener('submit', createCase);
+  byId('admin-toggle').addEventListener('click', () => showAdmin(!admin.shown));
   // Sound may start only after a gesture; a reload signs in without one.
   document.addEventListener('pointerdown', () => alerts.unlock(), { once: true });
   document.addEventListener('keydown', () => alerts.unlock(), { once: true });

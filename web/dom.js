@@ -73,6 +73,14 @@ export const isOpen = (c) => OPEN_STATUSES.includes(c.status);
 export const isWaiting = (c) => isOpen(c) && !c.supporter_connected;
 
 /**
+ * A group's name from `groups` (id → name, as `/v1/groups` says), or its id
+ * when the name is not known.
+ */
+export function groupName(groups, id) {
+  return groups?.get(id) || id;
+}
+
+/**
  * Where an agent is, as `/v1/agents` and `agent` pushes say: `available`,
  * `away`, `offline`, or null when the agent is unknown.
  */

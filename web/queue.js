@@ -5,7 +5,7 @@
 // (until a supporter is first in its session) and its age tick apart.
 
 import {
-  el, fill, rerender, duration, isOpen, isWaiting, preview, whereIs, STATUS_LABELS,
+  el, fill, rerender, duration, groupName, isOpen, isWaiting, preview, whereIs, STATUS_LABELS,
 } from './dom.js';
 
 const STATUS_ORDER = ['new', 'pending', 'in_progress', 'closed', 'expired'];
@@ -101,7 +101,7 @@ export class QueueView {
     const cases = [...state.cases.values()].sort(
       (a, b) => Date.parse(a.created_at) - Date.parse(b.created_at) || a.code.localeCompare(b.code),
     );
-    this.#renderGroups(cases, me);
+    this.#renderGroups(cases, state);
     this.#renderCounts(cases);
     const shown = cases.filter((c) => this.#shown(c, me));
     const now = Date.now();
@@ -156,7 +156,7 @@ export class QueueView {
         'td',
         { class: 'status' },
         el('span', { class: `badge ${c.status}`, text: STATUS_LABELS[c.status] || c.status }),
-        el('span', { class: 'meta', text: [c.group, c.source].filter(Boolean).join(' · ') }),
+        el('span', { class: 'meta', text: [groupName(state.groups, c.group), c.source].filter(Boolean).join(' · ') }),
       ),
       this.#assignee(c, agents, label),
       el(
@@ -229,18 +229,25 @@ export class QueueView {
     );
   }
 
-  #renderGroups(cases, me) {
-    const groups = new Set(me.groups);
-    for (const c of cases) groups.add(c.group);
-    const have = [...this.group.options].map((o) => o.value).filter(Boolean);
-    const want = [...groups].sort();
-    if (have.join('\n') === want.join('\n')) return;
+  /**
+   * The group filter: the groups the agent sees (`state.groups`, live; its
+   * own when the broker does not say) and those of the cases it has, by
+   * name, with the id as value.
+   */
+  #renderGroups(cases, state) {
+    const ids = new Set(state.groups ? state.groups.keys() : state.me.groups);
+    for (const c of cases) ids.add(c.group);
+    const want = [...ids]
+      .map((id) => [id, groupName(state.groups, id)])
+      .sort((a, b) => a[1].localeCompare(b[1]) || a[0].localeCompare(b[0]));
+    const have = [...this.group.options].filter((o) => o.value).map((o) => [o.value, o.text]);
+    if (JSON.stringify(have) === JSON.stringify(want)) return;
     const selected = this.group.value;
     fill(
       this.group,
       el('option', { value: '', text: 'All groups' }),
-      want.map((g) => el('option', { value: g, text: g })),
+      want.map(([id, name]) => el('option', { value: id, text: name })),
     );
-    this.group.value = want.includes(selected) ? selected : '';
+    this.group.value = ids.has(selected) ? selected : '';
   }
 }

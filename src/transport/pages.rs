@@ -76,6 +76,8 @@ const ASSETS: &[Asset] = &[
     asset("alerts.js", JS, include_bytes!("../../web/alerts.js")),
     asset("queue.js", JS, include_bytes!("../../web/queue.js")),
     asset("casepanel.js", JS, include_bytes!("../../web/casepanel.js")),
+    asset("api.js", JS, include_bytes!("../../web/api.js")),
+    asset("admin.js", JS, include_bytes!("../../web/admin.js")),
     asset("dashboard.js", JS, include_bytes!("../../web/dashboard.js")),
     asset("help.js", JS, include_bytes!("../../web/help.js")),
     asset("icon.svg", SVG, include_bytes!("../../web/icon.svg")),

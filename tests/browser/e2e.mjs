@@ -11,9 +11,9 @@
 // Every step waits for what it expects with a timeout (never a fixed
 // sleep). Any console error or uncaught page error fails the run.
 
-import { chromium } from 'playwright-core';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
+import { check, finish, launch, problems, step, unlabelled, watch } from './lib.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -58,54 +58,6 @@ const LONG = {
     'My screen stays black after the update. It started this morning after the laptop restarted ' +
     'twice, and now the fan is very loud whenever I plug in the second monitor.',
 };
-
-const problems = [];
-let passed = 0;
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-/** Collects console errors and uncaught exceptions of a page. */
-function watch(page, label, { allow = [] } = {}) {
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    const text = m.text();
-    if (allow.some((re) => re.test(text))) return;
-    problems.push(`${label} console error: ${text} (${m.location()?.url || ''})`);
-  });
-  page.on('pageerror', (e) => problems.push(`${label} page error: ${e.message}`));
-  return page;
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-  } catch (e) {
-    console.log(`not ok - ${name}: ${e.message}`);
-    throw e;
-  }
-  passed += 1;
-  console.log(`ok - ${name} (${Date.now() - t0} ms)`);
-}
-
-/** Every visible form control and button has an accessible name. */
-async function unlabelled(page) {
-  return page.evaluate(() => {
-    const bad = [];
-    for (const node of document.querySelectorAll('input, select, textarea, button')) {
-      if (node.offsetParent === null) continue;
-      const named =
-        (node.labels && node.labels.length > 0 && [...node.labels].some((l) => l.textContent.trim())) ||
-        node.getAttribute('aria-label') ||
-        node.getAttribute('aria-labelledby') ||
-        (node.tagName === 'BUTTON' && node.textContent.trim());
-      if (!named) bad.push(node.outerHTML.slice(0, 120));
-    }
-    return bad;
-  });
-}
 
 /**
  * Every queue row has its buttons entirely inside the window, and the page
@@ -169,24 +121,9 @@ async function caseOverHttp(body) {
   return JSON.parse(text).code;
 }
 
-// launch() gives Chromium a fresh temporary profile (user-data-dir) and
-// removes it on close.
-const browser = await chromium.launch({
-  executablePath: opt.chromium,
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--disable-dev-shm-usage',
-  ],
-});
+const browser = await launch(opt.chromium);
 
-let failed = false;
+let failure = null;
 try {
   const agentCtx = await browser.newContext({ viewport: { width: WIDE, height: 900 } });
   const customerCtx = await browser.newContext({ viewport: { width: 360, height: 780 } });
@@ -594,11 +531,8 @@ try {
     check(problems.length === 0, problems.join('\n'));
   });
 } catch (e) {
-  failed = true;
-  if (problems.length) console.log(`console and page errors:\n${problems.join('\n')}`);
-  console.log(e.stack || String(e));
+  failure = e;
 } finally {
   await browser.close();
 }
-console.log(`e2e: ${passed} passed, ${failed ? 1 : 0} failed`);
-process.exit(failed ? 1 : 0);
+finish('e2e', failure);
