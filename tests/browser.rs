@@ -19,7 +19,8 @@ use tokio::process::Command;
 use crate::util::*;
 
 /// The screenshots the run takes: the dashboard at 1280 px and at 400 px and
-/// the help page at 360 px (shown in the README), the admin page at 1280 px.
+/// the help page at 360 px, and the admin page at 1280 px (all shown in the
+/// README).
 const SHOTS: [&str; 4] = [
     "dashboard.png",
     "help.png",
