@@ -55,7 +55,7 @@ async fn assert_error(got: (u16, Value), status: u16, code: &str, mentions: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_added_by_an_admin_signs_in_and_works_at_once() {
-    for mode in [Mode::Memory, Mode::Journal] {
+    for mode in [Mode::Memory, Mode::Journal, Mode::Cluster] {
         let server = TestServer::start_in(mode).await;
         let (agent, token) = add(&server, "erin").await;
         assert_eq!(
@@ -107,9 +107,8 @@ async fn an_agent_added_by_an_admin_signs_in_and_works_at_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_admin_request_gets_its_code() {
-    let server = TestServer::start().await;
+async fn every_bad_admin_request_gets_its_code(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     add(&server, "erin").await;
     let post = |token: &'static str, body: Value| {
         let server = &server;
@@ -258,9 +257,11 @@ async fn every_bad_admin_request_gets_its_code() {
     assert_eq!(ids, ["alice", "bob", "carol", "dave", "erin"], "{list}");
 }
 
+in_every_mode!(every_bad_admin_request_gets_its_code);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_retokening_and_deleting_sign_out_at_once_and_free_the_cases() {
-    for mode in [Mode::Memory, Mode::Journal] {
+    for mode in [Mode::Memory, Mode::Journal, Mode::Cluster] {
         let server = TestServer::start_in(mode).await;
         let (_, token) = add(&server, "erin").await;
         let mut dash = server.agent(ALICE).await;
