@@ -104,6 +104,21 @@ impl App {
         (conn, outbox, rx)
     }
 
+    /// A reader of an agent's events for `GET /v1/events`: its outbox is
+    /// bounded like a connection's; the agent does not count as online.
+    pub fn connect_feed(&self, agent: Arc<Agent>) -> (Conn, OutboxRx) {
+        let config = self.broker.config();
+        let (outbox, rx) = Outbox::with_budget(
+            config.outbox_messages,
+            config.outbox_bytes,
+            Some(self.large.clone()),
+        );
+        let conn = self.broker.connect_feed(agent, |id| {
+            self.hub.register(id, outbox);
+        });
+        (conn, rx)
+    }
+
     /// Releases a connection's seats and subscription, then its outbox.
     /// In a cluster this waits for the company's lease (while Redis is
     /// away, until it is back, for at most `DISCONNECT_WAIT`).

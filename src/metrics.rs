@@ -76,6 +76,7 @@ pub struct Metrics {
     capacity: IntGauge,
     refused: IntCounterVec,
     directory_changes: IntCounterVec,
+    feed_readers: IntGauge,
     cases: IntGaugeVec,
     events: IntCounter,
     messages_in_by_type: IntCounterVec,
@@ -236,6 +237,11 @@ impl Metrics {
                 "Directory changes made through the admin API on this node, by kind",
                 "change",
             ),
+            feed_readers: gauge(
+                &registry,
+                "casebroker_feed_readers",
+                "Open GET /v1/events requests (Server-Sent Events and waiting pages)",
+            ),
             events: counter(&registry, "casebroker_events_total", "Queue events emitted"),
             messages_in: messages.with_label_values(&["in"]),
             messages_out: messages.with_label_values(&["out"]),
@@ -300,6 +306,15 @@ impl Metrics {
 
     /// A connection refused before it opened (`capacity`, `per_ip`, `origin`).
     /// A directory change made through the admin API (`agent_added`, …).
+    /// An event feed request opened (`true`) or ended.
+    pub fn feed_reader(&self, open: bool) {
+        if open {
+            self.feed_readers.inc();
+        } else {
+            self.feed_readers.dec();
+        }
+    }
+
     pub fn directory_changed(&self, change: &'static str) {
         self.directory_changes.with_label_values(&[change]).inc();
     }

@@ -19,6 +19,8 @@ mod cluster;
 mod disk_full;
 #[path = "integration/durability.rs"]
 mod durability;
+#[path = "integration/feed.rs"]
+mod feed;
 #[path = "integration/first_day.rs"]
 mod first_day;
 #[path = "integration/golden.rs"]

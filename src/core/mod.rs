@@ -76,6 +76,9 @@ pub struct Conn {
     pub agent: Option<Arc<Agent>>,
     /// The shard of the case a customer connection last joined.
     shard: AtomicUsize,
+    /// Reads the company's events for an integration (`GET /v1/events`):
+    /// never online, never a seat.
+    feed: bool,
 }
 
 const NO_SHARD: usize = usize::MAX;

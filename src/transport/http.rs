@@ -52,6 +52,7 @@ pub fn app(state: App, metrics_here: bool) -> Router {
         .route("/v1/agents", get(agents))
         .route("/v1/groups", get(groups))
         .merge(super::admin::routes())
+        .merge(super::feed::routes())
         .route("/healthz", get(healthz))
         .merge(super::pages::routes())
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })

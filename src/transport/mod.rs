@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api_error;
 pub mod dispatch;
+pub mod feed;
 pub mod guard;
 pub mod http;
 pub mod pages;

@@ -107,6 +107,7 @@ impl Broker {
             role,
             agent,
             shard: AtomicUsize::new(NO_SHARD),
+            feed: false,
         };
         if let Some(a) = &conn.agent {
             let mut cx = self.lock(a.company_index);
@@ -115,6 +116,21 @@ impl Broker {
         }
         self.shared.metrics.connection_opened(role);
         conn
+    }
+
+    /// A reader of `agent`'s events (the event feed): it may subscribe,
+    /// and nothing else; the agent does not count as online for it.
+    pub fn connect_feed(&self, agent: Arc<Agent>, reachable: impl FnOnce(super::ConnId)) -> Conn {
+        let id = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        reachable(id);
+        self.lock(agent.company_index).add_conn(id);
+        Conn {
+            id,
+            role: Role::Agent,
+            agent: Some(agent),
+            shard: AtomicUsize::new(NO_SHARD),
+            feed: true,
+        }
     }
 
     /// Forgets a connection: it leaves every seat at once (the status
@@ -144,11 +160,15 @@ impl Broker {
                     });
                 }
             }
-            if let Some(a) = &conn.agent {
+            if let Some(a) = &conn.agent
+                && !conn.feed
+            {
                 cx.agent_disconnected(a.index, conn.id);
             }
         }
-        self.shared.metrics.connection_closed(conn.role);
+        if !conn.feed {
+            self.shared.metrics.connection_closed(conn.role);
+        }
     }
 
     /// Expires, purges, returns orphans and tells coalesced positions as
