@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod store;
 pub mod transport;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -193,10 +194,34 @@ pub async fn run_with_store(
     // broker holds, it holds weakly: the hook lives in the broker).
     let (weak, cluster_weak) = (broker.downgrade(), cluster.as_ref().map(Arc::downgrade));
     let (tracker, stop) = (app.tracker.clone(), app.shutdown.clone());
+    let client = webhook::sender::client(broker.config());
+    for shard in 0..broker.shards() {
+        app.tracker.spawn(webhook::sender::run(
+            broker.clone(),
+            cluster.clone(),
+            shard,
+            client.clone(),
+            app.shutdown.clone(),
+            app.tracker.clone(),
+        ));
+    }
     broker.on_company(move |shard| {
         let cluster = cluster_weak.as_ref().and_then(|c| c.upgrade());
         if let Some(broker) = weak.upgrade() {
-            tracker.spawn(run_timers(broker, cluster, shard, stop.clone()));
+            tracker.spawn(run_timers(
+                broker.clone(),
+                cluster.clone(),
+                shard,
+                stop.clone(),
+            ));
+            tracker.spawn(webhook::sender::run(
+                broker,
+                cluster,
+                shard,
+                client.clone(),
+                stop.clone(),
+                tracker.clone(),
+            ));
         }
     });
     app.tracker

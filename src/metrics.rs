@@ -77,6 +77,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     directory_changes: IntCounterVec,
     feed_readers: IntGauge,
+    webhook_attempts: IntCounterVec,
     cases: IntGaugeVec,
     events: IntCounter,
     messages_in_by_type: IntCounterVec,
@@ -237,6 +238,12 @@ impl Metrics {
                 "Directory changes made through the admin API on this node, by kind",
                 "change",
             ),
+            webhook_attempts: counter_vec(
+                &registry,
+                "casebroker_webhook_attempts_total",
+                "Webhook calls made by this node, by result: delivered (2xx), rejected (another status), unanswered (no answer in time, or none)",
+                "result",
+            ),
             feed_readers: gauge(
                 &registry,
                 "casebroker_feed_readers",
@@ -306,6 +313,16 @@ impl Metrics {
 
     /// A connection refused before it opened (`capacity`, `per_ip`, `origin`).
     /// A directory change made through the admin API (`agent_added`, …).
+    /// A webhook call's answer (`None`: none).
+    pub fn webhook_attempt(&self, status: Option<u16>) {
+        let result = match status {
+            Some(s) if (200..300).contains(&s) => "delivered",
+            Some(_) => "rejected",
+            None => "unanswered",
+        };
+        self.webhook_attempts.with_label_values(&[result]).inc();
+    }
+
     /// An event feed request opened (`true`) or ended.
     pub fn feed_reader(&self, open: bool) {
         if open {

@@ -39,3 +39,5 @@ mod queue;
 mod sessions;
 #[path = "integration/smoke.rs"]
 mod smoke;
+#[path = "integration/webhooks.rs"]
+mod webhooks;

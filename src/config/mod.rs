@@ -158,6 +158,22 @@ pub struct Config {
     /// Several brokers sharing one Redis. Default none: a single broker
     /// with its own data directory.
     pub cluster: Option<ClusterConfig>,
+    /// When failed webhook calls are tried again, after each failure in
+    /// turn; past the last the delivery fails. Default `["5s", "5m", "30m",
+    /// "2h", "5h", "10h", "14h", "20h", "24h"]`.
+    #[serde(deserialize_with = "durations")]
+    pub webhook_retry: Vec<Duration>,
+    /// The longest one webhook call may take. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Let webhooks call loopback, private and link-local addresses.
+    /// Default false.
+    pub webhook_allow_private: bool,
+    /// Calls in flight at once per endpoint. Default 8.
+    pub webhook_concurrency: usize,
+    /// Deliveries an endpoint may have waiting; past it the endpoint is
+    /// disabled. Default 10000.
+    pub webhook_pending: usize,
     /// The operator's token: with it, `/v1/admin/companies` adds and
     /// deletes companies at run time. Default none (companies only from
     /// this file).
@@ -169,6 +185,14 @@ pub struct Config {
     pub max_companies: usize,
     /// Companies (tenants). The demo company when none are configured.
     pub companies: Vec<CompanyConfig>,
+}
+
+/// A list of humantime durations (`["5s", "5m"]`).
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// A secret from the config file: never shown by `Debug`.
@@ -304,6 +328,14 @@ impl Default for Config {
             journal_group_wait: Duration::from_millis(2),
             snapshot_interval: Duration::from_secs(60),
             cluster: None,
+            webhook_retry: ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
+                .iter()
+                .map(|d| humantime::parse_duration(d).expect("valid"))
+                .collect(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_allow_private: false,
+            webhook_concurrency: 8,
+            webhook_pending: 10_000,
             operator_token: None,
             operator_token_sha256: None,
             max_companies: 100,

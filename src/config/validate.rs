@@ -22,6 +22,24 @@ impl Config {
             }
             _ => {}
         }
+        if self.webhook_retry.len() > 20 || self.webhook_retry.iter().any(|d| d.is_zero()) {
+            return Err(invalid(
+                "webhook_retry",
+                "must list at most 20 durations, each more than zero",
+            ));
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_timeout > Duration::from_secs(60) {
+            return Err(invalid(
+                "webhook_timeout",
+                "must be more than zero and at most 60s",
+            ));
+        }
+        if !(1..=64).contains(&self.webhook_concurrency) {
+            return Err(invalid("webhook_concurrency", "must be 1 to 64"));
+        }
+        if !(1..=1_000_000).contains(&self.webhook_pending) {
+            return Err(invalid("webhook_pending", "must be 1 to 1000000"));
+        }
         if !(1..=10_000).contains(&self.max_companies) || self.max_companies < self.companies.len()
         {
             return Err(invalid(

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::case::{SessionCode, Terminal};
+use crate::case::{SessionCode, Status, Terminal};
 use crate::protocol::{Action, EndReason, Role};
 
 use super::change::{Change, Seat};
@@ -89,6 +89,29 @@ impl Locked<'_> {
             }
             Change::CompanySet(rec) => {
                 self.set_company(&rec);
+                return None;
+            }
+            Change::WebhookSet(rec) => {
+                self.st.hooks.set_endpoint(*rec);
+                self.hooks_changed();
+                return None;
+            }
+            Change::WebhookQueued(d) => {
+                self.st.hooks.queue(*d);
+                self.hooks_changed();
+                return None;
+            }
+            Change::WebhookSending { id, until } => {
+                self.st.hooks.sending(id, until);
+                return None;
+            }
+            Change::WebhookAttempted {
+                id,
+                status_code,
+                outcome,
+            } => {
+                self.st.hooks.attempted(id, status_code, outcome);
+                self.hooks_changed();
                 return None;
             }
             Change::ModuleSet(rec) => {
@@ -268,6 +291,10 @@ impl Locked<'_> {
             | Change::AgentRemoved { .. }
             | Change::GroupSet(_)
             | Change::CompanySet(_)
+            | Change::WebhookSet(_)
+            | Change::WebhookQueued(_)
+            | Change::WebhookSending { .. }
+            | Change::WebhookAttempted { .. }
             | Change::ModuleSet(_)
             | Change::ModuleRemoved { .. } => None,
         }
@@ -582,6 +609,7 @@ impl Locked<'_> {
             return;
         }
         // Status to the seats, when their line changed.
+        let before = c.live.last_pushed.map(|l| l.0);
         let line = c.status_line();
         if !gone && c.live.last_pushed != Some(line) {
             c.live.last_pushed = Some(line);
@@ -602,9 +630,17 @@ impl Locked<'_> {
         let view = c.view(&self.company);
         let group = c.rec.group;
         let event = st.stream.append(action, group, view);
-        st.effects.push(Effect::Event(event));
+        let kind = match (action, event.case.status) {
+            (Action::Created, _) => "case.created",
+            (Action::Deleted, _) => "case.deleted",
+            (_, Status::Closed) if before != Some(Status::Closed) => "case.closed",
+            (_, Status::Expired) if before != Some(Status::Expired) => "case.expired",
+            _ => "case.updated",
+        };
+        st.effects.push(Effect::Event(event.clone()));
         for a in agents_changed.into_iter().flatten() {
             self.push_agent(a);
         }
+        self.queue_hooks(kind, &event);
     }
 }

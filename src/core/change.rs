@@ -11,6 +11,7 @@ use crate::protocol::{ChatLine, PresenceState};
 use super::effect::ConnId;
 use super::record::{Actor, AssignedBy, CaseRecord};
 use crate::directory::{AgentRecord, CompanyRecord, GroupRecord, ModuleRecord};
+use crate::webhook::{Delivery, Outcome, WebhookRecord};
 
 /// One of a case's two seats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -94,6 +95,20 @@ pub enum Change {
     /// A group added, renamed or deleted through the admin API (by id:
     /// added at the end of the company when new). Durable.
     GroupSet(Box<GroupRecord>),
+    /// A webhook endpoint added, changed or deleted. Durable.
+    WebhookSet(Box<WebhookRecord>),
+    /// A delivery queued for an endpoint (decided with the event it is
+    /// about). Durable.
+    WebhookQueued(Box<Delivery>),
+    /// A node is sending the delivery until `until` (Unix ms). Live state,
+    /// like `AgentOnline`: past `until` another node may take it over.
+    WebhookSending { id: u64, until: i64 },
+    /// An attempt's outcome. Durable.
+    WebhookAttempted {
+        id: u64,
+        status_code: Option<u16>,
+        outcome: Outcome,
+    },
     /// A module key added or changed through the admin API. Durable.
     ModuleSet(Box<ModuleRecord>),
     /// A module key deleted through the admin API. Durable.
@@ -121,6 +136,10 @@ impl Change {
             | Change::AgentRemoved { .. }
             | Change::GroupSet(_)
             | Change::CompanySet(_)
+            | Change::WebhookSet(_)
+            | Change::WebhookQueued(_)
+            | Change::WebhookSending { .. }
+            | Change::WebhookAttempted { .. }
             | Change::ModuleSet(_)
             | Change::ModuleRemoved { .. } => {
                 return None;
@@ -131,7 +150,12 @@ impl Change {
     /// True for a change to a case record, which a journal keeps; false
     /// for an agent's live state, which ends with the broker's process.
     pub fn durable(&self) -> bool {
-        self.code().is_some() || self.directory()
+        self.code().is_some()
+            || self.directory()
+            || matches!(
+                self,
+                Change::WebhookSet(_) | Change::WebhookQueued(_) | Change::WebhookAttempted { .. }
+            )
     }
 
     /// True for a change of the directory (agents, groups, module keys).

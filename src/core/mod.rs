@@ -18,6 +18,7 @@ pub mod assignment;
 pub mod change;
 pub mod commands;
 pub mod effect;
+pub mod hooks;
 pub mod index;
 pub mod limits;
 pub mod line;
@@ -112,6 +113,7 @@ impl Broker {
                 Shard {
                     state: Mutex::new(state),
                     timers_changed: Notify::new(),
+                    hooks_changed: Notify::new(),
                 }
             })
             .collect();

@@ -198,6 +198,8 @@ impl Broker {
                 .into_iter()
                 .map(|m| Change::ModuleSet(Box::new(m))),
         );
+        // Webhook endpoints and pending deliveries, after the directory.
+        live.extend(cx.st.hooks.stored().changes());
         // From the connections, not the cases: the cost follows who is
         // connected, not the length of the queue.
         let mut seats: Vec<(SessionCode, Seat, ConnId)> = Vec::new();

@@ -40,6 +40,8 @@ pub struct Capture {
     /// The agents added through the admin API (deleted ones included, as
     /// former agents are), as they stand.
     pub api_agents: Vec<crate::directory::AgentRecord>,
+    /// Webhook endpoints and pending deliveries.
+    pub hooks: crate::webhook::StoredHooks,
     /// The company, when the operator added it through the admin API.
     pub company: Option<crate::directory::CompanyRecord>,
     /// The company's group ids by index, as the records refer to them.
@@ -146,6 +148,7 @@ impl super::shard::Locked<'_> {
                 .map(|a| a.record())
                 .collect(),
             company: cx.company.from_api.then(|| cx.company.record()),
+            hooks: cx.st.hooks.stored(),
             groups: cx.company.groups.clone(),
             api_groups: cx.api_groups(),
             api_modules: cx.api_modules(),

@@ -70,6 +70,8 @@ pub(crate) struct Shard {
     pub state: Mutex<ShardState>,
     /// Wakes the shard's timer task when an earlier deadline appears.
     pub timers_changed: Notify,
+    /// Wakes the shard's webhook sender when deliveries may be due.
+    pub hooks_changed: Notify,
 }
 
 /// Live state of one configured agent.
@@ -121,6 +123,8 @@ pub struct ShardState {
     pub agents: Vec<AgentLive>,
     pub conns: HashMap<ConnId, ConnState>,
     pub timers: Timers,
+    /// Webhook endpoints and their pending deliveries.
+    pub hooks: super::hooks::Hooks,
     /// Round robin: the config index of the last agent picked, per group.
     pub rr: Vec<Option<usize>>,
     /// Counts automatic assignments, to order agents by their last one.
@@ -155,6 +159,7 @@ impl ShardState {
             agents: (0..agents).map(|_| AgentLive::new()).collect(),
             conns: HashMap::new(),
             timers: Timers::default(),
+            hooks: Default::default(),
             rr: vec![None; groups],
             auto_counter: 0,
             next_line_seq: 0,

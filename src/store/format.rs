@@ -36,6 +36,12 @@ pub fn api_agents_key(company: &str) -> String {
     format!("agents/{company}")
 }
 
+/// The META key of a company's webhook endpoints and pending deliveries
+/// (a postcard `StoredHooks`), written with each image.
+pub fn api_hooks_key(company: &str) -> String {
+    format!("webhooks/{company}")
+}
+
 /// The META key of a company the operator added through the admin API (a
 /// postcard `CompanyRecord`), written with each image.
 pub fn api_company_key(company: &str) -> String {

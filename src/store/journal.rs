@@ -30,7 +30,7 @@ use crate::metrics::JournalMetrics;
 use super::Store;
 use super::format::{
     CASES, CompanyMeta, HeldEvent, JOURNAL, META, api_agents_key, api_company_key, api_groups_key,
-    api_modules_key, meta_key,
+    api_hooks_key, api_modules_key, meta_key,
 };
 
 /// Commits queued for the writer before a shard waits for room.
@@ -462,6 +462,9 @@ impl Writer {
                 .map_err(|x| e(&x))?;
             let bytes = postcard::to_allocvec(&image.api_agents).map_err(|x| e(&x))?;
             meta.insert(api_agents_key(company).as_str(), bytes.as_slice())
+                .map_err(|x| e(&x))?;
+            let bytes = postcard::to_allocvec(&image.hooks).map_err(|x| e(&x))?;
+            meta.insert(api_hooks_key(company).as_str(), bytes.as_slice())
                 .map_err(|x| e(&x))?;
             if let Some(rec) = &image.company {
                 let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;

@@ -44,6 +44,8 @@ struct Stored {
     /// A company the operator added through the admin API, as it stands
     /// (from the image, or the journal's `CompanySet`).
     record: Option<crate::directory::CompanyRecord>,
+    /// Webhook endpoints and pending deliveries, as of the image.
+    hooks: Option<crate::webhook::StoredHooks>,
     /// Agents added through the admin API, as of the image.
     api_agents: Vec<crate::directory::AgentRecord>,
     /// Groups and module keys added through the admin API, as of the
@@ -109,6 +111,7 @@ impl Store {
             .or_insert_with(|| Stored {
                 meta: None,
                 record: None,
+                hooks: None,
                 api_agents: Vec::new(),
                 api_groups: Vec::new(),
                 api_modules: Vec::new(),
@@ -136,6 +139,9 @@ impl Store {
             } else if let Some(company) = k.value().strip_prefix("agents/") {
                 let agents = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).api_agents = agents;
+            } else if let Some(company) = k.value().strip_prefix("webhooks/") {
+                let hooks = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+                self.stored(company).hooks = Some(hooks);
             } else if let Some(company) = k.value().strip_prefix("api-company/") {
                 let record = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).record = Some(record);
@@ -354,11 +360,17 @@ impl Store {
                 }
                 None => None,
             };
-            let batches: Vec<Batch> = stored
-                .entries
+            // The image's webhooks first, then what the journal holds after it.
+            let hooks = stored.hooks.map(|h| h.changes()).filter(|c| !c.is_empty());
+            let batches: Vec<Batch> = hooks
                 .into_iter()
-                .flat_map(|(_, e)| e.batches)
-                .map(|b| b.into_iter().map(|c| remap.change(c)).collect())
+                .chain(
+                    stored
+                        .entries
+                        .into_iter()
+                        .flat_map(|(_, e)| e.batches)
+                        .map(|b| b.into_iter().map(|c| remap.change(c)).collect()),
+                )
                 .collect();
             broker.restore(company.index, image, batches);
         }

@@ -53,6 +53,7 @@ pub fn app(state: App, metrics_here: bool) -> Router {
         .route("/v1/groups", get(groups))
         .merge(super::admin::routes())
         .merge(super::feed::routes())
+        .merge(super::webhooks::routes())
         .route("/healthz", get(healthz))
         .merge(super::pages::routes())
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })

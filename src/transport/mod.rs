@@ -11,4 +11,5 @@ pub mod pages;
 pub mod server;
 pub mod session;
 pub mod upgrade;
+pub mod webhooks;
 pub mod writer;

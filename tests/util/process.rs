@@ -140,6 +140,14 @@ impl Process {
         }
     }
 
+    /// Kills the process with SIGKILL (nothing flushed, nothing said) and
+    /// gives its directory back, for a restart on what it left.
+    pub async fn kill9(mut self) -> TempDir {
+        self.signal("KILL");
+        self.exit(WAIT).await;
+        std::mem::replace(&mut self.dir, TempDir::new("process"))
+    }
+
     /// Stops the process with SIGTERM and checks it exits cleanly; gives
     /// its directory back (for a restart on the same data).
     pub async fn stop(mut self) -> TempDir {

@@ -11,6 +11,7 @@ pub mod create;
 pub mod query;
 pub mod session;
 pub mod subscribe;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,233 @@
+//! Webhooks (Standard Webhooks, `standardwebhooks.com`): what an endpoint
+//! and a delivery are, how a message is signed, and which URLs may be
+//! called. The core keeps endpoints and deliveries as changes of the
+//! company (journaled, shared by a cluster); [`sender`] makes the calls.
+
+pub mod sender;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::SessionCode;
+
+/// The event types an endpoint may ask for (`*`: all but `chat.message`,
+/// which is sent only when named).
+pub const TYPES: [&str; 6] = [
+    "case.created",
+    "case.updated",
+    "case.closed",
+    "case.expired",
+    "case.deleted",
+    "chat.message",
+];
+
+/// An endpoint as stored and replayed. The secret is kept as given out
+/// (`whsec_<base64>`): signing needs it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
+    pub disabled: bool,
+    /// Why the broker disabled it (a 410), if it did.
+    pub disabled_reason: Option<String>,
+    pub secret: String,
+    pub removed: bool,
+}
+
+impl std::fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRecord")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookRecord {
+    /// True when the endpoint wants events of `kind`.
+    pub fn wants(&self, kind: &str) -> bool {
+        !self.disabled
+            && !self.removed
+            && self
+                .events
+                .iter()
+                .any(|e| e == kind || (e == "*" && kind != "chat.message"))
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for its turn or its next attempt.
+    Pending,
+    /// Answered 2xx.
+    Succeeded,
+    /// Every attempt failed, or the endpoint answered 410.
+    Failed,
+}
+
+/// One message to one endpoint, as stored and replayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Unique in the company, in the order deliveries were made.
+    pub id: u64,
+    pub endpoint: String,
+    /// `webhook-id`: the same on every attempt.
+    pub message_id: String,
+    /// The event type.
+    pub kind: String,
+    pub seq: u64,
+    pub code: SessionCode,
+    /// The JSON body, exactly as signed and sent.
+    pub body: String,
+    pub attempts: u32,
+    pub status: Status,
+    pub last_status_code: Option<u16>,
+    /// Unix ms of the next attempt.
+    pub next_attempt_at: i64,
+}
+
+/// A company's endpoints and pending deliveries, as an image keeps them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StoredHooks {
+    pub endpoints: Vec<WebhookRecord>,
+    pub pending: Vec<Delivery>,
+}
+
+impl StoredHooks {
+    /// The changes that put them back, endpoints first.
+    pub fn changes(self) -> Vec<crate::core::change::Change> {
+        use crate::core::change::Change;
+        self.endpoints
+            .into_iter()
+            .map(|e| Change::WebhookSet(Box::new(e)))
+            .chain(
+                self.pending
+                    .into_iter()
+                    .map(|d| Change::WebhookQueued(Box::new(d))),
+            )
+            .collect()
+    }
+}
+
+/// What an attempt came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// 2xx.
+    Delivered,
+    /// Try again at this time (Unix ms).
+    Retry(i64),
+    /// No attempt left.
+    GaveUp,
+    /// 410: the endpoint is disabled.
+    Gone,
+}
+
+/// A new endpoint secret: `whsec_` and 24 random bytes, base64.
+pub fn new_secret() -> String {
+    use base64::Engine;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
+    )
+}
+
+/// The `webhook-signature` of a message: `v1,<base64 HMAC-SHA256>` of
+/// `{id}.{timestamp}.{body}`, keyed by the secret's bytes.
+pub fn sign(secret: &str, message_id: &str, timestamp: i64, body: &str) -> String {
+    standardwebhooks::Webhook::new(secret)
+        .and_then(|w| w.sign(message_id, timestamp, body.as_bytes()))
+        .expect("a secret made by the broker signs")
+}
+
+/// Why a URL may not be an endpoint, if it may not.
+pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("url must be http:// or https://".into());
+    }
+    if url.len() > 2048 {
+        return Err("url must be at most 2048 characters".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("url must not carry credentials".into());
+    }
+    let Some(host) = parsed.host() else {
+        return Err("url must name a host".into());
+    };
+    let ip = match host {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(d) => {
+            if !allow_private && (d == "localhost" || d.ends_with(".localhost")) {
+                return Err(private_url());
+            }
+            None
+        }
+    };
+    if let Some(ip) = ip
+        && !allow_private
+        && !public(ip)
+    {
+        return Err(private_url());
+    }
+    Ok(())
+}
+
+fn private_url() -> String {
+    "url: loopback, private, link-local and metadata addresses are refused (webhook_allow_private)"
+        .into()
+}
+
+/// True for an address on the public internet: not loopback, private,
+/// link-local (cloud metadata), shared, multicast, unspecified or
+/// documentation.
+pub fn public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return public(IpAddr::V4(v4));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local())
+        }
+    }
+}
+
+/// The body of a case event: `{"type","timestamp","data":{company, epoch,
+/// seq, case}}`.
+pub fn case_body(
+    kind: &str,
+    company: &str,
+    epoch: &str,
+    seq: u64,
+    case: &impl Serialize,
+) -> String {
+    serde_json::json!({
+        "type": kind,
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": {"company": company, "epoch": epoch, "seq": seq, "case": case},
+    })
+    .to_string()
+}

@@ -1,0 +1,179 @@
+//! The calls: one task per company takes the deliveries due (in a cluster,
+//! while holding the company, so each is sent by one node) and makes each
+//! call in its own task, at most `webhook_concurrency` at a time per
+//! endpoint, never under the company's lock. Nothing here waits on the
+//! queue, and the queue never waits on it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::core::Broker;
+use crate::core::commands::webhooks::Send;
+
+/// Heads taken at once.
+const TAKE: usize = 256;
+/// A node that does not hold the company waits this long first, so that
+/// the holder usually sends and the lease stays where it is.
+const FOLLOWER_DELAY: Duration = Duration::from_millis(200);
+
+/// Resolves names for the calls, refusing private addresses unless
+/// `webhook_allow_private` (a URL's host could point anywhere, and could
+/// change after the URL was checked).
+struct Guarded {
+    allow_private: bool,
+}
+
+impl Resolve for Guarded {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|a| allow || super::public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(
+                    format!("{} resolves to no address webhooks may call", name.as_str()).into(),
+                );
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The HTTP client of every call: no redirects followed, each attempt
+/// bounded by `webhook_timeout`, names resolved through the guard.
+pub fn client(config: &Config) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.webhook_timeout)
+        .connect_timeout(config.webhook_timeout)
+        .dns_resolver(Arc::new(Guarded {
+            allow_private: config.webhook_allow_private,
+        }))
+        .user_agent(concat!("casebroker-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the webhook client builds")
+}
+
+/// Sends one company's deliveries until shutdown.
+pub async fn run(
+    broker: Broker,
+    cluster: Option<Arc<Cluster>>,
+    shard: usize,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let now = chrono::Utc::now().timestamp_millis();
+        let wait = match broker.webhook_next(shard) {
+            Some(at) if at <= now => None,
+            Some(at) => Some(Duration::from_millis((at - now) as u64)),
+            None => Some(Duration::from_secs(3600)),
+        };
+        if let Some(wait) = wait {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = broker.webhooks_changed(shard) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        let hold = match &cluster {
+            Some(c) => {
+                if !c.holds(shard) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(FOLLOWER_DELAY) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+                match c.hold(shard).await {
+                    Ok(h) => Some(h),
+                    Err(_) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+            }
+            None => None,
+        };
+        let sends = broker.take_webhooks(shard, TAKE);
+        drop(hold);
+        if sends.is_empty() {
+            // Due, but their endpoints are busy (or another node has
+            // them): wait for an answer, or for a hold to run out.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = broker.webhooks_changed(shard) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        for send in sends {
+            tracker.spawn(attempt(
+                broker.clone(),
+                cluster.clone(),
+                shard,
+                client.clone(),
+                send,
+            ));
+        }
+    }
+}
+
+/// One attempt: the signed call, then its outcome recorded.
+async fn attempt(
+    broker: Broker,
+    cluster: Option<Arc<Cluster>>,
+    shard: usize,
+    client: reqwest::Client,
+    send: Send,
+) {
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = super::sign(&send.secret, &send.message_id, timestamp, &send.body);
+    let answer = client
+        .post(&send.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("webhook-id", &send.message_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(send.body.clone())
+        .send()
+        .await;
+    let (status, retry_after) = match answer {
+        Ok(resp) => {
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            (Some(resp.status().as_u16()), retry_after)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "a webhook call failed");
+            (None, None)
+        }
+    };
+    broker.metrics().webhook_attempt(status);
+    // In a cluster the outcome is a commit like any other: without the
+    // company, the hold on the delivery runs out and it is sent again.
+    let _hold = match &cluster {
+        Some(c) => match c.hold(shard).await {
+            Ok(h) => Some(h),
+            Err(_) => return,
+        },
+        None => None,
+    };
+    broker.webhook_result(shard, &send, status, retry_after);
+}

@@ -1,0 +1,515 @@
+//! Webhooks against a real HTTP receiver on loopback: signed Standard
+//! Webhooks calls, retries on the schedule with the same `webhook-id`,
+//! `Retry-After`, 410, per-case order without head-of-line blocking, the
+//! delivery log, replay, the address guard, every error code; in each
+//! storage mode, across kill -9, and on a cluster.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::process::Process;
+use crate::util::receiver::{Hit, Receiver};
+use crate::util::*;
+
+/// Fast retries and loopback receivers, for tests.
+const FAST: &str =
+    "webhook_allow_private = true\nwebhook_retry = [\"100ms\", \"100ms\", \"100ms\"]";
+
+/// Adds an endpoint for `events`; returns its id and secret.
+async fn add_webhook(server: &TestServer, url: &str, events: Value) -> (String, String) {
+    let (st, body) = server
+        .http(
+            "POST",
+            "/v1/admin/webhooks",
+            Some(ALICE),
+            Some(json!({"url": url, "events": events})),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let secret = body["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{body}");
+    (body["webhook"]["id"].as_str().unwrap().to_string(), secret)
+}
+
+/// Checks a call's Standard Webhooks signature with the secret.
+fn verify(hit: &Hit, secret: &str) {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("webhook-id", hit.id.parse().unwrap());
+    headers.insert("webhook-timestamp", hit.timestamp.parse().unwrap());
+    headers.insert("webhook-signature", hit.signature.parse().unwrap());
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(hit.body.as_bytes(), &headers)
+        .unwrap_or_else(|e| panic!("the signature does not verify: {e:?}"));
+    let mut tampered = hit.body.clone();
+    tampered.push(' ');
+    assert!(
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(tampered.as_bytes(), &headers)
+            .is_err(),
+        "a changed body must not verify"
+    );
+}
+
+fn code_of(case: &Value) -> String {
+    case["code"].as_str().unwrap().to_string()
+}
+
+async fn every_event_reaches_the_endpoint_signed_and_in_order(mode: Mode) {
+    let mut receiver = Receiver::start().await;
+    let server = TestServer::with_extra_in(mode, FAST).await;
+    let (id, secret) = add_webhook(&server, &receiver.url, json!(["*"])).await;
+    let mut alice = server.agent(ALICE).await;
+    let code = code_of(&create_case(&mut alice, "support").await);
+    alice
+        .ok(json!({"type": "close", "code": code}), "case")
+        .await;
+    let created = receiver.next().await;
+    let closed = receiver.next().await;
+    assert_eq!(
+        (created.kind(), closed.kind()),
+        ("case.created", "case.closed")
+    );
+    for hit in [&created, &closed] {
+        verify(hit, &secret);
+        assert_eq!(hit.code(), code);
+        assert_eq!(hit.json["data"]["company"], "acme");
+        let (epoch, seq) = (
+            hit.json["data"]["epoch"].as_str().unwrap(),
+            hit.json["data"]["seq"].as_u64().unwrap(),
+        );
+        assert_eq!(hit.id, format!("msg_{epoch}_{seq}"));
+        assert!(hit.json["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(
+        closed.json["data"]["seq"].as_u64().unwrap(),
+        created.json["data"]["seq"].as_u64().unwrap() + 1
+    );
+    // The log has both, succeeded.
+    let (st, log) = server
+        .http(
+            "GET",
+            &format!("/v1/admin/webhooks/{id}/deliveries"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{log}");
+    let wait_until = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, log) = server
+            .http(
+                "GET",
+                &format!("/v1/admin/webhooks/{id}/deliveries?status=succeeded"),
+                Some(ALICE),
+                None,
+            )
+            .await;
+        if log["deliveries"].as_array().unwrap().len() == 2 {
+            assert_eq!(log["deliveries"][0]["type"], "case.closed", "{log}");
+            assert_eq!(log["deliveries"][0]["attempts"], 1, "{log}");
+            assert_eq!(log["deliveries"][0]["last_status_code"], 200, "{log}");
+            break;
+        }
+        assert!(std::time::Instant::now() < wait_until, "{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Only what it asked for: a `case.closed` endpoint gets no `created`.
+    let mut closing = Receiver::start().await;
+    add_webhook(&server, &closing.url, json!(["case.closed"])).await;
+    let other = code_of(&create_case(&mut alice, "support").await);
+    alice
+        .ok(json!({"type": "close", "code": other}), "case")
+        .await;
+    let hit = closing.next().await;
+    assert_eq!((hit.kind(), hit.code()), ("case.closed", other.as_str()));
+}
+
+in_every_mode!(every_event_reaches_the_endpoint_signed_and_in_order);
+
+async fn failures_are_retried_with_the_same_id_and_410_disables(mode: Mode) {
+    let mut receiver = Receiver::start().await;
+    // Each message fails twice, then succeeds.
+    receiver.answer(|_, retry| if retry < 2 { (500, None) } else { (200, None) });
+    let server = TestServer::with_extra_in(mode, FAST).await;
+    add_webhook(&server, &receiver.url, json!(["case.created"])).await;
+    let mut alice = server.agent(ALICE).await;
+    create_case(&mut alice, "support").await;
+    let hits = [
+        receiver.next().await,
+        receiver.next().await,
+        receiver.next().await,
+    ];
+    assert_eq!(
+        hits.iter().map(|h| h.status).collect::<Vec<_>>(),
+        [500, 500, 200]
+    );
+    assert!(
+        hits.iter().all(|h| h.id == hits[0].id),
+        "the same webhook-id"
+    );
+
+    // 429 with Retry-After: the next attempt waits for it.
+    receiver.answer(|_, retry| {
+        if retry == 0 {
+            (429, Some(1))
+        } else {
+            (200, None)
+        }
+    });
+    create_case(&mut alice, "support").await;
+    let first = receiver.next().await;
+    let second = receiver.next().await;
+    assert_eq!((first.status, second.status), (429, 200));
+    assert!(
+        second.at - first.at >= Duration::from_millis(900),
+        "Retry-After: 1 honoured, not the 100 ms schedule"
+    );
+
+    // Never succeeding: given up after the schedule, listed as failed.
+    receiver.answer(|_, _| (503, None));
+    let (st, list) = server
+        .http("GET", "/v1/admin/webhooks", Some(ALICE), None)
+        .await;
+    assert_eq!(st, 200);
+    let id = list["webhooks"][0]["id"].as_str().unwrap().to_string();
+    create_case(&mut alice, "support").await;
+    for _ in 0..4 {
+        assert_eq!(receiver.next().await.status, 503);
+    }
+    let until = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, log) = server
+            .http(
+                "GET",
+                &format!("/v1/admin/webhooks/{id}/deliveries?status=failed"),
+                Some(ALICE),
+                None,
+            )
+            .await;
+        if let Some(d) = log["deliveries"].as_array().unwrap().first() {
+            assert_eq!(d["attempts"], 4, "{log}");
+            assert_eq!(d["last_status_code"], 503, "{log}");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "never failed: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 410: the endpoint is disabled, with the reason.
+    receiver.answer(|_, _| (410, None));
+    create_case(&mut alice, "support").await;
+    assert_eq!(receiver.next().await.status, 410);
+    let until = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, list) = server
+            .http("GET", "/v1/admin/webhooks", Some(ALICE), None)
+            .await;
+        if list["webhooks"][0]["disabled"] == true {
+            assert!(
+                list["webhooks"][0]["disabled_reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("410")
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "not disabled: {list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+in_every_mode!(failures_are_retried_with_the_same_id_and_410_disables);
+
+async fn a_failing_case_holds_back_only_its_own_events(mode: Mode) {
+    let mut receiver = Receiver::start().await;
+    // Retries for long enough that the stuck case is still being tried
+    // when the other case is done.
+    let retry = vec!["\"200ms\""; 20].join(", ");
+    let extra = format!("webhook_allow_private = true\nwebhook_retry = [{retry}]");
+    let server = TestServer::with_extra_in(mode, &extra).await;
+    add_webhook(&server, &receiver.url, json!(["*"])).await;
+    // Every call fails until the gate opens, except for the cases let
+    // through (the free one, once it exists).
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let through = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (gate, pass) = (open.clone(), through.clone());
+    receiver.answer(move |body, _| {
+        let code = body["data"]["case"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if gate.load(std::sync::atomic::Ordering::SeqCst) || pass.lock().unwrap().contains(&code) {
+            (200, None)
+        } else {
+            (500, None)
+        }
+    });
+    let mut alice = server.agent(ALICE).await;
+    let stuck = code_of(&create_case(&mut alice, "support").await);
+    alice
+        .ok(json!({"type": "close", "code": stuck}), "case")
+        .await;
+    // Another case's events all arrive meanwhile, in order.
+    let free = code_of(&create_case(&mut alice, "support").await);
+    through.lock().unwrap().push(free.clone());
+    alice
+        .ok(json!({"type": "close", "code": free}), "case")
+        .await;
+    let created = receiver
+        .next_where("the free case created", |h| {
+            h.code() == free && h.status == 200
+        })
+        .await;
+    let closed = receiver
+        .next_where("the free case closed", |h| {
+            h.code() == free && h.status == 200
+        })
+        .await;
+    assert_eq!(
+        (created.kind(), closed.kind()),
+        ("case.created", "case.closed")
+    );
+    // The stuck case: only its first event was tried; its close waits.
+    let tried: Vec<Hit> = receiver
+        .drain()
+        .into_iter()
+        .filter(|h| h.code() == stuck)
+        .collect();
+    assert!(
+        tried.iter().all(|h| h.kind() == "case.created"),
+        "{tried:?}"
+    );
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = receiver
+        .next_where("the stuck case's first event", |h| {
+            h.code() == stuck && h.status == 200
+        })
+        .await;
+    assert_eq!(first.kind(), "case.created");
+    let then = receiver
+        .next_where("the stuck case's close", |h| h.code() == stuck)
+        .await;
+    assert_eq!(then.kind(), "case.closed");
+}
+
+in_every_mode!(a_failing_case_holds_back_only_its_own_events);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_webhook_request_gets_its_code() {
+    let receiver = Receiver::start().await;
+    let server = TestServer::start().await;
+    let post = |token: &'static str, body: Value| {
+        let server = &server;
+        async move {
+            server
+                .http("POST", "/v1/admin/webhooks", Some(token), Some(body))
+                .await
+        }
+    };
+    let check = |got: (u16, Value), status: u16, code: &str, mentions: &str| {
+        let (st, body) = got;
+        assert_eq!(st, status, "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains(mentions),
+            "{mentions}: {body}"
+        );
+    };
+    let ok = json!({"url": "https://hooks.example.com/in", "events": ["*"]});
+    check(post(BOB, ok.clone()).await, 403, "forbidden", "admins");
+    // Loopback, private, link-local (metadata) and odd URLs are refused.
+    for url in [
+        receiver.url.as_str(),
+        "http://localhost:9/x",
+        "http://10.0.0.5/x",
+        "http://192.168.1.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/x",
+        "http://[fd00::1]/x",
+        "ftp://hooks.example.com/x",
+        "not a url",
+        "https://user:pw@hooks.example.com/x",
+    ] {
+        check(
+            post(ALICE, json!({"url": url, "events": ["*"]})).await,
+            400,
+            "bad_request",
+            "url",
+        );
+    }
+    for (body, mentions) in [
+        (
+            json!({"url": "https://hooks.example.com/in", "events": []}),
+            "events",
+        ),
+        (
+            json!({"url": "https://hooks.example.com/in", "events": ["case.nope"]}),
+            "events",
+        ),
+        (json!({"url": "https://hooks.example.com/in"}), "events"),
+        (json!({"events": ["*"]}), "url"),
+        (
+            json!({"url": "https://hooks.example.com/in", "events": ["*"], "secret": "x"}),
+            "secret",
+        ),
+        (
+            json!({"url": "https://hooks.example.com/in", "events": ["*"], "description": "d".repeat(201)}),
+            "description",
+        ),
+    ] {
+        check(post(ALICE, body).await, 400, "bad_request", mentions);
+    }
+    let (st, body) = post(ALICE, ok).await;
+    assert_eq!(st, 201, "{body}");
+    let id = body["webhook"]["id"].as_str().unwrap().to_string();
+    assert!(
+        !body["webhook"].to_string().contains("whsec_"),
+        "no secret in the object"
+    );
+    let (_, list) = server
+        .http("GET", "/v1/admin/webhooks", Some(ALICE), None)
+        .await;
+    assert!(!list.to_string().contains("whsec_"), "never listed: {list}");
+    // Another company's endpoint is not found; so is an unknown one.
+    for (token, path) in [
+        (GINA, format!("/v1/admin/webhooks/{id}")),
+        (ALICE, "/v1/admin/webhooks/wh_nope".to_string()),
+    ] {
+        check(
+            server
+                .http("PATCH", &path, Some(token), Some(json!({"disabled": true})))
+                .await,
+            404,
+            "not_found",
+            "",
+        );
+        check(
+            server.http("DELETE", &path, Some(token), None).await,
+            404,
+            "not_found",
+            "",
+        );
+    }
+    check(
+        server
+            .http(
+                "GET",
+                &format!("/v1/admin/webhooks/{id}/deliveries?status=lost"),
+                Some(ALICE),
+                None,
+            )
+            .await,
+        400,
+        "bad_request",
+        "status",
+    );
+    check(
+        server
+            .http(
+                "POST",
+                &format!("/v1/admin/webhooks/{id}/replay"),
+                Some(ALICE),
+                Some(json!({"after": 1})),
+            )
+            .await,
+        400,
+        "bad_request",
+        "after",
+    );
+    let (st, _) = server
+        .http(
+            "DELETE",
+            &format!("/v1/admin/webhooks/{id}"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sends_the_events_after_a_seq_again_with_their_ids() {
+    let mut receiver = Receiver::start().await;
+    let server = TestServer::with_extra_in(Mode::Journal, FAST).await;
+    let (id, _) = add_webhook(&server, &receiver.url, json!(["case.created"])).await;
+    let mut alice = server.agent(ALICE).await;
+    let a = code_of(&create_case(&mut alice, "support").await);
+    let b = code_of(&create_case(&mut alice, "support").await);
+    let first = receiver.next_where("a", |h| h.code() == a).await;
+    let second = receiver.next_where("b", |h| h.code() == b).await;
+    let after = first.json["data"]["seq"].as_u64().unwrap();
+    let (st, body) = server
+        .http(
+            "POST",
+            &format!("/v1/admin/webhooks/{id}/replay"),
+            Some(ALICE),
+            Some(json!({"after_seq": after})),
+        )
+        .await;
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(body["queued"], 1, "{body}");
+    let again = receiver.next().await;
+    assert_eq!(again.code(), b);
+    assert_eq!(
+        again.id, second.id,
+        "the same webhook-id: receivers deduplicate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_deliveries_survive_kill_9() {
+    let mut receiver = Receiver::start().await;
+    receiver.answer(|_, _| (503, None));
+    let config = config_text(
+        "webhook_allow_private = true\nwebhook_retry = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]",
+    );
+    let dir = TempDir::new("hooks-kill");
+    let broker = Process::start_in(dir, Some(&config), &["--data-dir", "data"], &[]);
+    let addr = broker.listening().await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let resp: Value = http
+        .post(url("/v1/admin/webhooks"))
+        .bearer_auth(ALICE)
+        .json(&json!({"url": receiver.url, "events": ["case.created"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(resp["secret"].is_string(), "{resp}");
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let case: Value = http
+            .post(url("/v1/cases"))
+            .bearer_auth(ALICE)
+            .json(&json!({"group": "support", "name": "x"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        codes.push(code_of(&case));
+    }
+    // Each was tried (and refused) at least once: they are pending.
+    let mut untried: std::collections::HashSet<String> = codes.iter().cloned().collect();
+    while !untried.is_empty() {
+        untried.remove(receiver.next().await.code());
+    }
+    let dir = broker.kill9().await;
+    receiver.answer(|_, _| (200, None));
+    let broker = Process::start_in(dir, Some(&config), &["--data-dir", "data"], &[]);
+    broker.listening().await;
+    let mut left: std::collections::HashSet<String> = codes.into_iter().collect();
+    while !left.is_empty() {
+        let hit = receiver.next().await;
+        if hit.status == 200 {
+            left.remove(hit.code());
+        }
+    }
+}
