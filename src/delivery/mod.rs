@@ -287,7 +287,7 @@ impl Deliver for Hub {
 }
 
 /// An `event` frame, serialised straight from the kept event.
-fn event_frame(event: &Event) -> Frame {
+pub(crate) fn event_frame(event: &Event) -> Frame {
     #[derive(Serialize)]
     struct EventFrame<'a> {
         #[serde(rename = "type")]

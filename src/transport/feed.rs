@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use super::http::{ApiResult, AuthAgent};
 use crate::app::App;
 use crate::core::Conn;
-use crate::delivery::{OutboxRx, Outgoing};
+use crate::core::effect::Start;
+use crate::delivery::{OutboxRx, Outgoing, event_frame};
 use crate::directory::Agent;
 use crate::error::Error;
 use crate::protocol::StreamPos;
@@ -74,7 +75,7 @@ enum Item {
     /// `snapshot`: the start when the position is unknown or too old.
     Snapshot(Value),
     /// `resumed`: the position was exact; the missed events follow.
-    Resumed(Value),
+    Resumed,
     /// A queue event.
     Event(Value),
     /// Something only dashboards get (`agent`, `groups`).
@@ -109,7 +110,7 @@ impl Reader {
         };
         match v["type"].as_str() {
             Some("snapshot") => Item::Snapshot(v),
-            Some("resumed") => Item::Resumed(v),
+            Some("resumed") => Item::Resumed,
             Some("event") => Item::Event(v),
             _ => Item::Other,
         }
@@ -167,11 +168,11 @@ async fn events(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
-    let reader = Reader::open(&app, agent, after).await?;
     if sse {
+        let reader = Reader::open(&app, agent, after).await?;
         Ok(stream(app, reader).into_response())
     } else {
-        Ok(page(reader, wait, limit).await.into_response())
+        Ok(page(&app, agent, after, wait, limit).await?.into_response())
     }
 }
 
@@ -197,7 +198,7 @@ fn stream(app: App, reader: Reader) -> impl IntoResponse {
                         .id(id_of(&v))
                         .event(v["action"].as_str().unwrap_or("updated"))
                         .data(v.to_string()),
-                    Item::Resumed(_) | Item::Other => continue,
+                    Item::Resumed | Item::Other => continue,
                     Item::End => return None,
                 };
                 return Some((Ok::<_, std::convert::Infallible>(ev), reader));
@@ -208,38 +209,66 @@ fn stream(app: App, reader: Reader) -> impl IntoResponse {
 }
 
 /// One JSON page: the snapshot when the position was not exact, else the
-/// events after it (waiting up to `wait` for the first), at most `limit`.
-async fn page(mut reader: Reader, wait: Duration, limit: usize) -> Json<Value> {
-    let start = reader.next().await;
-    let (epoch, mut next, snapshot) = match start {
-        Item::Snapshot(v) => (v["epoch"].clone(), id_of(&v), Some(v["cases"].clone())),
-        Item::Resumed(v) => (v["epoch"].clone(), id_of(&v), None),
-        _ => (Value::Null, String::new(), None),
+/// events after it that the stream holds, at most `limit`; when there are
+/// none yet, the first ones within `wait`.
+async fn page(
+    app: &App,
+    agent: Arc<Agent>,
+    after: Option<StreamPos>,
+    wait: Duration,
+    limit: usize,
+) -> ApiResult<Json<Value>> {
+    app.fresh(agent.company_index).await;
+    let (epoch, seq, held) = match app.broker.feed_start(&agent, after.as_ref()) {
+        Start::Snapshot { epoch, seq, cases } => {
+            let next = format!("{epoch}:{seq}");
+            return Ok(Json(
+                json!({"epoch": &*epoch, "snapshot": cases, "events": [], "next": next}),
+            ));
+        }
+        Start::Resumed { epoch, seq, events } => (epoch, seq, events),
     };
-    let mut events = Vec::new();
-    if let Some(cases) = snapshot {
-        return Json(json!({"epoch": epoch, "snapshot": cases, "events": events, "next": next}));
-    }
-    let deadline = tokio::time::Instant::now() + wait;
-    while events.len() < limit {
-        let item = match reader.try_next() {
-            Some(item) => item,
-            None if events.is_empty() => {
-                match tokio::time::timeout_at(deadline, reader.next()).await {
-                    Ok(item) => item,
-                    Err(_) => break,
-                }
-            }
-            None => break,
+    let mut events: Vec<Value> = held
+        .iter()
+        .take(limit)
+        .map(|e| serde_json::from_slice(event_frame(e).payload()).unwrap_or(Value::Null))
+        .collect();
+    let mut next = match held.iter().take(limit).next_back() {
+        Some(e) => format!("{}:{}", e.epoch, e.seq),
+        None => format!("{epoch}:{seq}"),
+    };
+    if events.is_empty() && !wait.is_zero() {
+        // Nothing yet: wait on the stream from here for the first events.
+        let from = StreamPos {
+            epoch: epoch.to_string(),
+            seq,
         };
-        match item {
-            Item::Event(v) => {
-                next = id_of(&v);
-                events.push(v);
+        let mut reader = Reader::open(app, agent, Some(from)).await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        while events.len() < limit {
+            let item = match reader.try_next() {
+                Some(item) => item,
+                None if events.is_empty() => {
+                    match tokio::time::timeout_at(deadline, reader.next()).await {
+                        Ok(item) => item,
+                        Err(_) => break,
+                    }
+                }
+                None => break,
+            };
+            match item {
+                Item::Event(v) => {
+                    next = id_of(&v);
+                    events.push(v);
+                }
+                // The stream moved to another epoch meanwhile: the next
+                // page starts with a snapshot.
+                Item::Snapshot(_) | Item::End => break,
+                Item::Resumed | Item::Other => {}
             }
-            Item::End => break,
-            _ => {}
         }
     }
-    Json(json!({"epoch": epoch, "events": events, "next": next}))
+    Ok(Json(
+        json!({"epoch": &*epoch, "events": events, "next": next}),
+    ))
 }

@@ -467,7 +467,12 @@ async fn pending_deliveries_survive_kill_9() {
         "webhook_allow_private = true\nwebhook_retry = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]",
     );
     let dir = TempDir::new("hooks-kill");
-    let broker = Process::start_in(dir, Some(&config), &["--data-dir", "data"], &[]);
+    let broker = Process::start_in(
+        dir,
+        Some(&config),
+        &["--data-dir", "data", "--listen", "127.0.0.1:0"],
+        &[],
+    );
     let addr = broker.listening().await;
     let http = reqwest::Client::new();
     let url = |p: &str| format!("http://{addr}{p}");
@@ -503,7 +508,12 @@ async fn pending_deliveries_survive_kill_9() {
     }
     let dir = broker.kill9().await;
     receiver.answer(|_, _| (200, None));
-    let broker = Process::start_in(dir, Some(&config), &["--data-dir", "data"], &[]);
+    let broker = Process::start_in(
+        dir,
+        Some(&config),
+        &["--data-dir", "data", "--listen", "127.0.0.1:0"],
+        &[],
+    );
     broker.listening().await;
     let mut left: std::collections::HashSet<String> = codes.into_iter().collect();
     while !left.is_empty() {
@@ -512,4 +522,66 @@ async fn pending_deliveries_survive_kill_9() {
             left.remove(hit.code());
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_call_lost_with_its_node_is_taken_over() {
+    let redis = crate::util::redis::RedisServer::start();
+    let mut receiver = Receiver::start().await;
+    // The first call of each message never gets an answer.
+    receiver.answer(|_, retry| if retry == 0 { (0, None) } else { (200, None) });
+    let cluster = format!(
+        "webhook_allow_private = true\nwebhook_timeout = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_timeout = \"3s\"\n",
+        redis.url()
+    );
+    let a = Process::start(
+        Some(&config_text(&cluster)),
+        &["--node-id", "a", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let addr = a.listening().await;
+    let http = reqwest::Client::new();
+    let (st, _) = {
+        let r = http
+            .post(format!("http://{addr}/v1/admin/webhooks"))
+            .bearer_auth(ALICE)
+            .json(&json!({"url": receiver.url, "events": ["case.created"]}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(st, 201);
+    let case: Value = http
+        .post(format!("http://{addr}/v1/cases"))
+        .bearer_auth(ALICE)
+        .json(&json!({"group": "support", "name": "x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = code_of(&case);
+    // Node a makes the call, which hangs; then a dies with it.
+    let first = receiver.next().await;
+    assert_eq!((first.code(), first.retry), (code.as_str(), 0));
+    let b = TestServer::with_config(config_with(
+        &cluster.replace("[cluster]", "[cluster]\nnode_id = \"b\""),
+    ))
+    .await;
+    a.kill9().await;
+    // Node b sends it once a's hold on it runs out, with the same id.
+    let again = receiver
+        .next_where("the call taken over", |h| h.id == first.id)
+        .await;
+    assert_eq!((again.status, again.retry), (200, 1));
+    // And b sends new events itself.
+    let mut alice = b.agent(ALICE).await;
+    let next = code_of(&create_case(&mut alice, "support").await);
+    receiver
+        .next_where("a new event from b", |h| {
+            h.code() == next && h.status == 200
+        })
+        .await;
 }

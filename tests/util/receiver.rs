@@ -40,7 +40,8 @@ impl Hit {
 }
 
 /// What to answer: status and `Retry-After` seconds, from the body and
-/// the number of earlier calls with the same `webhook-id`.
+/// the number of earlier calls with the same `webhook-id`. Status 0: no
+/// answer at all (the call hangs for a minute).
 pub type Plan = Arc<dyn Fn(&Value, usize) -> (u16, Option<u64>) + Send + Sync>;
 
 #[derive(Clone)]
@@ -92,6 +93,10 @@ async fn hook(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
         status,
         at: std::time::Instant::now(),
     });
+    if status == 0 {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        return StatusCode::OK.into_response();
+    }
     let mut resp = StatusCode::from_u16(status).unwrap().into_response();
     if let Some(s) = retry_after {
         resp.headers_mut()

@@ -44,15 +44,37 @@ impl Broker {
             groups: (!agent.admin).then(|| Arc::from(agent.group_indexes.as_slice())),
             only,
         };
-        let window = self.shared.config.snapshot_window;
         let mut cx = self.lock(agent.company_index);
         cx.conn(conn.id)?;
-        let replay = match &resume {
-            Some(pos) => cx.st.stream.replay(&pos.epoch, pos.seq, &filter),
+        let start = self.start(&cx, &company, &filter, resume.as_ref());
+        if let Some(state) = cx.st.conns.get_mut(&conn.id) {
+            state.subscribed = true;
+        }
+        cx.emit(Effect::Subscribe {
+            conn: conn.id,
+            filter,
+            start,
+        });
+        Ok(())
+    }
+
+    /// Where a subscriber with `filter` starts: the events after `resume`
+    /// when the stream still holds them, else a snapshot of the open and
+    /// recently ended cases it may see.
+    pub(crate) fn start(
+        &self,
+        cx: &super::super::shard::Locked<'_>,
+        company: &crate::directory::Company,
+        filter: &Filter,
+        resume: Option<&StreamPos>,
+    ) -> Start {
+        let window = self.shared.config.snapshot_window;
+        let replay = match resume {
+            Some(pos) => cx.st.stream.replay(&pos.epoch, pos.seq, filter),
             None => Replay::Snapshot,
         };
         let (epoch, seq) = (cx.st.stream.epoch().clone(), cx.st.stream.seq());
-        let start = match replay {
+        match replay {
             Replay::Events(events) => Start::Resumed { epoch, seq, events },
             Replay::Snapshot => {
                 // The open cases and those ended within the window, of the
@@ -87,19 +109,22 @@ impl Broker {
                     );
                 }
                 cases.sort_by_key(|c| c.order());
-                let cases = cases.into_iter().map(|c| c.view(&company)).collect();
+                let cases = cases.into_iter().map(|c| c.view(company)).collect();
                 Start::Snapshot { epoch, seq, cases }
             }
-        };
-        if let Some(state) = cx.st.conns.get_mut(&conn.id) {
-            state.subscribed = true;
         }
-        cx.emit(Effect::Subscribe {
-            conn: conn.id,
-            filter,
-            start,
-        });
-        Ok(())
+    }
+
+    /// Where an event feed page starts for `agent` (see [`Broker::start`]),
+    /// without a subscription.
+    pub fn feed_start(&self, agent: &Agent, resume: Option<&StreamPos>) -> Start {
+        let company = self.company(agent.company_index);
+        let filter = Filter {
+            groups: (!agent.admin).then(|| Arc::from(agent.group_indexes.as_slice())),
+            only: None,
+        };
+        let cx = self.lock(agent.company_index);
+        self.start(&cx, &company, &filter, resume)
     }
 
     /// `unsubscribe`.
