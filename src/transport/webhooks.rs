@@ -23,6 +23,7 @@ pub fn routes() -> Router<App> {
         .route("/v1/admin/webhooks/{id}", patch(update).delete(remove))
         .route("/v1/admin/webhooks/{id}/deliveries", get(deliveries))
         .route("/v1/admin/webhooks/{id}/replay", post(replay))
+        .route("/v1/admin/webhooks/{id}/secret", post(secret))
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
@@ -117,4 +118,16 @@ async fn replay(
     })
     .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response())
+}
+
+async fn secret(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let secret = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.admin_webhook_secret(&agent, &id)
+    })
+    .await?;
+    Ok(Json(json!({ "secret": secret })).into_response())
 }

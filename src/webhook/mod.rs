@@ -34,6 +34,10 @@ pub struct WebhookRecord {
     /// Why the broker disabled it (a 410), if it did.
     pub disabled_reason: Option<String>,
     pub secret: String,
+    /// The secret before the last rotation: it signs too until
+    /// `previous_until` (Unix ms), so receivers can switch keys.
+    pub previous_secret: Option<String>,
+    pub previous_until: i64,
     pub removed: bool,
 }
 
@@ -48,7 +52,22 @@ impl std::fmt::Debug for WebhookRecord {
     }
 }
 
+/// How long the secret before a rotation keeps signing.
+pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
+
 impl WebhookRecord {
+    /// The secrets that sign a call made at `now` (Unix ms): the current
+    /// one, and the previous one during its overlap.
+    pub fn signing_secrets(&self, now: i64) -> Vec<String> {
+        let mut out = vec![self.secret.clone()];
+        if let Some(p) = &self.previous_secret
+            && now < self.previous_until
+        {
+            out.push(p.clone());
+        }
+        out
+    }
+
     /// True when the endpoint wants events of `kind`.
     pub fn wants(&self, kind: &str) -> bool {
         !self.disabled
@@ -139,11 +158,18 @@ pub fn new_secret() -> String {
 }
 
 /// The `webhook-signature` of a message: `v1,<base64 HMAC-SHA256>` of
-/// `{id}.{timestamp}.{body}`, keyed by the secret's bytes.
-pub fn sign(secret: &str, message_id: &str, timestamp: i64, body: &str) -> String {
-    standardwebhooks::Webhook::new(secret)
-        .and_then(|w| w.sign(message_id, timestamp, body.as_bytes()))
-        .expect("a secret made by the broker signs")
+/// `{id}.{timestamp}.{body}` keyed by each secret's bytes, space-separated
+/// (a receiver accepts the call when one of them verifies).
+pub fn sign(secrets: &[String], message_id: &str, timestamp: i64, body: &str) -> String {
+    secrets
+        .iter()
+        .map(|secret| {
+            standardwebhooks::Webhook::new(secret)
+                .and_then(|w| w.sign(message_id, timestamp, body.as_bytes()))
+                .expect("a secret made by the broker signs")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Why a URL may not be an endpoint, if it may not.

@@ -140,7 +140,7 @@ async fn attempt(
     send: Send,
 ) {
     let timestamp = chrono::Utc::now().timestamp();
-    let signature = super::sign(&send.secret, &send.message_id, timestamp, &send.body);
+    let signature = super::sign(&send.secrets, &send.message_id, timestamp, &send.body);
     let answer = client
         .post(&send.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -765,6 +765,9 @@ async fn subscribers_that_never_read_pin_no_more_than_the_large_message_budget()
             std::time::Instant::now() < until,
             "the budget turned no subscriber away"
         );
+        // Alice keeps talking meanwhile, so that a slow machine does not
+        // take her for a silent connection (ping_interval + pong_timeout).
+        alice.sync().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let grown = broker.rss().saturating_sub(before);

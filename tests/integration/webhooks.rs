@@ -116,6 +116,25 @@ async fn every_event_reaches_the_endpoint_signed_and_in_order(mode: Mode) {
         assert!(std::time::Instant::now() < wait_until, "{log}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A new secret: both sign for a while, so receivers can switch.
+    let (st, body) = server
+        .http(
+            "POST",
+            &format!("/v1/admin/webhooks/{id}/secret"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let rotated = body["secret"].as_str().unwrap().to_string();
+    assert!(rotated.starts_with("whsec_") && rotated != secret);
+    let third = code_of(&create_case(&mut alice, "support").await);
+    let hit = receiver
+        .next_where("after the rotation", |h| h.code() == third)
+        .await;
+    assert_eq!(hit.signature.split(' ').count(), 2, "{}", hit.signature);
+    verify(&hit, &rotated);
+    verify(&hit, &secret);
     // Only what it asked for: a `case.closed` endpoint gets no `created`.
     let mut closing = Receiver::start().await;
     add_webhook(&server, &closing.url, json!(["case.closed"])).await;

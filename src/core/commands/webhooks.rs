@@ -90,7 +90,8 @@ impl DeliveryView {
 pub struct Send {
     pub id: u64,
     pub url: String,
-    pub secret: String,
+    /// The secrets that sign it (two while a rotation overlaps).
+    pub secrets: Vec<String>,
     pub message_id: String,
     pub body: String,
     /// Attempts made before this one.
@@ -186,6 +187,8 @@ impl Broker {
             disabled: false,
             disabled_reason: None,
             secret: secret.clone(),
+            previous_secret: None,
+            previous_until: 0,
             removed: false,
         };
         cx.apply(Change::WebhookSet(Box::new(rec.clone())));
@@ -231,6 +234,26 @@ impl Broker {
         cx.apply(Change::WebhookSet(Box::new(rec.clone())));
         audit(viewer, "webhook_changed", id, self);
         Ok(AdminWebhook::of(&rec, cx.st.hooks.count(id)))
+    }
+
+    /// `POST /v1/admin/webhooks/{id}/secret`: a new secret (shown once);
+    /// the one before keeps signing beside it for a day.
+    pub fn admin_webhook_secret(&self, viewer: &Agent, id: &str) -> Result<String> {
+        self.writable()?;
+        admin_only(viewer)?;
+        let mut cx = self.lock(viewer.company_index);
+        let mut rec = cx
+            .st
+            .hooks
+            .endpoint(id)
+            .cloned()
+            .ok_or_else(Error::not_found)?;
+        let secret = webhook::new_secret();
+        rec.previous_secret = Some(std::mem::replace(&mut rec.secret, secret.clone()));
+        rec.previous_until = Utc::now().timestamp_millis() + webhook::ROTATION_OVERLAP_MS;
+        cx.apply(Change::WebhookSet(Box::new(rec)));
+        audit(viewer, "webhook_secret", id, self);
+        Ok(secret)
     }
 
     /// `DELETE /v1/admin/webhooks/{id}`: its pending deliveries go too.
@@ -339,7 +362,7 @@ impl Broker {
             out.push(Send {
                 id,
                 url: e.url.clone(),
-                secret: e.secret.clone(),
+                secrets: e.signing_secrets(now),
                 message_id: d.message_id.clone(),
                 body: d.body.clone(),
                 attempts: d.attempts,
