@@ -29,6 +29,8 @@ mod hostile;
 mod http_api;
 #[path = "integration/line.rs"]
 mod line;
+#[path = "integration/openapi.rs"]
+mod openapi;
 #[path = "integration/pages.rs"]
 mod pages;
 #[path = "integration/queue.rs"]

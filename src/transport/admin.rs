@@ -3,13 +3,12 @@
 //! operator manages companies. Bodies are JSON, bounded like every other;
 //! errors name the field.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
 use serde_json::json;
 
 use axum::extract::FromRequestParts;
@@ -17,6 +16,7 @@ use axum::http::request::Parts;
 
 use super::api_error::ApiError;
 use super::http::{ApiResult, AuthAgent, acknowledged, body};
+use super::routes::Route;
 use crate::app::App;
 use crate::core::commands::admin::{
     AgentPatch, GroupPatch, ModulePatch, NewAgent, NewGroup, NewModule,
@@ -24,27 +24,27 @@ use crate::core::commands::admin::{
 use crate::core::commands::companies::NewCompany;
 use crate::error::Error;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/v1/admin/agents", get(list).post(add))
-        .route("/v1/admin/agents/{id}", patch(update).delete(remove))
-        .route("/v1/admin/agents/{id}/token", post(token))
-        .route("/v1/admin/export", get(export))
-        .route("/v1/admin/groups", get(groups).post(add_group))
-        .route(
-            "/v1/admin/groups/{id}",
-            patch(update_group).delete(remove_group),
-        )
-        .route("/v1/admin/companies", get(companies).post(add_company))
-        .route(
-            "/v1/admin/companies/{id}",
-            axum::routing::delete(remove_company),
-        )
-        .route("/v1/admin/modules", get(modules).post(add_module))
-        .route(
-            "/v1/admin/modules/{key}",
-            patch(update_module).delete(remove_module),
-        )
+/// The admin API's routes, registered with the rest (`http::routes`).
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/v1/admin/agents", list),
+        Route::post("/v1/admin/agents", add),
+        Route::patch("/v1/admin/agents/{id}", update),
+        Route::delete("/v1/admin/agents/{id}", remove),
+        Route::post("/v1/admin/agents/{id}/token", token),
+        Route::get("/v1/admin/export", export),
+        Route::get("/v1/admin/groups", groups),
+        Route::post("/v1/admin/groups", add_group),
+        Route::patch("/v1/admin/groups/{id}", update_group),
+        Route::delete("/v1/admin/groups/{id}", remove_group),
+        Route::get("/v1/admin/companies", companies),
+        Route::post("/v1/admin/companies", add_company),
+        Route::delete("/v1/admin/companies/{id}", remove_company),
+        Route::get("/v1/admin/modules", modules),
+        Route::post("/v1/admin/modules", add_module),
+        Route::patch("/v1/admin/modules/{key}", update_module),
+        Route::delete("/v1/admin/modules/{key}", remove_module),
+    ]
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {

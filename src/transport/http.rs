@@ -13,13 +13,14 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tungstenite::protocol::WebSocketConfig;
 
 use super::api_error::ApiError;
+use super::routes::{Route, register};
 use super::server::TcpSlot;
 use super::upgrade::Upgrade;
 use crate::app::App;
@@ -34,26 +35,7 @@ use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp};
 /// not be reachable where clients are.
 pub fn app(state: App, metrics_here: bool) -> Router {
     let max = state.broker.config().max_message_bytes;
-    let router = Router::new();
-    let router = if metrics_here {
-        router.route("/metrics", get(metrics))
-    } else {
-        router
-    };
-    router
-        .route("/v1/ws", get(ws_upgrade))
-        .route("/v1/cases", post(create_case).get(list_cases))
-        .route("/v1/cases/{code}", get(get_case).delete(delete_case))
-        .route("/v1/cases/{code}/assign", post(assign))
-        .route("/v1/cases/{code}/close", post(close))
-        .route("/v1/cases/{code}/transcript", get(transcript))
-        .route("/v1/help", post(help))
-        .route("/v1/modules/{key}", get(module))
-        .route("/v1/agents", get(agents))
-        .route("/v1/groups", get(groups))
-        .merge(super::admin::routes())
-        .route("/healthz", get(healthz))
-        .merge(super::pages::routes())
+    register(Router::new(), routes(metrics_here))
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })
         .method_not_allowed_fallback(|| async {
             ApiError(Error::new(
@@ -68,6 +50,33 @@ pub fn app(state: App, metrics_here: bool) -> Router {
         ))
         .layer(axum::middleware::map_response(api_headers))
         .with_state(state)
+}
+
+/// Every route of the broker's listener: the API here, the admin API
+/// (`admin`) and the pages (`pages`); `/metrics` only when `metrics_here`.
+/// `proto/openapi.json` describes each of them (a test checks it).
+pub fn routes(metrics_here: bool) -> Vec<Route> {
+    let mut table = vec![
+        Route::get("/v1/ws", ws_upgrade),
+        Route::post("/v1/cases", create_case),
+        Route::get("/v1/cases", list_cases),
+        Route::get("/v1/cases/{code}", get_case),
+        Route::delete("/v1/cases/{code}", delete_case),
+        Route::post("/v1/cases/{code}/assign", assign),
+        Route::post("/v1/cases/{code}/close", close),
+        Route::get("/v1/cases/{code}/transcript", transcript),
+        Route::post("/v1/help", help),
+        Route::get("/v1/modules/{key}", module),
+        Route::get("/v1/agents", agents),
+        Route::get("/v1/groups", groups),
+        Route::get("/healthz", healthz),
+    ];
+    if metrics_here {
+        table.push(Route::get("/metrics", metrics));
+    }
+    table.extend(super::admin::routes());
+    table.extend(super::pages::routes());
+    table
 }
 
 /// Reads a request's whole body (within `max_message_bytes`) before its

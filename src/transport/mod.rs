@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod guard;
 pub mod http;
 pub mod pages;
+pub mod routes;
 pub mod server;
 pub mod session;
 pub mod upgrade;
