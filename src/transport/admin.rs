@@ -5,8 +5,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -15,7 +15,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::api_error::ApiError;
-use super::http::{ApiResult, AuthAgent, acknowledged, body};
+use super::http::{ApiResult, AuthAgent, PathParam, acknowledged, body};
 use super::routes::Route;
 use crate::app::App;
 use crate::core::commands::admin::{
@@ -73,7 +73,7 @@ async fn add(
 async fn update(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let change: AgentPatch = body(raw)?;
@@ -87,7 +87,7 @@ async fn update(
 async fn token(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Response> {
     let token = acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_agent_token(&agent, &id)
@@ -99,7 +99,7 @@ async fn token(
 async fn remove(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Response> {
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_remove_agent(&agent, &id)
@@ -143,7 +143,7 @@ async fn add_group(
 async fn update_group(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let change: GroupPatch = body(raw)?;
@@ -157,7 +157,7 @@ async fn update_group(
 async fn remove_group(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Response> {
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_remove_group(&agent, &id)
@@ -188,7 +188,7 @@ async fn add_module(
 async fn update_module(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(key): Path<String>,
+    PathParam(key): PathParam<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let change: ModulePatch = body(raw)?;
@@ -202,7 +202,7 @@ async fn update_module(
 async fn remove_module(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(key): Path<String>,
+    PathParam(key): PathParam<String>,
 ) -> ApiResult<Response> {
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_remove_module(&agent, &key)
@@ -281,7 +281,7 @@ async fn add_company(
 async fn remove_company(
     State(app): State<App>,
     _: Operator,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Response> {
     let shard = app.broker.directory().company(&id).map(|c| c.index);
     acknowledged(&app, shard, || app.broker.admin_remove_company(&id)).await?;

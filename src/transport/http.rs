@@ -171,6 +171,22 @@ impl FromRequestParts<App> for AuthAgent {
     }
 }
 
+/// A path parameter. A path that does not decode (a percent-escape that
+/// is not UTF-8) is 400 `bad_request` with the JSON error body, as every
+/// other refusal of the API, rather than axum's plain-text answer.
+pub struct PathParam<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<App> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, app).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(e) => Err(ApiError(Error::bad_request(e.body_text()))),
+        }
+    }
+}
+
 /// Parses a JSON body with the contract's error codes (400 for bad JSON,
 /// 413 past the size limit).
 pub(super) fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> ApiResult<T> {
@@ -354,7 +370,7 @@ async fn list_cases(
 async fn get_case(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
     app.fresh(agent.company_index).await;
     Ok(Json(app.broker.get_case(&agent, &code)?).into_response())
@@ -363,7 +379,7 @@ async fn get_case(
 async fn transcript(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
     app.fresh(agent.company_index).await;
     let (code, messages) = app.broker.transcript(&agent, &code)?;
@@ -373,7 +389,7 @@ async fn transcript(
 async fn assign(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: AssignBody = body(raw)?;
@@ -387,7 +403,7 @@ async fn assign(
 async fn close(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
     let (view, _) = acknowledged(&app, Some(agent.company_index), || {
         app.broker.close(Who::Agent(&agent), Some(&code))
@@ -399,7 +415,7 @@ async fn close(
 async fn delete_case(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.delete(&agent, &code)
@@ -457,7 +473,7 @@ async fn help(
 /// A module key's public face, for the customer's help page: the
 /// company's name and the group. Module keys ship inside client apps, so
 /// nothing here is secret; an unknown key is `not_found`.
-async fn module(State(app): State<App>, Path(key): Path<String>) -> ApiResult<Response> {
+async fn module(State(app): State<App>, PathParam(key): PathParam<String>) -> ApiResult<Response> {
     let dir = app.broker.directory();
     let m = dir.module(&key).ok_or_else(Error::not_found)?;
     let company = &dir.companies()[m.company_index];

@@ -5,6 +5,7 @@
 //! connections to the broker only), `nosniff`, and an ETag so browsers
 //! revalidate cheaply and never run a stale page after an upgrade.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -111,10 +112,12 @@ pub fn routes() -> Vec<Route> {
 /// readable 404 page, so a mistyped link never shows a blank page.
 async fn help(
     State(app): State<App>,
-    Path(module_key): Path<String>,
+    module_key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if app.broker.directory().module(&module_key).is_some() {
+    // A key that does not even decode is unknown too.
+    let known = module_key.is_ok_and(|Path(key)| app.broker.directory().module(&key).is_some());
+    if known {
         serve(&HELP, &headers)
     } else {
         not_found().await
@@ -129,7 +132,8 @@ async fn not_found() -> Response {
     resp
 }
 
-async fn asset_file(Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn asset_file(name: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    let name = name.map(|Path(name)| name).unwrap_or_default();
     match ASSETS.iter().find(|a| a.name == name) {
         Some(a) => serve(a, &headers),
         None => {
