@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSION=4.32.5
-VENV=target/schemathesis-venv
+VENV=$PWD/target/schemathesis-venv
 EXAMPLES=${EXAMPLES:-40}
 
 # schemathesis from PyPI, pinned, in a venv of its own under target/. A
@@ -99,7 +99,14 @@ bearer = "$AGENT"
 bearer = "$OPERATOR"
 EOF
 
+# Not checked: positive_data_acceptance, since a request the schema allows
+# may still name a group or agent that does not exist (400), and
+# negative_data_rejection, since an over-long field is 413 `too_large` by
+# the contract, where schemathesis wants 400. CHECKS=all shows them.
+# Run from the scratch directory: schemathesis keeps a cache of its
+# findings in the working directory, and none belongs in the tree.
 status=0
+cd "$WORK"
 "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run \
   "http://$ADDR/v1/openapi.json" \
   --checks "${CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance}" \
