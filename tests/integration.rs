@@ -31,6 +31,8 @@ mod http_api;
 mod line;
 #[path = "integration/openapi.rs"]
 mod openapi;
+#[path = "integration/openapi_answers.rs"]
+mod openapi_answers;
 #[path = "integration/pages.rs"]
 mod pages;
 #[path = "integration/queue.rs"]
