@@ -31,6 +31,10 @@ mod hostile;
 mod http_api;
 #[path = "integration/line.rs"]
 mod line;
+#[path = "integration/openapi.rs"]
+mod openapi;
+#[path = "integration/openapi_answers.rs"]
+mod openapi_answers;
 #[path = "integration/pages.rs"]
 mod pages;
 #[path = "integration/queue.rs"]

@@ -3,20 +3,20 @@
 //! operator manages companies. Bodies are JSON, bounded like every other;
 //! errors name the field.
 
+use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
 use serde_json::json;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::api_error::ApiError;
-use super::http::{ApiResult, AuthAgent, acknowledged, body};
+use super::http::{ApiResult, AuthAgent, PathParam, acknowledged, body};
+use super::routes::Route;
 use crate::app::App;
 use crate::core::commands::admin::{
     AgentPatch, GroupPatch, ModulePatch, NewAgent, NewGroup, NewModule,
@@ -24,27 +24,27 @@ use crate::core::commands::admin::{
 use crate::core::commands::companies::NewCompany;
 use crate::error::Error;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/v1/admin/agents", get(list).post(add))
-        .route("/v1/admin/agents/{id}", patch(update).delete(remove))
-        .route("/v1/admin/agents/{id}/token", post(token))
-        .route("/v1/admin/export", get(export))
-        .route("/v1/admin/groups", get(groups).post(add_group))
-        .route(
-            "/v1/admin/groups/{id}",
-            patch(update_group).delete(remove_group),
-        )
-        .route("/v1/admin/companies", get(companies).post(add_company))
-        .route(
-            "/v1/admin/companies/{id}",
-            axum::routing::delete(remove_company),
-        )
-        .route("/v1/admin/modules", get(modules).post(add_module))
-        .route(
-            "/v1/admin/modules/{key}",
-            patch(update_module).delete(remove_module),
-        )
+/// The admin API's routes, registered with the rest (`http::routes`).
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/v1/admin/agents", list),
+        Route::post("/v1/admin/agents", add),
+        Route::patch("/v1/admin/agents/{id}", update),
+        Route::delete("/v1/admin/agents/{id}", remove),
+        Route::post("/v1/admin/agents/{id}/token", token),
+        Route::get("/v1/admin/export", export),
+        Route::get("/v1/admin/groups", groups),
+        Route::post("/v1/admin/groups", add_group),
+        Route::patch("/v1/admin/groups/{id}", update_group),
+        Route::delete("/v1/admin/groups/{id}", remove_group),
+        Route::get("/v1/admin/companies", companies),
+        Route::post("/v1/admin/companies", add_company),
+        Route::delete("/v1/admin/companies/{id}", remove_company),
+        Route::get("/v1/admin/modules", modules),
+        Route::post("/v1/admin/modules", add_module),
+        Route::patch("/v1/admin/modules/{key}", update_module),
+        Route::delete("/v1/admin/modules/{key}", remove_module),
+    ]
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
@@ -73,7 +73,7 @@ async fn add(
 async fn update(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let change: AgentPatch = body(raw)?;
@@ -87,7 +87,7 @@ async fn update(
 async fn token(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Response> {
     let token = acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_agent_token(&agent, &id)
@@ -99,7 +99,7 @@ async fn token(
 async fn remove(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Response> {
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_remove_agent(&agent, &id)
@@ -143,7 +143,7 @@ async fn add_group(
 async fn update_group(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let change: GroupPatch = body(raw)?;
@@ -157,7 +157,7 @@ async fn update_group(
 async fn remove_group(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Response> {
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_remove_group(&agent, &id)
@@ -188,7 +188,7 @@ async fn add_module(
 async fn update_module(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(key): Path<String>,
+    PathParam(key): PathParam<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let change: ModulePatch = body(raw)?;
@@ -202,7 +202,7 @@ async fn update_module(
 async fn remove_module(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(key): Path<String>,
+    PathParam(key): PathParam<String>,
 ) -> ApiResult<Response> {
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.admin_remove_module(&agent, &key)
@@ -281,7 +281,7 @@ async fn add_company(
 async fn remove_company(
     State(app): State<App>,
     _: Operator,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Response> {
     let shard = app.broker.directory().company(&id).map(|c| c.index);
     acknowledged(&app, shard, || app.broker.admin_remove_company(&id)).await?;

@@ -10,12 +10,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http::{ApiResult, AuthAgent};
+use super::routes::Route;
 use crate::app::App;
 use crate::core::Conn;
 use crate::core::effect::Start;
@@ -30,8 +30,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 const PAGE: usize = 100;
 const PAGE_MAX: usize = 1000;
 
-pub fn routes() -> Router<App> {
-    Router::new().route("/v1/events", get(events))
+pub fn routes() -> Vec<Route> {
+    vec![Route::get("/v1/events", events)]
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,13 +13,14 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tungstenite::protocol::WebSocketConfig;
 
 use super::api_error::ApiError;
+use super::routes::{Route, register};
 use super::server::TcpSlot;
 use super::upgrade::Upgrade;
 use crate::app::App;
@@ -34,28 +35,7 @@ use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp};
 /// not be reachable where clients are.
 pub fn app(state: App, metrics_here: bool) -> Router {
     let max = state.broker.config().max_message_bytes;
-    let router = Router::new();
-    let router = if metrics_here {
-        router.route("/metrics", get(metrics))
-    } else {
-        router
-    };
-    router
-        .route("/v1/ws", get(ws_upgrade))
-        .route("/v1/cases", post(create_case).get(list_cases))
-        .route("/v1/cases/{code}", get(get_case).delete(delete_case))
-        .route("/v1/cases/{code}/assign", post(assign))
-        .route("/v1/cases/{code}/close", post(close))
-        .route("/v1/cases/{code}/transcript", get(transcript))
-        .route("/v1/help", post(help))
-        .route("/v1/modules/{key}", get(module))
-        .route("/v1/agents", get(agents))
-        .route("/v1/groups", get(groups))
-        .merge(super::admin::routes())
-        .merge(super::feed::routes())
-        .merge(super::webhooks::routes())
-        .route("/healthz", get(healthz))
-        .merge(super::pages::routes())
+    register(Router::new(), routes(metrics_here))
         .fallback(|| async { ApiError(Error::new(ErrorCode::NotFound, "no such endpoint")) })
         .method_not_allowed_fallback(|| async {
             ApiError(Error::new(
@@ -70,6 +50,35 @@ pub fn app(state: App, metrics_here: bool) -> Router {
         ))
         .layer(axum::middleware::map_response(api_headers))
         .with_state(state)
+}
+
+/// Every route of the broker's listener: the API here, the admin API
+/// (`admin`) and the pages (`pages`); `/metrics` only when `metrics_here`.
+/// `proto/openapi.json` describes each of them (a test checks it).
+pub fn routes(metrics_here: bool) -> Vec<Route> {
+    let mut table = vec![
+        Route::get("/v1/ws", ws_upgrade),
+        Route::post("/v1/cases", create_case),
+        Route::get("/v1/cases", list_cases),
+        Route::get("/v1/cases/{code}", get_case),
+        Route::delete("/v1/cases/{code}", delete_case),
+        Route::post("/v1/cases/{code}/assign", assign),
+        Route::post("/v1/cases/{code}/close", close),
+        Route::get("/v1/cases/{code}/transcript", transcript),
+        Route::post("/v1/help", help),
+        Route::get("/v1/modules/{key}", module),
+        Route::get("/v1/agents", agents),
+        Route::get("/v1/groups", groups),
+        Route::get("/healthz", healthz),
+    ];
+    if metrics_here {
+        table.push(Route::get("/metrics", metrics));
+    }
+    table.extend(super::admin::routes());
+    table.extend(super::feed::routes());
+    table.extend(super::webhooks::routes());
+    table.extend(super::pages::routes());
+    table
 }
 
 /// Reads a request's whole body (within `max_message_bytes`) before its
@@ -160,6 +169,22 @@ impl FromRequestParts<App> for AuthAgent {
             None => Err(ApiError(Error::unauthorized(
                 "a valid Authorization: Bearer token is required",
             ))),
+        }
+    }
+}
+
+/// A path parameter. A path that does not decode (a percent-escape that
+/// is not UTF-8) is 400 `bad_request` with the JSON error body, as every
+/// other refusal of the API, rather than axum's plain-text answer.
+pub struct PathParam<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<App> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, app).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(e) => Err(ApiError(Error::bad_request(e.body_text()))),
         }
     }
 }
@@ -347,7 +372,7 @@ async fn list_cases(
 async fn get_case(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
     app.fresh(agent.company_index).await;
     Ok(Json(app.broker.get_case(&agent, &code)?).into_response())
@@ -356,7 +381,7 @@ async fn get_case(
 async fn transcript(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
     app.fresh(agent.company_index).await;
     let (code, messages) = app.broker.transcript(&agent, &code)?;
@@ -366,7 +391,7 @@ async fn transcript(
 async fn assign(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: AssignBody = body(raw)?;
@@ -380,7 +405,7 @@ async fn assign(
 async fn close(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
     let (view, _) = acknowledged(&app, Some(agent.company_index), || {
         app.broker.close(Who::Agent(&agent), Some(&code))
@@ -392,7 +417,7 @@ async fn close(
 async fn delete_case(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
-    Path(code): Path<String>,
+    PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
     acknowledged(&app, Some(agent.company_index), || {
         app.broker.delete(&agent, &code)
@@ -450,7 +475,7 @@ async fn help(
 /// A module key's public face, for the customer's help page: the
 /// company's name and the group. Module keys ship inside client apps, so
 /// nothing here is secret; an unknown key is `not_found`.
-async fn module(State(app): State<App>, Path(key): Path<String>) -> ApiResult<Response> {
+async fn module(State(app): State<App>, PathParam(key): PathParam<String>) -> ApiResult<Response> {
     let dir = app.broker.directory();
     let m = dir.module(&key).ok_or_else(Error::not_found)?;
     let company = &dir.companies()[m.company_index];

@@ -8,6 +8,7 @@ pub mod feed;
 pub mod guard;
 pub mod http;
 pub mod pages;
+pub mod routes;
 pub mod server;
 pub mod session;
 pub mod upgrade;

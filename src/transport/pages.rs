@@ -1,16 +1,16 @@
 //! The browser pages: the agent dashboard at `/` and the customer help page
 //! at `/help/{module_key}`, with their scripts and styles embedded in the
-//! binary (`web/`). Every answer carries a strict Content-Security-Policy
-//! (no inline script, connections to the broker only), `nosniff`, and an
-//! ETag so browsers revalidate cheaply and never run a stale page after an
-//! upgrade.
+//! binary (`web/`), and the API's OpenAPI document (`proto/openapi.json`).
+//! Every answer carries a strict Content-Security-Policy (no inline script,
+//! connections to the broker only), `nosniff`, and an ETag so browsers
+//! revalidate cheaply and never run a stale page after an upgrade.
 
-use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
+use super::routes::Route;
 use crate::app::App;
 
 /// Scripts, styles and images only from the broker itself, and connections
@@ -26,6 +26,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
+const JSON: &str = "application/json";
 
 /// A file served as it was embedded.
 struct Asset {
@@ -68,6 +69,13 @@ const NOT_FOUND: Asset = asset(
     include_bytes!("../../web/not-found.html"),
 );
 
+/// `GET /v1/openapi.json`: the HTTP API as an OpenAPI 3.1 document.
+const OPENAPI: Asset = asset(
+    "openapi.json",
+    JSON,
+    include_bytes!("../../proto/openapi.json"),
+);
+
 /// What `/assets/{name}` serves.
 const ASSETS: &[Asset] = &[
     asset("style.css", CSS, include_bytes!("../../web/style.css")),
@@ -83,27 +91,33 @@ const ASSETS: &[Asset] = &[
     asset("icon.svg", SVG, include_bytes!("../../web/icon.svg")),
 ];
 
-/// The pages' routes, merged into the broker's router.
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route(
-            "/",
-            get(|headers: HeaderMap| async move { serve(&DASHBOARD, &headers) }),
-        )
-        .route("/help", get(not_found))
-        .route("/help/", get(not_found))
-        .route("/help/{module_key}", get(help))
-        .route("/assets/{name}", get(asset_file))
+/// The pages' routes, registered with the rest (`http::routes`), and the
+/// OpenAPI document, an embedded file like them.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/", |headers: HeaderMap| async move {
+            serve(&DASHBOARD, &headers)
+        }),
+        Route::get("/help", not_found),
+        Route::get("/help/", not_found),
+        Route::get("/help/{module_key}", help),
+        Route::get("/assets/{name}", asset_file),
+        Route::get("/v1/openapi.json", |headers: HeaderMap| async move {
+            serve(&OPENAPI, &headers)
+        }),
+    ]
 }
 
 /// The help page for a module key the broker knows; for any other key a
 /// readable 404 page, so a mistyped link never shows a blank page.
 async fn help(
     State(app): State<App>,
-    Path(module_key): Path<String>,
+    module_key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if app.broker.directory().module(&module_key).is_some() {
+    // A key that does not even decode is unknown too.
+    let known = module_key.is_ok_and(|Path(key)| app.broker.directory().module(&key).is_some());
+    if known {
         serve(&HELP, &headers)
     } else {
         not_found().await
@@ -118,7 +132,8 @@ async fn not_found() -> Response {
     resp
 }
 
-async fn asset_file(Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn asset_file(name: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    let name = name.map(|Path(name)| name).unwrap_or_default();
     match ASSETS.iter().find(|a| a.name == name) {
         Some(a) => serve(a, &headers),
         None => {

@@ -6,24 +6,27 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{ApiResult, AuthAgent, acknowledged, body};
+use super::routes::Route;
 use crate::app::App;
 use crate::core::commands::webhooks::{NewWebhook, WebhookPatch};
 use crate::error::Error;
 use crate::webhook::Status;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/v1/admin/webhooks", get(list).post(add))
-        .route("/v1/admin/webhooks/{id}", patch(update).delete(remove))
-        .route("/v1/admin/webhooks/{id}/deliveries", get(deliveries))
-        .route("/v1/admin/webhooks/{id}/replay", post(replay))
-        .route("/v1/admin/webhooks/{id}/secret", post(secret))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/v1/admin/webhooks", list),
+        Route::post("/v1/admin/webhooks", add),
+        Route::patch("/v1/admin/webhooks/{id}", update),
+        Route::delete("/v1/admin/webhooks/{id}", remove),
+        Route::get("/v1/admin/webhooks/{id}/deliveries", deliveries),
+        Route::post("/v1/admin/webhooks/{id}/replay", replay),
+        Route::post("/v1/admin/webhooks/{id}/secret", secret),
+    ]
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
