@@ -3,15 +3,16 @@
 //! may see. It is a dashboard's subscription without a WebSocket: the
 //! same snapshot or exact resume, the same order, the same outbox bound.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::Deserialize;
+
 use serde_json::{Value, json};
 
 use super::http::{ApiResult, AuthAgent};
@@ -32,13 +33,6 @@ const PAGE_MAX: usize = 1000;
 
 pub fn routes() -> Vec<Route> {
     vec![Route::get("/v1/events", events)]
-}
-
-#[derive(Debug, Deserialize)]
-struct FeedQuery {
-    after: Option<String>,
-    wait: Option<String>,
-    limit: Option<usize>,
 }
 
 /// `<epoch>:<seq>`, as the feed's ids are written.
@@ -137,22 +131,27 @@ async fn events(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
     headers: HeaderMap,
-    Query(q): Query<FeedQuery>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let field = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty());
-    let after = match (last_event_id, q.after.as_deref().filter(|a| !a.is_empty())) {
+    let after = match (last_event_id, field("after")) {
         (Some(id), _) => Some(position(id, "Last-Event-ID")?),
         (None, Some(a)) => Some(position(a, "after")?),
         (None, None) => None,
     };
-    let limit = q.limit.unwrap_or(PAGE);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(Error::bad_request(format!("limit must be 1 to {PAGE_MAX}")).into());
-    }
-    let wait = match q.wait.as_deref().filter(|w| !w.is_empty()) {
+    let limit = match field("limit") {
+        None => PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| Error::bad_request(format!("limit must be 1 to {PAGE_MAX}")))?,
+    };
+    let wait = match field("wait") {
         None => Duration::ZERO,
         Some(w) => humantime::parse_duration(w)
             .ok()

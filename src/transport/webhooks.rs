@@ -1,12 +1,12 @@
 //! `/v1/admin/webhooks`: an admin manages the company's webhook endpoints,
 //! reads their delivery logs and replays events.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -78,18 +78,17 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct DeliveryQuery {
-    status: Option<String>,
-}
-
 async fn deliveries(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
     Path(id): Path<String>,
-    Query(q): Query<DeliveryQuery>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+    let status = match q
+        .get("status")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+    {
         None => None,
         Some("pending") => Some(Status::Pending),
         Some("succeeded") => Some(Status::Succeeded),

@@ -604,7 +604,7 @@ impl Broker {
 /// counted in `casebroker_directory_changes_total`.
 fn audit(metrics: &crate::metrics::Metrics, by: &Agent, what: &'static str, agent: &str) {
     metrics.directory_changed(what);
-    tracing::info!(company = %by.company, by = %by.id, agent = %agent, at = %Utc::now(), "directory: {what}");
+    tracing::info!(company = %by.company, by = %by.id, target = %agent, at = %Utc::now(), "directory: {what}");
 }
 
 impl Locked<'_> {
