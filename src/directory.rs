@@ -182,6 +182,8 @@ pub struct Company {
     pub from_api: bool,
     /// Deleted by the operator: nobody signs in, no key works.
     pub removed: bool,
+    /// The webhook endpoints the config file declares.
+    pub webhooks: Vec<crate::webhook::WebhookRecord>,
 }
 
 impl Company {
@@ -392,6 +394,7 @@ impl Directory {
                 group_index,
                 from_api: c.from_api,
                 removed: c.removed,
+                webhooks: crate::webhook::declared(c),
             });
             if c.removed {
                 dir.companies.push(company);
@@ -551,6 +554,7 @@ impl Directory {
                     group_index: HashMap::new(),
                     from_api: true,
                     removed: rec.removed,
+                    webhooks: Vec::new(),
                 }));
                 dir.company_index.insert(rec.id.clone(), i);
                 i

@@ -369,6 +369,10 @@ pub struct CompanyConfig {
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub modules: Vec<ModuleConfig>,
+    /// Webhook endpoints declared here (changed here; the API may only
+    /// disable and enable them, and replay).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
     /// Agents the data directory knows and the config no longer has: kept
     /// by id for the history, never signed in or assigned. Filled from
     /// the data directory at start, not from the file.
@@ -394,6 +398,29 @@ pub struct CompanyConfig {
     /// holds them. Filled from the data directory at start.
     #[serde(skip)]
     pub api_modules: Vec<crate::directory::ModuleRecord>,
+}
+
+/// A webhook endpoint declared in the file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// `whsec_` and the base64 of at least 16 random bytes.
+    pub secret: Secret,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A group (queue) inside a company.

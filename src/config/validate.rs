@@ -196,6 +196,38 @@ impl Config {
                     }
                 }
             }
+            let mut hook_ids = HashSet::new();
+            for (wi, w) in c.webhooks.iter().enumerate() {
+                let at = format!("{at}.webhooks[{wi}]");
+                check_id(&format!("{at}.id"), &w.id)?;
+                if !hook_ids.insert(w.id.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.id"),
+                        format!("duplicate webhook \"{}\"", w.id),
+                    ));
+                }
+                crate::webhook::check_url(&w.url, self.webhook_allow_private)
+                    .map_err(|e| invalid(format!("{at}.url"), e))?;
+                if w.events.is_empty()
+                    || w.events
+                        .iter()
+                        .any(|e| e != "*" && !crate::webhook::TYPES.contains(&e.as_str()))
+                {
+                    return Err(invalid(
+                        format!("{at}.events"),
+                        format!(
+                            "must list event types ({}) or \"*\"",
+                            crate::webhook::TYPES.join(", ")
+                        ),
+                    ));
+                }
+                if !crate::webhook::valid_secret(&w.secret.0) {
+                    return Err(invalid(
+                        format!("{at}.secret"),
+                        "must be whsec_ and the base64 of at least 16 bytes",
+                    ));
+                }
+            }
             for (mi, m) in c.modules.iter().enumerate() {
                 let at = format!("{at}.modules[{mi}]");
                 if m.key.is_empty() || m.key.len() > 128 {

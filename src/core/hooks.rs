@@ -52,7 +52,22 @@ impl Hooks {
     }
 
     /// Adds or replaces an endpoint; a removed one takes its deliveries.
+    /// An endpoint the config file declares keeps the file's fields: only
+    /// whether it is disabled changes; one the file no longer declares is
+    /// not brought back.
     pub fn set_endpoint(&mut self, rec: WebhookRecord) {
+        if let Some(e) = self
+            .endpoints
+            .iter_mut()
+            .find(|e| e.id == rec.id && e.from_config)
+        {
+            e.disabled = rec.disabled;
+            e.disabled_reason = rec.disabled_reason;
+            return;
+        }
+        if rec.from_config {
+            return;
+        }
         if rec.removed {
             self.endpoints.retain(|e| e.id != rec.id);
             let ids: Vec<u64> = self
@@ -83,9 +98,13 @@ impl Hooks {
         self.counts.get(endpoint).copied().unwrap_or(0)
     }
 
-    /// Queues a delivery at the end of its line.
+    /// Queues a delivery at the end of its line (none for an endpoint
+    /// that no longer exists).
     pub fn queue(&mut self, d: Delivery) {
         self.next_id = self.next_id.max(d.id + 1);
+        if self.endpoint(&d.endpoint).is_none() {
+            return;
+        }
         let line = self.lines.entry((d.endpoint.clone(), d.code)).or_default();
         line.push_back(d.id);
         if line.len() == 1 {

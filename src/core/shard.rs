@@ -145,7 +145,9 @@ pub struct ShardState {
 
 impl ShardState {
     pub fn new(company: &Company, history: usize) -> ShardState {
-        ShardState::sized(company.groups.len(), company.agents.len(), history)
+        let mut st = ShardState::sized(company.groups.len(), company.agents.len(), history);
+        st.hooks.endpoints = company.webhooks.clone();
+        st
     }
 
     /// The state of a company with `groups` groups and `agents` agents (a

@@ -39,6 +39,8 @@ pub struct WebhookRecord {
     pub previous_secret: Option<String>,
     pub previous_until: i64,
     pub removed: bool,
+    /// Declared in the config file: only `disabled` changes at run time.
+    pub from_config: bool,
 }
 
 impl std::fmt::Debug for WebhookRecord {
@@ -146,6 +148,35 @@ pub enum Outcome {
     GaveUp,
     /// 410: the endpoint is disabled.
     Gone,
+}
+
+/// True for `whsec_` and the base64 of at least 16 bytes.
+pub fn valid_secret(secret: &str) -> bool {
+    use base64::Engine;
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .is_some_and(|k| k.len() >= 16)
+}
+
+/// The endpoints a company's config declares.
+pub fn declared(c: &crate::config::CompanyConfig) -> Vec<WebhookRecord> {
+    c.webhooks
+        .iter()
+        .map(|w| WebhookRecord {
+            id: w.id.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            description: w.description.clone(),
+            disabled: false,
+            disabled_reason: None,
+            secret: w.secret.0.clone(),
+            previous_secret: None,
+            previous_until: 0,
+            removed: false,
+            from_config: true,
+        })
+        .collect()
 }
 
 /// A new endpoint secret: `whsec_` and 24 random bytes, base64.

@@ -604,3 +604,73 @@ async fn in_a_cluster_a_call_lost_with_its_node_is_taken_over() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_declared_in_the_file_is_the_files_and_survives_restarts_as_it_says() {
+    let mut first = Receiver::start().await;
+    let mut second = Receiver::start().await;
+    let dir = TempDir::new("hooks-config");
+    let secret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3";
+    let config = |url: &str| {
+        let mut c = config_with(&format!(
+            "webhook_allow_private = true\ndata_dir = \"{}\"",
+            dir.path().display()
+        ));
+        let text = format!(
+            "webhook_allow_private = true\n[[companies]]\nid = \"x\"\ngroups = [{{ id = \"g\" }}]\n[[companies.webhooks]]\nid = \"helpdesk\"\nurl = \"{url}\"\nevents = [\"case.created\"]\nsecret = \"{secret}\"\n"
+        );
+        let extra: casebroker::Config = casebroker::Config::from_toml(&text).unwrap();
+        c.companies[0].webhooks = extra.companies[0].webhooks.clone();
+        c
+    };
+    let server = TestServer::with_config(config(&first.url)).await;
+    let mut alice = server.agent(ALICE).await;
+    create_case(&mut alice, "support").await;
+    let hit = first.next().await;
+    verify(&hit, secret);
+    let path = "/v1/admin/webhooks/helpdesk";
+    let (st, list) = server
+        .http("GET", "/v1/admin/webhooks", Some(ALICE), None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(list["webhooks"][0]["source"], "config", "{list}");
+    for (method, p, body) in [
+        (
+            "PATCH",
+            path.to_string(),
+            Some(json!({"url": "https://elsewhere.example.com/"})),
+        ),
+        ("DELETE", path.to_string(), None),
+        ("POST", format!("{path}/secret"), None),
+    ] {
+        let (st, body) = server.http(method, &p, Some(ALICE), body).await;
+        assert_eq!(st, 409, "{method} {p}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("config file"));
+    }
+    // Disabling it is the API's to do, and a restart keeps it disabled.
+    let (st, _) = server
+        .http("PATCH", path, Some(ALICE), Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(st, 200);
+    drop(alice);
+    server.stop().await;
+    // The file now points it elsewhere: the file's URL is used.
+    let server = TestServer::with_config(config(&second.url)).await;
+    let (_, list) = server
+        .http("GET", "/v1/admin/webhooks", Some(ALICE), None)
+        .await;
+    assert_eq!(list["webhooks"][0]["disabled"], true, "{list}");
+    assert_eq!(list["webhooks"][0]["url"], second.url.as_str(), "{list}");
+    let (st, _) = server
+        .http("PATCH", path, Some(ALICE), Some(json!({"disabled": false})))
+        .await;
+    assert_eq!(st, 200);
+    let mut alice = server.agent(ALICE).await;
+    let code = code_of(&create_case(&mut alice, "support").await);
+    let hit = second
+        .next_where("on the file's new URL", |h| h.code() == code)
+        .await;
+    verify(&hit, secret);
+    assert!(first.drain().is_empty(), "nothing more on the old URL");
+    server.stop().await;
+}

@@ -49,6 +49,8 @@ pub struct AdminWebhook {
     pub disabled_reason: Option<String>,
     /// Deliveries waiting to be sent.
     pub pending: usize,
+    /// `config` (declared in the file) or `api`.
+    pub source: &'static str,
 }
 
 /// A delivery as the log shows it.
@@ -106,6 +108,13 @@ fn admin_only(agent: &Agent) -> Result<()> {
     }
 }
 
+/// A change the config file must make.
+fn declared(id: &str) -> Error {
+    Error::conflict(format!(
+        "webhook \"{id}\" is declared in the config file: change it there (the API may only disable and enable it)"
+    ))
+}
+
 fn check_events(events: &[String]) -> Result<()> {
     if events.is_empty() || events.len() > TYPES.len() + 1 {
         return Err(Error::bad_request(
@@ -143,6 +152,7 @@ impl AdminWebhook {
             disabled: e.disabled,
             disabled_reason: e.disabled_reason.clone(),
             pending,
+            source: if e.from_config { "config" } else { "api" },
         }
     }
 }
@@ -190,6 +200,7 @@ impl Broker {
             previous_secret: None,
             previous_until: 0,
             removed: false,
+            from_config: false,
         };
         cx.apply(Change::WebhookSet(Box::new(rec.clone())));
         audit(viewer, "webhook_added", &rec.id, self);
@@ -212,6 +223,11 @@ impl Broker {
             .endpoint(id)
             .cloned()
             .ok_or_else(Error::not_found)?;
+        if rec.from_config
+            && (patch.url.is_some() || patch.events.is_some() || patch.description.is_some())
+        {
+            return Err(declared(id));
+        }
         if let Some(url) = patch.url {
             webhook::check_url(&url, self.shared.config.webhook_allow_private)
                 .map_err(Error::bad_request)?;
@@ -248,6 +264,9 @@ impl Broker {
             .endpoint(id)
             .cloned()
             .ok_or_else(Error::not_found)?;
+        if rec.from_config {
+            return Err(declared(id));
+        }
         let secret = webhook::new_secret();
         rec.previous_secret = Some(std::mem::replace(&mut rec.secret, secret.clone()));
         rec.previous_until = Utc::now().timestamp_millis() + webhook::ROTATION_OVERLAP_MS;
@@ -267,6 +286,9 @@ impl Broker {
             .endpoint(id)
             .cloned()
             .ok_or_else(Error::not_found)?;
+        if rec.from_config {
+            return Err(declared(id));
+        }
         rec.removed = true;
         cx.apply(Change::WebhookSet(Box::new(rec)));
         audit(viewer, "webhook_deleted", id, self);
