@@ -254,6 +254,7 @@ impl Locked<'_> {
                     c.rec.transcript.pop_front();
                 }
                 c.rec.transcript.push_back(line.clone());
+                self.queue_chat_hooks(code, &line);
                 if !to.is_empty() {
                     self.emit(Effect::Chat { to, code, line });
                 }

@@ -674,3 +674,37 @@ async fn an_endpoint_declared_in_the_file_is_the_files_and_survives_restarts_as_
     assert!(first.drain().is_empty(), "nothing more on the old URL");
     server.stop().await;
 }
+
+async fn chat_lines_are_sent_only_to_endpoints_that_name_them(mode: Mode) {
+    let mut chat = Receiver::start().await;
+    let mut all = Receiver::start().await;
+    let server = TestServer::with_extra_in(mode, FAST).await;
+    add_webhook(&server, &chat.url, json!(["chat.message"])).await;
+    add_webhook(&server, &all.url, json!(["*"])).await;
+    let (mut customer, joined) = request_help(&server, MODULE).await;
+    let code = joined["code"].as_str().unwrap().to_string();
+    customer
+        .ok(
+            json!({"type": "chat", "code": code, "text": "my printer is on fire"}),
+            "sent",
+        )
+        .await;
+    let hit = chat.next().await;
+    assert_eq!(hit.kind(), "chat.message");
+    assert_eq!(hit.json["data"]["code"], code.as_str());
+    assert_eq!(hit.json["data"]["text"], "my printer is on fire");
+    assert_eq!(hit.json["data"]["from"]["role"], "customer");
+    // "*" is every case event, not chat lines.
+    let created = all.next().await;
+    assert_eq!(created.kind(), "case.created");
+    let mut alice = server.agent(ALICE).await;
+    alice
+        .ok(json!({"type": "close", "code": code}), "case")
+        .await;
+    let next = all
+        .next_where("the close", |h| h.kind() != "case.updated")
+        .await;
+    assert_eq!(next.kind(), "case.closed", "no chat.message for \"*\"");
+}
+
+in_every_mode!(chat_lines_are_sent_only_to_endpoints_that_name_them);

@@ -483,9 +483,55 @@ impl Locked<'_> {
         }
     }
 
-    /// Queues one delivery; an endpoint at its bound is disabled instead
+    /// Queues a `chat.message` delivery for the endpoints that named it.
+    pub(crate) fn queue_chat_hooks(
+        &mut self,
+        code: crate::case::SessionCode,
+        line: &crate::protocol::ChatLine,
+    ) {
+        if self.st.replaying || self.st.following || self.st.hooks.endpoints.is_empty() {
+            return;
+        }
+        let endpoints: Vec<WebhookRecord> = self
+            .st
+            .hooks
+            .endpoints
+            .iter()
+            .filter(|e| e.wants("chat.message"))
+            .cloned()
+            .collect();
+        for e in endpoints {
+            let (epoch, seq) = (self.st.stream.epoch().to_string(), self.st.stream.seq());
+            let body = serde_json::json!({
+                "type": "chat.message",
+                "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "data": {"company": self.company.id, "epoch": epoch, "seq": seq,
+                         "code": code.to_string(), "from": line.from, "text": line.text, "at": line.at},
+            })
+            .to_string();
+            self.queue_body(&e, "chat.message", seq, code, body, None);
+        }
+    }
+
+    /// Queues one event's delivery; an endpoint at its bound is disabled instead
     /// (nothing more is queued for it until it is enabled again).
     fn queue_one(&mut self, e: &WebhookRecord, kind: &str, event: &Event) -> bool {
+        let body = webhook::case_body(kind, &self.company.id, &event.epoch, event.seq, &event.case);
+        let message_id = format!("msg_{}_{}", event.epoch, event.seq);
+        self.queue_body(e, kind, event.seq, event.case.code, body, Some(message_id))
+    }
+
+    /// Queues a body for an endpoint (with `message_id`, else one of its
+    /// own), unless the endpoint is at its bound (then it is disabled).
+    fn queue_body(
+        &mut self,
+        e: &WebhookRecord,
+        kind: &str,
+        seq: u64,
+        code: crate::case::SessionCode,
+        body: String,
+        message_id: Option<String>,
+    ) -> bool {
         let bound = self.shared.config.webhook_pending;
         if self.st.hooks.count(&e.id) >= bound {
             let mut rec = e.clone();
@@ -498,14 +544,15 @@ impl Locked<'_> {
             return false;
         }
         let id = self.st.hooks.next_id;
-        let body = webhook::case_body(kind, &self.company.id, &event.epoch, event.seq, &event.case);
+        let message_id =
+            message_id.unwrap_or_else(|| format!("msg_{}_{}_{id}", self.st.stream.epoch(), seq));
         self.apply(Change::WebhookQueued(Box::new(Delivery {
             id,
             endpoint: e.id.clone(),
-            message_id: format!("msg_{}_{}", event.epoch, event.seq),
+            message_id,
             kind: kind.to_string(),
-            seq: event.seq,
-            code: event.case.code,
+            seq,
+            code,
             body,
             attempts: 0,
             status: Status::Pending,
