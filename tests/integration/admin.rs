@@ -429,13 +429,7 @@ async fn a_restart_keeps_every_change_made_through_the_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_of_a_cluster_applies_a_change_and_a_later_node_has_it() {
     let redis = crate::util::redis::RedisServer::start();
-    let node = |name: &str| {
-        let table = format!(
-            "snapshot_interval = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\n",
-            redis.url()
-        );
-        TestServer::with_config(config_with(&table))
-    };
+    let node = |name: &'static str| TestServer::node(&redis, name, "");
     let a = node("a").await;
     let b = node("b").await;
     // Added on a, it signs in on b at once.

@@ -354,13 +354,7 @@ async fn a_restart_keeps_the_companies_the_operator_added_and_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_of_a_cluster_serves_a_company_the_operator_added() {
     let redis = crate::util::redis::RedisServer::start();
-    let node = |name: &str| {
-        let table = format!(
-            "{WITH_OPERATOR}\nsnapshot_interval = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\n",
-            redis.url()
-        );
-        TestServer::with_config(config_with(&table))
-    };
+    let node = |name: &'static str| TestServer::node(&redis, name, WITH_OPERATOR);
     let a = node("a").await;
     let b = node("b").await;
     let (_, peter) = add_company(&a, "initech").await;

@@ -238,6 +238,16 @@ impl TestServer {
         }
     }
 
+    /// Node `name` of a cluster on `redis`, the test config with `extra`
+    /// (top-level keys) and an image every second.
+    pub async fn node(redis: &redis::RedisServer, name: &str, extra: &str) -> TestServer {
+        let table = format!(
+            "{extra}\nsnapshot_interval = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\n",
+            redis.url()
+        );
+        TestServer::with_config(config_with(&table)).await
+    }
+
     pub async fn with_config(config: Config) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

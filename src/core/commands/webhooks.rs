@@ -258,15 +258,7 @@ impl Broker {
         self.writable()?;
         admin_only(viewer)?;
         let mut cx = self.lock(viewer.company_index);
-        let mut rec = cx
-            .st
-            .hooks
-            .endpoint(id)
-            .cloned()
-            .ok_or_else(Error::not_found)?;
-        if rec.from_config {
-            return Err(declared(id));
-        }
+        let mut rec = cx.api_endpoint(id)?;
         let secret = webhook::new_secret();
         rec.previous_secret = Some(std::mem::replace(&mut rec.secret, secret.clone()));
         rec.previous_until = Utc::now().timestamp_millis() + webhook::ROTATION_OVERLAP_MS;
@@ -280,15 +272,7 @@ impl Broker {
         self.writable()?;
         admin_only(viewer)?;
         let mut cx = self.lock(viewer.company_index);
-        let mut rec = cx
-            .st
-            .hooks
-            .endpoint(id)
-            .cloned()
-            .ok_or_else(Error::not_found)?;
-        if rec.from_config {
-            return Err(declared(id));
-        }
+        let mut rec = cx.api_endpoint(id)?;
         rec.removed = true;
         cx.apply(Change::WebhookSet(Box::new(rec)));
         audit(viewer, "webhook_deleted", id, self);
@@ -456,6 +440,21 @@ fn audit(by: &Agent, what: &'static str, id: &str, broker: &Broker) {
 }
 
 impl Locked<'_> {
+    /// An endpoint the API may change: `not_found` for an unknown one,
+    /// `conflict` for one the config file declares.
+    fn api_endpoint(&self, id: &str) -> Result<WebhookRecord> {
+        let rec = self
+            .st
+            .hooks
+            .endpoint(id)
+            .cloned()
+            .ok_or_else(Error::not_found)?;
+        if rec.from_config {
+            return Err(declared(id));
+        }
+        Ok(rec)
+    }
+
     /// Wakes the company's webhook sender.
     pub(crate) fn hooks_changed(&self) {
         if !self.st.replaying {
