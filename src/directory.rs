@@ -394,7 +394,7 @@ impl Directory {
                 group_index,
                 from_api: c.from_api,
                 removed: c.removed,
-                webhooks: crate::webhook::declared(c),
+                webhooks: declared_webhooks(c),
             });
             if c.removed {
                 dir.companies.push(company);
@@ -622,4 +622,24 @@ impl Directory {
         dir.agents = live_agents(&dir.companies);
         (dir, index)
     }
+}
+
+/// The endpoints a company's config declares.
+fn declared_webhooks(c: &crate::config::CompanyConfig) -> Vec<crate::webhook::WebhookRecord> {
+    c.webhooks
+        .iter()
+        .map(|w| crate::webhook::WebhookRecord {
+            id: w.id.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            description: w.description.clone(),
+            disabled: false,
+            disabled_reason: None,
+            secret: w.secret.0.clone(),
+            previous_secret: None,
+            previous_until: 0,
+            removed: false,
+            from_config: true,
+        })
+        .collect()
 }

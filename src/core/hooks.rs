@@ -221,3 +221,20 @@ impl Hooks {
         recent.push_back(d);
     }
 }
+
+/// The changes that put stored endpoints and deliveries back, endpoints
+/// first.
+pub fn changes(stored: crate::webhook::StoredHooks) -> Vec<super::change::Change> {
+    use super::change::Change;
+    stored
+        .endpoints
+        .into_iter()
+        .map(|e| Change::WebhookSet(Box::new(e)))
+        .chain(
+            stored
+                .pending
+                .into_iter()
+                .map(|d| Change::WebhookQueued(Box::new(d))),
+        )
+        .collect()
+}

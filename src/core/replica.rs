@@ -199,7 +199,7 @@ impl Broker {
                 .map(|m| Change::ModuleSet(Box::new(m))),
         );
         // Webhook endpoints and pending deliveries, after the directory.
-        live.extend(cx.st.hooks.stored().changes());
+        live.extend(super::hooks::changes(cx.st.hooks.stored()));
         // From the connections, not the cases: the cost follows who is
         // connected, not the length of the queue.
         let mut seats: Vec<(SessionCode, Seat, ConnId)> = Vec::new();

@@ -361,7 +361,10 @@ impl Store {
                 None => None,
             };
             // The image's webhooks first, then what the journal holds after it.
-            let hooks = stored.hooks.map(|h| h.changes()).filter(|c| !c.is_empty());
+            let hooks = stored
+                .hooks
+                .map(crate::core::hooks::changes)
+                .filter(|c| !c.is_empty());
             let batches: Vec<Batch> = hooks
                 .into_iter()
                 .chain(

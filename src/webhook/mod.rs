@@ -121,22 +121,6 @@ pub struct StoredHooks {
     pub pending: Vec<Delivery>,
 }
 
-impl StoredHooks {
-    /// The changes that put them back, endpoints first.
-    pub fn changes(self) -> Vec<crate::core::change::Change> {
-        use crate::core::change::Change;
-        self.endpoints
-            .into_iter()
-            .map(|e| Change::WebhookSet(Box::new(e)))
-            .chain(
-                self.pending
-                    .into_iter()
-                    .map(|d| Change::WebhookQueued(Box::new(d))),
-            )
-            .collect()
-    }
-}
-
 /// What an attempt came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -157,26 +141,6 @@ pub fn valid_secret(secret: &str) -> bool {
         .strip_prefix("whsec_")
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .is_some_and(|k| k.len() >= 16)
-}
-
-/// The endpoints a company's config declares.
-pub fn declared(c: &crate::config::CompanyConfig) -> Vec<WebhookRecord> {
-    c.webhooks
-        .iter()
-        .map(|w| WebhookRecord {
-            id: w.id.clone(),
-            url: w.url.clone(),
-            events: w.events.clone(),
-            description: w.description.clone(),
-            disabled: false,
-            disabled_reason: None,
-            secret: w.secret.0.clone(),
-            previous_secret: None,
-            previous_until: 0,
-            removed: false,
-            from_config: true,
-        })
-        .collect()
 }
 
 /// A new endpoint secret: `whsec_` and 24 random bytes, base64.
