@@ -56,6 +56,7 @@ impl Hooks {
     /// whether it is disabled changes; one the file no longer declares is
     /// not brought back.
     pub fn set_endpoint(&mut self, rec: WebhookRecord) {
+        let was = self.endpoint(&rec.id).map(|e| e.disabled);
         if let Some(e) = self
             .endpoints
             .iter_mut()
@@ -63,6 +64,7 @@ impl Hooks {
         {
             e.disabled = rec.disabled;
             e.disabled_reason = rec.disabled_reason;
+            self.park(&rec.id, was, rec.disabled);
             return;
         }
         if rec.from_config {
@@ -87,10 +89,40 @@ impl Hooks {
             self.recent.remove(&rec.id);
             return;
         }
+        let (id, disabled) = (rec.id.clone(), rec.disabled);
         match self.endpoints.iter_mut().find(|e| e.id == rec.id) {
             Some(e) => *e = rec,
             None => self.endpoints.push(rec),
         }
+        self.park(&id, was, disabled);
+    }
+
+    /// A disabled endpoint's line heads leave `due` (so that what is due
+    /// is found without walking past them), and come back when it is
+    /// enabled again.
+    fn park(&mut self, endpoint: &str, was: Option<bool>, disabled: bool) {
+        if was.unwrap_or(false) == disabled {
+            return;
+        }
+        for ((e, _), line) in &self.lines {
+            if e != endpoint {
+                continue;
+            }
+            if let Some(head) = line.front()
+                && let Some(d) = self.pending.get(head)
+            {
+                if disabled {
+                    self.due.remove(&(d.next_attempt_at, *head));
+                } else {
+                    self.due.insert((d.next_attempt_at, *head));
+                }
+            }
+        }
+    }
+
+    /// True when the endpoint exists and is enabled.
+    fn enabled(&self, endpoint: &str) -> bool {
+        self.endpoint(endpoint).is_some_and(|e| !e.disabled)
     }
 
     /// Pending deliveries of an endpoint.
@@ -105,9 +137,10 @@ impl Hooks {
         if self.endpoint(&d.endpoint).is_none() {
             return;
         }
+        let enabled = self.enabled(&d.endpoint);
         let line = self.lines.entry((d.endpoint.clone(), d.code)).or_default();
         line.push_back(d.id);
-        if line.len() == 1 {
+        if line.len() == 1 && enabled {
             self.due.insert((d.next_attempt_at, d.id));
         }
         *self.counts.entry(d.endpoint.clone()).or_default() += 1;
@@ -150,18 +183,18 @@ impl Hooks {
     }
 
     /// When the next head falls due (or its sender's hold runs out), if
-    /// any is pending for an enabled endpoint.
+    /// any is pending for an enabled endpoint (disabled endpoints' heads
+    /// are parked out of `due`). Walks only past heads being sent.
     pub fn next_due(&self) -> Option<i64> {
-        self.due
-            .iter()
-            .filter(|(_, id)| {
-                self.pending
-                    .get(id)
-                    .and_then(|d| self.endpoint(&d.endpoint))
-                    .is_some_and(|e| !e.disabled)
-            })
-            .map(|&(at, id)| at.max(self.in_flight.get(&id).copied().unwrap_or(i64::MIN)))
-            .min()
+        let mut best: Option<i64> = None;
+        for &(at, id) in &self.due {
+            if best.is_some_and(|b| at >= b) {
+                break;
+            }
+            let when = at.max(self.in_flight.get(&id).copied().unwrap_or(i64::MIN));
+            best = Some(best.map_or(when, |b| b.min(when)));
+        }
+        best
     }
 
     /// A sender has the head `id` until `until` (Unix ms).
@@ -182,9 +215,11 @@ impl Hooks {
         d.last_status_code = status_code;
         match outcome {
             Outcome::Retry(at) => {
-                self.due.remove(&(d.next_attempt_at, id));
+                let parked = !self.due.remove(&(d.next_attempt_at, id));
                 d.next_attempt_at = at;
-                self.due.insert((at, id));
+                if !parked {
+                    self.due.insert((at, id));
+                }
             }
             Outcome::Delivered => self.finish(id, Status::Succeeded),
             Outcome::GaveUp | Outcome::Gone => self.finish(id, Status::Failed),
@@ -196,14 +231,17 @@ impl Hooks {
         let Some(mut d) = self.pending.remove(&id) else {
             return;
         };
-        self.due.remove(&(d.next_attempt_at, id));
+        let parked = !self.due.remove(&(d.next_attempt_at, id));
+        let enabled = self.enabled(&d.endpoint) && !parked;
         let key = (d.endpoint.clone(), d.code);
         if let Some(line) = self.lines.get_mut(&key) {
             line.retain(|&x| x != id);
             match line.front() {
                 Some(next) => {
                     let at = self.pending[next].next_attempt_at;
-                    self.due.insert((at, *next));
+                    if enabled {
+                        self.due.insert((at, *next));
+                    }
                 }
                 None => {
                     self.lines.remove(&key);
@@ -237,4 +275,90 @@ pub fn changes(stored: crate::webhook::StoredHooks) -> Vec<super::change::Change
                 .map(|d| Change::WebhookQueued(Box::new(d))),
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::{Delivery, Outcome, Status, WebhookRecord};
+
+    fn endpoint(id: &str, disabled: bool) -> WebhookRecord {
+        WebhookRecord {
+            id: id.into(),
+            url: "https://example.com/".into(),
+            events: vec!["*".into()],
+            description: String::new(),
+            disabled,
+            disabled_reason: None,
+            secret: "whsec_MDEyMzQ1Njc4OWFiY2RlZg==".into(),
+            previous_secret: None,
+            previous_until: 0,
+            removed: false,
+            from_config: false,
+        }
+    }
+
+    fn delivery(id: u64, endpoint: &str, code: u64, at: i64) -> Delivery {
+        Delivery {
+            id,
+            endpoint: endpoint.into(),
+            message_id: format!("msg_{id}"),
+            kind: "case.updated".into(),
+            seq: id,
+            code: SessionCode::parse(&format!("{:08}", 10_000_000 + code)).expect("a code"),
+            body: "{}".into(),
+            attempts: 0,
+            status: Status::Pending,
+            last_status_code: None,
+            next_attempt_at: at,
+        }
+    }
+
+    #[test]
+    fn one_case_at_a_time_per_endpoint_and_a_failing_case_holds_only_itself() {
+        let mut h = Hooks::default();
+        h.set_endpoint(endpoint("a", false));
+        h.queue(delivery(1, "a", 11, 0));
+        h.queue(delivery(2, "a", 11, 0));
+        h.queue(delivery(3, "a", 22, 0));
+        // Only the heads: the first of case 11, the one of case 22.
+        assert_eq!(h.due_now(10, 8, 10), vec![1, 3]);
+        // Case 11's head fails and waits; case 22 goes on; 2 stays behind 1.
+        h.attempted(1, Some(500), Outcome::Retry(100));
+        h.attempted(3, Some(200), Outcome::Delivered);
+        assert_eq!(h.due_now(10, 8, 10), Vec::<u64>::new());
+        assert_eq!(h.next_due(), Some(100));
+        h.attempted(1, Some(200), Outcome::Delivered);
+        assert_eq!(h.due_now(100, 8, 10), vec![2]);
+        assert_eq!(h.recent["a"].len(), 2);
+    }
+
+    #[test]
+    fn a_disabled_endpoint_is_parked_and_a_busy_one_waits_its_turn() {
+        let mut h = Hooks::default();
+        h.set_endpoint(endpoint("a", false));
+        for i in 0..5 {
+            h.queue(delivery(i, "a", 100 + i, 0));
+        }
+        assert_eq!(h.due_now(0, 2, 10).len(), 2, "two in flight at most");
+        h.sending(0, 50);
+        h.sending(1, 50);
+        assert_eq!(h.due_now(0, 2, 10), Vec::<u64>::new());
+        assert_eq!(h.next_due(), Some(0), "three more are due");
+        // Disabled: nothing is due, nothing is walked past.
+        h.set_endpoint(endpoint("a", true));
+        assert_eq!(h.next_due(), None);
+        assert!(h.due.is_empty());
+        assert_eq!(h.count("a"), 5, "kept while disabled");
+        h.set_endpoint(endpoint("a", false));
+        assert_eq!(h.due.len(), 5);
+        // Deleted: its deliveries go.
+        let mut gone = endpoint("a", false);
+        gone.removed = true;
+        h.set_endpoint(gone);
+        assert!(h.pending.is_empty() && h.due.is_empty() && h.next_due().is_none());
+        // A delivery for an endpoint that does not exist is not kept.
+        h.queue(delivery(9, "nope", 1, 0));
+        assert!(h.pending.is_empty());
+    }
 }
