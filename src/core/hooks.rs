@@ -159,9 +159,13 @@ impl Hooks {
                 *busy.entry(d.endpoint.as_str()).or_default() += 1;
             }
         }
+        // Stop as soon as every enabled endpoint is full: the walk costs
+        // what is taken (and the heads being sent), not the backlog.
+        let enabled = self.endpoints.iter().filter(|e| !e.disabled).count();
+        let mut full = busy.values().filter(|&&n| n >= per_endpoint).count();
         let mut out = Vec::new();
         for &(at, id) in &self.due {
-            if at > now || out.len() >= max {
+            if at > now || out.len() >= max || full >= enabled {
                 break;
             }
             if self.in_flight.get(&id).is_some_and(|&u| u > now) {
@@ -177,6 +181,9 @@ impl Hooks {
             if *n < per_endpoint {
                 *n += 1;
                 out.push(id);
+                if *n == per_endpoint {
+                    full += 1;
+                }
             }
         }
         out
