@@ -22,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod crash;
 pub mod fanout;
+pub mod http;
 pub mod idle;
 pub mod lifecycle;
 pub mod mixed;
