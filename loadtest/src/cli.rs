@@ -167,7 +167,7 @@ pub struct WebhooksArgs {
     pub rate: Option<f64>,
     /// Without --rate: deliveries the drivers may be ahead of the receiver
     /// (keep it below the broker's webhook_pending).
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub window: u64,
     /// Group the drivers create cases in.
     #[arg(long, default_value = "support")]
@@ -733,7 +733,7 @@ mod tests {
         };
         assert_eq!(
             (w.drivers, w.window, w.drain, w.events.as_slice(), w.verify),
-            (4, 2000, 30, &["*".to_string()][..], false)
+            (4, 200, 30, &["*".to_string()][..], false)
         );
         let Command::Crash(c) = parse(&["lt", "crash"]).unwrap().command else {
             panic!()

@@ -240,22 +240,6 @@ async fn driver(
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// Tells a script that the receiver is ready (one flushed line on stdout).
 fn announce(url: &str, endpoint: &str) {
     let mut out = std::io::stdout().lock();
@@ -300,13 +284,18 @@ pub async fn run(opts: WebhooksOpts) -> anyhow::Result<Report> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(opts.seconds);
     if opts.mode == Mode::ReceiverOnly {
+        // Listening before the line goes out, so a script may stop it at once.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
         announce(
             &receiver.as_ref().map(Receiver::url).unwrap_or_default(),
             hook.as_deref().unwrap_or(""),
         );
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => {}
-            _ = stop_signal() => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
     } else {
         let shared = receiver.as_ref().map(|r| r.shared.clone());
