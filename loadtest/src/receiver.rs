@@ -308,13 +308,32 @@ pub const SERIES: [&str; 6] = [
     "process_cpu_seconds_total",
 ];
 
-pub async fn scrape(http: &mut Http) -> anyhow::Result<[f64; 6]> {
+/// The counters of [`SERIES`]. The CPU time comes from
+/// `/proc/<pid>/stat` when the broker's process is known (1/100 s there,
+/// whole seconds in `/metrics`).
+pub async fn scrape(http: &mut Http, pid: Option<u32>) -> anyhow::Result<[f64; 6]> {
     let r = http.call("GET", "/metrics", None, None).await?;
     if r.status != 200 {
         bail!("GET /metrics: {}", r.status);
     }
     let text = r.text();
-    Ok(SERIES.map(|s| metric(&text, s)))
+    let mut values = SERIES.map(|s| metric(&text, s));
+    if let Some(cpu) = pid.and_then(cpu_seconds) {
+        values[5] = cpu;
+    }
+    Ok(values)
+}
+
+/// User + system CPU seconds of a process, from `/proc/<pid>/stat`
+/// (clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses): state is field 3, utime 14
+    // and stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Our endpoint as `GET /v1/admin/webhooks` lists it.
@@ -383,6 +402,11 @@ mod tests {
             ("case.closed", "e1", 7, "123456")
         );
         assert!(read_event(b"{}").is_none());
+    }
+
+    #[test]
+    fn this_process_has_cpu_time() {
+        assert!(cpu_seconds(std::process::id()).is_some());
     }
 
     #[test]

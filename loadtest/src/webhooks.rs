@@ -255,7 +255,9 @@ pub async fn run(opts: WebhooksOpts) -> anyhow::Result<Report> {
     let opts = Arc::new(opts);
     let zero = Instant::now();
     let mut http = Http::new(opts.target.addr());
-    let before = scrape(&mut http).await?;
+    // The broker's process, for its CPU time.
+    let pid = crate::idle::pid_listening_on(opts.target.addr().port());
+    let before = scrape(&mut http, pid).await?;
     let times = Arc::new(SendTimes::new(opts.drivers));
     let receiver = match opts.mode {
         Mode::NoEndpoint => None,
@@ -373,7 +375,7 @@ pub async fn run(opts: WebhooksOpts) -> anyhow::Result<Report> {
         }
         None => false,
     };
-    let after = scrape(&mut http).await?;
+    let after = scrape(&mut http, pid).await?;
     let d: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     let shared = receiver.as_ref().map(|r| r.shared.clone());
     if let Some(rx) = receiver {
@@ -548,6 +550,14 @@ pub async fn run(opts: WebhooksOpts) -> anyhow::Result<Report> {
         r.set("journal_changes_per_change", per(d[0]));
         r.set("journal_bytes_per_change", per(d[1]));
         r.set("broker_cpu_us_per_change", per(d[5] * 1e6));
+        r.set(
+            "broker_cpu_from",
+            if pid.is_some() {
+                "/proc/<pid>/stat"
+            } else {
+                "/metrics"
+            },
+        );
     }
     r.set("seconds", round3(driven.as_secs_f64()));
     r.failed = failed || (opts.mode != Mode::ReceiverOnly && changes == 0);
