@@ -20,6 +20,7 @@ use crate::queue_depth::{self, QueueDepthOpts};
 use crate::report::{Progress, Report};
 use crate::stats::{Summary, round3};
 use crate::target::{DEFAULT_URL, Target, raise_nofile_limit};
+use crate::webhooks::{self, WebhooksOpts};
 
 /// The longest run `--seconds` allows.
 pub const MAX_SECONDS: u64 = 600;
@@ -69,6 +70,12 @@ pub enum Command {
     /// unchanged and a dashboard's resume is answered `resumed`; --rounds
     /// times. Lost changes fail the run.
     Crash(CrashArgs),
+    /// Webhook deliveries: a receiver inside the load tester is registered
+    /// as an endpoint (POST /v1/admin/webhooks); drivers create, close and
+    /// delete cases. Deliveries/s, latency, failures, repeats, per-case
+    /// order and whether every delivery arrived. The broker needs
+    /// webhook_allow_private = true.
+    Webhooks(WebhooksArgs),
     /// Not a scenario: a bare broadcast server on tokio-tungstenite that
     /// speaks the Node.js baseline's protocol subset, the ceiling `fanout
     /// --baseline bare` measures. Runs until SIGINT or SIGTERM.
@@ -145,6 +152,46 @@ pub struct FanoutArgs {
     /// The program `--baseline bare` runs (default: this one).
     #[arg(long, hide = true, value_name = "PATH")]
     pub baseline_exe: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhooksArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Driver connections changing cases at once (1 to 64).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub drivers: u32,
+    /// Case changes per second over all drivers; without it, as fast as
+    /// the receiver keeps up.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Without --rate: deliveries the drivers may be ahead of the receiver
+    /// (keep it below the broker's webhook_pending).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub window: u64,
+    /// Group the drivers create cases in.
+    #[arg(long, default_value = "support")]
+    pub group: String,
+    /// Event types the endpoint asks for (comma-separated, or *).
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub events: Vec<String>,
+    /// Verify every call's signature with the endpoint's secret; a bad one
+    /// is a failure.
+    #[arg(long, conflicts_with = "no_endpoint")]
+    pub verify: bool,
+    /// Longest wait for the last deliveries after the drivers stop (1 to
+    /// 600 s).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub drain: u64,
+    /// Only receive: register the endpoint and answer calls until
+    /// --seconds pass or SIGINT/SIGTERM, then wait (--drain) until the
+    /// endpoint has nothing pending; another scenario makes the changes.
+    #[arg(long, conflicts_with_all = ["rate", "no_endpoint"])]
+    pub receiver_only: bool,
+    /// Only drive: the same changes with no endpoint (webhooks off), to
+    /// compare what webhooks cost.
+    #[arg(long)]
+    pub no_endpoint: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -372,6 +419,7 @@ impl Cli {
             Command::Mixed(a) => a.common.seconds,
             Command::QueueDepth(a) => queue_depth::time_bound(a.common.seconds),
             Command::Crash(a) => a.time_limit,
+            Command::Webhooks(a) => a.common.seconds + a.drain,
             // A server: it is not bounded (run_cli does not time it).
             Command::Bare(_) => 0,
             Command::Worker(a) => a.max_seconds,
@@ -387,6 +435,7 @@ impl Cli {
             Command::Idle(a) => &a.common,
             Command::Mixed(a) => &a.common,
             Command::QueueDepth(a) => &a.common,
+            Command::Webhooks(a) => &a.common,
             Command::Crash(a) => return Some((a.json.clone(), a.plot.clone())),
             Command::Bare(_) | Command::Worker(_) => return None,
         };
@@ -503,6 +552,29 @@ async fn scenario(cli: Cli) -> anyhow::Result<Option<Report>> {
                 source_addrs: a.source_addrs,
                 progress: !a.no_progress,
                 in_memory: a.broker_in_memory,
+            })
+            .await?
+        }
+        Command::Webhooks(a) => {
+            webhooks::run(WebhooksOpts {
+                target: a.common.target()?,
+                token: a.common.token.clone(),
+                group: a.group.clone(),
+                drivers: a.drivers as usize,
+                seconds: a.common.seconds,
+                rate: a.rate,
+                window: a.window,
+                events: a.events.clone(),
+                verify: a.verify,
+                drain: Duration::from_secs(a.drain),
+                mode: if a.receiver_only {
+                    webhooks::Mode::ReceiverOnly
+                } else if a.no_endpoint {
+                    webhooks::Mode::NoEndpoint
+                } else {
+                    webhooks::Mode::Drive
+                },
+                progress: !a.common.no_progress,
             })
             .await?
         }
@@ -652,6 +724,17 @@ mod tests {
         assert!(parse(&["lt", "crash", "--clients", "65"]).is_err());
         assert!(parse(&["lt", "crash", "--max-ms", "60001"]).is_err());
         assert!(parse(&["lt", "crash", "--url", "ws://127.0.0.1:1/"]).is_err());
+        assert!(parse(&["lt", "webhooks", "--drivers", "65"]).is_err());
+        assert!(parse(&["lt", "webhooks", "--drain", "0"]).is_err());
+        assert!(parse(&["lt", "webhooks", "--verify", "--no-endpoint"]).is_err());
+        assert!(parse(&["lt", "webhooks", "--receiver-only", "--rate", "5"]).is_err());
+        let Command::Webhooks(w) = parse(&["lt", "webhooks"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            (w.drivers, w.window, w.drain, w.events.as_slice(), w.verify),
+            (4, 200, 30, &["*".to_string()][..], false)
+        );
         let Command::Crash(c) = parse(&["lt", "crash"]).unwrap().command else {
             panic!()
         };

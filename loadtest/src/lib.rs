@@ -11,6 +11,8 @@
 //! - [`fanout`], [`lifecycle`], [`idle`], [`mixed`], [`queue_depth`]: the
 //!   scenarios against a running broker; [`crash`] starts the broker itself
 //!   on a data directory, kills it and checks what it kept.
+//! - [`webhooks`]: the webhook scenario, with its HTTP receiver
+//!   ([`receiver`]); [`http`]: the small HTTP/1.1 client of the admin calls.
 //! - [`bare`]: a bare tokio-tungstenite broadcast server, the ceiling
 //!   `fanout --baseline bare` compares with; [`baseline`] starts it (or the
 //!   Node.js baseline) as a child process for one run.
@@ -22,15 +24,18 @@ pub mod cli;
 pub mod client;
 pub mod crash;
 pub mod fanout;
+pub mod http;
 pub mod idle;
 pub mod lifecycle;
 pub mod mixed;
 pub mod plot;
 pub mod queue_depth;
+pub mod receiver;
 pub mod report;
 pub mod scan;
 pub mod stats;
 pub mod target;
+pub mod webhooks;
 
 pub use cli::{Cli, run_cli};
 pub use target::NotLoopback;
