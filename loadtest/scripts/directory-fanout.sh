@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fan-out while the directory changes, side by side in one run: each round
-# runs fan-out once quiet and once with an agent changed through the admin
-# API every 100 ms by the clock (PATCH of its name and max_cases,
-# alternating), a fresh broker per run, $ROUNDS rounds. Loopback only;
-# every run is bounded.
+# runs fan-out quiet, with the same requests at the same pace to a path
+# that changes nothing (control: what the requests cost), and with an agent
+# changed through the admin API every 100 ms by the clock (PATCH of its
+# name and max_cases, alternating); a fresh broker per run, $ROUNDS
+# rounds. Loopback only; every run is bounded.
 #
 #   loadtest/scripts/directory-fanout.sh        # 1,000 dashboards, as fast as they keep up
 #
@@ -24,11 +25,11 @@ mkdir -p "$OUT"
 # a slow answer does not stretch the pace); the changes the broker really
 # made are read from its metrics at the end of the run.
 changes() {
-  local n=0 start now next end
+  local path=$1 n=0 start now next end
   start=$(date +%s%N)
   end=$(( start + (SECONDS_PER_RUN + 2) * 1000000000 ))
   while now=$(date +%s%N); [ "$now" -lt "$end" ]; do
-    curl -sf -o /dev/null -X PATCH "127.0.0.1:$PORT/v1/admin/agents/churn" \
+    curl -sf -o /dev/null -X PATCH "127.0.0.1:$PORT$path" \
       -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' \
       -d "{\"name\":\"Churn $n\",\"max_cases\":$(( n % 2 + 1 ))}" &
     n=$((n + 1))
@@ -49,7 +50,7 @@ made() {
 }
 
 for round in $(seq "$ROUNDS"); do
-  for mode in quiet changing; do
+  for mode in quiet control changing; do
     settle
     "$BROKER" --config "$CFG" --in-memory --listen "127.0.0.1:$PORT" >"$OUT/$mode.log" 2>&1 &
     pid=$!
@@ -58,7 +59,11 @@ for round in $(seq "$ROUNDS"); do
       -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' \
       -d '{"id":"churn","name":"Churn","groups":["support"]}'
     cpid=
-    if [ "$mode" = changing ]; then changes & cpid=$!; fi
+    # control: the same requests at the same pace to a path that changes
+    # nothing (404), so that what the requests themselves cost on this
+    # machine (a curl process each) is measured apart from the change.
+    if [ "$mode" = changing ]; then changes /v1/admin/agents/churn & cpid=$!; fi
+    if [ "$mode" = control ]; then changes /v1/admin/nothing-here & cpid=$!; fi
     report="$OUT/$mode-$round.json"
     "$LT" fanout --dashboards "$DASHBOARDS" --seconds "$SECONDS_PER_RUN" "${RATE_ARGS[@]}" \
       --url "ws://127.0.0.1:$PORT/v1/ws" --no-progress --json "$report" >/dev/null \
@@ -72,3 +77,4 @@ for round in $(seq "$ROUNDS"); do
 done
 
 compare "$OUT" "$ROUNDS" quiet changing
+compare "$OUT" "$ROUNDS" control changing
