@@ -3,7 +3,7 @@
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 LT=target/release/casebroker-loadtest
 BROKER=target/release/casebroker
-CFG=loadtest/casebroker-load.toml
+CFG=${CFG:-loadtest/casebroker-load.toml}
 DASHBOARDS=${DASHBOARDS:-1000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 RATE_ARGS=()
