@@ -35,16 +35,6 @@ async fn add_company(server: &TestServer, id: &str) -> (Value, String) {
     (body, token)
 }
 
-fn assert_error(got: (u16, Value), status: u16, code: &str, mentions: &str) {
-    let (st, body) = got;
-    assert_eq!(st, status, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["message"].as_str().unwrap_or("").contains(mentions),
-        "the message names {mentions:?}: {body}"
-    );
-}
-
 /// The ids `GET /v1/admin/companies` lists.
 async fn company_ids(server: &TestServer) -> Vec<String> {
     let (st, body) = operator(server, "GET", "/v1/admin/companies", None).await;

@@ -55,16 +55,6 @@ async fn visible_groups(server: &TestServer, token: &str) -> Vec<String> {
         .collect()
 }
 
-fn assert_error(got: (u16, Value), status: u16, code: &str, mentions: &str) {
-    let (st, body) = got;
-    assert_eq!(st, status, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["message"].as_str().unwrap_or("").contains(mentions),
-        "the message names {mentions:?}: {body}"
-    );
-}
-
 async fn a_group_is_added_used_refused_while_in_use_and_deleted(mode: Mode) {
     let server = TestServer::start_in(mode).await;
     let mut alice = dashboard(&server, ALICE).await;

@@ -260,9 +260,8 @@ async fn server_sent_events_resume_exactly_from_the_last_event_id(mode: Mode) {
 
 in_every_mode!(server_sent_events_resume_exactly_from_the_last_event_id);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_feed_request_gets_its_code() {
-    let server = TestServer::start().await;
+async fn every_bad_feed_request_gets_its_code(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     for (query, mentions) in [
         ("?after=nocolon", "after"),
         ("?after=:5", "after"),
@@ -297,6 +296,8 @@ async fn every_bad_feed_request_gets_its_code() {
     assert_eq!(st, 401, "{body}");
     assert_eq!(body["code"], "unauthorized");
 }
+
+in_every_mode!(every_bad_feed_request_gets_its_code);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_resumes_exactly_across_a_restart() {

@@ -586,6 +586,18 @@ pub async fn request_help(server: &TestServer, module: &str) -> (WsClient, Value
     (c, joined)
 }
 
+/// An HTTP answer is the error `status` and `code`, its message naming
+/// `mentions`.
+pub fn assert_error(got: (u16, Value), status: u16, code: &str, mentions: &str) {
+    let (st, body) = got;
+    assert_eq!(st, status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains(mentions),
+        "the message names {mentions:?}: {body}"
+    );
+}
+
 // Metrics -------------------------------------------------------------------
 
 /// The broker's `/metrics` text (asserting a 200).
