@@ -366,6 +366,9 @@ try {
       check(bad.length === 0, `at ${width} px: unlabelled controls: ${bad.join(' | ')}`);
       const scroll = await dash.evaluate(() => document.documentElement.scrollWidth);
       check(scroll <= width, `at ${width} px the page is ${scroll} px wide`);
+      if (opt.screenshots && width === NARROW) {
+        await dash.screenshot({ path: path.join(opt.screenshots, 'admin-narrow.png'), fullPage: true });
+      }
     }
     await dash.setViewportSize({ width: WIDE, height: 900 });
     await page.getByRole('form', { name: /^Edit / }).getByRole('button', { name: 'Cancel' }).click();
