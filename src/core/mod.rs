@@ -114,6 +114,7 @@ impl Broker {
                     state: Mutex::new(state),
                     timers_changed: Notify::new(),
                     hooks_changed: Notify::new(),
+                    hook_answers: Mutex::new(Vec::new()),
                 }
             })
             .collect();

@@ -72,6 +72,10 @@ pub(crate) struct Shard {
     pub timers_changed: Notify,
     /// Wakes the shard's webhook sender when deliveries may be due.
     pub hooks_changed: Notify,
+    /// Answers of webhook calls not recorded yet: the sender records them
+    /// in batches, under one taking of the lock (at most the calls in
+    /// flight).
+    pub hook_answers: Mutex<Vec<crate::core::commands::webhooks::Answer>>,
 }
 
 /// Live state of one configured agent.

@@ -237,7 +237,8 @@ pub fn public(ip: IpAddr) -> bool {
 }
 
 /// The body of a case event: `{"type","timestamp","data":{company, epoch,
-/// seq, case}}`.
+/// seq, case}}`, written straight from the case (no JSON tree in
+/// between).
 pub fn case_body(
     kind: &str,
     company: &str,
@@ -245,10 +246,29 @@ pub fn case_body(
     seq: u64,
     case: &impl Serialize,
 ) -> String {
-    serde_json::json!({
-        "type": kind,
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "data": {"company": company, "epoch": epoch, "seq": seq, "case": case},
+    #[derive(Serialize)]
+    struct Body<'a, C> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        timestamp: String,
+        data: Data<'a, C>,
+    }
+    #[derive(Serialize)]
+    struct Data<'a, C> {
+        company: &'a str,
+        epoch: &'a str,
+        seq: u64,
+        case: &'a C,
+    }
+    serde_json::to_string(&Body {
+        kind,
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        data: Data {
+            company,
+            epoch,
+            seq,
+            case,
+        },
     })
-    .to_string()
+    .expect("a case serializes")
 }

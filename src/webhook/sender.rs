@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::core::Broker;
-use crate::core::commands::webhooks::Send;
+use crate::core::commands::webhooks::{Answer, Send};
 
 /// Heads taken at once.
 const TAKE: usize = 256;
@@ -63,7 +63,10 @@ pub fn client(config: &Config) -> reqwest::Client {
         .expect("the webhook client builds")
 }
 
-/// Sends one company's deliveries until shutdown.
+/// Sends one company's deliveries until shutdown. Each turn records the
+/// answers that came back and takes what is due, under one taking of the
+/// company's lock: a busy endpoint costs the lock once per batch of
+/// answers, not once per call.
 pub async fn run(
     broker: Broker,
     cluster: Option<Arc<Cluster>>,
@@ -73,8 +76,10 @@ pub async fn run(
     tracker: TaskTracker,
 ) {
     loop {
+        let answers = broker.webhook_answers_waiting(shard);
         let now = chrono::Utc::now().timestamp_millis();
-        let wait = match broker.webhook_next(shard) {
+        let wait = match (!answers).then(|| broker.webhook_next(shard)).flatten() {
+            _ if answers => None,
             Some(at) if at <= now => None,
             Some(at) => Some(Duration::from_millis((at - now) as u64)),
             None => Some(Duration::from_secs(3600)),
@@ -89,7 +94,7 @@ pub async fn run(
         }
         let hold = match &cluster {
             Some(c) => {
-                if !c.holds(shard) {
+                if !c.holds(shard) && !answers {
                     tokio::select! {
                         _ = tokio::time::sleep(FOLLOWER_DELAY) => {}
                         _ = shutdown.cancelled() => return,
@@ -98,6 +103,10 @@ pub async fn run(
                 match c.hold(shard).await {
                     Ok(h) => Some(h),
                     Err(_) => {
+                        // Without the company the answers cannot be
+                        // recorded: the hold on those deliveries runs
+                        // out and they are sent again.
+                        drop(broker.webhook_answers(shard));
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                             _ = shutdown.cancelled() => return,
@@ -107,9 +116,12 @@ pub async fn run(
             }
             None => None,
         };
-        let sends = broker.take_webhooks(shard, TAKE);
+        let sends = broker.webhook_turn(shard, TAKE);
         drop(hold);
         if sends.is_empty() {
+            if answers {
+                continue;
+            }
             // Due, but their endpoints are busy (or another node has
             // them): wait for an answer, or for a hold to run out.
             tokio::select! {
@@ -126,18 +138,20 @@ pub async fn run(
                 shard,
                 client.clone(),
                 send,
+                shutdown.clone(),
             ));
         }
     }
 }
 
-/// One attempt: the signed call, then its outcome recorded.
+/// One attempt: the signed call, then its answer handed to the sender.
 async fn attempt(
     broker: Broker,
     cluster: Option<Arc<Cluster>>,
     shard: usize,
     client: reqwest::Client,
     send: Send,
+    shutdown: CancellationToken,
 ) {
     let timestamp = chrono::Utc::now().timestamp();
     let signature = super::sign(&send.secrets, &send.message_id, timestamp, &send.body);
@@ -147,10 +161,10 @@ async fn attempt(
         .header("webhook-id", &send.message_id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
-        .body(send.body.clone())
+        .body(send.body)
         .send()
         .await;
-    let (status, retry_after) = match answer {
+    let (status_code, retry_after) = match answer {
         Ok(resp) => {
             let retry_after = resp
                 .headers()
@@ -165,15 +179,26 @@ async fn attempt(
             (None, None)
         }
     };
-    broker.metrics().webhook_attempt(status);
-    // In a cluster the outcome is a commit like any other: without the
-    // company, the hold on the delivery runs out and it is sent again.
-    let _hold = match &cluster {
-        Some(c) => match c.hold(shard).await {
-            Ok(h) => Some(h),
-            Err(_) => return,
+    broker.metrics().webhook_attempt(status_code);
+    broker.webhook_answered(
+        shard,
+        Answer {
+            id: send.id,
+            attempts: send.attempts,
+            status_code,
+            retry_after,
         },
-        None => None,
-    };
-    broker.webhook_result(shard, &send, status, retry_after);
+    );
+    if shutdown.is_cancelled() {
+        // The sender takes no more turns: record it here, as a commit
+        // like any other (in a cluster, only while holding the company).
+        let _hold = match &cluster {
+            Some(c) => match c.hold(shard).await {
+                Ok(h) => Some(h),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        broker.webhook_record_answers(shard);
+    }
 }

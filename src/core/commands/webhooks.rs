@@ -100,6 +100,18 @@ pub struct Send {
     pub attempts: u32,
 }
 
+/// What one attempt got back, for the sender to record.
+#[derive(Debug)]
+pub struct Answer {
+    pub id: u64,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// `None`: no answer in time, or none at all.
+    pub status_code: Option<u16>,
+    /// The wait a 429 or 503 asked for.
+    pub retry_after: Option<std::time::Duration>,
+}
+
 fn admin_only(agent: &Agent) -> Result<()> {
     if agent.admin {
         Ok(())
@@ -349,12 +361,18 @@ impl Broker {
         Ok(queued)
     }
 
-    /// The heads due now, for the sender: each marked as being sent by
-    /// this node until its attempt can no longer be running.
-    pub fn take_webhooks(&self, shard: usize, max: usize) -> Vec<Send> {
+    /// The sender's turn, under one taking of the company's lock: the
+    /// answers that came back are recorded, then the heads due now are
+    /// taken, each marked as being sent by this node until its attempt
+    /// can no longer be running.
+    pub fn webhook_turn(&self, shard: usize, max: usize) -> Vec<Send> {
+        let answers = self.webhook_answers(shard);
         let config = &self.shared.config;
         let now = Utc::now().timestamp_millis();
         let mut cx = self.lock(shard);
+        for answer in answers {
+            cx.record_answer(&config.webhook_retry, now, answer);
+        }
         let ids = cx.st.hooks.due_now(now, config.webhook_concurrency, max);
         let until = now + config.webhook_timeout.as_millis() as i64 + 5_000;
         let mut out = Vec::with_capacity(ids.len());
@@ -378,48 +396,49 @@ impl Broker {
         out
     }
 
-    /// Records an attempt's answer (`None`: no answer in time, or none at
-    /// all) and, for `retry_after`, the wait the endpoint asked for.
-    pub fn webhook_result(
-        &self,
-        shard: usize,
-        send: &Send,
-        status_code: Option<u16>,
-        retry_after: Option<std::time::Duration>,
-    ) {
-        let schedule = &self.shared.config.webhook_retry;
-        let now = Utc::now().timestamp_millis();
-        let outcome = match status_code {
-            Some(c) if (200..300).contains(&c) => Outcome::Delivered,
-            Some(410) => Outcome::Gone,
-            _ => match schedule.get(send.attempts as usize) {
-                None => Outcome::GaveUp,
-                Some(wait) => {
-                    let wait = retry_after
-                        .filter(|_| matches!(status_code, Some(429 | 503)))
-                        .map(|r| r.min(std::time::Duration::from_secs(24 * 3600)))
-                        .unwrap_or(*wait);
-                    Outcome::Retry(now + wait.as_millis() as i64)
-                }
-            },
-        };
-        let mut cx = self.lock(shard);
-        if !cx.st.hooks.pending.contains_key(&send.id) {
+    /// Hands an attempt's answer to the sender, which records it at its
+    /// next turn.
+    pub fn webhook_answered(&self, shard: usize, answer: Answer) {
+        let s = &self.shared.shards[shard];
+        s.hook_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(answer);
+        s.hooks_changed.notify_one();
+    }
+
+    /// True when answers wait to be recorded.
+    pub fn webhook_answers_waiting(&self, shard: usize) -> bool {
+        !self.shared.shards[shard]
+            .hook_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Takes the answers waiting (the sender drops them when it cannot
+    /// hold the company: the hold on those deliveries runs out and they
+    /// are sent again).
+    pub fn webhook_answers(&self, shard: usize) -> Vec<Answer> {
+        std::mem::take(
+            &mut *self.shared.shards[shard]
+                .hook_answers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// Records the answers waiting now (at shutdown, when the sender no
+    /// longer takes turns).
+    pub fn webhook_record_answers(&self, shard: usize) {
+        let answers = self.webhook_answers(shard);
+        if answers.is_empty() {
             return;
         }
-        let endpoint = cx.st.hooks.pending[&send.id].endpoint.clone();
-        cx.apply(Change::WebhookAttempted {
-            id: send.id,
-            status_code,
-            outcome,
-        });
-        if outcome == Outcome::Gone
-            && let Some(mut rec) = cx.st.hooks.endpoint(&endpoint).cloned()
-        {
-            rec.disabled = true;
-            rec.disabled_reason = Some("the endpoint answered 410 Gone".into());
-            tracing::warn!(company = %cx.company.id, webhook = %rec.id, "a webhook endpoint answered 410: disabled");
-            cx.apply(Change::WebhookSet(Box::new(rec)));
+        let now = Utc::now().timestamp_millis();
+        let mut cx = self.lock(shard);
+        for answer in answers {
+            cx.record_answer(&self.shared.config.webhook_retry, now, answer);
         }
     }
 
@@ -440,6 +459,48 @@ fn audit(by: &Agent, what: &'static str, id: &str, broker: &Broker) {
 }
 
 impl Locked<'_> {
+    /// Records an attempt's answer (`None`: no answer in time, or none
+    /// at all) and, for `retry_after`, the wait the endpoint asked for.
+    fn record_answer(&mut self, schedule: &[std::time::Duration], now: i64, answer: Answer) {
+        let outcome = match answer.status_code {
+            Some(c) if (200..300).contains(&c) => Outcome::Delivered,
+            Some(410) => Outcome::Gone,
+            _ => match schedule.get(answer.attempts as usize) {
+                None => Outcome::GaveUp,
+                Some(wait) => {
+                    let wait = answer
+                        .retry_after
+                        .filter(|_| matches!(answer.status_code, Some(429 | 503)))
+                        .map(|r| r.min(std::time::Duration::from_secs(24 * 3600)))
+                        .unwrap_or(*wait);
+                    Outcome::Retry(now + wait.as_millis() as i64)
+                }
+            },
+        };
+        let Some(endpoint) = self
+            .st
+            .hooks
+            .pending
+            .get(&answer.id)
+            .map(|d| d.endpoint.clone())
+        else {
+            return;
+        };
+        self.apply(Change::WebhookAttempted {
+            id: answer.id,
+            status_code: answer.status_code,
+            outcome,
+        });
+        if outcome == Outcome::Gone
+            && let Some(mut rec) = self.st.hooks.endpoint(&endpoint).cloned()
+        {
+            rec.disabled = true;
+            rec.disabled_reason = Some("the endpoint answered 410 Gone".into());
+            tracing::warn!(company = %self.company.id, webhook = %rec.id, "a webhook endpoint answered 410: disabled");
+            self.apply(Change::WebhookSet(Box::new(rec)));
+        }
+    }
+
     /// An endpoint the API may change: `not_found` for an unknown one,
     /// `conflict` for one the config file declares.
     fn api_endpoint(&self, id: &str) -> Result<WebhookRecord> {
