@@ -195,15 +195,20 @@ pub async fn run_with_store(
     let (weak, cluster_weak) = (broker.downgrade(), cluster.as_ref().map(Arc::downgrade));
     let (tracker, stop) = (app.tracker.clone(), app.shutdown.clone());
     let client = webhook::sender::client(broker.config());
+    let webhooks = webhook::sender::Runtime::new()?;
+    let on_webhooks = webhooks.handle();
     for shard in 0..broker.shards() {
-        app.tracker.spawn(webhook::sender::run(
-            broker.clone(),
-            cluster.clone(),
-            shard,
-            client.clone(),
-            app.shutdown.clone(),
-            app.tracker.clone(),
-        ));
+        app.tracker.spawn_on(
+            webhook::sender::run(
+                broker.clone(),
+                cluster.clone(),
+                shard,
+                client.clone(),
+                app.shutdown.clone(),
+                app.tracker.clone(),
+            ),
+            &on_webhooks,
+        );
     }
     broker.on_company(move |shard| {
         let cluster = cluster_weak.as_ref().and_then(|c| c.upgrade());
@@ -214,14 +219,17 @@ pub async fn run_with_store(
                 shard,
                 stop.clone(),
             ));
-            tracker.spawn(webhook::sender::run(
-                broker,
-                cluster,
-                shard,
-                client.clone(),
-                stop.clone(),
-                tracker.clone(),
-            ));
+            tracker.spawn_on(
+                webhook::sender::run(
+                    broker,
+                    cluster,
+                    shard,
+                    client.clone(),
+                    stop.clone(),
+                    tracker.clone(),
+                ),
+                &on_webhooks,
+            );
         }
     });
     app.tracker
@@ -277,6 +285,7 @@ pub async fn run_with_store(
             "shutdown grace period over; dropping the remaining connections"
         );
     }
+    drop(webhooks);
     if let Some(j) = journal {
         // What is still queued is stored, then an image of the end.
         j.image(&broker);

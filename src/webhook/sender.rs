@@ -2,7 +2,10 @@
 //! while holding the company, so each is sent by one node) and makes each
 //! call in its own task, at most `webhook_concurrency` at a time per
 //! endpoint, never under the company's lock. Nothing here waits on the
-//! queue, and the queue never waits on it.
+//! queue, and the queue never waits on it: the senders, the calls and the
+//! HTTP client's connections run on a thread of their own
+//! ([`Runtime`]), so a busy queue (thousands of sockets to write) does not
+//! starve the deliveries, and deliveries never take the queue's threads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +25,40 @@ const TAKE: usize = 256;
 /// A node that does not hold the company waits this long first, so that
 /// the holder usually sends and the lease stays where it is.
 const FOLLOWER_DELAY: Duration = Duration::from_millis(200);
+
+/// The webhooks' own thread: a runtime with one worker, shut down (without
+/// waiting) when dropped.
+pub struct Runtime {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Runtime {
+    pub fn new() -> std::io::Result<Runtime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("casebroker-webhooks")
+            .enable_all()
+            .build()?;
+        Ok(Runtime { rt: Some(rt) })
+    }
+
+    /// Where senders are spawned.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt
+            .as_ref()
+            .expect("the webhook runtime runs until dropped")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
 
 /// Resolves names for the calls, refusing private addresses unless
 /// `webhook_allow_private` (a URL's host could point anywhere, and could
