@@ -105,6 +105,28 @@ pub struct AssignBody {
     pub assignee: Option<String>,
 }
 
+/// `transfer`'s body (and `POST /v1/cases/{code}/transfer`): a group, an
+/// assignee (`null`: back to the group's line), or both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransferBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Absent: unchanged (kept when a member of the new group);
+    /// `Some(None)`: back to the line; `Some(Some(id))`: that agent.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub assignee: Option<Option<String>>,
+}
+
+/// A field that may be absent, `null` or a string, each meaning something
+/// else: absent stays `None` (by `default`), the rest is `Some`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 /// A field that must be present but may be `null`. serde treats a missing
 /// `Option` as `None`; this one reports it as missing instead.
 fn present_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -169,11 +191,16 @@ pub enum ClientMsg {
     },
     RequestHelp(RequestHelp),
     Ping {},
+    Transfer {
+        code: String,
+        #[serde(flatten)]
+        to: TransferBody,
+    },
 }
 
 impl ClientMsg {
     /// Every client `type`, as on the wire.
-    pub const TYPES: [&'static str; 14] = [
+    pub const TYPES: [&'static str; 15] = [
         "hello",
         "subscribe",
         "unsubscribe",
@@ -188,6 +215,7 @@ impl ClientMsg {
         "signal",
         "request_help",
         "ping",
+        "transfer",
     ];
 
     /// This message's `type`, as on the wire (a metric label).
@@ -207,6 +235,7 @@ impl ClientMsg {
             ClientMsg::Signal { .. } => "signal",
             ClientMsg::RequestHelp(_) => "request_help",
             ClientMsg::Ping {} => "ping",
+            ClientMsg::Transfer { .. } => "transfer",
         }
     }
 }

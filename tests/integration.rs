@@ -43,5 +43,7 @@ mod queue;
 mod sessions;
 #[path = "integration/smoke.rs"]
 mod smoke;
+#[path = "integration/supervising.rs"]
+mod supervising;
 #[path = "integration/webhooks.rs"]
 mod webhooks;

@@ -248,6 +248,12 @@ async function subscribe() {
   render();
 }
 
+/** True when this dashboard watches `group` (admins watch every group). */
+function seesGroup(group) {
+  if (state.me.admin) return true;
+  return state.groups ? state.groups.has(group) : state.me.groups.includes(group);
+}
+
 function onEvent(ev) {
   if (ev.epoch !== state.epoch || ev.seq <= state.seq) return;
   state.seq = ev.seq;
@@ -261,6 +267,11 @@ function onEvent(ev) {
       s.ended = 'deleted';
       s.joined = false;
     }
+  } else if (!seesGroup(c.group)) {
+    // Transferred to a group this dashboard does not watch: it has left
+    // the view (an open session with it goes on until it ends).
+    state.cases.delete(c.code);
+    state.answered.delete(c.code);
   } else {
     // The event's `updated_at` is when the supporter joined, on the
     // broker's clock, as `created_at` is.

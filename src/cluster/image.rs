@@ -201,6 +201,7 @@ impl Cluster {
                 seq: h.seq,
                 action: h.action,
                 group: h.group,
+                left: None,
                 case,
             }));
         }

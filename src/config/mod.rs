@@ -169,7 +169,7 @@ pub struct Config {
     /// Let webhooks call loopback, private and link-local addresses.
     /// Default false.
     pub webhook_allow_private: bool,
-    /// Calls in flight at once per endpoint. Default 8.
+    /// Calls in flight at once per endpoint. Default 16.
     pub webhook_concurrency: usize,
     /// Deliveries an endpoint may have waiting; past it the endpoint is
     /// disabled. Default 10000.
@@ -334,7 +334,7 @@ impl Default for Config {
                 .collect(),
             webhook_timeout: Duration::from_secs(10),
             webhook_allow_private: false,
-            webhook_concurrency: 8,
+            webhook_concurrency: 16,
             webhook_pending: 10_000,
             operator_token: None,
             operator_token_sha256: None,

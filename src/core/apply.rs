@@ -285,6 +285,21 @@ impl Locked<'_> {
                 self.remove(code);
                 None
             }
+            Change::Transferred { group, at, .. } => {
+                let st = &mut *self.st;
+                let c = st.cases.get_mut(&code)?;
+                let old = c.rec.group;
+                if old == group || group >= self.company.groups.len() {
+                    return None;
+                }
+                if c.live.in_line {
+                    st.lines.remove(old, &c.place());
+                    c.live.in_line = false;
+                }
+                c.rec.group = group;
+                st.left_group = Some(old);
+                Some((code, Action::Updated, Some(at)))
+            }
             Change::AgentOnline { .. }
             | Change::AgentOffline { .. }
             | Change::Presence { .. }
@@ -630,7 +645,8 @@ impl Locked<'_> {
         }
         let view = c.view(&self.company);
         let group = c.rec.group;
-        let event = st.stream.append(action, group, view);
+        let left = st.left_group.take();
+        let event = st.stream.append(action, group, left, view);
         let kind = match (action, event.case.status) {
             (Action::Created, _) => "case.created",
             (Action::Deleted, _) => "case.deleted",

@@ -113,6 +113,15 @@ pub enum Change {
     ModuleSet(Box<ModuleRecord>),
     /// A module key deleted through the admin API. Durable.
     ModuleRemoved { key: String },
+    /// The case moves to another group (index in the company); its place
+    /// in the new group's line follows its creation order, like every
+    /// case's. Durable.
+    Transferred {
+        code: SessionCode,
+        group: usize,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
+        at: DateTime<Utc>,
+    },
 }
 
 impl Change {
@@ -128,7 +137,8 @@ impl Change {
             | Change::Closed { code, .. }
             | Change::Expired { code, .. }
             | Change::Deleted { code }
-            | Change::Purged { code } => *code,
+            | Change::Purged { code }
+            | Change::Transferred { code, .. } => *code,
             Change::AgentOnline { .. }
             | Change::AgentOffline { .. }
             | Change::Presence { .. }

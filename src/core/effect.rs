@@ -27,7 +27,18 @@ pub struct Event {
     pub action: Action,
     /// The case's group index, for the subscribers' filters.
     pub group: usize,
+    /// The group a transferred case has just left: its subscribers get
+    /// this event too (a case in a group they do not watch: it left their
+    /// view).
+    pub left: Option<usize>,
     pub case: CaseView,
+}
+
+impl Event {
+    /// True when a subscriber with `filter` gets the event.
+    pub fn seen_by(&self, filter: &Filter) -> bool {
+        filter.sees(self.group) || self.left.is_some_and(|g| filter.sees(g))
+    }
 }
 
 /// Which events a subscriber may see.

@@ -145,6 +145,8 @@ pub struct ShardState {
     pub replaying: bool,
     /// Applying changes another node decided: delivered, not recorded.
     pub following: bool,
+    /// The group a case being transferred has just left, for its event.
+    pub left_group: Option<usize>,
 }
 
 impl ShardState {
@@ -174,6 +176,7 @@ impl ShardState {
             dirty: HashSet::new(),
             replaying: false,
             following: false,
+            left_group: None,
         }
     }
 }

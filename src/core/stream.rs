@@ -64,13 +64,20 @@ impl Stream {
     }
 
     /// Takes the next seq for an event and keeps it for replay.
-    pub fn append(&mut self, action: Action, group: usize, case: CaseView) -> Arc<Event> {
+    pub fn append(
+        &mut self,
+        action: Action,
+        group: usize,
+        left: Option<usize>,
+        case: CaseView,
+    ) -> Arc<Event> {
         self.seq += 1;
         let event = Arc::new(Event {
             epoch: self.epoch.clone(),
             seq: self.seq,
             action,
             group,
+            left,
             case,
         });
         if self.history.len() == self.capacity {
@@ -99,7 +106,7 @@ impl Stream {
             self.history
                 .iter()
                 .skip(skip)
-                .filter(|e| filter.sees(e.group))
+                .filter(|e| e.seen_by(filter))
                 .cloned()
                 .collect(),
         )
@@ -181,7 +188,7 @@ mod tests {
             for step in steps {
                 match step {
                     Step::Publish(g) => {
-                        let ev = stream.append(Action::Created, g, case(all.len() as u64));
+                        let ev = stream.append(Action::Created, g, None, case(all.len() as u64));
                         all.push((ev.seq, g));
                     }
                     Step::Reconnect => {

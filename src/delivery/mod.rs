@@ -144,7 +144,7 @@ impl Deliver for Hub {
                     // A subscriber whose outbox is full is dropped from the
                     // stream; its connection is closed with 4001.
                     subs.retain(|_, s| {
-                        !s.filter.sees(event.group) || s.outbox.push_event(frame.clone(), now)
+                        !event.seen_by(&s.filter) || s.outbox.push_event(frame.clone(), now)
                     });
                 }
                 Effect::Status {

@@ -341,6 +341,7 @@ impl Store {
                             seq: h.seq,
                             action: h.action,
                             group: remap.group(h.group),
+                            left: None,
                             case,
                         }));
                     }

@@ -82,6 +82,7 @@ pub async fn prepare(
             Peer::Agent(agent),
             ClientMsg::CreateCase(_)
             | ClientMsg::Assign { .. }
+            | ClientMsg::Transfer { .. }
             | ClientMsg::Join { .. }
             | ClientMsg::Leave { .. }
             | ClientMsg::Close { .. }
@@ -159,6 +160,7 @@ fn agent_command(
         }
         ClientMsg::CreateCase(req) => case(broker.create_case(agent, req)?),
         ClientMsg::Assign { code, assignee } => case(broker.assign(agent, &code, assignee)?),
+        ClientMsg::Transfer { code, to } => case(broker.transfer(agent, &code, to)?),
         ClientMsg::Join { code, takeover, .. } => {
             let view = broker.agent_join(conn, agent, &code, takeover)?;
             tracing::Span::current().record("code", field::display(&view.code));
@@ -261,6 +263,7 @@ fn customer_command(
         | ClientMsg::Unsubscribe {}
         | ClientMsg::CreateCase(_)
         | ClientMsg::Assign { .. }
+        | ClientMsg::Transfer { .. }
         | ClientMsg::Delete { .. }
         | ClientMsg::Presence { .. } => {
             return Err(Error::forbidden("agents only"));

@@ -28,7 +28,7 @@ use crate::case::Status;
 use crate::core::{Broker, ListQuery, Who, limits, stored, take_ack};
 use crate::directory::Agent;
 use crate::error::Error;
-use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp};
+use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp, TransferBody};
 
 /// The whole router, testable without a server. `/metrics` is left out
 /// when it has a listener of its own (`metrics_listen`), so that it need
@@ -63,6 +63,7 @@ pub fn routes(metrics_here: bool) -> Vec<Route> {
         Route::get("/v1/cases/{code}", get_case),
         Route::delete("/v1/cases/{code}", delete_case),
         Route::post("/v1/cases/{code}/assign", assign),
+        Route::post("/v1/cases/{code}/transfer", transfer),
         Route::post("/v1/cases/{code}/close", close),
         Route::get("/v1/cases/{code}/transcript", transcript),
         Route::post("/v1/help", help),
@@ -397,6 +398,20 @@ async fn assign(
     let req: AssignBody = body(raw)?;
     let view = acknowledged(&app, Some(agent.company_index), || {
         app.broker.assign(&agent, &code, req.assignee)
+    })
+    .await?;
+    Ok(Json(view).into_response())
+}
+
+async fn transfer(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    PathParam(code): PathParam<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let to: TransferBody = body(raw)?;
+    let view = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.transfer(&agent, &code, to)
     })
     .await?;
     Ok(Json(view).into_response())

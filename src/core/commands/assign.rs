@@ -6,7 +6,7 @@ use chrono::Utc;
 use crate::case::{CaseView, CustomerCaseView};
 use crate::directory::Agent;
 use crate::error::{Error, Result};
-use crate::protocol::{AgentStatus, PresenceState};
+use crate::protocol::{AgentStatus, PresenceState, TransferBody};
 
 use super::super::change::{Change, Seat};
 use super::super::record::{Actor, AssignedBy, Case};
@@ -46,6 +46,72 @@ impl Broker {
                 None => Change::Returned { code, at },
             });
             // The old assignee has room again, or the case waits in the line.
+            cx.dispatch();
+        }
+        Ok(cx.case(&code)?.view(&cx.company))
+    }
+
+    /// `transfer`: moves a case to another group and/or agent, by its
+    /// assignee or an admin. Without `assignee` the assignee stays when a
+    /// member of the new group, else the case waits in the new group's
+    /// line (in creation order, like every case); `assignee: null` puts it
+    /// back in the line. The customer's `status` names who helps now.
+    pub fn transfer(&self, agent: &Agent, code: &str, to: TransferBody) -> Result<CaseView> {
+        self.writable()?;
+        let code = parse_code(code)?;
+        if to.group.is_none() && to.assignee.is_none() {
+            return Err(Error::bad_request(
+                "transfer needs a group, an assignee, or both",
+            ));
+        }
+        let company = self.company(agent.company_index);
+        let group = match &to.group {
+            Some(g) => Some(
+                company
+                    .group(g)
+                    .filter(|_| company.has_group(g))
+                    .ok_or_else(|| Error::bad_request(format!("unknown group \"{g}\"")))?,
+            ),
+            None => None,
+        };
+        let mut cx = self.lock(agent.company_index);
+        let c = cx.visible(&code, agent)?;
+        let (from_group, current) = (c.rec.group, c.rec.assignee);
+        if !agent.admin && current != Some(agent.index) {
+            return Err(Error::forbidden(
+                "only the assignee or an admin may transfer this case",
+            ));
+        }
+        if !c.is_open() {
+            return Err(Error::conflict("the case is no longer open"));
+        }
+        let group = group.unwrap_or(from_group);
+        let target = match &to.assignee {
+            Some(Some(t)) => Some(self.assignable(agent, group, t)?),
+            Some(None) => None,
+            // Kept when a member of the new group.
+            None => current.filter(|&a| cx.company.agents[a].member_of_index(group)),
+        };
+        let at = Utc::now();
+        let mut changes = Vec::with_capacity(2);
+        if group != from_group {
+            changes.push(Change::Transferred { code, group, at });
+        }
+        if target != current {
+            changes.push(match target {
+                Some(to) => Change::Assigned {
+                    code,
+                    to,
+                    by: AssignedBy::Agent(agent.index),
+                    at,
+                },
+                None => Change::Returned { code, at },
+            });
+        }
+        if !changes.is_empty() {
+            cx.apply_all(changes);
+            // The old assignee has room again; the case may be picked in
+            // its new group's line.
             cx.dispatch();
         }
         Ok(cx.case(&code)?.view(&cx.company))
