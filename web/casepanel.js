@@ -18,6 +18,7 @@ const ENDED_TEXT = {
 export class CasePanel {
   /**
    * `actions`: `take(code, takeover)`, `assign(code, agentId)`,
+   * `transfer(code, groupId)`,
    * `unassign(code)`, `close(code)`, `remove(code)`, `leave(code)`,
    * `send(code, text)` (resolves true when sent), `hide()`.
    */
@@ -198,12 +199,16 @@ export class CasePanel {
     // The broker seats the assignee, anyone on an unassigned case, and an
     // admin who takes it over.
     const canJoin = open && !joined && (mineOrFree || me.admin);
-    const key = JSON.stringify([c.code, c.assignee, canAssign, canReturn, canClose, joined, canJoin, me.admin,
-      members.map((a) => [a.id, a.name])]);
+    // Transfer: by the assignee or an admin, to another group it knows.
+    const otherGroups = open && (me.admin || c.assignee === me.id)
+      ? [...(state.groups ? state.groups.keys() : me.groups)].filter((g) => g !== c.group)
+      : [];
+    const key = JSON.stringify([c.code, c.assignee, c.group, canAssign, canReturn, canClose, joined, canJoin, me.admin,
+      members.map((a) => [a.id, a.name]), otherGroups]);
     if (key === this.actionsKey) return;
     this.actionsKey = key;
     const box = this.parts.actions;
-    const keep = box.querySelector('select')?.value;
+    const keep = box.querySelector('#assign-to')?.value;
     rerender(box, () => {
       const controls = [];
       if (canAssign && members.length) {
@@ -225,6 +230,27 @@ export class CasePanel {
               dataset: { key: 'assign' },
               text: 'Assign',
               on: { click: () => this.actions.assign(c.code, select.value) },
+            }),
+          ),
+        );
+      }
+      if (otherGroups.length) {
+        const select = el(
+          'select',
+          { id: 'transfer-to', dataset: { key: 'transfer-to' } },
+          otherGroups.map((g) => el('option', { value: g, text: state.groups?.get(g) || g })),
+        );
+        controls.push(
+          el(
+            'span',
+            { class: 'assign' },
+            el('label', { for: 'transfer-to', text: 'Transfer to' }),
+            select,
+            el('button', {
+              type: 'button',
+              dataset: { key: 'transfer' },
+              text: 'Transfer',
+              on: { click: () => this.actions.transfer(c.code, select.value) },
             }),
           ),
         );

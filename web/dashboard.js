@@ -72,6 +72,8 @@ const queue = new QueueView({
 const panel = new CasePanel(byId('case-panel'), {
   assign: (code, assignee) =>
     command({ type: 'assign', code, assignee }, `Case ${code} assigned to ${agentName(assignee)}.`, true),
+  transfer: (code, group) =>
+    command({ type: 'transfer', code, group }, `Case ${code} moved to ${groupName(state.groups, group)}.`, true),
   unassign: (code) =>
     command({ type: 'assign', code, assignee: null }, `Case ${code} is back in the queue.`, true),
   close: (code) => command({ type: 'close', code }, `Case ${code} closed.`, true),

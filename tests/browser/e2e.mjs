@@ -426,7 +426,7 @@ try {
     await help.locator('#chat-log', { hasText: 'Back after a hiccup.' }).waitFor();
   });
 
-  await step('assign, return to queue and delete', async () => {
+  await step('assign, return to queue, transfer and delete', async () => {
     await row(dash, manual).getByRole('button', { name: 'Take', exact: true }).click();
     await panel.locator('#case-heading', { hasText: manual }).waitFor();
     await panel.getByLabel('Assign to').selectOption({ label: AGENT });
@@ -437,6 +437,15 @@ try {
     await panel.locator('.ended', { hasText: 'another agent' }).waitFor();
     await panel.getByRole('button', { name: 'Return to queue' }).click();
     await row(dash, manual).locator('.assignee', { hasText: 'Unassigned' }).waitFor();
+    // Moved to sales, a group the plain agent does not watch: it leaves
+    // his queue, live, and stays on the admin's.
+    await panel.getByLabel('Transfer to').selectOption('sales');
+    await panel.getByRole('button', { name: 'Transfer', exact: true }).click();
+    await panel.locator('.panel-notice', { hasText: `Case ${manual} moved to sales.` }).waitFor();
+    await row(bob, manual).waitFor({ state: 'detached' });
+    await row(dash, manual).waitFor();
+    check((await panel.getByLabel('Transfer to').locator('option').allTextContents()).includes('support'),
+      'the transfer list now offers the group the case left');
     await panel.getByRole('button', { name: 'Delete', exact: true }).click();
     await row(dash, manual).waitFor({ state: 'detached' });
     await row(bob, manual).waitFor({ state: 'detached' });
