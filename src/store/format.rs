@@ -177,6 +177,11 @@ impl Remap {
                 by: self.actor(by),
                 at,
             },
+            Change::Transferred { code, group, at } => Change::Transferred {
+                code,
+                group: self.group(group),
+                at,
+            },
             Change::AgentOnline { agent, conn } => Change::AgentOnline {
                 agent: self.agent(agent),
                 conn,

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::util::process::Process;
 use crate::util::*;
 
 /// A subscribed dashboard of `token`.
@@ -378,4 +379,61 @@ async fn a_transfer_on_one_node_reaches_a_dashboard_on_another() {
     carol
         .ok(json!({"type": "join", "code": code}), "joined")
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_transfer_survives_kill_9_and_a_reordered_config() {
+    let config = config_text("");
+    let broker = Process::start_in(
+        TempDir::new("transfer-kill"),
+        Some(&config),
+        &["--data-dir", "data", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let addr = broker.listening().await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let case: Value = http
+        .post(url("/v1/cases"))
+        .bearer_auth(ALICE)
+        .json(&json!({"group": "support", "name": "x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = case["code"].as_str().unwrap().to_string();
+    let moved = http
+        .post(url(&format!("/v1/cases/{code}/transfer")))
+        .bearer_auth(ALICE)
+        .json(&json!({"group": "sales"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    // Only the journal has the move; the groups come back in another order.
+    let dir = broker.kill9().await;
+    let reordered = config.replace(
+        r#"groups = [{ id = "support" }, { id = "sales" }]"#,
+        r#"groups = [{ id = "sales" }, { id = "support" }]"#,
+    );
+    assert_ne!(reordered, config);
+    let broker = Process::start_in(
+        dir,
+        Some(&reordered),
+        &["--data-dir", "data", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let addr = broker.listening().await;
+    let case: Value = http
+        .get(format!("http://{addr}/v1/cases/{code}"))
+        .bearer_auth(CAROL)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(case["group"], "sales", "{case}");
 }
