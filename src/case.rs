@@ -244,6 +244,9 @@ pub struct CaseView {
     #[serde(serialize_with = "ser_opt_time")]
     pub closed_at: Option<DateTime<Utc>>,
     pub closed_by: Option<String>,
+    /// The agents invited to help (`invite`), by id; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub helpers: Vec<String>,
 }
 
 /// The supporter as a customer sees them.

@@ -121,6 +121,18 @@ pub struct TransferBody {
     pub assignee: Option<Option<String>>,
 }
 
+/// `POST /v1/cases/{code}/invite`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InviteBody {
+    pub agent: String,
+}
+
+/// `POST /v1/cases/{code}/whisper`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WhisperBody {
+    pub text: String,
+}
+
 /// A field that may be absent, `null` or a string, each meaning something
 /// else: absent stays `None` (by `default`), the rest is `Some`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -196,11 +208,25 @@ pub enum ClientMsg {
         #[serde(flatten)]
         to: TransferBody,
     },
+    Invite {
+        code: String,
+        agent: String,
+    },
+    Watch {
+        code: String,
+    },
+    Unwatch {
+        code: String,
+    },
+    Whisper {
+        code: String,
+        text: String,
+    },
 }
 
 impl ClientMsg {
     /// Every client `type`, as on the wire.
-    pub const TYPES: [&'static str; 15] = [
+    pub const TYPES: [&'static str; 19] = [
         "hello",
         "subscribe",
         "unsubscribe",
@@ -216,6 +242,10 @@ impl ClientMsg {
         "request_help",
         "ping",
         "transfer",
+        "invite",
+        "watch",
+        "unwatch",
+        "whisper",
     ];
 
     /// This message's `type`, as on the wire (a metric label).
@@ -236,6 +266,10 @@ impl ClientMsg {
             ClientMsg::RequestHelp(_) => "request_help",
             ClientMsg::Ping {} => "ping",
             ClientMsg::Transfer { .. } => "transfer",
+            ClientMsg::Invite { .. } => "invite",
+            ClientMsg::Watch { .. } => "watch",
+            ClientMsg::Unwatch { .. } => "unwatch",
+            ClientMsg::Whisper { .. } => "whisper",
         }
     }
 }
@@ -421,6 +455,9 @@ pub enum ServerMsg {
         code: SessionCode,
         #[serde(flatten)]
         line: ChatLine,
+        /// A whisper: only agents get it (absent otherwise).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        internal: bool,
     },
     Signal {
         code: SessionCode,
@@ -440,6 +477,13 @@ pub enum ServerMsg {
     },
     Groups {
         groups: Vec<GroupInfo>,
+    },
+    /// To the agent invited to help with a case (`invite`).
+    Invited {
+        code: SessionCode,
+        case: CaseBody,
+        /// The inviting agent's id.
+        by: String,
     },
     Error {
         code: ErrorCode,
@@ -567,7 +611,7 @@ mod tests {
     fn every_wire_type_is_listed() {
         // One object that carries every command's required fields.
         let all = serde_json::json!({"role": "customer", "code": "s12345678", "assignee": null,
-            "state": "away", "text": "", "data": null, "module": "m", "group": "g"});
+            "state": "away", "text": "", "data": null, "module": "m", "group": "g", "agent": "a"});
         for ty in ClientMsg::TYPES {
             let mut v = all.clone();
             v["type"] = ty.into();

@@ -25,6 +25,8 @@ mod feed;
 mod first_day;
 #[path = "integration/golden.rs"]
 mod golden;
+#[path = "integration/helpers.rs"]
+mod helpers;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/http_api.rs"]
@@ -43,7 +45,7 @@ mod queue;
 mod sessions;
 #[path = "integration/smoke.rs"]
 mod smoke;
-#[path = "integration/supervising.rs"]
-mod supervising;
+#[path = "integration/transfer.rs"]
+mod transfer;
 #[path = "integration/webhooks.rs"]
 mod webhooks;

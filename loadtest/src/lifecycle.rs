@@ -123,7 +123,7 @@ async fn one_case(
         .await?;
     agent
         .wait_for("chat to the agent", None, |r| {
-            matches!(&r.msg, Some(ServerMsg::Chat { code: c, line })
+            matches!(&r.msg, Some(ServerMsg::Chat { code: c, line, .. })
                 if line.from.role == Role::Customer && c.to_string() == code)
         })
         .await?;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::case::{SessionCode, Status, Terminal};
-use crate::protocol::{Action, EndReason, Role};
+use crate::protocol::{Action, ChatLine, EndReason, Role};
 
 use super::change::{Change, Seat};
 use super::effect::Effect;
@@ -187,6 +187,15 @@ impl Locked<'_> {
                 let st = &mut *self.st;
                 let c = st.cases.get_mut(&code)?;
                 let conn_state = st.conns.entry(conn).or_default();
+                if seat == Seat::Helper {
+                    // Beside the assignee: the status and the case stay
+                    // as they are.
+                    if !c.live.helpers.contains(&conn) {
+                        c.live.helpers.push(conn);
+                    }
+                    conn_state.sessions.insert(code);
+                    return None;
+                }
                 let r = &mut c.rec;
                 r.ever_occupied = true;
                 match seat {
@@ -206,7 +215,7 @@ impl Locked<'_> {
                             r.customer.name = Some(n);
                         }
                     }
-                    Seat::Supporter => {
+                    Seat::Supporter | Seat::Helper => {
                         if !c.live.supporter.contains(&conn) {
                             c.live.supporter.push(conn);
                         }
@@ -222,6 +231,7 @@ impl Locked<'_> {
                 let conns = match seat {
                     Seat::Customer => &mut c.live.customer,
                     Seat::Supporter => &mut c.live.supporter,
+                    Seat::Helper => &mut c.live.helpers,
                 };
                 let before = conns.len();
                 conns.retain(|&x| x != conn);
@@ -236,28 +246,87 @@ impl Locked<'_> {
                                 s.case = None;
                             }
                         }
-                        Seat::Supporter => {
+                        Seat::Supporter | Seat::Helper => {
                             s.sessions.remove(&code);
                         }
                     }
                 }
                 self.forget_remote(&[conn]);
-                left.then_some((code, Action::Updated, Some(at)))
+                (left && seat != Seat::Helper).then_some((code, Action::Updated, Some(at)))
             }
             Change::Chat { line, .. } => {
-                let c = self.st.cases.get_mut(&code)?;
-                let to = match line.from.role {
-                    Role::Agent => c.live.customer.clone(),
-                    Role::Customer => c.live.supporter.clone(),
+                // Written before helpers: from the seat of its role.
+                let seat = match line.from.role {
+                    Role::Agent => Seat::Supporter,
+                    Role::Customer => Seat::Customer,
                 };
-                if c.rec.transcript.len() == limits::TRANSCRIPT {
-                    c.rec.transcript.pop_front();
+                self.said(code, line, Sender::Seat(seat))
+            }
+            Change::ChatBy { line, conn, .. } => {
+                let from = self.sender(&code, conn);
+                self.said(code, line, from)
+            }
+            Change::Whispered { line, conn, .. } => {
+                let from = match conn {
+                    Some(conn) => self.sender(&code, conn),
+                    None => Sender::Nobody,
+                };
+                let c = self.st.cases.get_mut(&code)?;
+                let mut to = c.agent_conns();
+                from.drop_from(c, &mut to);
+                if c.ext.whispers.len() == limits::TRANSCRIPT {
+                    c.ext.whispers.pop_front();
                 }
-                c.rec.transcript.push_back(line.clone());
-                self.queue_chat_hooks(code, &line);
+                c.ext.whispers.push_back(line.clone());
+                self.st.with_ext.insert(code);
                 if !to.is_empty() {
-                    self.emit(Effect::Chat { to, code, line });
+                    self.emit(Effect::Chat {
+                        to,
+                        code,
+                        line,
+                        internal: true,
+                    });
                 }
+                None
+            }
+            Change::Invited { agent, by, at, .. } => {
+                let to = match self.company.agent(&agent) {
+                    Some(a) => self.st.agents[a.index].conns.clone(),
+                    None => Vec::new(),
+                };
+                let c = self.st.cases.get_mut(&code)?;
+                if c.is_helper(&agent) {
+                    return None;
+                }
+                c.ext.helpers.push(agent);
+                let case = (!to.is_empty()).then(|| Box::new(c.view(&self.company)));
+                self.st.with_ext.insert(code);
+                // The invitee's connections are told, with the case.
+                if let Some(case) = case {
+                    self.emit(Effect::Invited { to, code, case, by });
+                }
+                Some((code, Action::Updated, Some(at)))
+            }
+            Change::Watched { conn, on, .. } => {
+                let st = &mut *self.st;
+                let c = st.cases.get_mut(&code)?;
+                let s = st.conns.entry(conn).or_default();
+                if on {
+                    if !c.live.watchers.contains(&conn) {
+                        c.live.watchers.push(conn);
+                    }
+                    s.watching.insert(code);
+                } else {
+                    c.live.watchers.retain(|&x| x != conn);
+                    s.watching.remove(&code);
+                    self.forget_remote(&[conn]);
+                }
+                None
+            }
+            Change::ExtSet { ext, .. } => {
+                let c = self.st.cases.get_mut(&code)?;
+                c.ext = ext.0;
+                self.st.with_ext.insert(code);
                 None
             }
             Change::Closed { by, at, .. } => {
@@ -442,6 +511,42 @@ impl Locked<'_> {
         }
     }
 
+    /// Who sent a line: a connection in one of the two seats (the whole
+    /// seat does not get it back), another connection of the session (a
+    /// helper's or a watcher's), or nobody (an HTTP whisper).
+    fn sender(&self, code: &SessionCode, conn: super::effect::ConnId) -> Sender {
+        match self.st.cases.get(code) {
+            Some(c) if c.live.customer.contains(&conn) => Sender::Seat(Seat::Customer),
+            Some(c) if c.live.supporter.contains(&conn) => Sender::Seat(Seat::Supporter),
+            _ => Sender::Conn(conn),
+        }
+    }
+
+    /// A chat line: kept in the transcript, to everyone in the session
+    /// (agents' lines to the customer too) but the sender.
+    fn said(&mut self, code: SessionCode, line: ChatLine, from: Sender) -> Option<Touch> {
+        let c = self.st.cases.get_mut(&code)?;
+        let mut to = c.agent_conns();
+        if line.from.role == Role::Agent {
+            to.extend_from_slice(&c.live.customer);
+        }
+        from.drop_from(c, &mut to);
+        if c.rec.transcript.len() == limits::TRANSCRIPT {
+            c.rec.transcript.pop_front();
+        }
+        c.rec.transcript.push_back(line.clone());
+        self.queue_chat_hooks(code, &line);
+        if !to.is_empty() {
+            self.emit(Effect::Chat {
+                to,
+                code,
+                line,
+                internal: false,
+            });
+        }
+        None
+    }
+
     /// A case reached a terminal state: end its sessions, disarm its
     /// expiry, arm its purge, and emit the change.
     fn finish(&mut self, code: SessionCode, reason: EndReason, at: DateTime<Utc>) -> Option<Touch> {
@@ -494,11 +599,12 @@ impl Locked<'_> {
         let me = self.shared.node();
         for conn in conns {
             if super::replica::node_of(*conn) != me
-                && self
-                    .st
-                    .conns
-                    .get(conn)
-                    .is_some_and(|s| s.case.is_none() && s.sessions.is_empty() && !s.subscribed)
+                && self.st.conns.get(conn).is_some_and(|s| {
+                    s.case.is_none()
+                        && s.sessions.is_empty()
+                        && s.watching.is_empty()
+                        && !s.subscribed
+                })
             {
                 self.st.conns.remove(conn);
             }
@@ -509,6 +615,34 @@ impl Locked<'_> {
     /// connections are then closed.
     fn end_seats(&mut self, code: SessionCode, reason: EndReason) {
         self.end_supporters(code, reason);
+        let st = &mut *self.st;
+        let Some(c) = st.cases.get_mut(&code) else {
+            return;
+        };
+        // Helpers and watchers: their session ends, their connection stays.
+        let helpers = std::mem::take(&mut c.live.helpers);
+        let watchers = std::mem::take(&mut c.live.watchers);
+        for conn in &helpers {
+            if let Some(s) = st.conns.get_mut(conn) {
+                s.sessions.remove(&code);
+            }
+        }
+        for conn in &watchers {
+            if let Some(s) = st.conns.get_mut(conn) {
+                s.watching.remove(&code);
+            }
+        }
+        let mut to = helpers;
+        to.extend(watchers);
+        if !to.is_empty() {
+            self.forget_remote(&to);
+            self.emit(Effect::Ended {
+                to,
+                code,
+                reason,
+                close: false,
+            });
+        }
         let st = &mut *self.st;
         let Some(c) = st.cases.get_mut(&code) else {
             return;
@@ -537,6 +671,7 @@ impl Locked<'_> {
         let Some(c) = st.cases.remove(&code) else {
             return;
         };
+        st.with_ext.remove(&code);
         st.index.update(c.live.indexed, None);
         if let Some(ended) = c.live.ended_ms {
             st.index.forget_end(c.rec.group, ended, code);
@@ -630,7 +765,7 @@ impl Locked<'_> {
         if !gone && c.live.last_pushed != Some(line) {
             c.live.last_pushed = Some(line);
             let mut to = c.live.customer.clone();
-            to.extend_from_slice(&c.live.supporter);
+            to.extend(c.agent_conns());
             if !to.is_empty() {
                 let effect = Effect::Status {
                     to,
@@ -659,5 +794,25 @@ impl Locked<'_> {
             self.push_agent(a);
         }
         self.queue_hooks(kind, &event);
+    }
+}
+
+/// Who sent a chat line, as far as who must not get it back.
+#[derive(Clone, Copy)]
+enum Sender {
+    Seat(Seat),
+    Conn(super::effect::ConnId),
+    Nobody,
+}
+
+impl Sender {
+    /// Takes the sender (its whole seat, for a seat) out of `to`.
+    fn drop_from(self, c: &super::record::Case, to: &mut Vec<super::effect::ConnId>) {
+        match self {
+            Sender::Seat(Seat::Customer) => to.retain(|x| !c.live.customer.contains(x)),
+            Sender::Seat(_) => to.retain(|x| !c.live.supporter.contains(x)),
+            Sender::Conn(conn) => to.retain(|&x| x != conn),
+            Sender::Nobody => {}
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::case::SessionCode;
 use crate::protocol::{ChatLine, PresenceState};
 
 use super::effect::ConnId;
-use super::record::{Actor, AssignedBy, CaseRecord};
+use super::record::{Actor, AssignedBy, CaseRecord, ExtBlob};
 use crate::directory::{AgentRecord, CompanyRecord, GroupRecord, ModuleRecord};
 use crate::webhook::{Delivery, Outcome, WebhookRecord};
 
@@ -18,6 +18,8 @@ use crate::webhook::{Delivery, Outcome, WebhookRecord};
 pub enum Seat {
     Customer,
     Supporter,
+    /// An invited agent sitting in beside the assignee.
+    Helper,
 }
 
 /// A change to a case.
@@ -122,6 +124,40 @@ pub enum Change {
         #[serde(with = "chrono::serde::ts_milliseconds")]
         at: DateTime<Utc>,
     },
+    /// An agent (by id) is invited to help by another. Durable.
+    Invited {
+        code: SessionCode,
+        agent: String,
+        by: String,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
+        at: DateTime<Utc>,
+    },
+    /// A line only agents get, kept with the case; `conn` is the sender's
+    /// connection (none over HTTP), which does not get it. Durable.
+    Whispered {
+        code: SessionCode,
+        line: ChatLine,
+        conn: Option<ConnId>,
+    },
+    /// A chat line from connection `conn`, kept in the transcript: to
+    /// everyone in the session but the sender's own seat (a helper's or
+    /// watcher's: its connection). Durable. (`Chat`, written before
+    /// helpers, reads as a line from the seat of its role.)
+    ChatBy {
+        code: SessionCode,
+        line: ChatLine,
+        conn: ConnId,
+    },
+    /// An admin's connection starts (`on`) or stops following a session.
+    /// Live state, like `AgentOnline`.
+    Watched {
+        code: SessionCode,
+        conn: ConnId,
+        on: bool,
+    },
+    /// What a case holds beside its record, whole (from an image).
+    /// Durable.
+    ExtSet { code: SessionCode, ext: ExtBlob },
 }
 
 impl Change {
@@ -138,7 +174,12 @@ impl Change {
             | Change::Expired { code, .. }
             | Change::Deleted { code }
             | Change::Purged { code }
-            | Change::Transferred { code, .. } => *code,
+            | Change::Transferred { code, .. }
+            | Change::Invited { code, .. }
+            | Change::Whispered { code, .. }
+            | Change::ChatBy { code, .. }
+            | Change::Watched { code, .. }
+            | Change::ExtSet { code, .. } => *code,
             Change::AgentOnline { .. }
             | Change::AgentOffline { .. }
             | Change::Presence { .. }
@@ -160,7 +201,7 @@ impl Change {
     /// True for a change to a case record, which a journal keeps; false
     /// for an agent's live state, which ends with the broker's process.
     pub fn durable(&self) -> bool {
-        self.code().is_some()
+        (self.code().is_some() && !matches!(self, Change::Watched { .. }))
             || self.directory()
             || matches!(
                 self,

@@ -130,11 +130,20 @@ pub enum Effect {
     /// The company's groups changed: to every subscriber, the groups
     /// (not deleted) it may see.
     Groups { groups: Arc<[GroupEntry]> },
-    /// A chat line, to the other seat.
+    /// A chat line, to the others in the session (`internal`: a
+    /// whisper, agents only).
     Chat {
         to: Vec<ConnId>,
         code: SessionCode,
         line: ChatLine,
+        internal: bool,
+    },
+    /// An agent was invited to help with a case: to its connections.
+    Invited {
+        to: Vec<ConnId>,
+        code: SessionCode,
+        case: Box<CaseView>,
+        by: String,
     },
     /// Signalling data, to the other seat.
     Signal {

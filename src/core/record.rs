@@ -95,6 +95,12 @@ pub struct Live {
     pub customer: Vec<ConnId>,
     /// Connections in the supporter seat (the assignee's).
     pub supporter: Vec<ConnId>,
+    /// Connections of invited agents sitting in as helpers: they get the
+    /// session's chat and status; the status counts the assignee's seat
+    /// alone.
+    pub helpers: Vec<ConnId>,
+    /// Admins' connections following the session unseen (`watch`).
+    pub watchers: Vec<ConnId>,
     /// What the seats were last told, so `status` is pushed only on change.
     pub last_pushed: Option<StatusLine>,
     /// The status under which the case is indexed.
@@ -110,10 +116,52 @@ pub struct Live {
     pub ended_ms: Option<i64>,
 }
 
-/// A case: its record and its live part.
+/// What a case holds beside its record: the agents invited to help and
+/// the agents' internal lines. Durable, kept apart from the record (an
+/// image stores it under its own key, as JSON, so that it can grow
+/// without changing how records are stored).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaseExt {
+    /// Ids of the agents invited to help, in the order invited.
+    #[serde(default)]
+    pub helpers: Vec<String>,
+    /// Lines only agents get (`whisper`), oldest first.
+    #[serde(default)]
+    pub whispers: VecDeque<ChatLine>,
+}
+
+impl CaseExt {
+    pub fn is_empty(&self) -> bool {
+        self == &CaseExt::default()
+    }
+}
+
+/// A [`CaseExt`] as a change carries it and an image stores it: JSON, so
+/// that fields added later read from older data as their defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExtBlob(pub CaseExt);
+
+impl Serialize for ExtBlob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExtBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text)
+            .map(ExtBlob)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A case: its record, what it holds beside it, and its live part.
 #[derive(Debug)]
 pub struct Case {
     pub rec: CaseRecord,
+    pub ext: CaseExt,
     pub live: Live,
 }
 
@@ -121,8 +169,25 @@ impl Case {
     pub fn new(rec: CaseRecord) -> Case {
         Case {
             rec,
+            ext: CaseExt::default(),
             live: Live::default(),
         }
+    }
+
+    /// Every agent connection in the session: the supporter seat, the
+    /// helpers and the watchers.
+    pub fn agent_conns(&self) -> Vec<ConnId> {
+        let l = &self.live;
+        let mut to = Vec::with_capacity(l.supporter.len() + l.helpers.len() + l.watchers.len());
+        to.extend_from_slice(&l.supporter);
+        to.extend_from_slice(&l.helpers);
+        to.extend_from_slice(&l.watchers);
+        to
+    }
+
+    /// True when `agent` (an id) was invited to help.
+    pub fn is_helper(&self, agent: &str) -> bool {
+        self.ext.helpers.iter().any(|h| h == agent)
     }
 
     pub fn seats(&self) -> Seats {
@@ -200,6 +265,7 @@ impl Case {
             expires_at: r.expires_at,
             closed_at: r.closed_at,
             closed_by: r.closed_by.map(|by| actor_id(company, by)),
+            helpers: self.ext.helpers.clone(),
         }
     }
 

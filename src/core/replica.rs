@@ -152,7 +152,17 @@ impl Broker {
         for conn in &conns {
             if let Some(state) = cx.st.conns.remove(conn) {
                 seats.extend(state.case.map(|c| (c, Seat::Customer, *conn)));
-                seats.extend(state.sessions.iter().map(|&c| (c, Seat::Supporter, *conn)));
+                seats.extend(
+                    state
+                        .sessions
+                        .iter()
+                        .map(|&c| (c, cx.agent_seat(&c, *conn), *conn)),
+                );
+                for code in state.watching {
+                    if let Some(c) = cx.st.cases.get_mut(&code) {
+                        c.live.watchers.retain(|x| x != conn);
+                    }
+                }
             }
         }
         cx.leave_seats(seats);
@@ -200,13 +210,31 @@ impl Broker {
         );
         // Webhook endpoints and pending deliveries, after the directory.
         live.extend(super::hooks::changes(cx.st.hooks.stored()));
+        // What cases hold beside their records.
+        live.extend(
+            cx.stored_ext()
+                .into_iter()
+                .map(|(code, ext)| Change::ExtSet { code, ext }),
+        );
         // From the connections, not the cases: the cost follows who is
         // connected, not the length of the queue.
         let mut seats: Vec<(SessionCode, Seat, ConnId)> = Vec::new();
+        let mut watching: Vec<(SessionCode, ConnId)> = Vec::new();
         for (&conn, s) in &cx.st.conns {
             seats.extend(s.case.map(|c| (c, Seat::Customer, conn)));
-            seats.extend(s.sessions.iter().map(|&c| (c, Seat::Supporter, conn)));
+            seats.extend(
+                s.sessions
+                    .iter()
+                    .map(|&c| (c, cx.agent_seat(&c, conn), conn)),
+            );
+            watching.extend(s.watching.iter().map(|&c| (c, conn)));
         }
+        watching.sort();
+        live.extend(watching.into_iter().map(|(code, conn)| Change::Watched {
+            code,
+            conn,
+            on: true,
+        }));
         seats.sort();
         for (code, seat, conn) in seats {
             // At the record's own time, so that putting the seat back

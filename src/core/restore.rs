@@ -2,6 +2,7 @@
 //! keeps of it: the records changed since the last image, the stream's
 //! epoch, seq and history, and the creation counter.
 
+use crate::core::record::ExtBlob;
 use std::sync::Arc;
 
 use crate::case::SessionCode;
@@ -42,6 +43,8 @@ pub struct Capture {
     pub api_agents: Vec<crate::directory::AgentRecord>,
     /// Webhook endpoints and pending deliveries.
     pub hooks: crate::webhook::StoredHooks,
+    /// What cases hold beside their records (helpers, whispers), whole.
+    pub ext: Vec<(SessionCode, ExtBlob)>,
     /// The company, when the operator added it through the admin API.
     pub company: Option<crate::directory::CompanyRecord>,
     /// The company's group ids by index, as the records refer to them.
@@ -96,8 +99,12 @@ impl Broker {
                     .iter()
                     .map(|&n| (*code, Seat::Supporter, n)),
             );
+            held.extend(c.live.helpers.iter().map(|&n| (*code, Seat::Helper, n)));
         }
         cx.leave_seats(held);
+        for c in cx.st.cases.values_mut() {
+            c.live.watchers.clear();
+        }
         cx.st.conns.clear();
     }
 
@@ -117,6 +124,21 @@ impl Broker {
 }
 
 impl super::shard::Locked<'_> {
+    /// What the cases hold beside their records, in code order.
+    pub fn stored_ext(&self) -> Vec<(SessionCode, ExtBlob)> {
+        let mut out: Vec<(SessionCode, ExtBlob)> = self
+            .st
+            .with_ext
+            .iter()
+            .filter_map(|code| {
+                let c = self.st.cases.get(code)?;
+                (!c.ext.is_empty()).then(|| (*code, ExtBlob(c.ext.clone())))
+            })
+            .collect();
+        out.sort_by_key(|(code, _)| *code);
+        out
+    }
+
     /// What changed in the company since its last image, under its lock.
     pub fn capture(&mut self, position: impl FnOnce() -> u64) -> Capture {
         let shard = self.shard;
@@ -149,6 +171,7 @@ impl super::shard::Locked<'_> {
                 .collect(),
             company: cx.company.from_api.then(|| cx.company.record()),
             hooks: cx.st.hooks.stored(),
+            ext: cx.stored_ext(),
             groups: cx.company.groups.clone(),
             api_groups: cx.api_groups(),
             api_modules: cx.api_modules(),

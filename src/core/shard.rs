@@ -113,8 +113,11 @@ impl AgentLive {
 pub struct ConnState {
     /// The customer's one case.
     pub case: Option<SessionCode>,
-    /// The sessions an agent connection sits in.
+    /// The sessions an agent connection sits in (as the assignee or as a
+    /// helper).
     pub sessions: HashSet<SessionCode>,
+    /// The sessions an admin's connection follows unseen.
+    pub watching: HashSet<SessionCode>,
     pub subscribed: bool,
 }
 
@@ -147,6 +150,9 @@ pub struct ShardState {
     pub following: bool,
     /// The group a case being transferred has just left, for its event.
     pub left_group: Option<usize>,
+    /// The cases that hold something beside their record (helpers,
+    /// whispers), for images: their cost follows these, not the queue.
+    pub with_ext: HashSet<SessionCode>,
 }
 
 impl ShardState {
@@ -177,6 +183,7 @@ impl ShardState {
             replaying: false,
             following: false,
             left_group: None,
+            with_ext: HashSet::new(),
         }
     }
 }
@@ -321,5 +328,14 @@ impl<'a> Locked<'a> {
     /// when they first join one of its cases).
     pub fn add_conn(&mut self, conn: ConnId) {
         self.st.conns.entry(conn).or_default();
+    }
+
+    /// The seat an agent connection holds in a session: a helper's, or
+    /// the assignee's.
+    pub fn agent_seat(&self, code: &SessionCode, conn: ConnId) -> super::change::Seat {
+        match self.st.cases.get(code) {
+            Some(c) if c.live.helpers.contains(&conn) => super::change::Seat::Helper,
+            _ => super::change::Seat::Supporter,
+        }
     }
 }

@@ -143,6 +143,7 @@ mod tests {
             expires_at: now,
             closed_at: None,
             closed_by: None,
+            helpers: Vec::new(),
         }
     }
 

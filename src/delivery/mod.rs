@@ -22,7 +22,7 @@ use crate::case::CaseView;
 use crate::core::effect::{Event, Filter, Start};
 use crate::core::{ConnId, Deliver, Effect};
 use crate::metrics::Metrics;
-use crate::protocol::{Action, Id, ServerMsg, SignalFrom, close};
+use crate::protocol::{Action, CaseBody, Id, ServerMsg, SignalFrom, close};
 
 pub use frame::Frame;
 pub use outbox::{Outbox, OutboxRx, Outgoing};
@@ -220,7 +220,27 @@ impl Deliver for Hub {
                         s.outbox.push_shared(frame)
                     });
                 }
-                Effect::Chat { to, code, line } => self.one(&to, &ServerMsg::Chat { code, line }),
+                Effect::Chat {
+                    to,
+                    code,
+                    line,
+                    internal,
+                } => self.one(
+                    &to,
+                    &ServerMsg::Chat {
+                        code,
+                        line,
+                        internal,
+                    },
+                ),
+                Effect::Invited { to, code, case, by } => self.one(
+                    &to,
+                    &ServerMsg::Invited {
+                        code,
+                        case: CaseBody::Agent(case),
+                        by,
+                    },
+                ),
                 Effect::Signal {
                     to,
                     code,

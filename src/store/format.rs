@@ -36,6 +36,13 @@ pub fn api_agents_key(company: &str) -> String {
     format!("agents/{company}")
 }
 
+/// The META key of what a company's cases hold beside their records
+/// (helpers, whispers): a postcard `Vec<(SessionCode, ExtBlob)>`, written
+/// with each image.
+pub fn case_ext_key(company: &str) -> String {
+    format!("case-ext/{company}")
+}
+
 /// The META key of a company's webhook endpoints and pending deliveries
 /// (a postcard `StoredHooks`), written with each image.
 pub fn api_hooks_key(company: &str) -> String {

@@ -466,6 +466,12 @@ impl Writer {
             let bytes = postcard::to_allocvec(&image.hooks).map_err(|x| e(&x))?;
             meta.insert(api_hooks_key(company).as_str(), bytes.as_slice())
                 .map_err(|x| e(&x))?;
+            let bytes = postcard::to_allocvec(&image.ext).map_err(|x| e(&x))?;
+            meta.insert(
+                crate::store::format::case_ext_key(company).as_str(),
+                bytes.as_slice(),
+            )
+            .map_err(|x| e(&x))?;
             if let Some(rec) = &image.company {
                 let bytes = postcard::to_allocvec(rec).map_err(|x| e(&x))?;
                 meta.insert(api_company_key(company).as_str(), bytes.as_slice())

@@ -46,6 +46,8 @@ struct Stored {
     record: Option<crate::directory::CompanyRecord>,
     /// Webhook endpoints and pending deliveries, as of the image.
     hooks: Option<crate::webhook::StoredHooks>,
+    /// What cases hold beside their records, as of the image.
+    ext: Vec<(crate::case::SessionCode, crate::core::record::ExtBlob)>,
     /// Agents added through the admin API, as of the image.
     api_agents: Vec<crate::directory::AgentRecord>,
     /// Groups and module keys added through the admin API, as of the
@@ -112,6 +114,7 @@ impl Store {
                 meta: None,
                 record: None,
                 hooks: None,
+                ext: Vec::new(),
                 api_agents: Vec::new(),
                 api_groups: Vec::new(),
                 api_modules: Vec::new(),
@@ -139,6 +142,9 @@ impl Store {
             } else if let Some(company) = k.value().strip_prefix("agents/") {
                 let agents = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).api_agents = agents;
+            } else if let Some(company) = k.value().strip_prefix("case-ext/") {
+                let ext = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
+                self.stored(company).ext = ext;
             } else if let Some(company) = k.value().strip_prefix("webhooks/") {
                 let hooks = postcard::from_bytes(v.value()).map_err(|e| bad(&e))?;
                 self.stored(company).hooks = Some(hooks);
@@ -313,7 +319,7 @@ impl Store {
         };
         let dir: Arc<Directory> = broker.directory();
         for company in dir.companies() {
-            let Some(stored) = self.companies.remove(&company.id) else {
+            let Some(mut stored) = self.companies.remove(&company.id) else {
                 continue;
             };
             let (agents, groups) = match &stored.meta {
@@ -366,8 +372,14 @@ impl Store {
                 .hooks
                 .map(crate::core::hooks::changes)
                 .filter(|c| !c.is_empty());
+            // Then what the image's cases hold beside their records.
+            let ext: Vec<crate::core::change::Change> = std::mem::take(&mut stored.ext)
+                .into_iter()
+                .map(|(code, ext)| crate::core::change::Change::ExtSet { code, ext })
+                .collect();
             let batches: Vec<Batch> = hooks
                 .into_iter()
+                .chain((!ext.is_empty()).then_some(ext))
                 .chain(
                     stored
                         .entries

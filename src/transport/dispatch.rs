@@ -83,6 +83,10 @@ pub async fn prepare(
             ClientMsg::CreateCase(_)
             | ClientMsg::Assign { .. }
             | ClientMsg::Transfer { .. }
+            | ClientMsg::Invite { .. }
+            | ClientMsg::Watch { .. }
+            | ClientMsg::Unwatch { .. }
+            | ClientMsg::Whisper { .. }
             | ClientMsg::Join { .. }
             | ClientMsg::Leave { .. }
             | ClientMsg::Close { .. }
@@ -161,6 +165,17 @@ fn agent_command(
         ClientMsg::CreateCase(req) => case(broker.create_case(agent, req)?),
         ClientMsg::Assign { code, assignee } => case(broker.assign(agent, &code, assignee)?),
         ClientMsg::Transfer { code, to } => case(broker.transfer(agent, &code, to)?),
+        ClientMsg::Invite {
+            code,
+            agent: invitee,
+        } => case(broker.invite(agent, &code, &invitee)?),
+        ClientMsg::Watch { code } => case(broker.watch(conn, agent, &code)?),
+        ClientMsg::Unwatch { code } => ServerMsg::Left {
+            code: broker.unwatch(conn, agent, &code)?,
+        },
+        ClientMsg::Whisper { code, text } => ServerMsg::Sent {
+            code: broker.whisper(Some(conn), agent, &code, text)?,
+        },
         ClientMsg::Join { code, takeover, .. } => {
             let view = broker.agent_join(conn, agent, &code, takeover)?;
             tracing::Span::current().record("code", field::display(&view.code));
@@ -264,6 +279,10 @@ fn customer_command(
         | ClientMsg::CreateCase(_)
         | ClientMsg::Assign { .. }
         | ClientMsg::Transfer { .. }
+        | ClientMsg::Invite { .. }
+        | ClientMsg::Watch { .. }
+        | ClientMsg::Unwatch { .. }
+        | ClientMsg::Whisper { .. }
         | ClientMsg::Delete { .. }
         | ClientMsg::Presence { .. } => {
             return Err(Error::forbidden("agents only"));

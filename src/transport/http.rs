@@ -28,7 +28,9 @@ use crate::case::Status;
 use crate::core::{Broker, ListQuery, Who, limits, stored, take_ack};
 use crate::directory::Agent;
 use crate::error::Error;
-use crate::protocol::{AssignBody, CreateCase, ErrorCode, RequestHelp, TransferBody};
+use crate::protocol::{
+    AssignBody, CreateCase, ErrorCode, InviteBody, RequestHelp, TransferBody, WhisperBody,
+};
 
 /// The whole router, testable without a server. `/metrics` is left out
 /// when it has a listener of its own (`metrics_listen`), so that it need
@@ -64,6 +66,8 @@ pub fn routes(metrics_here: bool) -> Vec<Route> {
         Route::delete("/v1/cases/{code}", delete_case),
         Route::post("/v1/cases/{code}/assign", assign),
         Route::post("/v1/cases/{code}/transfer", transfer),
+        Route::post("/v1/cases/{code}/invite", invite),
+        Route::post("/v1/cases/{code}/whisper", whisper),
         Route::post("/v1/cases/{code}/close", close),
         Route::get("/v1/cases/{code}/transcript", transcript),
         Route::post("/v1/help", help),
@@ -415,6 +419,35 @@ async fn transfer(
     })
     .await?;
     Ok(Json(view).into_response())
+}
+
+async fn invite(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    PathParam(code): PathParam<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: InviteBody = body(raw)?;
+    let view = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.invite(&agent, &code, &req.agent)
+    })
+    .await?;
+    Ok(Json(view).into_response())
+}
+
+/// A whisper over HTTP: every agent in the session gets it.
+async fn whisper(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    PathParam(code): PathParam<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: WhisperBody = body(raw)?;
+    let code = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.whisper(None, &agent, &code, req.text)
+    })
+    .await?;
+    Ok(Json(json!({ "code": code })).into_response())
 }
 
 async fn close(

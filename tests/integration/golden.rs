@@ -11,7 +11,7 @@ use casebroker::protocol::{CaseBody, ClientMsg, Envelope, ServerMsg, decode_clie
 use serde_json::Value;
 
 /// Every server message type on the wire (see `server_type`).
-const SERVER_TYPES: [&str; 20] = [
+const SERVER_TYPES: [&str; 21] = [
     "welcome",
     "snapshot",
     "resumed",
@@ -31,12 +31,13 @@ const SERVER_TYPES: [&str; 20] = [
     "queue",
     "agent",
     "groups",
+    "invited",
     "error",
 ];
 
 /// Server messages that are pushes: they never carry an `id`.
-const PUSHES: [&str; 8] = [
-    "event", "status", "chat", "signal", "ended", "queue", "agent", "groups",
+const PUSHES: [&str; 9] = [
+    "event", "status", "chat", "signal", "ended", "queue", "agent", "groups", "invited",
 ];
 
 fn server_type(msg: &ServerMsg) -> &'static str {
@@ -60,6 +61,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::Queue { .. } => "queue",
         ServerMsg::Agent { .. } => "agent",
         ServerMsg::Groups { .. } => "groups",
+        ServerMsg::Invited { .. } => "invited",
         ServerMsg::Error { .. } => "error",
     }
 }

@@ -131,11 +131,27 @@ impl Broker {
         let code = parse_code(code)?;
         let mut cx = self.lock(agent.company_index);
         cx.conn(conn.id)?;
-        let c = cx.visible(&code, agent)?;
+        let c = super::supervise::visible_to_helper(cx.st.cases.get(&code), agent)
+            .or_else(|_| cx.visible(&code, agent))?;
         if !c.is_open() {
             return Err(Error::conflict("the case is no longer open"));
         }
         let current = c.rec.assignee;
+        // An invited helper sits in beside the assignee.
+        if c.is_helper(&agent.id) && current.is_some_and(|a| a != agent.index) && !takeover {
+            cx.apply(Change::SeatTaken {
+                code,
+                seat: Seat::Helper,
+                conn: conn.id,
+                at: Utc::now(),
+                customer_name: None,
+                token_hash: None,
+            });
+            return Ok(cx.case(&code)?.view(&cx.company));
+        }
+        if !agent.sees_index(c.rec.group) {
+            return Err(Error::not_found());
+        }
         let claim = match current {
             None => true,
             Some(id) if id == agent.index => false,

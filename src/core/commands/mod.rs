@@ -11,6 +11,7 @@ pub mod create;
 pub mod query;
 pub mod session;
 pub mod subscribe;
+pub mod supervise;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -153,11 +154,19 @@ impl Broker {
                     });
                 }
                 for code in state.sessions {
+                    let seat = cx.agent_seat(&code, conn.id);
                     cx.apply(Change::SeatLeft {
                         code,
-                        seat: Seat::Supporter,
+                        seat,
                         conn: conn.id,
                         at: now,
+                    });
+                }
+                for code in state.watching {
+                    cx.apply(Change::Watched {
+                        code,
+                        conn: conn.id,
+                        on: false,
                     });
                 }
             }

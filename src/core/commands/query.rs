@@ -4,6 +4,8 @@
 use crate::case::{CaseView, SessionCode, Status};
 use crate::directory::Agent;
 use crate::error::{Error, Result};
+use serde::Serialize;
+
 use crate::protocol::ChatLine;
 
 use super::super::Broker;
@@ -26,6 +28,15 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// A line of a transcript: `internal` for an agents-only one.
+#[derive(Debug, Serialize)]
+pub struct TranscriptLine {
+    #[serde(flatten)]
+    pub line: ChatLine,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+}
+
 impl Broker {
     /// `GET /v1/cases/{code}`.
     pub fn get_case(&self, agent: &Agent, code: &str) -> Result<CaseView> {
@@ -34,12 +45,29 @@ impl Broker {
         Ok(cx.visible(&code, agent)?.view(&cx.company))
     }
 
-    /// `GET /v1/cases/{code}/transcript`: the kept chat lines, oldest first.
-    pub fn transcript(&self, agent: &Agent, code: &str) -> Result<(SessionCode, Vec<ChatLine>)> {
+    /// `GET /v1/cases/{code}/transcript`: the kept chat lines and the
+    /// agents' internal ones (marked), oldest first. Helpers may read it.
+    pub fn transcript(
+        &self,
+        agent: &Agent,
+        code: &str,
+    ) -> Result<(SessionCode, Vec<TranscriptLine>)> {
         let code = parse_code(code)?;
         let cx = self.lock(agent.company_index);
-        let c = cx.visible(&code, agent)?;
-        Ok((code, c.rec.transcript.iter().cloned().collect()))
+        let c = super::supervise::visible_to_helper(cx.st.cases.get(&code), agent)
+            .or_else(|_| cx.visible(&code, agent))?;
+        let said = c.rec.transcript.iter().map(|l| (l, false));
+        let whispered = c.ext.whispers.iter().map(|l| (l, true));
+        let mut lines: Vec<TranscriptLine> = said
+            .chain(whispered)
+            .map(|(line, internal)| TranscriptLine {
+                line: line.clone(),
+                internal,
+            })
+            .collect();
+        // RFC 3339 in UTC with milliseconds: text order is time order.
+        lines.sort_by(|a, b| a.line.at.cmp(&b.line.at));
+        Ok((code, lines))
     }
 
     /// `GET /v1/cases`: the caller's visible cases, oldest first, paged.

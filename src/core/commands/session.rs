@@ -102,9 +102,10 @@ impl Broker {
                 if !cx.conn(conn.id)?.sessions.contains(&code) {
                     return Err(Error::conflict("you are not in this session"));
                 }
+                let seat = cx.agent_seat(&code, conn.id);
                 cx.apply(Change::SeatLeft {
                     code,
-                    seat: Seat::Supporter,
+                    seat,
                     conn: conn.id,
                     at: Utc::now(),
                 });
@@ -133,7 +134,11 @@ impl Broker {
             text,
             at: format_time(&Utc::now()),
         };
-        cx.apply(Change::Chat { code, line });
+        cx.apply(Change::ChatBy {
+            code,
+            line,
+            conn: conn.id,
+        });
         Ok(code)
     }
 
@@ -152,6 +157,11 @@ impl Broker {
         let mut cx = self.lock(shard);
         let code = cx.seated(conn, code)?;
         let c = cx.case(&code)?;
+        if c.live.helpers.contains(&conn.id) {
+            return Err(Error::conflict(
+                "signals go between the customer and the assignee's seat",
+            ));
+        }
         let to = match conn.role {
             Role::Agent => c.live.customer.clone(),
             Role::Customer => c.live.supporter.clone(),

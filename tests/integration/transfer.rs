@@ -1,6 +1,6 @@
-//! Supervising the queue: `transfer` to another group and/or agent, over
-//! WebSocket and HTTP, in each storage mode, across a restart and across
-//! the nodes of a cluster.
+//! `transfer` to another group and/or agent, over WebSocket and HTTP, in
+//! each storage mode, across a restart (and kill -9 with the groups
+//! reordered) and across the nodes of a cluster.
 
 use serde_json::{Value, json};
 
@@ -8,7 +8,7 @@ use crate::util::process::Process;
 use crate::util::*;
 
 /// A subscribed dashboard of `token`.
-async fn dashboard(server: &TestServer, token: &str) -> WsClient {
+pub(crate) async fn dashboard(server: &TestServer, token: &str) -> WsClient {
     let mut ws = server.agent(token).await;
     ws.ok(json!({"type": "subscribe"}), "snapshot").await;
     ws
@@ -25,7 +25,7 @@ async fn event_of(ws: &mut WsClient, code: &str) -> Value {
 
 /// A case of `module`'s group that bob joined, with its customer
 /// connected: returns the customer, bob's session connection and the code.
-async fn in_progress_with_bob(server: &TestServer) -> (WsClient, WsClient, String) {
+pub(crate) async fn in_progress_with_bob(server: &TestServer) -> (WsClient, WsClient, String) {
     let (customer, joined) = request_help(server, MODULE).await;
     let code = joined["code"].as_str().unwrap().to_string();
     let mut bob = server.agent(BOB).await;
