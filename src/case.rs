@@ -247,6 +247,39 @@ pub struct CaseView {
     /// The agents invited to help (`invite`), by id; absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub helpers: Vec<String>,
+    /// The group's service levels for this case; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaView>,
+}
+
+/// Which service level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaKind {
+    /// A supporter in the session.
+    FirstResponse,
+    /// The case closed.
+    Resolution,
+}
+
+impl SlaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaKind::FirstResponse => "first_response",
+            SlaKind::Resolution => "resolution",
+        }
+    }
+}
+
+/// A case's service levels as agents see them: when each is due (`null`
+/// for one the group does not set) and those already missed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaView {
+    #[serde(serialize_with = "ser_opt_time")]
+    pub first_response_due: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub resolution_due: Option<DateTime<Utc>>,
+    pub breached: Vec<SlaKind>,
 }
 
 /// The supporter as a customer sees them.

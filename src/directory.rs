@@ -53,6 +53,9 @@ pub struct Group {
     pub from_api: bool,
     /// Deleted through the admin API: kept for the cases that ended in it.
     pub removed: bool,
+    /// Service levels (the config file's groups only).
+    pub sla_first_response: Option<std::time::Duration>,
+    pub sla_resolution: Option<std::time::Duration>,
 }
 
 impl Group {
@@ -306,6 +309,8 @@ impl Directory {
                     },
                     from_api: false,
                     removed: false,
+                    sla_first_response: g.sla_first_response,
+                    sla_resolution: g.sla_resolution,
                 })
                 .collect();
             group_info.extend(c.api_groups.iter().map(group_of));
@@ -467,6 +472,8 @@ fn group_of(rec: &GroupRecord) -> Group {
         name: rec.name.clone(),
         from_api: true,
         removed: rec.removed,
+        sla_first_response: None,
+        sla_resolution: None,
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Metrics {
     refused: IntCounterVec,
     directory_changes: IntCounterVec,
     feed_readers: IntGauge,
+    /// Service levels met and breached, by kind.
+    sla: IntCounterVec,
     webhook_attempts: IntCounterVec,
     cases: IntGaugeVec,
     events: IntCounter,
@@ -244,6 +246,20 @@ impl Metrics {
                 "Webhook calls made by this node, by result: delivered (2xx), rejected (another status), unanswered (no answer in time, or none)",
                 "result",
             ),
+            sla: {
+                let m = IntCounterVec::new(
+                    Opts::new(
+                        "casebroker_sla_total",
+                        "Service levels decided by this node: kind (first_response, resolution) and outcome (met, breached)",
+                    ),
+                    &["kind", "outcome"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("unique metric");
+                m
+            },
             feed_readers: gauge(
                 &registry,
                 "casebroker_feed_readers",
@@ -321,6 +337,12 @@ impl Metrics {
             None => "unanswered",
         };
         self.webhook_attempts.with_label_values(&[result]).inc();
+    }
+
+    /// A service level met or breached.
+    pub fn sla(&self, kind: &'static str, met: bool) {
+        let outcome = if met { "met" } else { "breached" };
+        self.sla.with_label_values(&[kind, outcome]).inc();
     }
 
     /// An event feed request opened (`true`) or ended.

@@ -43,6 +43,8 @@ mod pages;
 mod queue;
 #[path = "integration/sessions.rs"]
 mod sessions;
+#[path = "integration/sla.rs"]
+mod sla;
 #[path = "integration/smoke.rs"]
 mod smoke;
 #[path = "integration/transfer.rs"]

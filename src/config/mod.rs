@@ -430,6 +430,13 @@ pub struct GroupConfig {
     pub id: String,
     #[serde(default)]
     pub name: String,
+    /// Service level: a supporter is in the session within this time of
+    /// the case's creation.
+    #[serde(default, with = "humantime_serde::option")]
+    pub sla_first_response: Option<Duration>,
+    /// Service level: the case is closed within this time of its creation.
+    #[serde(default, with = "humantime_serde::option")]
+    pub sla_resolution: Option<Duration>,
 }
 
 /// An agent and its credential. Exactly one of `token` and `token_sha256`.

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The longest service level a group may set.
+const MAX_SLA: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Config {
     /// Checks everything that parsing cannot: references, uniqueness and
     /// ranges. Errors name the field, e.g. `companies[0].agents[1].groups`.
@@ -142,6 +145,17 @@ impl Config {
                         format!("{at}.groups[{gi}].id"),
                         format!("duplicate group \"{}\"", g.id),
                     ));
+                }
+                for (key, d) in [
+                    ("sla_first_response", g.sla_first_response),
+                    ("sla_resolution", g.sla_resolution),
+                ] {
+                    if d.is_some_and(|d| d.is_zero() || d > MAX_SLA) {
+                        return Err(invalid(
+                            format!("{at}.groups[{gi}].{key}"),
+                            "must be more than 0 and at most 365 days",
+                        ));
+                    }
                 }
             }
             let mut agents = HashSet::new();

@@ -12,7 +12,7 @@ use crate::protocol::{Action, ChatLine, EndReason, Role};
 use super::change::{Change, Seat};
 use super::effect::Effect;
 use super::limits;
-use super::record::{AssignedBy, Case, CaseRecord};
+use super::record::{AssignedBy, Case, CaseRecord, Sla};
 use super::shard::Locked;
 use super::timers::{self, Timer};
 
@@ -221,6 +221,17 @@ impl Locked<'_> {
                         }
                         conn_state.sessions.insert(code);
                         r.assignee_joined = true;
+                        // The first response, when a service level waits
+                        // for one.
+                        if let Some(sla) = c.ext.sla.as_mut()
+                            && sla.first_response_at.is_none()
+                        {
+                            sla.first_response_at = Some(at);
+                            let kind = crate::case::SlaKind::FirstResponse;
+                            if sla.first_response_due.is_some() && !sla.breached.contains(&kind) {
+                                self.decided_sla(kind, true);
+                            }
+                        }
                     }
                 }
                 Some((code, Action::Updated, Some(at)))
@@ -327,9 +338,45 @@ impl Locked<'_> {
                 let c = self.st.cases.get_mut(&code)?;
                 c.ext = ext.0;
                 self.st.with_ext.insert(code);
+                self.arm_sla(code);
                 None
             }
+            Change::SlaStarted {
+                first_response_due,
+                resolution_due,
+                ..
+            } => {
+                let c = self.st.cases.get_mut(&code)?;
+                c.ext.sla = Some(Sla {
+                    first_response_due,
+                    resolution_due,
+                    ..Sla::default()
+                });
+                self.st.with_ext.insert(code);
+                self.arm_sla(code);
+                None
+            }
+            Change::SlaBreached { kind, at, .. } => {
+                let c = self.st.cases.get_mut(&code)?;
+                let sla = c.ext.sla.as_mut()?;
+                if sla.breached.contains(&kind) {
+                    return None;
+                }
+                sla.breached.push(kind);
+                self.decided_sla(kind, false);
+                Some((code, Action::Updated, Some(at)))
+            }
             Change::Closed { by, at, .. } => {
+                let c = self.st.cases.get_mut(&code)?;
+                let kind = crate::case::SlaKind::Resolution;
+                let met = c
+                    .ext
+                    .sla
+                    .as_ref()
+                    .is_some_and(|s| s.resolution_due.is_some() && !s.breached.contains(&kind));
+                if met {
+                    self.decided_sla(kind, true);
+                }
                 let c = self.st.cases.get_mut(&code)?;
                 c.rec.terminal = Some(Terminal::Closed);
                 c.rec.closed_at = Some(at);
@@ -508,6 +555,39 @@ impl Locked<'_> {
     pub fn add_timer(&mut self, at: Instant, timer: Timer, code: SessionCode) {
         if self.st.timers.add(at, timer, code) {
             self.shared.shards[self.shard].timers_changed.notify_one();
+        }
+    }
+
+    /// Arms the deadlines of a case's service levels still to be met.
+    fn arm_sla(&mut self, code: SessionCode) {
+        use crate::case::SlaKind;
+        let Some(c) = self.st.cases.get(&code) else {
+            return;
+        };
+        let Some(sla) = c.ext.sla.as_ref().filter(|_| c.is_open()) else {
+            return;
+        };
+        let mut due = Vec::with_capacity(2);
+        if let Some(at) = sla.first_response_due
+            && sla.first_response_at.is_none()
+            && !sla.breached.contains(&SlaKind::FirstResponse)
+        {
+            due.push((at, SlaKind::FirstResponse));
+        }
+        if let Some(at) = sla.resolution_due
+            && !sla.breached.contains(&SlaKind::Resolution)
+        {
+            due.push((at, SlaKind::Resolution));
+        }
+        for (at, kind) in due {
+            self.add_timer(timers::instant_at(at), Timer::Sla(kind), code);
+        }
+    }
+
+    /// Counts a service level met or missed, on the node that decided it.
+    fn decided_sla(&self, kind: crate::case::SlaKind, met: bool) {
+        if !self.st.replaying && !self.st.following {
+            self.shared.metrics.sla(kind.as_str(), met);
         }
     }
 

@@ -158,6 +158,21 @@ pub enum Change {
     /// What a case holds beside its record, whole (from an image).
     /// Durable.
     ExtSet { code: SessionCode, ext: ExtBlob },
+    /// The case's service levels start, as its group sets them. Durable.
+    SlaStarted {
+        code: SessionCode,
+        #[serde(with = "chrono::serde::ts_milliseconds_option")]
+        first_response_due: Option<DateTime<Utc>>,
+        #[serde(with = "chrono::serde::ts_milliseconds_option")]
+        resolution_due: Option<DateTime<Utc>>,
+    },
+    /// A service level was missed, at its deadline. Durable.
+    SlaBreached {
+        code: SessionCode,
+        kind: crate::case::SlaKind,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
+        at: DateTime<Utc>,
+    },
 }
 
 impl Change {
@@ -179,7 +194,9 @@ impl Change {
             | Change::Whispered { code, .. }
             | Change::ChatBy { code, .. }
             | Change::Watched { code, .. }
-            | Change::ExtSet { code, .. } => *code,
+            | Change::ExtSet { code, .. }
+            | Change::SlaStarted { code, .. }
+            | Change::SlaBreached { code, .. } => *code,
             Change::AgentOnline { .. }
             | Change::AgentOffline { .. }
             | Change::Presence { .. }

@@ -128,6 +128,32 @@ pub struct CaseExt {
     /// Lines only agents get (`whisper`), oldest first.
     #[serde(default)]
     pub whispers: VecDeque<ChatLine>,
+    /// The service levels the case's group set when it was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<Sla>,
+}
+
+/// A case's service levels: when each is due, when the first response
+/// came, and which were missed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sla {
+    pub first_response_due: Option<DateTime<Utc>>,
+    pub resolution_due: Option<DateTime<Utc>>,
+    /// When a supporter first sat in the session.
+    #[serde(default)]
+    pub first_response_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub breached: Vec<crate::case::SlaKind>,
+}
+
+impl Sla {
+    pub fn view(&self) -> crate::case::SlaView {
+        crate::case::SlaView {
+            first_response_due: self.first_response_due,
+            resolution_due: self.resolution_due,
+            breached: self.breached.clone(),
+        }
+    }
 }
 
 impl CaseExt {
@@ -266,6 +292,7 @@ impl Case {
             closed_at: r.closed_at,
             closed_by: r.closed_by.map(|by| actor_id(company, by)),
             helpers: self.ext.helpers.clone(),
+            sla: self.ext.sla.as_ref().map(Sla::view),
         }
     }
 

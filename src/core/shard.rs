@@ -330,6 +330,26 @@ impl<'a> Locked<'a> {
         self.st.conns.entry(conn).or_default();
     }
 
+    /// True when a service level of an open case is still waiting at its
+    /// deadline (not met, not already counted as missed).
+    pub fn sla_missed(&self, code: &SessionCode, kind: crate::case::SlaKind) -> bool {
+        let Some(c) = self.st.cases.get(code).filter(|c| c.is_open()) else {
+            return false;
+        };
+        let Some(sla) = &c.ext.sla else {
+            return false;
+        };
+        if sla.breached.contains(&kind) {
+            return false;
+        }
+        match kind {
+            crate::case::SlaKind::FirstResponse => {
+                sla.first_response_due.is_some() && sla.first_response_at.is_none()
+            }
+            crate::case::SlaKind::Resolution => sla.resolution_due.is_some(),
+        }
+    }
+
     /// The seat an agent connection holds in a session: a helper's, or
     /// the assignee's.
     pub fn agent_seat(&self, code: &SessionCode, conn: ConnId) -> super::change::Seat {

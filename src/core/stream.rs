@@ -144,6 +144,7 @@ mod tests {
             closed_at: None,
             closed_by: None,
             helpers: Vec::new(),
+            sla: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub enum Timer {
     Expiry,
     Purge,
     Orphan,
+    /// A service level's deadline.
+    Sla(crate::case::SlaKind),
 }
 
 /// The deadlines, earliest first.

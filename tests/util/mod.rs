@@ -216,12 +216,21 @@ impl TestServer {
     /// A broker on the test config with `extra` (top-level keys) in
     /// storage `mode`.
     pub async fn with_extra_in(mode: Mode, extra: &str) -> TestServer {
+        TestServer::with_text_in(mode, extra, |text| text).await
+    }
+
+    /// As [`TestServer::with_extra_in`], the config's text passed through
+    /// `edit` first (to change a company's tables).
+    pub async fn with_text_in(mode: Mode, extra: &str, edit: fn(String) -> String) -> TestServer {
+        let config = |extra: &str| {
+            Config::from_toml(&edit(config_text(extra))).expect("test config is valid")
+        };
         match mode {
-            Mode::Memory => TestServer::with_config(config_with(extra)).await,
+            Mode::Memory => TestServer::with_config(config(extra)).await,
             Mode::Journal => {
                 let dir = TempDir::new("data");
                 let extra = format!("data_dir = \"{}\"\n{extra}", dir.path().display());
-                let mut server = TestServer::with_config(config_with(&extra)).await;
+                let mut server = TestServer::with_config(config(&extra)).await;
                 server.storage = Some(Storage::Dir(dir));
                 server
             }
@@ -231,7 +240,7 @@ impl TestServer {
                     "{extra}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"n\"\nnode_timeout = \"3s\"\n",
                     redis.url()
                 );
-                let mut server = TestServer::with_config(config_with(&extra)).await;
+                let mut server = TestServer::with_config(config(&extra)).await;
                 server.storage = Some(Storage::Redis(redis));
                 server
             }

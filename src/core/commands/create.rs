@@ -86,8 +86,10 @@ impl Broker {
             assigned_by: assignee.map(|_| AssignedBy::Agent(agent.index)),
             assignee,
         });
-        let code = rec.code;
-        cx.apply(Change::Created(Box::new(rec)));
+        let (code, at) = (rec.code, rec.created_at);
+        let mut changes = vec![Change::Created(Box::new(rec))];
+        changes.extend(cx.sla_start_at(code, group, at));
+        cx.apply_all(changes);
         cx.dispatch();
         Ok(cx.case(&code)?.view(&company))
     }
@@ -139,9 +141,9 @@ impl Broker {
             assigned_by: assignee.map(|_| AssignedBy::Auto),
             assignee,
         });
-        let code = rec.code;
-        let at = rec.created_at;
+        let (code, group, at) = (rec.code, rec.group, rec.created_at);
         let mut changes = vec![Change::Created(Box::new(rec))];
+        changes.extend(cx.sla_start_at(code, group, at));
         // The customer's connection sits down in the same change set, so
         // the company sees one `created` event, already pending.
         let token = conn.map(|conn| {
@@ -198,6 +200,25 @@ impl Broker {
 }
 
 impl Locked<'_> {
+    /// The service levels of a case of `group` created at `at`.
+    pub(crate) fn sla_start_at(
+        &self,
+        code: SessionCode,
+        group: usize,
+        at: chrono::DateTime<Utc>,
+    ) -> Option<Change> {
+        let g = self.company.group_info.get(group)?;
+        if g.sla_first_response.is_none() && g.sla_resolution.is_none() {
+            return None;
+        }
+        let due = |d: Option<std::time::Duration>| d.map(|d| super::super::timers::add(at, d));
+        Some(Change::SlaStarted {
+            code,
+            first_response_due: due(g.sla_first_response),
+            resolution_due: due(g.sla_resolution),
+        })
+    }
+
     /// Draws a code no other case holds, in any company, and builds the
     /// new case's record.
     fn new_record(&mut self, new: NewCase) -> CaseRecord {

@@ -199,6 +199,15 @@ impl Broker {
                 // Purging after retention emits nothing.
                 Timer::Purge => cx.apply(Change::Purged { code }),
                 Timer::Orphan => cx.check_orphan(code, now),
+                Timer::Sla(kind) => {
+                    if cx.sla_missed(&code, kind) {
+                        cx.apply(Change::SlaBreached {
+                            code,
+                            kind,
+                            at: chrono::Utc::now(),
+                        });
+                    }
+                }
             }
         }
         cx.tell_positions(now);
