@@ -20,7 +20,8 @@ export class CasePanel {
    * `actions`: `take(code, takeover)`, `assign(code, agentId)`,
    * `transfer(code, groupId)`,
    * `unassign(code)`, `close(code)`, `remove(code)`, `leave(code)`,
-   * `send(code, text)` (resolves true when sent), `hide()`.
+   * `invite(code, agentId)`, `watch(code, on)`,
+   * `send(code, text, internal)` (resolves true when sent), `hide()`.
    */
   constructor(root, actions) {
     this.root = root;
@@ -79,10 +80,14 @@ export class CasePanel {
     p.ended.hidden = !ended;
     p.ended.textContent = ended ? ENDED_TEXT[ended] || 'The session has ended.' : '';
     const joined = Boolean(session?.joined) && !ended;
-    p.viewOnly.hidden = joined || Boolean(ended);
+    const watching = Boolean(session?.watching) && !ended;
+    p.viewOnly.hidden = joined || watching || Boolean(ended);
     p.viewOnly.textContent = p.viewOnly.hidden ? '' : whyNotInSession(c, state);
-    p.input.disabled = !joined;
-    p.send.disabled = !joined;
+    // A watcher has no seat: it may only write internal notes.
+    p.input.disabled = !joined && !watching;
+    p.send.disabled = !joined && !watching;
+    p.internal.disabled = !joined;
+    if (watching && !joined) p.internal.checked = true;
     this.#lines(session);
   }
 
@@ -102,6 +107,7 @@ export class CasePanel {
       log: el('ol', { class: 'chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Chat transcript' }),
       input: el('textarea', { id: inputId, name: 'message', rows: 2, maxlength: 4000, required: true }),
       send: el('button', { type: 'submit', class: 'primary', text: 'Send' }),
+      internal: el('input', { type: 'checkbox', id: 'chat-internal' }),
     };
     p.input.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
@@ -118,12 +124,18 @@ export class CasePanel {
             ev.preventDefault();
             const text = p.input.value.trim();
             if (!text) return;
-            if (await this.actions.send(code, text)) p.input.value = '';
+            if (await this.actions.send(code, text, p.internal.checked)) p.input.value = '';
           },
         },
       },
       el('label', { for: inputId, text: 'Message' }),
       el('div', { class: 'chat-row' }, p.input, p.send),
+      el(
+        'div',
+        { class: 'chat-internal' },
+        p.internal,
+        el('label', { for: 'chat-internal', text: 'Internal note (agents only, never the customer)' }),
+      ),
     );
     this.parts = p;
     fill(
@@ -198,13 +210,19 @@ export class CasePanel {
     const joined = Boolean(session?.joined) && !session?.ended && open;
     // The broker seats the assignee, anyone on an unassigned case, and an
     // admin who takes it over.
-    const canJoin = open && !joined && (mineOrFree || me.admin);
+    const helper = open && c.assignee && c.assignee !== me.id && (c.helpers || []).includes(me.id);
+    const canJoin = open && !joined && (mineOrFree || me.admin || helper);
+    const watching = Boolean(session?.watching) && open;
+    // Invite: by the assignee or an admin, anyone not already in the case.
+    const invitees = open && (me.admin || c.assignee === me.id)
+      ? [...state.agents.values()].filter((a) => a.id !== c.assignee && !(c.helpers || []).includes(a.id))
+      : [];
     // Transfer: by the assignee or an admin, to another group it knows.
     const otherGroups = open && (me.admin || c.assignee === me.id)
       ? [...(state.groups ? state.groups.keys() : me.groups)].filter((g) => g !== c.group)
       : [];
     const key = JSON.stringify([c.code, c.assignee, c.group, canAssign, canReturn, canClose, joined, canJoin, me.admin,
-      members.map((a) => [a.id, a.name]), otherGroups]);
+      members.map((a) => [a.id, a.name]), otherGroups, helper, watching, invitees.map((a) => a.id)]);
     if (key === this.actionsKey) return;
     this.actionsKey = key;
     const box = this.parts.actions;
@@ -258,9 +276,37 @@ export class CasePanel {
       const button = (text, keyName, fn, cls) =>
         el('button', { type: 'button', class: cls, dataset: { key: keyName }, text, on: { click: fn } });
       if (canJoin) {
-        const takeover = !mineOrFree;
-        const text = takeover ? 'Take over' : c.assignee ? 'Join session' : 'Take';
+        const takeover = !mineOrFree && !helper;
+        const text = helper ? 'Join as helper' : takeover ? 'Take over' : c.assignee ? 'Join session' : 'Take';
         controls.unshift(button(text, 'join', () => this.actions.take(c.code, takeover), 'primary'));
+      }
+      if (invitees.length) {
+        const select = el(
+          'select',
+          { id: 'invite-who', dataset: { key: 'invite-who' } },
+          invitees.map((a) => el('option', { value: a.id, text: a.name })),
+        );
+        controls.push(
+          el(
+            'span',
+            { class: 'assign' },
+            el('label', { for: 'invite-who', text: 'Ask for help' }),
+            select,
+            el('button', {
+              type: 'button',
+              dataset: { key: 'invite' },
+              text: 'Invite',
+              on: { click: () => this.actions.invite(c.code, select.value) },
+            }),
+          ),
+        );
+      }
+      if (me.admin && open && !joined) {
+        controls.push(
+          watching
+            ? button('Stop watching', 'unwatch', () => this.actions.watch(c.code, false))
+            : button('Watch', 'watch', () => this.actions.watch(c.code, true)),
+        );
       }
       if (canReturn) controls.push(button('Return to queue', 'return', () => this.actions.unassign(c.code)));
       if (joined) controls.push(button('Leave session', 'leave', () => this.actions.leave(c.code)));

@@ -88,12 +88,25 @@ const panel = new CasePanel(byId('case-panel'), {
     }
   },
   take: (code, takeover) => take(code, takeover, true),
-  send: async (code, text) => {
-    const reply = await command({ type: 'chat', code, text }, null, true);
+  invite: (code, agent) =>
+    command({ type: 'invite', code, agent }, `${agentName(agent)} is asked to help with ${code}.`, true),
+  watch: async (code, on) => {
+    const reply = on
+      ? await command({ type: 'watch', code }, `Watching ${code}: the customer is not told.`, true)
+      : await command({ type: 'unwatch', code }, `You stopped watching ${code}.`, true);
+    if (!reply) return;
+    const s = session(code);
+    s.watching = on;
+    s.ended = null;
+    render();
+    if (on) await loadTranscript(code);
+  },
+  send: async (code, text, internal) => {
+    const reply = await command({ type: internal ? 'whisper' : 'chat', code, text }, null, true);
     if (!reply) return false;
     const from = { role: 'agent', name: state.me.name };
     const s = session(code);
-    const line = { from, text, at: new Date().toISOString(), mine: true };
+    const line = { from, text, at: new Date().toISOString(), mine: true, internal: Boolean(internal) };
     s.messages.push(line);
     if (s.incoming) s.incoming.push(line);
     render();
@@ -383,9 +396,19 @@ function onPush(msg) {
     }
     case 'chat': {
       const s = session(msg.code);
-      const line = { from: msg.from, text: msg.text, at: msg.at, mine: false };
+      const line = { from: msg.from, text: msg.text, at: msg.at, mine: false, internal: Boolean(msg.internal) };
       s.messages.push(line);
       if (s.incoming) s.incoming.push(line);
+      render();
+      break;
+    }
+    case 'invited': {
+      // Asked to help: the case opens here, to join as a helper.
+      const s = session(msg.code);
+      s.lastCase = msg.case;
+      alerts.newCase('You are asked to help', `${agentName(msg.by)} asks for help with ${msg.code}`);
+      say(`${agentName(msg.by)} asks you to help with case ${msg.code}.`, false);
+      if (!state.openCode) state.openCode = msg.code;
       render();
       break;
     }
@@ -393,6 +416,7 @@ function onPush(msg) {
       const s = session(msg.code);
       s.ended = msg.reason;
       s.joined = false;
+      s.watching = false;
       render();
       break;
     }

@@ -132,10 +132,13 @@ export function dateTime(iso) {
 
 /** One chat line as a list item: who, when, and the text. */
 export function chatLine(line, { mine }) {
-  const who = mine ? 'You' : line.from?.name || (line.from?.role === 'customer' ? 'Customer' : 'Agent');
+  const name = mine ? 'You' : line.from?.name || (line.from?.role === 'customer' ? 'Customer' : 'Agent');
+  // An internal line (a whisper) never reached the customer: say so.
+  const who = line.internal ? `${name} · internal, agents only` : name;
+  const cls = `${mine ? 'line mine' : 'line theirs'}${line.internal ? ' internal' : ''}`;
   return el(
     'li',
-    { class: mine ? 'line mine' : 'line theirs' },
+    { class: cls },
     el('span', { class: 'who', text: who }),
     el('time', { class: 'at', datetime: line.at, text: clock(line.at) }),
     el('p', { class: 'text', text: line.text }),

@@ -156,6 +156,7 @@ export class QueueView {
         'td',
         { class: 'status' },
         el('span', { class: `badge ${c.status}`, text: STATUS_LABELS[c.status] || c.status }),
+        slaBadge(c),
         el('span', { class: 'meta', text: [groupName(state.groups, c.group), c.source].filter(Boolean).join(' · ') }),
       ),
       this.#assignee(c, agents, label),
@@ -250,4 +251,28 @@ export class QueueView {
     );
     this.group.value = ids.has(selected) ? selected : '';
   }
+}
+
+const SLA_MISSED = { first_response: 'First response overdue', resolution: 'Resolution overdue' };
+
+/**
+ * The case's missed service levels as a badge (the latest one named), or,
+ * while one is still to be met, when it is due.
+ */
+function slaBadge(c) {
+  const sla = c.sla;
+  if (!sla) return null;
+  if (sla.breached.length) {
+    const last = sla.breached[sla.breached.length - 1];
+    return el('span', { class: 'badge sla-missed', text: SLA_MISSED[last] || 'Service level missed' });
+  }
+  const open = c.status !== 'closed' && c.status !== 'expired';
+  const due = !c.supporter_connected && sla.first_response_due ? sla.first_response_due : sla.resolution_due;
+  if (!open || !due) return null;
+  const at = new Date(due);
+  return el('span', {
+    class: 'badge sla-due',
+    title: `Service level due ${at.toLocaleString()}`,
+    text: `Due ${at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}`,
+  });
 }

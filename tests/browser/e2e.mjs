@@ -334,6 +334,33 @@ try {
     await panel.locator('.chat-log', { hasText: 'Thank you! It is still black.' }).waitFor();
   });
 
+  await step('a helper joins beside the assignee; internal notes never reach the customer', async () => {
+    await panel.getByLabel('Ask for help').selectOption({ label: AGENT });
+    await panel.getByRole('button', { name: 'Invite', exact: true }).click();
+    await panel.locator('.panel-notice', { hasText: `${AGENT} is asked to help with ${code}.` }).waitFor();
+    await bob.locator('#notice', { hasText: `${ADMIN} asks you to help with case ${code}.` }).waitFor();
+    const bobPanel = bob.locator('#case-panel');
+    await row(bob, code).getByRole('button', { name: 'View', exact: true }).click();
+    await bobPanel.getByRole('button', { name: 'Join as helper' }).click();
+    await bobPanel.locator('.chat-log', { hasText: 'Thank you! It is still black.' }).waitFor();
+    // The customer still sees one supporter, the assignee.
+    await help.locator('#status', { hasText: `${ADMIN} has joined` }).waitFor();
+    await dash.getByLabel('Internal note (agents only, never the customer)').check();
+    await dash.getByLabel('Message').fill('Check the toner first.');
+    await dash.getByRole('button', { name: 'Send' }).click();
+    await bobPanel.locator('.line.internal', { hasText: 'Check the toner first.' }).waitFor();
+    await bobPanel.locator('.line.internal .who', { hasText: 'internal, agents only' }).waitFor();
+    await dash.getByLabel('Internal note (agents only, never the customer)').uncheck();
+    await bob.getByLabel('Message').fill('Helper here: try a power cycle.');
+    await bob.getByRole('button', { name: 'Send' }).click();
+    await help.locator('#chat-log', { hasText: 'Helper here: try a power cycle.' }).waitFor();
+    await panel.locator('.chat-log', { hasText: 'Helper here: try a power cycle.' }).waitFor();
+    check(!(await help.locator('#chat-log').textContent()).includes('Check the toner'),
+      'the customer saw an internal note');
+    await bobPanel.getByRole('button', { name: 'Leave session' }).click();
+    await bobPanel.getByRole('button', { name: 'Join as helper' }).waitFor();
+  });
+
   await step('presence: away and back', async () => {
     await dash.getByRole('button', { name: 'Away', exact: true }).click();
     await dash.locator('#agents li', { hasText: ADMIN }).filter({ hasText: 'Away' }).waitFor();
