@@ -328,6 +328,40 @@ pub struct AgentStatus {
     pub removed: bool,
 }
 
+/// A group's live numbers, as `GET /v1/stats` and the `stats` push show
+/// them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub group: String,
+    /// Open cases waiting in the group's line (unassigned).
+    pub waiting: usize,
+    /// How long the oldest of them has waited, as of this answer.
+    pub longest_wait_s: Option<u64>,
+    pub agents_online: u32,
+    pub agents_available: u32,
+    /// The waits of the cases answered in the last hour (created → a
+    /// supporter in the session), median and 90th percentile.
+    pub wait_p50_s: Option<u64>,
+    pub wait_p90_s: Option<u64>,
+    /// The share of service levels met among those decided in the last
+    /// hour.
+    pub sla_met_ratio: Option<f64>,
+}
+
+impl GroupStats {
+    /// Equal but for the longest wait (which grows by itself) when the
+    /// same case is the oldest.
+    pub fn same_but_longest_wait(&self, other: &GroupStats) -> bool {
+        GroupStats {
+            longest_wait_s: other.longest_wait_s.map(|_| 0),
+            ..self.clone()
+        } == GroupStats {
+            longest_wait_s: self.longest_wait_s.map(|_| 0),
+            ..other.clone()
+        }
+    }
+}
+
 /// A group as `GET /v1/groups` and the `groups` push show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupInfo {
@@ -471,12 +505,19 @@ pub enum ServerMsg {
     Queue {
         code: SessionCode,
         position: usize,
+        /// Seconds the customer may still wait (see `proto/README.md`);
+        /// null while unknown.
+        estimated_wait_s: Option<u64>,
     },
     Agent {
         agent: AgentStatus,
     },
     Groups {
         groups: Vec<GroupInfo>,
+    },
+    /// A group's numbers changed: to the subscribers that see the group.
+    Stats {
+        groups: Vec<GroupStats>,
     },
     /// To the agent invited to help with a case (`invite`).
     Invited {

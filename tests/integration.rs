@@ -47,6 +47,8 @@ mod sessions;
 mod sla;
 #[path = "integration/smoke.rs"]
 mod smoke;
+#[path = "integration/stats.rs"]
+mod stats;
 #[path = "integration/transfer.rs"]
 mod transfer;
 #[path = "integration/webhooks.rs"]

@@ -36,6 +36,7 @@ const view = {
   supporterConnected: false,
   wasConnected: false,
   position: null,
+  estimate: null,
   ended: null,
 };
 
@@ -83,8 +84,18 @@ function statusText() {
     return `Your request is assigned to ${name}, who has not joined yet. ` +
       `Please keep this page open: you will see here when ${name} joins.`;
   }
-  if (view.position) return `Waiting for an agent. You are number ${view.position} in line.`;
+  if (view.position) {
+    return `Waiting for an agent. You are number ${view.position} in line.${waitText(view.estimate)}`;
+  }
   return 'Waiting for an agent…';
+}
+
+/** The estimated wait in words, or nothing while it is unknown. */
+function waitText(seconds) {
+  if (seconds === null || seconds === undefined) return '';
+  if (seconds < 60) return ' The wait should be under a minute.';
+  const minutes = Math.round(seconds / 60);
+  return ` The wait should be about ${minutes} minute${minutes === 1 ? '' : 's'}.`;
 }
 
 function render() {
@@ -173,6 +184,7 @@ function onPush(msg) {
       break;
     case 'queue':
       view.position = msg.position;
+      view.estimate = msg.estimated_wait_s ?? null;
       break;
     case 'chat':
       if (saved) {
@@ -256,6 +268,7 @@ byId('again').addEventListener('click', () => {
     supporterConnected: false,
     wasConnected: false,
     position: null,
+    estimate: null,
     ended: null,
     code: null,
     messages: null,

@@ -221,6 +221,13 @@ impl Locked<'_> {
                         }
                         conn_state.sessions.insert(code);
                         r.assignee_joined = true;
+                        let group = r.group;
+                        // The wait, counted once, for the group's numbers.
+                        if !c.live.answered {
+                            c.live.answered = true;
+                            let wait = (at - r.created_at).num_milliseconds();
+                            st.windows[group].answered(at.timestamp_millis(), wait);
+                        }
                         // The first response, when a service level waits
                         // for one.
                         if let Some(sla) = c.ext.sla.as_mut()
@@ -229,7 +236,7 @@ impl Locked<'_> {
                             sla.first_response_at = Some(at);
                             let kind = crate::case::SlaKind::FirstResponse;
                             if sla.first_response_due.is_some() && !sla.breached.contains(&kind) {
-                                self.decided_sla(kind, true);
+                                self.decided_sla(group, kind, true, at);
                             }
                         }
                     }
@@ -363,7 +370,8 @@ impl Locked<'_> {
                     return None;
                 }
                 sla.breached.push(kind);
-                self.decided_sla(kind, false);
+                let group = c.rec.group;
+                self.decided_sla(group, kind, false, at);
                 Some((code, Action::Updated, Some(at)))
             }
             Change::Closed { by, at, .. } => {
@@ -375,7 +383,8 @@ impl Locked<'_> {
                     .as_ref()
                     .is_some_and(|s| s.resolution_due.is_some() && !s.breached.contains(&kind));
                 if met {
-                    self.decided_sla(kind, true);
+                    let group = c.rec.group;
+                    self.decided_sla(group, kind, true, at);
                 }
                 let c = self.st.cases.get_mut(&code)?;
                 c.rec.terminal = Some(Terminal::Closed);
@@ -505,6 +514,7 @@ impl Locked<'_> {
         let code = rec.code;
         self.shared.codes.insert(code, self.shard);
         let mut case = Case::new(rec);
+        case.live.answered = case.rec.assignee_joined;
         match case.rec.terminal {
             None => {
                 let expiry = timers::instant_at(case.rec.expires_at);
@@ -584,8 +594,16 @@ impl Locked<'_> {
         }
     }
 
-    /// Counts a service level met or missed, on the node that decided it.
-    fn decided_sla(&self, kind: crate::case::SlaKind, met: bool) {
+    /// Counts a service level met or missed: in the group's numbers, and
+    /// in the metrics of the node that decided it.
+    fn decided_sla(
+        &mut self,
+        group: usize,
+        kind: crate::case::SlaKind,
+        met: bool,
+        at: DateTime<Utc>,
+    ) {
+        self.st.windows[group].sla(at.timestamp_millis(), met);
         if !self.st.replaying && !self.st.following {
             self.shared.metrics.sla(kind.as_str(), met);
         }
@@ -870,6 +888,7 @@ impl Locked<'_> {
             _ => "case.updated",
         };
         st.effects.push(Effect::Event(event.clone()));
+        self.stats_soon();
         for a in agents_changed.into_iter().flatten() {
             self.push_agent(a);
         }

@@ -120,6 +120,7 @@ pub enum Effect {
         to: Vec<ConnId>,
         code: SessionCode,
         position: usize,
+        estimated_wait_s: Option<u64>,
     },
     /// An agent's presence or load, to the subscribers that see one of its
     /// groups.
@@ -137,6 +138,10 @@ pub enum Effect {
         code: SessionCode,
         line: ChatLine,
         internal: bool,
+    },
+    /// Group numbers changed: to the subscribers that see each group.
+    Stats {
+        groups: Vec<(usize, crate::protocol::GroupStats)>,
     },
     /// An agent was invited to help with a case: to its connections.
     Invited {

@@ -35,6 +35,15 @@ pub struct Line {
 }
 
 impl Line {
+    /// How many cases wait.
+    pub fn len(&self) -> usize {
+        self.cases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+    }
+
     /// The oldest waiting case.
     pub fn head(&self) -> Option<Place> {
         self.cases.first().copied()

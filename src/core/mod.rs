@@ -28,6 +28,7 @@ pub mod replica;
 pub mod restore;
 pub mod shard;
 pub mod sink;
+pub mod stats;
 pub mod stream;
 pub mod timers;
 

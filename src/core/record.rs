@@ -101,6 +101,8 @@ pub struct Live {
     pub helpers: Vec<ConnId>,
     /// Admins' connections following the session unseen (`watch`).
     pub watchers: Vec<ConnId>,
+    /// A supporter has sat in the session: its wait is counted.
+    pub answered: bool,
     /// What the seats were last told, so `status` is pushed only on change.
     pub last_pushed: Option<StatusLine>,
     /// The status under which the case is indexed.

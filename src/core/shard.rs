@@ -65,6 +65,9 @@ impl Shared {
     }
 }
 
+/// The `stats` push goes at most this often.
+pub const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One company's lock and its timer wake-up.
 pub(crate) struct Shard {
     pub state: Mutex<ShardState>,
@@ -153,6 +156,13 @@ pub struct ShardState {
     /// The cases that hold something beside their record (helpers,
     /// whispers), for images: their cost follows these, not the queue.
     pub with_ext: HashSet<SessionCode>,
+    /// Each group's last hour: waits answered, service levels decided.
+    pub windows: Vec<super::stats::GroupWindow>,
+    /// The `stats` push: when the next one may go (set while one waits),
+    /// when the last went, and what each group's subscribers were told.
+    pub stats_due: Option<Instant>,
+    pub stats_pushed: Option<Instant>,
+    pub stats_told: Vec<Option<crate::protocol::GroupStats>>,
 }
 
 impl ShardState {
@@ -184,6 +194,10 @@ impl ShardState {
             following: false,
             left_group: None,
             with_ext: HashSet::new(),
+            windows: (0..groups).map(|_| Default::default()).collect(),
+            stats_due: None,
+            stats_pushed: None,
+            stats_told: vec![None; groups],
         }
     }
 }
@@ -258,17 +272,33 @@ impl<'a> Locked<'a> {
             }
             return;
         }
-        let st = &mut *self.st;
-        for (code, position) in st.lines.flush(now) {
-            if let Some(case) = st.cases.get(&code)
-                && !case.live.customer.is_empty()
-            {
-                st.effects.push(Effect::Position {
-                    to: case.live.customer.clone(),
-                    code,
-                    position,
-                });
+        let told = self.st.lines.flush(now);
+        // The estimate's inputs, once per group told.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut per_group: HashMap<usize, (Option<u64>, u32)> = HashMap::new();
+        for (code, position) in told {
+            let Some(case) = self.st.cases.get(&code) else {
+                continue;
+            };
+            if case.live.customer.is_empty() {
+                continue;
             }
+            let (to, group) = (case.live.customer.clone(), case.rec.group);
+            let (p50, available) = match per_group.get(&group) {
+                Some(&v) => v,
+                None => {
+                    let s = self.group_stats(group, now_ms);
+                    let v = (s.wait_p50_s, s.agents_available);
+                    per_group.insert(group, v);
+                    v
+                }
+            };
+            self.st.effects.push(Effect::Position {
+                to,
+                code,
+                position,
+                estimated_wait_s: estimate(p50, position, available),
+            });
         }
     }
 
@@ -316,12 +346,93 @@ impl<'a> Locked<'a> {
 
     /// Sends an agent's status to the dashboards that see one of its groups.
     pub fn push_agent(&mut self, agent: usize) {
+        self.stats_soon();
         let status = self.agent_status(agent);
         let groups = self.company.agents[agent].group_indexes.clone().into();
         self.emit(Effect::Agent {
             agent: status,
             groups,
         });
+    }
+
+    /// Something the group numbers show may have changed: the `stats`
+    /// push is due within a second (at most one a second).
+    pub fn stats_soon(&mut self) {
+        if self.st.replaying || self.st.stats_due.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let at = match self.st.stats_pushed {
+            Some(last) if last + STATS_PERIOD > now => last + STATS_PERIOD,
+            _ => now,
+        };
+        self.st.stats_due = Some(at);
+        self.shared.shards[self.shard].timers_changed.notify_one();
+    }
+
+    /// A group's numbers now.
+    pub fn group_stats(&mut self, group: usize, now_ms: i64) -> crate::protocol::GroupStats {
+        let line = self.st.lines.group(group);
+        let waiting = line.len();
+        let longest_wait_s = line
+            .head()
+            .and_then(|(_, code)| self.st.cases.get(&code))
+            .map(|c| ((now_ms - c.rec.created_at.timestamp_millis()).max(0) / 1000) as u64);
+        let (mut online, mut available) = (0, 0);
+        for a in self.company.agents.iter().filter(|a| a.active()) {
+            if !a.member_of_index(group) {
+                continue;
+            }
+            let live = &self.st.agents[a.index];
+            if !live.conns.is_empty() {
+                online += 1;
+                if live.presence == crate::protocol::PresenceState::Available {
+                    available += 1;
+                }
+            }
+        }
+        let w = &mut self.st.windows[group];
+        w.expire(now_ms);
+        crate::protocol::GroupStats {
+            group: self.company.groups[group].clone(),
+            waiting,
+            longest_wait_s,
+            agents_online: online,
+            agents_available: available,
+            wait_p50_s: w.wait_quantile(0.5),
+            wait_p90_s: w.wait_quantile(0.9),
+            sla_met_ratio: w.sla_met_ratio(),
+        }
+    }
+
+    /// When due, pushes the groups whose numbers changed since they were
+    /// last told.
+    pub fn push_stats(&mut self, now: Instant) {
+        match self.st.stats_due {
+            Some(at) if at <= now => {}
+            _ => return,
+        }
+        self.st.stats_due = None;
+        self.st.stats_pushed = Some(now);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut changed = Vec::new();
+        for g in 0..self.company.groups.len() {
+            if self.company.group_info[g].removed {
+                continue;
+            }
+            let stats = self.group_stats(g, now_ms);
+            // The longest wait grows by itself: a change of the rest counts.
+            let same = self.st.stats_told[g]
+                .as_ref()
+                .is_some_and(|t| t.same_but_longest_wait(&stats));
+            if !same {
+                self.st.stats_told[g] = Some(stats.clone());
+                changed.push((g, stats));
+            }
+        }
+        if !changed.is_empty() {
+            self.emit(Effect::Stats { groups: changed });
+        }
     }
 
     /// Registers a connection of this company (agents at hello, customers
@@ -358,4 +469,12 @@ impl<'a> Locked<'a> {
             _ => super::change::Seat::Supporter,
         }
     }
+}
+
+/// A waiting customer's estimate: the median wait of the group's cases
+/// answered in the last hour, for each case ahead and its own, shared by
+/// the agents available now (at least one); unknown while no case of the
+/// group was answered in the last hour.
+pub fn estimate(p50: Option<u64>, position: usize, available: u32) -> Option<u64> {
+    p50.map(|p| p.saturating_mul(position as u64) / u64::from(available.max(1)))
 }

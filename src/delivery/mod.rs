@@ -180,9 +180,19 @@ impl Deliver for Hub {
                         }
                     }
                 }
-                Effect::Position { to, code, position } => {
-                    self.one(&to, &ServerMsg::Queue { code, position })
-                }
+                Effect::Position {
+                    to,
+                    code,
+                    position,
+                    estimated_wait_s,
+                } => self.one(
+                    &to,
+                    &ServerMsg::Queue {
+                        code,
+                        position,
+                        estimated_wait_s,
+                    },
+                ),
                 Effect::Agent { agent, groups } => {
                     if subs.is_empty() {
                         continue;
@@ -216,6 +226,37 @@ impl Deliver for Hub {
                                 },
                                 None,
                             ),
+                        };
+                        s.outbox.push_shared(frame)
+                    });
+                }
+                Effect::Stats { groups } => {
+                    if subs.is_empty() {
+                        continue;
+                    }
+                    // One frame per set of groups seen: admins and a
+                    // dashboard of every group share it.
+                    let all = Frame::message(
+                        &ServerMsg::Stats {
+                            groups: groups.iter().map(|(_, s)| s.clone()).collect(),
+                        },
+                        None,
+                    );
+                    subs.retain(|_, s| {
+                        let seen: Vec<_> =
+                            groups.iter().filter(|(g, _)| s.filter.sees(*g)).collect();
+                        if seen.is_empty() {
+                            return true;
+                        }
+                        let frame = if seen.len() == groups.len() {
+                            all.clone()
+                        } else {
+                            Frame::message(
+                                &ServerMsg::Stats {
+                                    groups: seen.into_iter().map(|(_, s)| s.clone()).collect(),
+                                },
+                                None,
+                            )
                         };
                         s.outbox.push_shared(frame)
                     });

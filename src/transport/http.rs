@@ -74,6 +74,7 @@ pub fn routes(metrics_here: bool) -> Vec<Route> {
         Route::get("/v1/modules/{key}", module),
         Route::get("/v1/agents", agents),
         Route::get("/v1/groups", groups),
+        Route::get("/v1/stats", stats),
         Route::get("/healthz", healthz),
     ];
     if metrics_here {
@@ -482,6 +483,11 @@ async fn agents(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response
 async fn groups(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
     app.fresh(agent.company_index).await;
     Json(json!({ "groups": app.broker.groups(&agent) })).into_response()
+}
+
+async fn stats(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
+    app.fresh(agent.company_index).await;
+    Json(json!({ "groups": app.broker.stats(&agent) })).into_response()
 }
 
 async fn help(

@@ -11,7 +11,7 @@ use casebroker::protocol::{CaseBody, ClientMsg, Envelope, ServerMsg, decode_clie
 use serde_json::Value;
 
 /// Every server message type on the wire (see `server_type`).
-const SERVER_TYPES: [&str; 21] = [
+const SERVER_TYPES: [&str; 22] = [
     "welcome",
     "snapshot",
     "resumed",
@@ -32,12 +32,13 @@ const SERVER_TYPES: [&str; 21] = [
     "agent",
     "groups",
     "invited",
+    "stats",
     "error",
 ];
 
 /// Server messages that are pushes: they never carry an `id`.
-const PUSHES: [&str; 9] = [
-    "event", "status", "chat", "signal", "ended", "queue", "agent", "groups", "invited",
+const PUSHES: [&str; 10] = [
+    "event", "status", "chat", "signal", "ended", "queue", "agent", "groups", "invited", "stats",
 ];
 
 fn server_type(msg: &ServerMsg) -> &'static str {
@@ -62,6 +63,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::Agent { .. } => "agent",
         ServerMsg::Groups { .. } => "groups",
         ServerMsg::Invited { .. } => "invited",
+        ServerMsg::Stats { .. } => "stats",
         ServerMsg::Error { .. } => "error",
     }
 }

@@ -59,13 +59,14 @@ async fn event(ws: &mut WsClient) -> Value {
     ws.wait_type("event").await
 }
 
-/// True for the `agent` status pushes the project added to dashboards
-/// (outside the event sequence, not replayed); queue tests skip them.
+/// True for the `agent` and `stats` pushes dashboards get beside the
+/// queue (outside the event sequence, not replayed); queue tests skip
+/// them.
 fn is_agent_push(v: &Value) -> bool {
-    v["type"] == "agent"
+    v["type"] == "agent" || v["type"] == "stats"
 }
 
-/// The next message on `ws` that is not an `agent` push.
+/// The next message on `ws` that is not an `agent` or `stats` push.
 async fn next_msg(ws: &mut WsClient) -> Value {
     loop {
         let v = ws.next().await;
@@ -76,7 +77,7 @@ async fn next_msg(ws: &mut WsClient) -> Value {
 }
 
 /// Asserts that nothing more has arrived on `ws` (ping/pong round trip,
-/// then nothing buffered but `agent` pushes).
+/// then nothing buffered but `agent` and `stats` pushes).
 async fn assert_quiet(ws: &mut WsClient, who: &str) {
     ws.sync().await;
     let extra: Vec<&Value> = ws.pending().iter().filter(|v| !is_agent_push(v)).collect();

@@ -112,6 +112,11 @@ async fn service_levels_are_due_met_and_breached_at_their_deadline(mode: Mode) {
     ] {
         assert_eq!(value(&text, series), want, "{series}");
     }
+    // The group's numbers: two met of four decided.
+    let (_, body) = server.http("GET", "/v1/stats", Some(ALICE), None).await;
+    assert_eq!(body["groups"][0]["group"], "support", "{body}");
+    assert_eq!(body["groups"][0]["sla_met_ratio"], 0.5, "{body}");
+    assert_eq!(body["groups"][1]["sla_met_ratio"], Value::Null, "{body}");
     // A group without service levels: no `sla` on its cases.
     let case = create_case(&mut server.agent(ALICE).await, "sales").await;
     assert!(case.get("sla").is_none(), "{case}");

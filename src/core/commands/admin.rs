@@ -743,6 +743,8 @@ impl Locked<'_> {
         self.company = self.shared.dir.load().companies()[shard].clone();
         while self.st.lines.groups() <= index {
             self.st.lines.add_group();
+            self.st.windows.push(Default::default());
+            self.st.stats_told.push(None);
             self.st.index.add_group();
             self.st.rr.push(None);
         }

@@ -211,11 +211,11 @@ impl Broker {
             }
         }
         cx.tell_positions(now);
-        let next = cx.st.timers.next();
-        match (next, cx.st.lines.due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        cx.push_stats(now);
+        [cx.st.timers.next(), cx.st.lines.due(), cx.st.stats_due]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Resolves when one company's deadlines changed (an earlier one

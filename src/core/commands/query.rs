@@ -38,6 +38,21 @@ pub struct TranscriptLine {
 }
 
 impl Broker {
+    /// `GET /v1/stats`: the live numbers of the groups the caller sees
+    /// (not deleted), in the company's order. Each group costs the same
+    /// whatever the length of its line.
+    pub fn stats(&self, agent: &Agent) -> Vec<crate::protocol::GroupStats> {
+        let company = self.company(agent.company_index);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut cx = self.lock(agent.company_index);
+        company
+            .visible_groups(agent)
+            .into_iter()
+            .filter(|&g| !company.group_info[g].removed)
+            .map(|g| cx.group_stats(g, now_ms))
+            .collect()
+    }
+
     /// `GET /v1/cases/{code}`.
     pub fn get_case(&self, agent: &Agent, code: &str) -> Result<CaseView> {
         let code = parse_code(code)?;
