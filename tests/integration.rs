@@ -41,6 +41,8 @@ mod openapi_answers;
 mod pages;
 #[path = "integration/queue.rs"]
 mod queue;
+#[path = "integration/routing.rs"]
+mod routing;
 #[path = "integration/sessions.rs"]
 mod sessions;
 #[path = "integration/sla.rs"]

@@ -363,6 +363,15 @@ impl Locked<'_> {
                 self.arm_sla(code);
                 None
             }
+            Change::Routed { decision, .. } => {
+                let c = self.st.cases.get_mut(&code)?;
+                if c.ext.routing.len() == super::record::ROUTING_KEPT {
+                    c.ext.routing.pop_front();
+                }
+                c.ext.routing.push_back(decision.0);
+                self.st.with_ext.insert(code);
+                None
+            }
             Change::SlaBreached { kind, at, .. } => {
                 let c = self.st.cases.get_mut(&code)?;
                 let sla = c.ext.sla.as_mut()?;

@@ -13,7 +13,7 @@ use super::change::Change;
 use super::effect::ConnId;
 use super::line::Place;
 use super::policy::{self, Candidate};
-use super::record::AssignedBy;
+use super::record::{AssignedBy, Decision, DecisionBlob, RoutingCandidate};
 use super::shard::Locked;
 use super::timers::Timer;
 
@@ -34,6 +34,38 @@ impl Locked<'_> {
                 last_auto: live.last_auto,
             })
             .collect()
+    }
+
+    /// The decision behind an automatic assignment, to keep with the case.
+    fn decision(
+        &self,
+        policy: Assignment,
+        candidates: &[Candidate],
+        returned_by: Option<usize>,
+        chosen: usize,
+        at: chrono::DateTime<Utc>,
+    ) -> DecisionBlob {
+        let agents = &self.company.agents;
+        DecisionBlob(Decision {
+            at,
+            policy: match policy {
+                Assignment::RoundRobin => "round_robin",
+                Assignment::LeastLoaded => "least_loaded",
+                Assignment::Manual => "manual",
+            }
+            .to_string(),
+            chosen: agents[chosen].id.clone(),
+            candidates: policy::reasons(policy, candidates, returned_by, chosen)
+                .into_iter()
+                .filter(|(i, _, _)| agents[*i].active())
+                .map(|(i, eligible, reason)| RoutingCandidate {
+                    agent: agents[i].id.clone(),
+                    eligible,
+                    reason: reason.to_string(),
+                    open_cases: candidates[i].load,
+                })
+                .collect(),
+        })
     }
 
     fn anyone_eligible(&self, group: usize) -> bool {
@@ -77,12 +109,17 @@ impl Locked<'_> {
             else {
                 return;
             };
-            self.apply(Change::Assigned {
-                code,
-                to: agent,
-                by: AssignedBy::Auto,
-                at: Utc::now(),
-            });
+            let at = Utc::now();
+            let decision = self.decision(policy, &candidates, returned_by, agent, at);
+            self.apply_all(vec![
+                Change::Routed { code, decision },
+                Change::Assigned {
+                    code,
+                    to: agent,
+                    by: AssignedBy::Auto,
+                    at,
+                },
+            ]);
         }
     }
 

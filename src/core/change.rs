@@ -166,6 +166,12 @@ pub enum Change {
         #[serde(with = "chrono::serde::ts_milliseconds_option")]
         resolution_due: Option<DateTime<Utc>>,
     },
+    /// Why automation is about to give the case to an agent (the
+    /// `Assigned` that follows). Durable.
+    Routed {
+        code: SessionCode,
+        decision: super::record::DecisionBlob,
+    },
     /// A service level was missed, at its deadline. Durable.
     SlaBreached {
         code: SessionCode,
@@ -196,6 +202,7 @@ impl Change {
             | Change::Watched { code, .. }
             | Change::ExtSet { code, .. }
             | Change::SlaStarted { code, .. }
+            | Change::Routed { code, .. }
             | Change::SlaBreached { code, .. } => *code,
             Change::AgentOnline { .. }
             | Change::AgentOffline { .. }

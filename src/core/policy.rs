@@ -69,6 +69,47 @@ pub fn pick(
     }
 }
 
+/// Why each member of the group was or was not picked, in config order:
+/// `(index, eligible, reason)`. Agents outside the group are no
+/// candidates and are left out.
+pub fn reasons(
+    policy: Assignment,
+    candidates: &[Candidate],
+    returned_by: Option<usize>,
+    chosen: usize,
+) -> Vec<(usize, bool, &'static str)> {
+    let others = candidates
+        .iter()
+        .filter(|c| c.eligible() && Some(c.index) != returned_by)
+        .count();
+    candidates
+        .iter()
+        .filter(|c| c.member)
+        .map(|c| {
+            let reason = if c.index == chosen {
+                match policy {
+                    Assignment::RoundRobin => "picked: next in turn",
+                    _ => "picked: fewest open cases, then longest since its last case",
+                }
+            } else if !c.online {
+                "offline"
+            } else if c.presence != PresenceState::Available {
+                "away"
+            } else if c.load >= c.max_cases {
+                "at its max_cases"
+            } else if others > 0 && Some(c.index) == returned_by {
+                "gave this case back: others come first"
+            } else {
+                match policy {
+                    Assignment::RoundRobin => "eligible, not next in turn",
+                    _ => "eligible, more open cases or a more recent case",
+                }
+            };
+            (c.index, c.eligible(), reason)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,56 @@ pub struct CaseExt {
     /// The service levels the case's group set when it was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla: Option<Sla>,
+    /// Why automation gave the case to whom, oldest first (the last
+    /// [`ROUTING_KEPT`]).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub routing: VecDeque<Decision>,
+}
+
+/// Routing decisions kept per case.
+pub const ROUTING_KEPT: usize = 20;
+
+/// One automatic assignment's decision, as `GET /v1/cases/{code}/routing`
+/// shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    #[serde(with = "crate::case::wire_time")]
+    pub at: DateTime<Utc>,
+    /// The company's policy: `round_robin` or `least_loaded`.
+    pub policy: String,
+    /// The agent picked.
+    pub chosen: String,
+    /// Every member of the case's group, in config order.
+    pub candidates: Vec<RoutingCandidate>,
+}
+
+/// A member of the group as the decision saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoutingCandidate {
+    pub agent: String,
+    pub eligible: bool,
+    pub reason: String,
+    pub open_cases: u32,
+}
+
+/// A [`Decision`] as a change carries it: JSON, so that it can grow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionBlob(pub Decision);
+
+impl Serialize for DecisionBlob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecisionBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text)
+            .map(DecisionBlob)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A case's service levels: when each is due, when the first response

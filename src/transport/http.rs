@@ -70,6 +70,7 @@ pub fn routes(metrics_here: bool) -> Vec<Route> {
         Route::post("/v1/cases/{code}/whisper", whisper),
         Route::post("/v1/cases/{code}/close", close),
         Route::get("/v1/cases/{code}/transcript", transcript),
+        Route::get("/v1/cases/{code}/routing", routing),
         Route::post("/v1/help", help),
         Route::get("/v1/modules/{key}", module),
         Route::get("/v1/agents", agents),
@@ -483,6 +484,16 @@ async fn agents(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response
 async fn groups(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
     app.fresh(agent.company_index).await;
     Json(json!({ "groups": app.broker.groups(&agent) })).into_response()
+}
+
+async fn routing(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    PathParam(code): PathParam<String>,
+) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await;
+    let decisions = app.broker.routing(&agent, &code)?;
+    Ok(Json(json!({ "decisions": decisions })).into_response())
 }
 
 async fn stats(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {

@@ -38,6 +38,16 @@ pub struct TranscriptLine {
 }
 
 impl Broker {
+    /// `GET /v1/cases/{code}/routing`: why automation gave the case to
+    /// whom, oldest first (empty for a case it never assigned).
+    pub fn routing(&self, agent: &Agent, code: &str) -> Result<Vec<crate::core::record::Decision>> {
+        let code = parse_code(code)?;
+        let cx = self.lock(agent.company_index);
+        let c = super::supervise::visible_to_helper(cx.st.cases.get(&code), agent)
+            .or_else(|_| cx.visible(&code, agent))?;
+        Ok(c.ext.routing.iter().cloned().collect())
+    }
+
     /// `GET /v1/stats`: the live numbers of the groups the caller sees
     /// (not deleted), in the company's order. Each group costs the same
     /// whatever the length of its line.
