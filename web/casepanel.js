@@ -179,6 +179,9 @@ export class CasePanel {
       row('Group', groupName(state.groups, c.group)),
       row('Source', c.source),
       row('Assignee', agentName(c.assignee)),
+      row('Why this agent', whyThisAgent(state.sessions.get(c.code)?.routing, agentName)),
+      c.helpers?.length ? row('Helpers', c.helpers.map(agentName).join(', ')) : null,
+      c.sla ? row('Service level', slaText(c.sla)) : null,
       row('Created', dateTime(c.created_at)),
       c.closed_at ? row('Closed', `${dateTime(c.closed_at)} by ${agentName(c.closed_by) || c.closed_by}`) : null,
       row('Description', c.description, 'description'),
@@ -351,4 +354,25 @@ function whyNotInSession(c, state) {
   if (where === 'offline') return `Assigned to ${name}, who is offline: ask an admin to reassign it.`;
   if (where === 'away') return `Assigned to ${name}, who is away: ask ${name} or an admin to reassign it.`;
   return `Assigned to ${name}: only ${name} or an admin can chat with the customer.`;
+}
+
+/** The last automatic assignment's reasons, in a sentence; null when none. */
+function whyThisAgent(decisions, agentName) {
+  const d = decisions?.[decisions.length - 1];
+  if (!d) return null;
+  const policy = d.policy === 'round_robin' ? 'Round robin' : 'Least loaded';
+  const others = d.candidates
+    .filter((c) => c.agent !== d.chosen)
+    .map((c) => `${agentName(c.agent)}: ${c.reason} (${c.open_cases} open)`);
+  return [`${policy} picked ${agentName(d.chosen)}`, ...others].join('; ');
+}
+
+/** A case's service levels, in words. */
+function slaText(sla) {
+  const missed = { first_response: 'first response missed', resolution: 'resolution missed' };
+  const parts = [];
+  if (sla.first_response_due) parts.push(`first response by ${dateTime(sla.first_response_due)}`);
+  if (sla.resolution_due) parts.push(`resolved by ${dateTime(sla.resolution_due)}`);
+  for (const k of sla.breached) parts.push(missed[k] || k);
+  return parts.join('; ');
 }

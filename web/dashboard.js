@@ -38,6 +38,8 @@ const state = {
   seq: 0,
   /** id → agent status. */
   agents: new Map(),
+  /** group id → its live numbers (`GET /v1/stats`, `stats` pushes). */
+  stats: new Map(),
   /**
    * id → name of the groups this agent sees (all of the company's for an
    * admin), from `/v1/groups` and `groups` pushes; null when the broker
@@ -200,6 +202,7 @@ function draw() {
   queue.render(state);
   panel.render(state);
   renderAgents();
+  renderStats();
   alerts.setWaiting(waitingCount(state.cases.values()));
 }
 
@@ -218,6 +221,30 @@ function renderAgents() {
       ),
     ),
   );
+}
+
+/** Each group's live numbers, as the broker last pushed them: a tile each. */
+function renderStats() {
+  const secs = (s) => (s === null || s === undefined ? '—' : s < 60 ? `${s} s` : `${Math.round(s / 60)} min`);
+  const item = (label, value, cls) =>
+    el('div', {}, el('dt', { text: label }), el('dd', { class: cls || '', text: value }));
+  const tiles = [...state.stats.values()].map((g) =>
+    el(
+      'li',
+      { class: 'stat-tile', dataset: { group: g.group } },
+      el('h3', { text: groupName(state.groups, g.group) }),
+      el(
+        'dl',
+        {},
+        item('Waiting', String(g.waiting), 'waiting'),
+        item('Longest wait', secs(g.longest_wait_s)),
+        item('Agents available', `${g.agents_available} of ${g.agents_online} online`),
+        item('Wait, last hour', `median ${secs(g.wait_p50_s)} · 90 % ${secs(g.wait_p90_s)}`),
+        item('SLA met, last hour', g.sla_met_ratio === null ? '—' : `${Math.round(g.sla_met_ratio * 100)} %`),
+      ),
+    ),
+  );
+  fill(byId('stats-tiles'), tiles);
 }
 
 function showConnection(s) {
@@ -338,7 +365,7 @@ async function take(code, takeover, inPanel = false) {
   s.lastCase = reply.case;
   state.openCode = code;
   render();
-  await loadTranscript(code);
+  await Promise.all([loadTranscript(code), loadRouting(code)]);
   setTimeout(() => byId('chat-message')?.focus(), 0);
 }
 
@@ -350,7 +377,15 @@ async function view(code) {
   state.openCode = code;
   session(code).lastCase = state.cases.get(code) || null;
   render();
-  await loadTranscript(code);
+  await Promise.all([loadTranscript(code), loadRouting(code)]);
+}
+
+/** Why automation gave the case to whom, for the panel. */
+async function loadRouting(code) {
+  const body = await api(`/v1/cases/${encodeURIComponent(code)}/routing`);
+  if (!body) return;
+  session(code).routing = body.decisions;
+  render();
 }
 
 /** After a reconnection: takes the seats this dashboard held again. */
@@ -382,6 +417,10 @@ function onPush(msg) {
     case 'groups':
       setGroups(msg.groups);
       admin.refresh('groups');
+      break;
+    case 'stats':
+      for (const g of msg.groups) state.stats.set(g.group, g);
+      render();
       break;
     case 'status': {
       const c = state.cases.get(msg.code);
@@ -436,8 +475,9 @@ async function onWelcome(welcome) {
   fillGroups();
   await subscribe();
   if (state.presence === 'away') await socket.request({ type: 'presence', state: 'away' });
-  const [agents, groups] = await Promise.all([api('/v1/agents'), api('/v1/groups')]);
+  const [agents, groups, stats] = await Promise.all([api('/v1/agents'), api('/v1/groups'), api('/v1/stats')]);
   if (agents) state.agents = new Map(agents.agents.map((a) => [a.id, a]));
+  if (stats) state.stats = new Map(stats.groups.map((g) => [g.group, g]));
   // An older broker has no /v1/groups: the agent's own groups, by id.
   if (groups) setGroups(groups.groups);
   await rejoin();
@@ -482,7 +522,7 @@ function signOut(error) {
   socket = null;
   sessionStorage.removeItem(TOKEN_KEY);
   Object.assign(state, {
-    token: null, me: null, cases: new Map(), answered: new Map(), epoch: null, seq: 0, agents: new Map(),
+    token: null, me: null, cases: new Map(), answered: new Map(), epoch: null, seq: 0, agents: new Map(), stats: new Map(),
     groups: null, sessions: new Map(), openCode: null, presence: 'available',
   });
   showAdmin(false);

@@ -255,6 +255,8 @@ try {
     // offline agent included.
     await dash.locator('#counts li.waiting-count', { hasText: '3' }).waitFor();
     await dash.waitForFunction(() => document.title.startsWith('(3) '));
+    // The groups' numbers: two unassigned cases wait in support's line.
+    await dash.locator('#stats-tiles li[data-group="support"] dd.waiting', { hasText: /^2$/ }).waitFor();
     const before = await times(dash, code);
     check(/^Waiting \d/.test(before.wait), `the wait of a waiting case: ${before.wait}`);
     await dash.waitForFunction(
