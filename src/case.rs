@@ -267,6 +267,18 @@ pub struct CaseView {
     /// The group's service levels for this case; absent when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla: Option<SlaView>,
+    /// The offer waiting for an agent's `accept`; absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<Offer>,
+}
+
+/// An offer of a case to one agent, until `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The agent's id.
+    pub agent: String,
+    #[serde(with = "wire_time")]
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Which service level.

@@ -56,6 +56,12 @@ pub struct Group {
     /// Service levels (the config file's groups only).
     pub sla_first_response: Option<std::time::Duration>,
     pub sla_resolution: Option<std::time::Duration>,
+    /// The group's own `offer_timeout` (the config file's groups only).
+    pub offer_timeout: Option<std::time::Duration>,
+    /// Opening hours (the config file's groups only): none, always open.
+    pub hours: Option<Arc<crate::hours::Hours>>,
+    /// What customers read outside the opening hours.
+    pub closed_message: Option<String>,
 }
 
 impl Group {
@@ -171,6 +177,8 @@ pub struct Company {
     /// The company's place in the directory: its shard.
     pub index: usize,
     pub assignment: Assignment,
+    /// The company's `offer_timeout`, for groups without their own.
+    pub offer_timeout: Option<std::time::Duration>,
     /// Group ids by index: the config's, then the API's (deleted ones
     /// kept in place).
     pub groups: Vec<String>,
@@ -190,6 +198,15 @@ pub struct Company {
 }
 
 impl Company {
+    /// How long an offer of a case of `group` waits for its `accept`;
+    /// `None` when automated assignment gives cases straight away.
+    pub fn offer_timeout(&self, group: usize) -> Option<std::time::Duration> {
+        self.group_info
+            .get(group)
+            .and_then(|g| g.offer_timeout)
+            .or(self.offer_timeout)
+    }
+
     /// The company as stored, for one added through the API.
     pub fn record(&self) -> CompanyRecord {
         CompanyRecord {
@@ -311,6 +328,10 @@ impl Directory {
                     removed: false,
                     sla_first_response: g.sla_first_response,
                     sla_resolution: g.sla_resolution,
+                    offer_timeout: g.offer_timeout,
+                    // Checked when the config was read.
+                    hours: g.hours.as_ref().and_then(|h| h.parse().ok()).map(Arc::new),
+                    closed_message: g.closed_message.clone(),
                 })
                 .collect();
             group_info.extend(c.api_groups.iter().map(group_of));
@@ -392,6 +413,7 @@ impl Directory {
                 },
                 index: ci,
                 assignment: c.assignment,
+                offer_timeout: c.offer_timeout,
                 groups,
                 group_info,
                 agents,
@@ -474,6 +496,9 @@ fn group_of(rec: &GroupRecord) -> Group {
         removed: rec.removed,
         sla_first_response: None,
         sla_resolution: None,
+        offer_timeout: None,
+        hours: None,
+        closed_message: None,
     }
 }
 
@@ -554,6 +579,7 @@ impl Directory {
                     name: rec.name.clone(),
                     index: i,
                     assignment: Assignment::default(),
+                    offer_timeout: None,
                     groups: Vec::new(),
                     group_info: Vec::new(),
                     agents: Vec::new(),

@@ -9,6 +9,8 @@ use crate::protocol::ErrorCode;
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
+    /// For `closed`: when the group opens next, if it does.
+    pub opens_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Result of a broker command.
@@ -19,6 +21,19 @@ impl Error {
         Error {
             code,
             message: message.into(),
+            opens_at: None,
+        }
+    }
+
+    /// Outside a group's opening hours: its `closed_message` (or a default)
+    /// and when it opens next.
+    pub fn closed(
+        message: impl Into<String>,
+        opens_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Error {
+        Error {
+            opens_at,
+            ..Error::new(ErrorCode::Closed, message)
         }
     }
 
@@ -40,6 +55,13 @@ impl Error {
 
     pub fn too_large(message: impl Into<String>) -> Error {
         Error::new(ErrorCode::TooLarge, message)
+    }
+
+    /// The `opens_at` field of the error's body: present for `closed`
+    /// alone, null when the group does not open again soon.
+    pub fn opens_field(&self) -> Option<Option<String>> {
+        (self.code == ErrorCode::Closed)
+            .then(|| self.opens_at.as_ref().map(crate::case::format_time))
     }
 
     /// The one answer for a code that does not exist, is not visible to the

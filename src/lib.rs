@@ -28,6 +28,7 @@ pub mod core;
 pub mod delivery;
 pub mod directory;
 pub mod error;
+pub mod hours;
 pub mod metrics;
 pub mod protocol;
 pub mod store;

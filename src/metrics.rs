@@ -79,6 +79,8 @@ pub struct Metrics {
     feed_readers: IntGauge,
     /// Service levels met and breached, by kind.
     sla: IntCounterVec,
+    /// Offers ended, by outcome.
+    offers: IntCounterVec,
     webhook_attempts: IntCounterVec,
     cases: IntGaugeVec,
     events: IntCounter,
@@ -240,6 +242,12 @@ impl Metrics {
                 "Directory changes made through the admin API on this node, by kind",
                 "change",
             ),
+            offers: counter_vec(
+                &registry,
+                "casebroker_offers_total",
+                "Offers of cases to agents decided by this node, by outcome: accepted, declined, timed_out, withdrawn (the agent went away or offline)",
+                "outcome",
+            ),
             webhook_attempts: counter_vec(
                 &registry,
                 "casebroker_webhook_attempts_total",
@@ -343,6 +351,11 @@ impl Metrics {
     pub fn sla(&self, kind: &'static str, met: bool) {
         let outcome = if met { "met" } else { "breached" };
         self.sla.with_label_values(&[kind, outcome]).inc();
+    }
+
+    /// An offer ended: `accepted`, `declined`, `timed_out` or `withdrawn`.
+    pub fn offer(&self, outcome: &'static str) {
+        self.offers.with_label_values(&[outcome]).inc();
     }
 
     /// An event feed request opened (`true`) or ended.

@@ -222,11 +222,17 @@ pub enum ClientMsg {
         code: String,
         text: String,
     },
+    Accept {
+        code: String,
+    },
+    Decline {
+        code: String,
+    },
 }
 
 impl ClientMsg {
     /// Every client `type`, as on the wire.
-    pub const TYPES: [&'static str; 19] = [
+    pub const TYPES: [&'static str; 21] = [
         "hello",
         "subscribe",
         "unsubscribe",
@@ -246,6 +252,8 @@ impl ClientMsg {
         "watch",
         "unwatch",
         "whisper",
+        "accept",
+        "decline",
     ];
 
     /// This message's `type`, as on the wire (a metric label).
@@ -270,6 +278,8 @@ impl ClientMsg {
             ClientMsg::Watch { .. } => "watch",
             ClientMsg::Unwatch { .. } => "unwatch",
             ClientMsg::Whisper { .. } => "whisper",
+            ClientMsg::Accept { .. } => "accept",
+            ClientMsg::Decline { .. } => "decline",
         }
     }
 }
@@ -526,9 +536,21 @@ pub enum ServerMsg {
         /// The inviting agent's id.
         by: String,
     },
+    /// To the agent automation offers a case (`offer_timeout`): `accept`
+    /// before `expires_at` takes it.
+    Offer {
+        code: SessionCode,
+        case: CaseBody,
+        #[serde(with = "crate::case::wire_time")]
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
     Error {
         code: ErrorCode,
         message: String,
+        /// For `closed`: when the group opens next (null when it opens on
+        /// no day of the next 400); absent for every other code.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opens_at: Option<Option<String>>,
     },
 }
 
@@ -571,6 +593,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// HTTP only: the request's body did not arrive in time (408).
     Timeout,
+    /// Outside the group's opening hours (`request_help`, `POST
+    /// /v1/help`); the error carries `opens_at`.
+    Closed,
 }
 
 impl ErrorCode {
@@ -588,6 +613,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
+            ErrorCode::Closed => 503,
         }
     }
 }

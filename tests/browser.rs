@@ -1,7 +1,7 @@
 //! The agent dashboard, its admin page and the customer help page in a real
 //! browser: a broker on 127.0.0.1:0 for each script, `tests/browser/e2e.mjs`
-//! (the queue, cases, chat, the help page) and then `tests/browser/admin.mjs`
-//! (the admin page), driving Debian's Chromium through Playwright against
+//! (the queue, cases, chat, the help page), `tests/browser/admin.mjs`
+//! (the admin page) and `tests/browser/supervise.mjs` (offers), driving Debian's Chromium through Playwright against
 //! it, end to end. The screenshots they take land in `target/screenshots/`,
 //! or in the folder `SCREENSHOTS` names (`SCREENSHOTS=docs` refreshes the
 //! README's); they are removed first, so the ones checked are this run's.
@@ -19,13 +19,16 @@ use tokio::process::Command;
 use crate::util::*;
 
 /// The screenshots the run takes: the dashboard at 1280 px and at 400 px and
-/// the help page at 360 px, and the admin page at 1280 px (all shown in the
+/// the help page at 360 px, the admin page at 1280 px, an offer on the
+/// dashboard and the help page outside opening hours (all shown in the
 /// README).
-const SHOTS: [&str; 4] = [
+const SHOTS: [&str; 6] = [
     "dashboard.png",
     "help.png",
     "dashboard-narrow.png",
     "admin.png",
+    "offer.png",
+    "help-closed.png",
 ];
 
 /// Each browser script, Chromium start included, stays under this.
@@ -141,6 +144,30 @@ async fn dashboard_admin_page_and_help_page_in_chromium() {
     .await;
     server.shutdown().await;
 
+    // Offers and opening hours: a company that offers its cases.
+    let server = TestServer::with_text_in(Mode::Memory, "", supervised).await;
+    let url = format!("http://{}", server.addr);
+    run_script(
+        root,
+        "supervise.mjs",
+        &chromium,
+        &docs,
+        &[
+            "--url",
+            &url,
+            "--agent-token",
+            BOB,
+            "--agent-name",
+            "Bob",
+            "--module",
+            MODULE,
+            "--closed-module",
+            MODULE_SALES,
+        ],
+    )
+    .await;
+    server.shutdown().await;
+
     for shot in SHOTS {
         let meta = std::fs::metadata(docs.join(shot))
             .unwrap_or_else(|e| panic!("{shot} was not written by this run: {e}"));
@@ -151,6 +178,31 @@ async fn dashboard_admin_page_and_help_page_in_chromium() {
             "{shot} is older than this run ({written:?} < {started:?})"
         );
     }
+}
+
+/// The test config with automation by load that offers support's cases.
+fn supervised(text: String) -> String {
+    text.replacen(
+        "name = \"ACME\"\n",
+        "name = \"ACME\"\nassignment = \"least_loaded\"\n",
+        1,
+    )
+    .replacen(
+        r#"{ id = "support" }"#,
+        r#"{ id = "support", offer_timeout = "30s" }"#,
+        1,
+    )
+    .replacen(r#"{ id = "sales" }"#, &closed_until_tomorrow("sales"), 1)
+}
+
+/// A group open tomorrow (UTC) only, with its message.
+fn closed_until_tomorrow(group: &str) -> String {
+    use chrono::Datelike;
+    let day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        [chrono::Utc::now().weekday().succ().num_days_from_monday() as usize];
+    format!(
+        r#"{{ id = "{group}", closed_message = "Sales is closed today.", hours = {{ tz = "UTC", {day} = "00:00-24:00" }} }}"#
+    )
 }
 
 /// Runs `tests/browser/{script}` with `args` and the common ones, and fails

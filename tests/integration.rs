@@ -29,10 +29,14 @@ mod golden;
 mod helpers;
 #[path = "integration/hostile.rs"]
 mod hostile;
+#[path = "integration/hours.rs"]
+mod hours;
 #[path = "integration/http_api.rs"]
 mod http_api;
 #[path = "integration/line.rs"]
 mod line;
+#[path = "integration/offers.rs"]
+mod offers;
 #[path = "integration/openapi.rs"]
 mod openapi;
 #[path = "integration/openapi_answers.rs"]

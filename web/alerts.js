@@ -40,6 +40,8 @@ export class Alerts {
   /** A new case waits: beep and, when the tab is not in front, notify. */
   newCase(title, body) {
     if (this.muted) return;
+    // Counted on the page, so that a test (or an extension) can see it.
+    document.documentElement.dataset.alerts = String(Number(document.documentElement.dataset.alerts || 0) + 1);
     this.beep();
     if ('Notification' in window && Notification.permission === 'granted' && !document.hasFocus()) {
       const n = new Notification(title, { body, tag: 'casebroker-new-case' });

@@ -38,6 +38,8 @@ const state = {
   seq: 0,
   /** id → agent status. */
   agents: new Map(),
+  /** The offer waiting for this agent's answer: `{code, case, expiresAt}`. */
+  offer: null,
   /** group id → its live numbers (`GET /v1/stats`, `stats` pushes). */
   stats: new Map(),
   /**
@@ -322,6 +324,7 @@ function onEvent(ev) {
     const s = state.sessions.get(c.code);
     if (s) s.lastCase = c;
   }
+  if (state.offer?.code === c.code && c.offer?.agent !== state.me.id) hideOffer();
   if (ev.action === 'created' && isOpen(c) && !c.assignee && c.created_by !== state.me.id) {
     const who = c.customer?.name ? ` from ${c.customer.name}` : '';
     alerts.newCase('A new case is waiting', `${topicOf(c).topic || c.code}${who}`);
@@ -348,6 +351,48 @@ async function loadTranscript(code) {
       Math.abs(Date.parse(k.at) - Date.parse(m.at)) < 10_000);
   s.messages = kept.concat(pushed.filter((m) => !known(m)));
   render();
+}
+
+// ---- offers
+
+let offerTick = null;
+
+/** Shows the pending offer and counts down to its end. */
+function showOffer() {
+  const o = state.offer;
+  if (!o) return hideOffer();
+  const { topic } = topicOf(o.case);
+  const who = o.case.customer?.name ? ` from ${o.case.customer.name}` : '';
+  byId('offer-text').textContent = `${o.code}: ${topic || 'a new case'}${who}, in ${groupName(state.groups, o.case.group)}.`;
+  byId('offer').hidden = false;
+  const tick = () => {
+    const left = Math.ceil((o.expiresAt - Date.now()) / 1000);
+    if (left <= 0) {
+      hideOffer();
+      say(`The offer of case ${o.code} ran out.`, false);
+      return;
+    }
+    byId('offer-countdown').textContent = `${left} s`;
+  };
+  clearInterval(offerTick);
+  offerTick = setInterval(tick, 250);
+  tick();
+}
+
+function hideOffer() {
+  clearInterval(offerTick);
+  offerTick = null;
+  state.offer = null;
+  byId('offer').hidden = true;
+}
+
+/** Answers the pending offer: `accept` opens the case, joined. */
+async function answerOffer(type) {
+  const o = state.offer;
+  if (!o) return;
+  hideOffer();
+  const reply = await command({ type, code: o.code }, type === 'decline' ? `Declined case ${o.code}.` : null);
+  if (reply && type === 'accept') await take(o.code, false);
 }
 
 /** Joins a case (claiming it when unassigned) and opens it. */
@@ -441,6 +486,14 @@ function onPush(msg) {
       render();
       break;
     }
+    case 'offer': {
+      // Automation offers a case: answer before it runs out.
+      state.offer = { code: msg.code, case: msg.case, expiresAt: Date.parse(msg.expires_at) };
+      const { topic } = topicOf(msg.case);
+      alerts.newCase('A case is offered to you', topic || msg.code);
+      showOffer();
+      break;
+    }
     case 'invited': {
       // Asked to help: the case opens here, to join as a helper.
       const s = session(msg.code);
@@ -518,11 +571,12 @@ function start(token) {
 }
 
 function signOut(error) {
+  hideOffer();
   socket?.stop();
   socket = null;
   sessionStorage.removeItem(TOKEN_KEY);
   Object.assign(state, {
-    token: null, me: null, cases: new Map(), answered: new Map(), epoch: null, seq: 0, agents: new Map(), stats: new Map(),
+    token: null, me: null, cases: new Map(), answered: new Map(), epoch: null, seq: 0, agents: new Map(), stats: new Map(), offer: null,
     groups: null, sessions: new Map(), openCode: null, presence: 'available',
   });
   showAdmin(false);
@@ -577,6 +631,8 @@ function wire() {
     start(token);
   });
   byId('sign-out').addEventListener('click', () => signOut());
+  byId('offer-accept').addEventListener('click', () => answerOffer('accept'));
+  byId('offer-decline').addEventListener('click', () => answerOffer('decline'));
   byId('presence-available').addEventListener('click', () => setPresence('available'));
   byId('presence-away').addEventListener('click', () => setPresence('away'));
   const mute = byId('mute');

@@ -169,6 +169,10 @@ async function onWelcome() {
     socket = null;
     asking = null;
     byId('get-help').disabled = false;
+    if (e.code === 'closed') {
+      showClosed(e.message, e.opensAt);
+      return;
+    }
     byId('request-error').textContent =
       e.code === 'unavailable'
         ? 'The connection was lost before your request was confirmed. Please try again.'
@@ -280,6 +284,32 @@ byId('again').addEventListener('click', () => {
   byId('name').focus();
 });
 
+let reopen = null;
+
+/**
+ * Outside the group's opening hours: the company's message and when it
+ * opens (in the customer's own time), as text; the request waits until
+ * then.
+ */
+function showClosed(message, opensAt) {
+  const at = opensAt ? new Date(opensAt) : null;
+  const when = at
+    ? ` We open again ${at.toLocaleString([], { weekday: 'long', day: 'numeric', month: 'long', hour: '2-digit', minute: '2-digit' })}.`
+    : '';
+  const node = byId('closed');
+  node.textContent = `${message || 'We are closed now.'}${when}`;
+  node.hidden = false;
+  byId('get-help').disabled = true;
+  clearTimeout(reopen);
+  if (at) {
+    // Open again: the form works (at most a timer's reach ahead).
+    reopen = setTimeout(() => {
+      node.hidden = true;
+      byId('get-help').disabled = false;
+    }, Math.min(Math.max(at - Date.now(), 0), 2 ** 31 - 1));
+  }
+}
+
 /** Names the company this help link belongs to (as text, never HTML). */
 async function showCompany() {
   try {
@@ -292,6 +322,7 @@ async function showCompany() {
     el.textContent = `from ${name}`;
     el.hidden = false;
     document.title = `Get help from ${name} · casebroker`;
+    if (info.closed && !saved) showClosed(info.closed.message, info.closed.opens_at);
   } catch {
     // The page works without it.
   }

@@ -200,7 +200,9 @@ export class QueueView {
 
   #assignee(c, agents, label) {
     if (!c.assignee) {
-      return el('td', { class: 'assignee muted' }, label('Assignee: '), el('span', { text: 'Unassigned' }));
+      // Offered by automation: whose answer it waits for.
+      const text = c.offer ? `Offered to ${agents.get(c.offer.agent)?.name || c.offer.agent}` : 'Unassigned';
+      return el('td', { class: 'assignee muted' }, label('Assignee: '), el('span', { class: 'offered-to', text }));
     }
     const agent = agents.get(c.assignee);
     const where = whereIs(agent);

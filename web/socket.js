@@ -140,7 +140,7 @@ export class Socket {
     const waiter = msg.id !== undefined && msg.id !== null ? this.pending.get(msg.id) : undefined;
     if (waiter) {
       this.pending.delete(msg.id);
-      if (msg.type === 'error') waiter.reject(new CommandError(msg.code, msg.message));
+      if (msg.type === 'error') waiter.reject(Object.assign(new CommandError(msg.code, msg.message), { opensAt: msg.opens_at ?? null }));
       else waiter.resolve(msg);
       return;
     }

@@ -363,6 +363,11 @@ pub struct CompanyConfig {
     pub name: String,
     #[serde(default)]
     pub assignment: Assignment,
+    /// Automated assignment offers each case first: the agent picked must
+    /// `accept` within this time, else the next eligible agent gets the
+    /// offer. A group's own `offer_timeout` wins over this one.
+    #[serde(default, with = "humantime_serde::option")]
+    pub offer_timeout: Option<Duration>,
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
     #[serde(default)]
@@ -437,6 +442,15 @@ pub struct GroupConfig {
     /// Service level: the case is closed within this time of its creation.
     #[serde(default, with = "humantime_serde::option")]
     pub sla_resolution: Option<Duration>,
+    /// Offers for this group's cases (see the company's `offer_timeout`).
+    #[serde(default, with = "humantime_serde::option")]
+    pub offer_timeout: Option<Duration>,
+    /// Opening hours: outside them customers cannot ask for help.
+    #[serde(default)]
+    pub hours: Option<crate::hours::HoursConfig>,
+    /// What customers read outside the opening hours.
+    #[serde(default)]
+    pub closed_message: Option<String>,
 }
 
 /// An agent and its credential. Exactly one of `token` and `token_sha256`.

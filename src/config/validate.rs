@@ -5,6 +5,12 @@ use super::*;
 
 /// The longest service level a group may set.
 const MAX_SLA: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest `closed_message`.
+const MAX_CLOSED_MESSAGE: usize = 500;
+/// The bounds of `offer_timeout`: long enough to read the case, short
+/// enough that a customer is not kept waiting on an absent agent.
+const OFFER_TIMEOUT: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
 
 impl Config {
     /// Checks everything that parsing cannot: references, uniqueness and
@@ -131,6 +137,7 @@ impl Config {
                     format!("duplicate company \"{}\"", c.id),
                 ));
             }
+            check_offer_timeout(&at, c.offer_timeout)?;
             if c.groups.is_empty() {
                 return Err(invalid(
                     format!("{at}.groups"),
@@ -156,6 +163,20 @@ impl Config {
                             "must be more than 0 and at most 365 days",
                         ));
                     }
+                }
+                check_offer_timeout(&format!("{at}.groups[{gi}]"), g.offer_timeout)?;
+                if let Some(hours) = &g.hours {
+                    hours.parse().map_err(|e| {
+                        invalid(format!("{at}.groups[{gi}].hours.{}", e.key), e.message)
+                    })?;
+                }
+                if let Some(m) = &g.closed_message
+                    && (m.trim().is_empty() || m.chars().count() > MAX_CLOSED_MESSAGE)
+                {
+                    return Err(invalid(
+                        format!("{at}.groups[{gi}].closed_message"),
+                        format!("must be 1 to {MAX_CLOSED_MESSAGE} characters"),
+                    ));
                 }
             }
             let mut agents = HashSet::new();
@@ -292,6 +313,15 @@ pub fn valid_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_offer_timeout(at: &str, d: Option<Duration>) -> Result<(), ConfigError> {
+    match d {
+        Some(d) if !OFFER_TIMEOUT.contains(&d) => {
+            Err(invalid(format!("{at}.offer_timeout"), "must be 1 s to 1 h"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {

@@ -145,6 +145,7 @@ impl Locked<'_> {
             Change::Assigned { to, by, at, .. } => {
                 self.end_supporters(code, EndReason::Reassigned);
                 let c = self.st.cases.get_mut(&code)?;
+                c.ext.offer = None;
                 let r = &mut c.rec;
                 r.assignee = Some(to);
                 r.assigned_at = Some(at);
@@ -152,13 +153,7 @@ impl Locked<'_> {
                 r.assignee_joined = false;
                 let group = r.group;
                 if by == AssignedBy::Auto {
-                    // The policy's memory, kept with the change so that
-                    // every copy of the company picks alike.
-                    if self.company.assignment == crate::config::Assignment::RoundRobin {
-                        self.st.rr[group] = Some(to);
-                    }
-                    self.st.auto_counter += 1;
-                    self.st.agents[to].last_auto = self.st.auto_counter;
+                    self.remember_pick(group, to);
                 }
                 if by == AssignedBy::Auto && !self.is_online(to) {
                     let when = Instant::now() + self.shared.config.orphan_timeout;
@@ -346,6 +341,8 @@ impl Locked<'_> {
                 c.ext = ext.0;
                 self.st.with_ext.insert(code);
                 self.arm_sla(code);
+                self.arm_offer(code);
+                self.keep_in_step(code, Action::Updated, None, true);
                 None
             }
             Change::SlaStarted {
@@ -371,6 +368,54 @@ impl Locked<'_> {
                 c.ext.routing.push_back(decision.0);
                 self.st.with_ext.insert(code);
                 None
+            }
+            Change::Offered {
+                agent,
+                expires_at,
+                at,
+                ..
+            } => {
+                let id = self.company.agents.get(agent)?.id.clone();
+                let c = self.st.cases.get_mut(&code)?;
+                if !c.is_open() || c.rec.assignee.is_some() {
+                    return None;
+                }
+                c.ext.offer = Some(crate::case::Offer {
+                    agent: id,
+                    expires_at,
+                });
+                let group = c.rec.group;
+                let case = Box::new(c.view(&self.company));
+                self.st.with_ext.insert(code);
+                self.remember_pick(group, agent);
+                self.arm_offer(code);
+                let to = self.st.agents[agent].conns.clone();
+                if !to.is_empty() {
+                    self.emit(Effect::Offered {
+                        to,
+                        code,
+                        case,
+                        expires_at,
+                    });
+                }
+                Some((code, Action::Updated, Some(at)))
+            }
+            Change::OfferEnded {
+                agent, outcome, at, ..
+            } => {
+                let id = self.company.agents.get(agent)?.id.clone();
+                let c = self.st.cases.get_mut(&code)?;
+                if c.ext.offer.as_ref().is_none_or(|o| o.agent != id) {
+                    return None;
+                }
+                c.ext.offer = None;
+                if !c.ext.passed.contains(&id) {
+                    c.ext.passed.push(id);
+                }
+                if !self.st.replaying && !self.st.following {
+                    self.shared.metrics.offer(outcome.as_str());
+                }
+                Some((code, Action::Updated, Some(at)))
             }
             Change::SlaBreached { kind, at, .. } => {
                 let c = self.st.cases.get_mut(&code)?;
@@ -431,6 +476,7 @@ impl Locked<'_> {
                     c.live.in_line = false;
                 }
                 c.rec.group = group;
+                c.ext.offer = None;
                 st.left_group = Some(old);
                 Some((code, Action::Updated, Some(at)))
             }
@@ -577,6 +623,35 @@ impl Locked<'_> {
         }
     }
 
+    /// The policy's memory of an automatic pick (an assignment or an
+    /// offer), kept with the change so that every copy of the company
+    /// picks alike.
+    fn remember_pick(&mut self, group: usize, agent: usize) {
+        if self.company.assignment == crate::config::Assignment::RoundRobin {
+            self.st.rr[group] = Some(agent);
+        }
+        self.st.auto_counter += 1;
+        self.st.agents[agent].last_auto = self.st.auto_counter;
+    }
+
+    /// Arms the deadline of a case's pending offer, in place of the
+    /// previous offer's.
+    pub fn arm_offer(&mut self, code: SessionCode) {
+        let st = &mut *self.st;
+        let Some(c) = st.cases.get_mut(&code) else {
+            return;
+        };
+        if let Some(old) = c.live.offer_timer.take() {
+            st.timers.remove(old, Timer::Offer, code);
+        }
+        let Some(offer) = c.ext.offer.as_ref().filter(|_| c.is_open()) else {
+            return;
+        };
+        let at = timers::instant_at(offer.expires_at);
+        c.live.offer_timer = Some(at);
+        self.add_timer(at, Timer::Offer, code);
+    }
+
     /// Arms the deadlines of a case's service levels still to be met.
     fn arm_sla(&mut self, code: SessionCode) {
         use crate::case::SlaKind;
@@ -664,6 +739,7 @@ impl Locked<'_> {
         if let Some(e) = c.live.expiry.take() {
             st.timers.remove(e, Timer::Expiry, code);
         }
+        c.ext.offer = None;
         c.rec.purge_at = Some(purge_at);
         let purge = timers::instant_at(purge_at);
         c.live.purge = Some(purge);
@@ -844,8 +920,24 @@ impl Locked<'_> {
             }
             c.live.counted_for = load_for;
         }
-        // The waiting line: open and unassigned.
-        let want_line = c.is_open() && c.rec.assignee.is_none() && !gone;
+        // The pending offer: one of the agent's while the case waits.
+        let offered_to = match &c.ext.offer {
+            Some(o) if c.is_open() && c.rec.assignee.is_none() && !gone => {
+                self.company.agent(&o.agent).map(|a| a.index)
+            }
+            _ => None,
+        };
+        if c.live.offered_to != offered_to {
+            if let Some(old) = c.live.offered_to.take() {
+                st.agents[old].offers.remove(&code);
+            }
+            if let Some(new) = offered_to {
+                st.agents[new].offers.insert(code);
+            }
+            c.live.offered_to = offered_to;
+        }
+        // The waiting line: open, unassigned and not on offer.
+        let want_line = c.is_open() && c.rec.assignee.is_none() && c.ext.offer.is_none() && !gone;
         if want_line != c.live.in_line {
             c.live.in_line = want_line;
             if want_line {

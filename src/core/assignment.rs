@@ -1,6 +1,7 @@
 //! Automated assignment and presence inside one company: agents coming and
-//! going, handing waiting cases to eligible agents oldest first (the choice
-//! itself is [`super::policy`]'s), and the orphan rule.
+//! going, handing (or offering) waiting cases to eligible agents oldest
+//! first (the choice itself is [`super::policy`]'s), offers running out,
+//! and the orphan rule.
 
 use chrono::Utc;
 use tokio::time::Instant;
@@ -9,17 +10,23 @@ use crate::case::SessionCode;
 use crate::config::Assignment;
 use crate::protocol::PresenceState;
 
-use super::change::Change;
-use super::effect::ConnId;
+use super::change::{Change, OfferOutcome};
+use super::effect::{ConnId, Effect};
 use super::line::Place;
-use super::policy::{self, Candidate};
+use super::policy::{self, Candidate, Passed};
 use super::record::{AssignedBy, Decision, DecisionBlob, RoutingCandidate};
 use super::shard::Locked;
-use super::timers::Timer;
+use super::timers::{self, Timer};
 
 impl Locked<'_> {
-    /// What the policy knows of every agent of the company, for `group`.
-    fn candidates(&self, group: usize) -> Vec<Candidate> {
+    /// What the policy knows of every agent of the company, for a case
+    /// of `group` (which `returned_by` gave back and `passed` passed on).
+    fn candidates(
+        &self,
+        group: usize,
+        returned_by: Option<usize>,
+        passed: &[String],
+    ) -> Vec<Candidate> {
         self.company
             .agents
             .iter()
@@ -32,17 +39,26 @@ impl Locked<'_> {
                 load: live.load(),
                 max_cases: a.max_cases,
                 last_auto: live.last_auto,
+                offer_pending: !live.offers.is_empty(),
+                passed: if returned_by == Some(a.index) {
+                    Some(Passed::Returned)
+                } else if passed.contains(&a.id) {
+                    Some(Passed::Declined)
+                } else {
+                    None
+                },
             })
             .collect()
     }
 
-    /// The decision behind an automatic assignment, to keep with the case.
+    /// The decision behind an automatic assignment or offer, to keep with
+    /// the case.
     fn decision(
         &self,
         policy: Assignment,
         candidates: &[Candidate],
-        returned_by: Option<usize>,
         chosen: usize,
+        offered: bool,
         at: chrono::DateTime<Utc>,
     ) -> DecisionBlob {
         let agents = &self.company.agents;
@@ -55,7 +71,8 @@ impl Locked<'_> {
             }
             .to_string(),
             chosen: agents[chosen].id.clone(),
-            candidates: policy::reasons(policy, candidates, returned_by, chosen)
+            offered,
+            candidates: policy::reasons(policy, candidates, chosen)
                 .into_iter()
                 .filter(|(i, _, _)| agents[*i].active())
                 .map(|(i, eligible, reason)| RoutingCandidate {
@@ -78,6 +95,7 @@ impl Locked<'_> {
                     && live.presence == PresenceState::Available
                     && a.member_of_index(group)
                     && live.load() < a.max_cases
+                    && live.offers.is_empty()
             })
     }
 
@@ -103,23 +121,31 @@ impl Locked<'_> {
             let Some(((_, code), group)) = oldest else {
                 return;
             };
-            let returned_by = self.st.cases.get(&code).and_then(|c| c.rec.returned_by);
-            let candidates = self.candidates(group);
-            let Some(agent) = policy::pick(policy, &candidates, returned_by, self.st.rr[group])
-            else {
+            let candidates = match self.st.cases.get(&code) {
+                Some(c) => self.candidates(group, c.rec.returned_by, &c.ext.passed),
+                None => return,
+            };
+            let Some(agent) = policy::pick(policy, &candidates, self.st.rr[group]) else {
                 return;
             };
             let at = Utc::now();
-            let decision = self.decision(policy, &candidates, returned_by, agent, at);
-            self.apply_all(vec![
-                Change::Routed { code, decision },
-                Change::Assigned {
+            let offer = self.company.offer_timeout(group);
+            let decision = self.decision(policy, &candidates, agent, offer.is_some(), at);
+            let give = match offer {
+                Some(timeout) => Change::Offered {
+                    code,
+                    agent,
+                    expires_at: timers::add(at, timeout),
+                    at,
+                },
+                None => Change::Assigned {
                     code,
                     to: agent,
                     by: AssignedBy::Auto,
                     at,
                 },
-            ]);
+            };
+            self.apply_all(vec![Change::Routed { code, decision }, give]);
         }
     }
 
@@ -127,20 +153,90 @@ impl Locked<'_> {
     /// now go to the agent.
     pub fn agent_connected(&mut self, agent: usize, conn: ConnId) {
         self.apply(Change::AgentOnline { agent, conn });
+        // Offers waiting for the agent's answer reach its new connection.
+        let offers: Vec<SessionCode> = self.st.agents[agent].offers.iter().copied().collect();
+        for code in offers {
+            let Some(c) = self.st.cases.get(&code) else {
+                continue;
+            };
+            let Some(expires_at) = c.ext.offer.as_ref().map(|o| o.expires_at) else {
+                continue;
+            };
+            let case = Box::new(c.view(&self.company));
+            self.emit(Effect::Offered {
+                to: vec![conn],
+                code,
+                case,
+                expires_at,
+            });
+        }
         self.dispatch();
     }
 
-    /// An agent connection closed.
+    /// An agent connection closed. The last one withdraws the agent's
+    /// pending offers.
     pub fn agent_disconnected(&mut self, agent: usize, conn: ConnId) {
         self.apply(Change::AgentOffline { agent, conn });
+        if self.st.agents[agent].conns.is_empty() {
+            self.withdraw_offers(agent);
+        }
     }
 
-    /// `presence`.
+    /// `presence`. Going away withdraws the agent's pending offers.
     pub fn set_presence(&mut self, agent: usize, state: PresenceState) {
         if self.st.agents[agent].presence == state {
             return;
         }
         self.apply(Change::Presence { agent, state });
+        if state == PresenceState::Away {
+            self.withdraw_offers(agent);
+        }
+        self.dispatch();
+    }
+
+    /// Ends the agent's pending offers: it can no longer answer them. The
+    /// cases go to the next eligible agent.
+    fn withdraw_offers(&mut self, agent: usize) {
+        let codes: Vec<SessionCode> = self.st.agents[agent].offers.iter().copied().collect();
+        if codes.is_empty() {
+            return;
+        }
+        let at = Utc::now();
+        for code in codes {
+            self.apply(Change::OfferEnded {
+                code,
+                agent,
+                outcome: OfferOutcome::Withdrawn,
+                at,
+            });
+        }
+        self.dispatch();
+    }
+
+    /// A pending offer's deadline: past it, the offer ends and the case
+    /// goes to the next eligible agent.
+    pub fn check_offer(&mut self, code: SessionCode) {
+        let Some(c) = self.st.cases.get(&code) else {
+            return;
+        };
+        let Some(offer) = &c.ext.offer else {
+            return;
+        };
+        let now = Utc::now();
+        // Woken early (the wall clock moved back): wait the rest.
+        if offer.expires_at - now > chrono::Duration::milliseconds(20) {
+            self.arm_offer(code);
+            return;
+        }
+        let Some(agent) = self.company.agent(&offer.agent).map(|a| a.index) else {
+            return;
+        };
+        self.apply(Change::OfferEnded {
+            code,
+            agent,
+            outcome: OfferOutcome::TimedOut,
+            at: now,
+        });
         self.dispatch();
     }
 

@@ -22,6 +22,27 @@ pub enum Seat {
     Helper,
 }
 
+/// How an offer ended without an `accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OfferOutcome {
+    /// The agent said `decline`.
+    Declined,
+    /// `offer_timeout` passed.
+    TimedOut,
+    /// The agent went away or offline first.
+    Withdrawn,
+}
+
+impl OfferOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferOutcome::Declined => "declined",
+            OfferOutcome::TimedOut => "timed_out",
+            OfferOutcome::Withdrawn => "withdrawn",
+        }
+    }
+}
+
 /// A change to a case.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Change {
@@ -172,6 +193,26 @@ pub enum Change {
         code: SessionCode,
         decision: super::record::DecisionBlob,
     },
+    /// Automation offers the case to an agent (index in the company)
+    /// until `expires_at`; `accept` gives it to the agent (`Assigned`).
+    /// Durable.
+    Offered {
+        code: SessionCode,
+        agent: usize,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
+        expires_at: DateTime<Utc>,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
+        at: DateTime<Utc>,
+    },
+    /// The agent's offer ends without an `accept`: the agent passed on the
+    /// case, which goes back to its line. Durable.
+    OfferEnded {
+        code: SessionCode,
+        agent: usize,
+        outcome: OfferOutcome,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
+        at: DateTime<Utc>,
+    },
     /// A service level was missed, at its deadline. Durable.
     SlaBreached {
         code: SessionCode,
@@ -203,7 +244,9 @@ impl Change {
             | Change::ExtSet { code, .. }
             | Change::SlaStarted { code, .. }
             | Change::Routed { code, .. }
-            | Change::SlaBreached { code, .. } => *code,
+            | Change::SlaBreached { code, .. }
+            | Change::Offered { code, .. }
+            | Change::OfferEnded { code, .. } => *code,
             Change::AgentOnline { .. }
             | Change::AgentOffline { .. }
             | Change::Presence { .. }

@@ -150,6 +150,13 @@ pub enum Effect {
         case: Box<CaseView>,
         by: String,
     },
+    /// A case is offered to an agent: to its connections.
+    Offered {
+        to: Vec<ConnId>,
+        code: SessionCode,
+        case: Box<CaseView>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
     /// Signalling data, to the other seat.
     Signal {
         to: Vec<ConnId>,

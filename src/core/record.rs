@@ -109,10 +109,14 @@ pub struct Live {
     pub indexed: Option<Entry>,
     /// The agent whose load counts this case.
     pub counted_for: Option<usize>,
+    /// The agent whose pending offer this case is.
+    pub offered_to: Option<usize>,
     /// In its group's waiting line.
     pub in_line: bool,
     /// The armed expiry and purge deadlines, to disarm them.
     pub expiry: Option<Instant>,
+    /// The armed deadline of the pending offer.
+    pub offer_timer: Option<Instant>,
     pub purge: Option<Instant>,
     /// When the case ended (ms), as the ended index holds it.
     pub ended_ms: Option<i64>,
@@ -137,6 +141,13 @@ pub struct CaseExt {
     /// [`ROUTING_KEPT`]).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub routing: VecDeque<Decision>,
+    /// The offer waiting for its agent's `accept`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<crate::case::Offer>,
+    /// Ids of the agents who declined the case or let its offer run out:
+    /// offered again only while nobody else is eligible.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed: Vec<String>,
 }
 
 /// Routing decisions kept per case.
@@ -152,6 +163,10 @@ pub struct Decision {
     pub policy: String,
     /// The agent picked.
     pub chosen: String,
+    /// The agent was offered the case (`accept` gives it), rather than
+    /// given it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offered: bool,
     /// Every member of the case's group, in config order.
     pub candidates: Vec<RoutingCandidate>,
 }
@@ -345,6 +360,7 @@ impl Case {
             closed_by: r.closed_by.map(|by| actor_id(company, by)),
             helpers: self.ext.helpers.clone(),
             sla: self.ext.sla.as_ref().map(Sla::view),
+            offer: self.ext.offer.clone(),
         }
     }
 

@@ -89,6 +89,8 @@ pub struct AgentLive {
     pub presence: PresenceState,
     /// The open cases assigned to the agent (its load).
     pub open: HashSet<SessionCode>,
+    /// The cases offered to the agent, waiting for its `accept`.
+    pub offers: HashSet<SessionCode>,
     /// Order of the agent's last automatic assignment; 0 for never.
     pub last_auto: u64,
     /// When the last connection closed (`None` while online).
@@ -101,6 +103,7 @@ impl AgentLive {
             conns: Vec::new(),
             presence: PresenceState::Available,
             open: HashSet::new(),
+            offers: HashSet::new(),
             last_auto: 0,
             offline_since: Some(Instant::now()),
         }

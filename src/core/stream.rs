@@ -145,6 +145,7 @@ mod tests {
             closed_by: None,
             helpers: Vec::new(),
             sla: None,
+            offer: None,
         }
     }
 

@@ -1,6 +1,6 @@
-//! One company's deadlines: case expiry, purge after retention and orphan
-//! checks, earliest first, so the timer task sleeps until the next one and
-//! never scans the cases. Records keep their deadlines as wall-clock times;
+//! One company's deadlines: case expiry, purge after retention, orphan
+//! checks, service levels and offers, earliest first, so the timer task
+//! sleeps until the next one and never scans the cases. Records keep their deadlines as wall-clock times;
 //! here they are armed on the monotonic clock.
 
 use std::collections::BTreeSet;
@@ -19,6 +19,8 @@ pub enum Timer {
     Orphan,
     /// A service level's deadline.
     Sla(crate::case::SlaKind),
+    /// A pending offer's `offer_timeout`.
+    Offer,
 }
 
 /// The deadlines, earliest first.

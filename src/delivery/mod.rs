@@ -282,6 +282,19 @@ impl Deliver for Hub {
                         by,
                     },
                 ),
+                Effect::Offered {
+                    to,
+                    code,
+                    case,
+                    expires_at,
+                } => self.one(
+                    &to,
+                    &ServerMsg::Offer {
+                        code,
+                        case: CaseBody::Agent(case),
+                        expires_at,
+                    },
+                ),
                 Effect::Signal {
                     to,
                     code,

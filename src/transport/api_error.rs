@@ -20,10 +20,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            Json(json!({ "code": self.0.code, "message": self.0.message })),
-        )
-            .into_response()
+        let e = &self.0;
+        let mut body = json!({ "code": e.code, "message": e.message });
+        if let Some(opens_at) = e.opens_field() {
+            body["opens_at"] = json!(opens_at);
+        }
+        let mut resp = (status, Json(body)).into_response();
+        // Closed: try again when the group opens.
+        if let Some(at) = e.opens_at {
+            let secs = (at - chrono::Utc::now()).num_seconds().max(1);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
     }
 }

@@ -87,6 +87,8 @@ pub async fn prepare(
             | ClientMsg::Watch { .. }
             | ClientMsg::Unwatch { .. }
             | ClientMsg::Whisper { .. }
+            | ClientMsg::Accept { .. }
+            | ClientMsg::Decline { .. }
             | ClientMsg::Join { .. }
             | ClientMsg::Leave { .. }
             | ClientMsg::Close { .. }
@@ -176,6 +178,8 @@ fn agent_command(
         ClientMsg::Whisper { code, text } => ServerMsg::Sent {
             code: broker.whisper(Some(conn), agent, &code, text)?,
         },
+        ClientMsg::Accept { code } => case(broker.accept(agent, &code)?),
+        ClientMsg::Decline { code } => case(broker.decline(agent, &code)?),
         ClientMsg::Join { code, takeover, .. } => {
             let view = broker.agent_join(conn, agent, &code, takeover)?;
             tracing::Span::current().record("code", field::display(&view.code));
@@ -283,6 +287,8 @@ fn customer_command(
         | ClientMsg::Watch { .. }
         | ClientMsg::Unwatch { .. }
         | ClientMsg::Whisper { .. }
+        | ClientMsg::Accept { .. }
+        | ClientMsg::Decline { .. }
         | ClientMsg::Delete { .. }
         | ClientMsg::Presence { .. } => {
             return Err(Error::forbidden("agents only"));

@@ -69,6 +69,8 @@ pub fn routes(metrics_here: bool) -> Vec<Route> {
         Route::post("/v1/cases/{code}/invite", invite),
         Route::post("/v1/cases/{code}/whisper", whisper),
         Route::post("/v1/cases/{code}/close", close),
+        Route::post("/v1/cases/{code}/accept", accept),
+        Route::post("/v1/cases/{code}/decline", decline),
         Route::get("/v1/cases/{code}/transcript", transcript),
         Route::get("/v1/cases/{code}/routing", routing),
         Route::post("/v1/help", help),
@@ -464,6 +466,32 @@ async fn close(
     Ok(Json(view).into_response())
 }
 
+/// `accept` over HTTP: takes the case offered to the caller.
+async fn accept(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    PathParam(code): PathParam<String>,
+) -> ApiResult<Response> {
+    let view = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.accept(&agent, &code)
+    })
+    .await?;
+    Ok(Json(view).into_response())
+}
+
+/// `decline` over HTTP: passes on the case offered to the caller.
+async fn decline(
+    State(app): State<App>,
+    AuthAgent(agent): AuthAgent,
+    PathParam(code): PathParam<String>,
+) -> ApiResult<Response> {
+    let view = acknowledged(&app, Some(agent.company_index), || {
+        app.broker.decline(&agent, &code)
+    })
+    .await?;
+    Ok(Json(view).into_response())
+}
+
 async fn delete_case(
     State(app): State<App>,
     AuthAgent(agent): AuthAgent,
@@ -544,12 +572,23 @@ async fn module(State(app): State<App>, PathParam(key): PathParam<String>) -> Ap
     let dir = app.broker.directory();
     let m = dir.module(&key).ok_or_else(Error::not_found)?;
     let company = &dir.companies()[m.company_index];
-    Ok(Json(json!({
+    let mut body = json!({
         "module": key,
         "company": { "name": company.name },
         "group": m.group,
-    }))
-    .into_response())
+    });
+    // Outside the group's hours, the help page says so before anyone types.
+    let group = &company.group_info[m.group_index];
+    if let Some(hours) = &group.hours {
+        let now = chrono::Utc::now();
+        if !hours.is_open(now) {
+            body["closed"] = json!({
+                "message": group.closed_message,
+                "opens_at": hours.opens_at(now).as_ref().map(crate::case::format_time),
+            });
+        }
+    }
+    Ok(Json(body).into_response())
 }
 
 async fn metrics(State(app): State<App>) -> Response {

@@ -292,6 +292,7 @@ pub fn uncounted_error_frame(id: Option<&Id>, err: &Error) -> Frame {
     let msg = ServerMsg::Error {
         code: err.code,
         message: err.message.clone(),
+        opens_at: err.opens_field(),
     };
     Frame::message(&msg, id)
 }

@@ -717,3 +717,57 @@ async fn module_keys_added_changed_and_deleted_work_at_once_and_survive_a_restar
     assert_eq!(case["assignee"], "bob", "{case}");
     assert_eq!(ask_help(&server, &drawn_key).await.0, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_keeps_service_levels_offers_and_opening_hours() {
+    fn edit(text: String) -> String {
+        text.replacen(
+            "name = \"ACME\"\n",
+            "name = \"ACME\"\nassignment = \"round_robin\"\noffer_timeout = \"45s\"\n",
+            1,
+        )
+        .replacen(
+            r#"{ id = "support" }"#,
+            r#"{ id = "support", sla_first_response = "5m", sla_resolution = "4h", offer_timeout = "20s", closed_message = "Back at eight.", hours = { tz = "Europe/Berlin", mon = "08:00-12:00, 13:00-18:00", holidays = ["2026-12-25"] } }"#,
+            1,
+        )
+    }
+    let server = TestServer::with_text_in(Mode::Memory, "", edit).await;
+    let text = reqwest::Client::new()
+        .get(server.url("/v1/admin/export"))
+        .bearer_auth(ALICE)
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let config = casebroker::Config::from_toml(&format!("in_memory = true\n{text}"))
+        .unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let c = &config.companies[0];
+    assert_eq!(
+        c.offer_timeout,
+        Some(std::time::Duration::from_secs(45)),
+        "{text}"
+    );
+    let g = &c.groups[0];
+    assert_eq!(
+        g.sla_first_response,
+        Some(std::time::Duration::from_secs(300))
+    );
+    assert_eq!(
+        g.sla_resolution,
+        Some(std::time::Duration::from_secs(4 * 3600))
+    );
+    assert_eq!(g.offer_timeout, Some(std::time::Duration::from_secs(20)));
+    assert_eq!(g.closed_message.as_deref(), Some("Back at eight."));
+    let hours = g.hours.as_ref().expect("hours exported");
+    assert_eq!(hours.tz, "Europe/Berlin");
+    assert_eq!(hours.mon.as_deref(), Some("08:00-12:00, 13:00-18:00"));
+    assert_eq!(hours.holidays, ["2026-12-25"]);
+    assert!(
+        c.groups[1].hours.is_none() && c.groups[1].offer_timeout.is_none(),
+        "{text}"
+    );
+}

@@ -11,7 +11,7 @@ use casebroker::protocol::{CaseBody, ClientMsg, Envelope, ServerMsg, decode_clie
 use serde_json::Value;
 
 /// Every server message type on the wire (see `server_type`).
-const SERVER_TYPES: [&str; 22] = [
+const SERVER_TYPES: [&str; 23] = [
     "welcome",
     "snapshot",
     "resumed",
@@ -33,12 +33,14 @@ const SERVER_TYPES: [&str; 22] = [
     "groups",
     "invited",
     "stats",
+    "offer",
     "error",
 ];
 
 /// Server messages that are pushes: they never carry an `id`.
-const PUSHES: [&str; 10] = [
+const PUSHES: [&str; 11] = [
     "event", "status", "chat", "signal", "ended", "queue", "agent", "groups", "invited", "stats",
+    "offer",
 ];
 
 fn server_type(msg: &ServerMsg) -> &'static str {
@@ -64,6 +66,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::Groups { .. } => "groups",
         ServerMsg::Invited { .. } => "invited",
         ServerMsg::Stats { .. } => "stats",
+        ServerMsg::Offer { .. } => "offer",
         ServerMsg::Error { .. } => "error",
     }
 }

@@ -13,23 +13,22 @@ async fn stats(server: &TestServer, token: &str) -> Vec<Value> {
     body["groups"].as_array().unwrap().clone()
 }
 
-/// The next `stats` push whose `group` entry satisfies `pred`.
+/// The next `stats` push whose `group` entry satisfies `pred`, in order:
+/// the pushes before it are dropped, so an older one that happens to match
+/// is never taken for it.
 async fn pushed(ws: &mut WsClient, group: &'static str, pred: fn(&Value) -> bool) -> Value {
-    let found = ws
-        .wait_for(&format!("stats of {group}"), move |m| {
-            m["type"] == "stats"
-                && m["groups"]
-                    .as_array()
-                    .is_some_and(|gs| gs.iter().any(|g| g["group"] == group && pred(g)))
-        })
-        .await;
-    found["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["group"] == group)
-        .unwrap()
-        .clone()
+    loop {
+        let m = ws.next().await;
+        if m["type"] != "stats" {
+            continue;
+        }
+        let entry = m["groups"]
+            .as_array()
+            .and_then(|gs| gs.iter().find(|g| g["group"] == group));
+        if let Some(g) = entry.filter(|g| pred(g)) {
+            return g.clone();
+        }
+    }
 }
 
 async fn group_numbers_are_served_and_pushed_when_they_change(mode: Mode) {

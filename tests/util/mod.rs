@@ -250,11 +250,23 @@ impl TestServer {
     /// Node `name` of a cluster on `redis`, the test config with `extra`
     /// (top-level keys) and an image every second.
     pub async fn node(redis: &redis::RedisServer, name: &str, extra: &str) -> TestServer {
+        TestServer::node_with(redis, name, extra, |text| text).await
+    }
+
+    /// As [`TestServer::node`], the config's text passed through `edit`
+    /// first (to change a company's tables).
+    pub async fn node_with(
+        redis: &redis::RedisServer,
+        name: &str,
+        extra: &str,
+        edit: fn(String) -> String,
+    ) -> TestServer {
         let table = format!(
             "{extra}\nsnapshot_interval = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\n",
             redis.url()
         );
-        TestServer::with_config(config_with(&table)).await
+        let config = Config::from_toml(&edit(config_text(&table))).expect("test config is valid");
+        TestServer::with_config(config).await
     }
 
     pub async fn with_config(config: Config) -> TestServer {

@@ -518,6 +518,11 @@ struct ExportCompany {
     id: String,
     name: String,
     assignment: crate::config::Assignment,
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    offer_timeout: Option<std::time::Duration>,
     groups: Vec<ExportGroup>,
     agents: Vec<ExportAgent>,
     modules: Vec<ExportModule>,
@@ -527,6 +532,25 @@ struct ExportCompany {
 struct ExportGroup {
     id: String,
     name: String,
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    sla_first_response: Option<std::time::Duration>,
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    sla_resolution: Option<std::time::Duration>,
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    offer_timeout: Option<std::time::Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hours: Option<crate::hours::HoursConfig>,
 }
 
 #[derive(Serialize)]
@@ -570,6 +594,7 @@ impl Broker {
                 id: company.id.clone(),
                 name: company.name.clone(),
                 assignment: company.assignment,
+                offer_timeout: company.offer_timeout,
                 groups: company
                     .group_info
                     .iter()
@@ -577,6 +602,11 @@ impl Broker {
                     .map(|g| ExportGroup {
                         id: g.id.clone(),
                         name: g.name.clone(),
+                        sla_first_response: g.sla_first_response,
+                        sla_resolution: g.sla_resolution,
+                        offer_timeout: g.offer_timeout,
+                        closed_message: g.closed_message.clone(),
+                        hours: g.hours.as_ref().map(|h| h.config().clone()),
                     })
                     .collect(),
                 agents: company

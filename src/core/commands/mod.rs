@@ -8,6 +8,7 @@ pub mod admin;
 pub mod assign;
 pub mod companies;
 pub mod create;
+pub mod offers;
 pub mod query;
 pub mod session;
 pub mod subscribe;
@@ -199,6 +200,7 @@ impl Broker {
                 // Purging after retention emits nothing.
                 Timer::Purge => cx.apply(Change::Purged { code }),
                 Timer::Orphan => cx.check_orphan(code, now),
+                Timer::Offer => cx.check_offer(code),
                 Timer::Sla(kind) => {
                     if cx.sla_missed(&code, kind) {
                         cx.apply(Change::SlaBreached {
