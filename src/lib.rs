@@ -29,6 +29,7 @@ pub mod delivery;
 pub mod directory;
 pub mod error;
 pub mod hours;
+pub mod ice;
 pub mod metrics;
 pub mod protocol;
 pub mod store;

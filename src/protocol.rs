@@ -473,6 +473,10 @@ pub enum ServerMsg {
         case: CaseBody,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume_token: Option<String>,
+        /// STUN/TURN servers for screen sharing (`ice_servers` in the
+        /// config); absent when none are configured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<Vec<crate::ice::IceServer>>,
     },
     Left {
         code: SessionCode,

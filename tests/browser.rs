@@ -22,13 +22,14 @@ use crate::util::*;
 /// the help page at 360 px, the admin page at 1280 px, an offer on the
 /// dashboard and the help page outside opening hours (all shown in the
 /// README).
-const SHOTS: [&str; 6] = [
+const SHOTS: [&str; 7] = [
     "dashboard.png",
     "help.png",
     "dashboard-narrow.png",
     "admin.png",
     "offer.png",
     "help-closed.png",
+    "screen.png",
 ];
 
 /// Each browser script, Chromium start included, stays under this.

@@ -47,6 +47,8 @@ mod pages;
 mod queue;
 #[path = "integration/routing.rs"]
 mod routing;
+#[path = "integration/screen.rs"]
+mod screen;
 #[path = "integration/sessions.rs"]
 mod sessions;
 #[path = "integration/sla.rs"]

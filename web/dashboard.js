@@ -9,6 +9,7 @@
 import { byId, el, fill, flash, isOpen, groupName } from './dom.js';
 import { Socket } from './socket.js';
 import { Alerts } from './alerts.js';
+import { ScreenViewer } from './screenshare.js';
 import { QueueView, topicOf, waitingCount } from './queue.js';
 import { CasePanel } from './casepanel.js';
 import { callApi } from './api.js';
@@ -87,6 +88,7 @@ const panel = new CasePanel(byId('case-panel'), {
   },
   leave: async (code) => {
     if (await command({ type: 'leave', code }, `You left the session of ${code}.`, true)) {
+      screen.ended(code);
       session(code).joined = false;
       render();
     }
@@ -353,6 +355,52 @@ async function loadTranscript(code) {
   render();
 }
 
+// ---- the customer's shared screen
+
+const screen = new ScreenViewer({
+  send: (code, data) => socket.request({ type: 'signal', code, data }),
+  onChange: () => renderScreen(),
+});
+
+/** The screen a customer shares, beside the case panel. */
+function renderScreen() {
+  const share = screen.share;
+  const box = byId('screen');
+  const video = byId('screen-video');
+  box.hidden = !share?.stream;
+  if (video.srcObject !== (share?.stream || null)) {
+    video.srcObject = share?.stream || null;
+    if (share?.stream) video.play().catch(() => {});
+  }
+  byId('screen-pointer').hidden = true;
+  if (share) byId('screen-case').textContent = `Case ${share.code}${customerOf(share.code)}`;
+}
+
+function customerOf(code) {
+  const name = state.cases.get(code)?.customer?.name;
+  return name ? `, ${name}` : '';
+}
+
+/** A click on the picture: the customer sees a marker there. */
+function pointAt(ev) {
+  const video = byId('screen-video');
+  const box = video.getBoundingClientRect();
+  // The picture inside the element (letterboxed to keep its shape).
+  const scale = Math.min(box.width / (video.videoWidth || box.width), box.height / (video.videoHeight || box.height));
+  const w = (video.videoWidth || box.width) * scale;
+  const h = (video.videoHeight || box.height) * scale;
+  const left = (box.width - w) / 2;
+  const top = (box.height - h) / 2;
+  const x = (ev.clientX - box.left - left) / w;
+  const y = (ev.clientY - box.top - top) / h;
+  if (x < 0 || x > 1 || y < 0 || y > 1) return;
+  screen.point(x, y);
+  const marker = byId('screen-pointer');
+  marker.style.left = `${left + x * w}px`;
+  marker.style.top = `${top + y * h}px`;
+  marker.hidden = false;
+}
+
 // ---- offers
 
 let offerTick = null;
@@ -408,6 +456,7 @@ async function take(code, takeover, inPanel = false) {
   s.joined = true;
   s.ended = null;
   s.lastCase = reply.case;
+  screen.iceServers = reply.ice_servers || [];
   state.openCode = code;
   render();
   await Promise.all([loadTranscript(code), loadRouting(code)]);
@@ -468,6 +517,8 @@ function onPush(msg) {
       render();
       break;
     case 'status': {
+      // The customer's page reloaded or lost its connection: its share is over.
+      if (!msg.customer_connected) screen.ended(msg.code);
       const c = state.cases.get(msg.code);
       if (c) {
         noteSupporter(c, { code: msg.code, supporter_connected: msg.supporter_connected }, Date.now());
@@ -478,6 +529,9 @@ function onPush(msg) {
       render();
       break;
     }
+    case 'signal':
+      screen.onSignal(msg.code, msg.data);
+      break;
     case 'chat': {
       const s = session(msg.code);
       const line = { from: msg.from, text: msg.text, at: msg.at, mine: false, internal: Boolean(msg.internal) };
@@ -505,6 +559,7 @@ function onPush(msg) {
       break;
     }
     case 'ended': {
+      screen.ended(msg.code);
       const s = session(msg.code);
       s.ended = msg.reason;
       s.joined = false;
@@ -572,6 +627,7 @@ function start(token) {
 
 function signOut(error) {
   hideOffer();
+  screen.close(false);
   socket?.stop();
   socket = null;
   sessionStorage.removeItem(TOKEN_KEY);
@@ -632,6 +688,9 @@ function wire() {
   });
   byId('sign-out').addEventListener('click', () => signOut());
   byId('offer-accept').addEventListener('click', () => answerOffer('accept'));
+  byId('screen-video').addEventListener('click', pointAt);
+  byId('screen-full').addEventListener('click', () => byId('screen-video').requestFullscreen?.().catch(() => {}));
+  byId('screen-stop').addEventListener('click', () => screen.close());
   byId('offer-decline').addEventListener('click', () => answerOffer('decline'));
   byId('presence-available').addEventListener('click', () => setPresence('available'));
   byId('presence-away').addEventListener('click', () => setPresence('away'));

@@ -6,6 +6,7 @@
 
 import { byId, chatLine, fill } from './dom.js';
 import { Socket } from './socket.js';
+import { ScreenSender } from './screenshare.js';
 
 const moduleKey = decodeURIComponent(location.pathname.replace(/^\/help\//, '').replace(/\/+$/, ''));
 const STORE_KEY = `casebroker.help.${moduleKey}`;
@@ -98,7 +99,56 @@ function waitText(seconds) {
   return ` The wait should be about ${minutes} minute${minutes === 1 ? '' : 's'}.`;
 }
 
+// ---- screen sharing
+
+const screen = new ScreenSender({
+  send: (data) => (socket ? socket.request({ type: 'signal', data }) : Promise.reject(new Error('not connected'))),
+  onChange: () => renderShare(),
+});
+
+const SHARE_ENDED = {
+  refused: 'You did not share your screen.',
+  stopped: 'You stopped sharing your screen.',
+  agent: 'The agent stopped watching your screen.',
+  left: 'The agent left the session: your screen is no longer shared.',
+  failed: 'Your screen could not be shared. You can try again.',
+};
+
+/**
+ * The share controls: offered once an agent is in the session, with what
+ * is happening in words, the customer's own preview and the agent's
+ * pointer drawn over it.
+ */
+function renderShare() {
+  const inSession = Boolean(saved) && !view.ended;
+  const box = byId('share');
+  box.hidden = !inSession || (!view.supporterConnected && !screen.sharing);
+  if (box.hidden) return;
+  const name = view.supporter?.name || 'The agent';
+  const text = {
+    idle: SHARE_ENDED[screen.ended] || `${name} can see your screen if you share it. Nothing is shared until you choose.`,
+    offering: 'Sharing your screen… waiting for the agent to connect.',
+    watched: `You are sharing your screen. ${name} is watching.`,
+  }[screen.state];
+  byId('share-status').textContent = text;
+  byId('share-start').hidden = screen.sharing;
+  byId('share-stop').hidden = !screen.sharing;
+  const preview = byId('share-preview');
+  byId('share-view').hidden = !screen.sharing;
+  if (preview.srcObject !== screen.stream) {
+    preview.srcObject = screen.stream;
+    if (screen.stream) preview.play().catch(() => {});
+  }
+  const marker = byId('share-pointer');
+  marker.hidden = !screen.pointer;
+  if (screen.pointer) {
+    marker.style.left = `${screen.pointer.x * 100}%`;
+    marker.style.top = `${screen.pointer.y * 100}%`;
+  }
+}
+
 function render() {
+  renderShare();
   const inSession = Boolean(saved) || Boolean(view.ended);
   byId('request').hidden = inSession;
   byId('session').hidden = !inSession;
@@ -122,6 +172,9 @@ function render() {
 // ---- the connection
 
 function applyCase(c) {
+  // The agent left or changed: the share was for that agent.
+  const changed = c.supporter?.name !== view.supporter?.name;
+  if (screen.sharing && (!c.supporter_connected || changed)) screen.stop('left', false);
   view.status = c.status;
   view.supporter = c.supporter;
   view.supporterConnected = c.supporter_connected;
@@ -129,6 +182,7 @@ function applyCase(c) {
 }
 
 function endSession(reason) {
+  screen.stop('stopped', false);
   socket?.stop();
   socket = null;
   view.ended = reason;
@@ -144,6 +198,7 @@ async function onWelcome() {
   if (saved) {
     try {
       const r = await socket.request({ type: 'join', code: saved.code, resume_token: saved.token });
+      screen.iceServers = r.ice_servers || [];
       applyCase(r.case);
       render();
     } catch (e) {
@@ -158,6 +213,7 @@ async function onWelcome() {
   try {
     const r = await socket.request(msg);
     saved = { code: r.code, token: r.resume_token, name: asking.name, messages: [] };
+    screen.iceServers = r.ice_servers || [];
     asking = null;
     store();
     applyCase(r.case);
@@ -190,6 +246,9 @@ function onPush(msg) {
       view.position = msg.position;
       view.estimate = msg.estimated_wait_s ?? null;
       break;
+    case 'signal':
+      screen.onSignal(msg.data);
+      return;
     case 'chat':
       if (saved) {
         saved.messages.push({ from: msg.from, text: msg.text, at: msg.at, mine: false });
@@ -230,6 +289,9 @@ byId('request-form').addEventListener('submit', (ev) => {
   asking = { name, description };
   connect();
 });
+
+byId('share-start').addEventListener('click', () => screen.start());
+byId('share-stop').addEventListener('click', () => screen.stop('stopped'));
 
 byId('chat-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();

@@ -183,6 +183,16 @@ pub struct Config {
     /// The most companies the broker serves, the file's and the API's
     /// (deleted ones included). Default 100.
     pub max_companies: usize,
+    /// STUN and TURN servers for screen sharing, given to both seats in
+    /// `joined`. Default none (peers on one network still connect).
+    pub ice_servers: Vec<crate::ice::IceServerConfig>,
+    /// The shared secret of a TURN server using the REST convention
+    /// (coturn's `static-auth-secret`): TURN servers listed without
+    /// credentials get short-lived ones. Default none.
+    pub turn_secret: Option<Secret>,
+    /// How long those credentials last. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub turn_ttl: Duration,
     /// Companies (tenants). The demo company when none are configured.
     pub companies: Vec<CompanyConfig>,
 }
@@ -339,6 +349,9 @@ impl Default for Config {
             operator_token: None,
             operator_token_sha256: None,
             max_companies: 100,
+            ice_servers: Vec::new(),
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(3600),
             companies: Vec::new(),
         }
     }

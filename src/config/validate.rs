@@ -56,6 +56,23 @@ impl Config {
                 "must be 1 to 10000, and at least the number of companies in the file",
             ));
         }
+        if self.ice_servers.len() > crate::ice::MAX_SERVERS {
+            return Err(invalid(
+                "ice_servers",
+                format!("at most {} servers", crate::ice::MAX_SERVERS),
+            ));
+        }
+        for (i, s) in self.ice_servers.iter().enumerate() {
+            s.check()
+                .map_err(|m| invalid(format!("ice_servers[{i}]"), m))?;
+        }
+        if self.turn_secret.as_ref().is_some_and(|s| s.0.len() < 16) {
+            return Err(invalid("turn_secret", "must be at least 16 characters"));
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600)).contains(&self.turn_ttl)
+        {
+            return Err(invalid("turn_ttl", "must be 1 min to 7 days"));
+        }
         if !crate::case::CODE_DIGITS.contains(&self.code_digits) {
             return Err(invalid("code_digits", "must be 8 or 11"));
         }

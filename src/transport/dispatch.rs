@@ -137,6 +137,29 @@ pub async fn joined(app: &App, ip: IpAddr, result: &Result<Option<ServerMsg>, Er
     }
 }
 
+/// The STUN/TURN servers a seat of `code` gets in `joined`; none when the
+/// config lists none.
+fn ice_servers(
+    broker: &crate::core::Broker,
+    code: crate::case::SessionCode,
+) -> Option<Vec<crate::ice::IceServer>> {
+    let c = broker.config();
+    if c.ice_servers.is_empty() {
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Some(crate::ice::for_session(
+        &c.ice_servers,
+        c.turn_secret.as_ref().map(|s| s.0.as_str()),
+        c.turn_ttl.as_secs(),
+        code,
+        now,
+    ))
+}
+
 fn agent_command(
     app: &App,
     conn: &Conn,
@@ -185,6 +208,7 @@ fn agent_command(
             tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
                 code: view.code,
+                ice_servers: ice_servers(broker, view.code),
                 case: CaseBody::Agent(Box::new(view)),
                 resume_token: None,
             }
@@ -246,6 +270,7 @@ fn customer_command(
             tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
                 code: view.code,
+                ice_servers: ice_servers(broker, view.code),
                 case: CaseBody::Customer(view),
                 resume_token: Some(token),
             }
@@ -260,6 +285,7 @@ fn customer_command(
             tracing::Span::current().record("code", field::display(&view.code));
             ServerMsg::Joined {
                 code: view.code,
+                ice_servers: ice_servers(broker, view.code),
                 case: CaseBody::Customer(view),
                 resume_token: token,
             }

@@ -84,6 +84,11 @@ const ASSETS: &[Asset] = &[
     asset("alerts.js", JS, include_bytes!("../../web/alerts.js")),
     asset("queue.js", JS, include_bytes!("../../web/queue.js")),
     asset("casepanel.js", JS, include_bytes!("../../web/casepanel.js")),
+    asset(
+        "screenshare.js",
+        JS,
+        include_bytes!("../../web/screenshare.js"),
+    ),
     asset("api.js", JS, include_bytes!("../../web/api.js")),
     asset("admin.js", JS, include_bytes!("../../web/admin.js")),
     asset("dashboard.js", JS, include_bytes!("../../web/dashboard.js")),

@@ -336,6 +336,46 @@ try {
     await panel.locator('.chat-log', { hasText: 'Thank you! It is still black.' }).waitFor();
   });
 
+  await step('the customer shares the screen; the agent watches and points; either side stops it', async () => {
+    const share = help.getByRole('button', { name: 'Share my screen' });
+    await help.locator('#share-status', { hasText: 'Nothing is shared until you choose' }).waitFor();
+    check(await dash.locator('#screen').isHidden(), 'no screen before the customer shares');
+    await share.click();
+    const video = dash.getByRole('region', { name: 'Shared screen' }).locator('video');
+    check((await video.getAttribute('aria-label')) === "Customer's screen", 'the video is named');
+    await dash.locator('#screen').waitFor();
+    // Frames arrive: a picture, and time moving on.
+    await dash.waitForFunction(() => document.querySelector('#screen-video').videoWidth > 0);
+    const t0 = await video.evaluate((v) => v.currentTime);
+    await dash.waitForFunction((t) => document.querySelector('#screen-video').currentTime > t, t0);
+    await help.locator('#share-status', { hasText: `${ADMIN} is watching` }).waitFor();
+    await dash.locator('#screen-case', { hasText: code }).waitFor();
+    // The agent points; the customer sees the marker over its preview.
+    const box = await video.boundingBox();
+    await video.click({ position: { x: box.width / 2, y: box.height / 2 } });
+    await help.locator('#share-pointer').waitFor();
+    await dash.locator('#screen-pointer').waitFor();
+    if (opt.screenshots) await dash.screenshot({ path: path.join(opt.screenshots, 'screen.png') });
+    // The customer stops: gone on both sides.
+    await help.getByRole('button', { name: 'Stop sharing' }).click();
+    await dash.locator('#screen').waitFor({ state: 'hidden' });
+    await help.locator('#share-status', { hasText: 'You stopped sharing your screen.' }).waitFor();
+    // Shared again, the agent stops watching: the customer is told.
+    await share.click();
+    await dash.locator('#screen').waitFor();
+    await dash.getByRole('button', { name: 'Stop watching' }).click();
+    await dash.locator('#screen').waitFor({ state: 'hidden' });
+    await help.locator('#share-status', { hasText: 'The agent stopped watching your screen.' }).waitFor();
+    check(await share.isVisible(), 'the customer may share again');
+    // A reload of the customer's page ends the share on the agent's side.
+    await share.click();
+    await dash.locator('#screen').waitFor();
+    await help.reload();
+    await dash.locator('#screen').waitFor({ state: 'hidden' });
+    await help.locator('#status', { hasText: `${ADMIN} has joined` }).waitFor();
+    await help.getByRole('button', { name: 'Share my screen' }).waitFor();
+  });
+
   await step('a helper joins beside the assignee; internal notes never reach the customer', async () => {
     await panel.getByLabel('Ask for help').selectOption({ label: AGENT });
     await panel.getByRole('button', { name: 'Invite', exact: true }).click();

@@ -75,6 +75,13 @@ export function launch(executablePath) {
       '--disable-component-update',
       '--disable-sync',
       '--disable-dev-shm-usage',
+      // Screen sharing: getDisplayMedia picks a screen without asking and
+      // a fake one is drawn; peers meet on loopback host candidates, by
+      // address rather than by mDNS name.
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      '--allow-loopback-in-peer-connection',
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
     ],
   });
 }
