@@ -523,8 +523,13 @@ try {
   await step('close ends the case on both pages', async () => {
     await row(dash, code).getByRole('button', { name: 'Open', exact: true }).click();
     await panel.locator('#case-heading', { hasText: code }).waitFor();
+    // A share under way ends with the case, on both sides.
+    await help.getByRole('button', { name: 'Share my screen' }).click();
+    await dash.locator('#screen').waitFor();
     await panel.getByRole('button', { name: 'Close case' }).click();
     await help.locator('#ended', { hasText: /closed|ended/ }).waitFor();
+    await dash.locator('#screen').waitFor({ state: 'hidden' });
+    check(await help.locator('#share').isHidden(), 'no share controls once ended');
     await panel.locator('.ended', { hasText: /closed|ended/ }).waitFor();
     // Said in the case's own status line, covering neither chat nor details.
     await panel.locator('.panel-notice', { hasText: `Case ${code} closed.` }).waitFor();
