@@ -732,8 +732,21 @@ groups = ["nope"]
     }
 
     #[test]
+    fn a_token_hashes_to_its_known_sha256() {
+        // `printf %s secret-token | sha256sum`
+        assert_eq!(
+            hex::encode(hash_token("secret-token")),
+            "930bbdc51b6aed5c2a5678fd6e28dee7a05e8a4b643cfc0b4427c3efb86c0d94"
+        );
+        assert_eq!(
+            hex::encode(hash_token("operator-token-000001")),
+            "ad88eb13317d00252fc66df9ab8b568749a49b3d6ded0255aa2ccaf4d039143b"
+        );
+    }
+
+    #[test]
     fn token_sha256_matches_token() {
-        let hex_hash = hex::encode(hash_token("secret-token"));
+        let hex_hash = "930bbdc51b6aed5c2a5678fd6e28dee7a05e8a4b643cfc0b4427c3efb86c0d94";
         let text = format!(
             "[[companies]]\nid = \"a\"\ngroups = [{{ id = \"g\" }}]\n[[companies.agents]]\nid = \"x\"\ntoken_sha256 = \"{hex_hash}\"\n"
         );

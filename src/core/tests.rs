@@ -242,7 +242,7 @@ fn the_durable_record_holds_what_rebuilds_a_case() {
     let rec = &cx.case(&view.code).unwrap().rec;
     assert_eq!(
         rec.resume_token_hash,
-        Some(super::commands::create::token_hash(&token.unwrap()))
+        Some(crate::config::hash_token(&token.unwrap()))
     );
     assert_eq!(rec.returned_by, Some(1), "bob gave it back");
     assert_eq!(rec.transcript.len(), 1);

@@ -365,29 +365,23 @@ impl TestServer {
     }
 
     /// Stops the broker and waits for `run` to return.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("broker stops within its grace period")
-                .unwrap()
-                .unwrap();
-        }
+    pub async fn shutdown(self) {
+        self.stop().await
     }
-}
 
-impl TestServer {
     /// Shuts the broker down and waits until it has stopped (its data
-    /// directory is closed and may be opened again).
+    /// directory is closed and may be opened again): within its grace
+    /// period, without a panic, and with `run` answering `Ok`.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("broker stops within its grace period")
+                .expect("the broker's task did not panic")
+                .expect("the broker stopped without an error");
         }
     }
 }

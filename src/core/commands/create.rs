@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 
 use chrono::Utc;
 use dashmap::mapref::entry::Entry;
-use sha2::{Digest, Sha256};
 
 use crate::case::{CaseView, Customer, CustomerCaseView, SessionCode, Source};
 use crate::directory::Agent;
@@ -34,12 +33,8 @@ struct NewCase {
 /// A fresh resume token and its hash (only the hash is kept).
 pub(crate) fn new_resume_token() -> (String, [u8; 32]) {
     let token = hex::encode(rand::random::<[u8; limits::RESUME_TOKEN_BYTES]>());
-    let hash = token_hash(&token);
+    let hash = crate::config::hash_token(&token);
     (token, hash)
-}
-
-pub(crate) fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 impl Broker {

@@ -13,7 +13,7 @@ use super::super::change::{Change, Seat};
 use super::super::effect::Effect;
 use super::super::shard::Locked;
 use super::super::{Broker, Conn};
-use super::create::{new_resume_token, token_hash};
+use super::create::new_resume_token;
 use super::{check_len, limits, required_code};
 
 impl Broker {
@@ -40,7 +40,7 @@ impl Broker {
             return Err(Error::not_found());
         }
         let token_ok = match (&c.rec.resume_token_hash, &resume_token) {
-            (Some(held), Some(given)) => bool::from(held.ct_eq(&token_hash(given))),
+            (Some(held), Some(given)) => bool::from(held.ct_eq(&crate::config::hash_token(given))),
             _ => false,
         };
         let now = Utc::now();
