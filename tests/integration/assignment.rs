@@ -100,10 +100,6 @@ group = "support"
     Config::from_toml(&text).expect("assignment test config is valid")
 }
 
-fn code_of(case: &Value) -> String {
-    case["code"].as_str().expect("case has a code").to_string()
-}
-
 /// A support case created by `ws` (alice); returns the case from the reply,
 /// which reflects any automatic assignment made at creation.
 async fn new_case(ws: &mut WsClient) -> Value {
@@ -127,15 +123,6 @@ async fn dashboard(server: &TestServer) -> WsClient {
     let mut ws = server.agent(ALICE).await;
     ws.ok(json!({"type": "subscribe"}), "snapshot").await;
     ws
-}
-
-/// `GET /v1/cases/{code}` as alice.
-async fn get_case(server: &TestServer, code: &str) -> Value {
-    let (status, body) = server
-        .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
-        .await;
-    assert_eq!(status, 200, "GET case {code}: {body}");
-    body
 }
 
 /// Polls `GET /v1/cases/{code}` until `pred` holds, for at most `WAIT`.

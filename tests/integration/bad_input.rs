@@ -59,15 +59,6 @@ async fn meeting(server: &TestServer) -> (WsClient, WsClient, String) {
     (customer, alice, code)
 }
 
-/// A case as alice sees it over HTTP.
-async fn case_via_http(server: &TestServer, code: &str) -> Value {
-    let (status, case) = server
-        .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
-        .await;
-    assert_eq!(status, 200, "{case}");
-    case
-}
-
 /// A well-formed code that is not `taken`.
 fn unknown_code(taken: &str) -> &'static str {
     let norm = |c: &str| c.chars().filter(char::is_ascii_digit).collect::<String>();
@@ -528,7 +519,7 @@ async fn wrong_codes() {
         .err(json!({"type": "join", "code": case["code"]}), "not_found")
         .await;
     assert_eq!(
-        case_via_http(&server, case["code"].as_str().unwrap()).await["assignee"],
+        get_case(&server, case["code"].as_str().unwrap()).await["assignee"],
         Value::Null
     );
 }
@@ -539,7 +530,7 @@ async fn forbidden_commands() {
     let mut alice = server.agent(ALICE).await;
     let case = create_case(&mut alice, "support").await;
     let code = case["code"].as_str().unwrap().to_string();
-    let before = case_via_http(&server, &code).await;
+    let before = get_case(&server, &code).await;
 
     let mut customer = server.customer().await;
     for cmd in [
@@ -554,7 +545,7 @@ async fn forbidden_commands() {
         customer.err(cmd, "forbidden").await;
     }
     customer.sync().await;
-    assert_eq!(case_via_http(&server, &code).await, before);
+    assert_eq!(get_case(&server, &code).await, before);
     let (_, list) = server.http("GET", "/v1/cases", Some(ALICE), None).await;
     assert_eq!(list["cases"].as_array().unwrap().len(), 1, "{list}");
 
@@ -593,7 +584,7 @@ async fn another_company_cannot_touch_a_case() {
         )
         .await;
     let code = made["case"]["code"].as_str().unwrap().to_string();
-    let before = case_via_http(&server, &code).await;
+    let before = get_case(&server, &code).await;
     assert_eq!(before["assignee"], "bob");
 
     let mut gina = server.agent(GINA).await;
@@ -627,7 +618,7 @@ async fn another_company_cannot_touch_a_case() {
         assert_eq!(body["code"], "not_found", "{method} {path}: {body}");
     }
 
-    let after = case_via_http(&server, &code).await;
+    let after = get_case(&server, &code).await;
     assert_eq!(after, before);
     assert_eq!(after["status"], before["status"]);
     assert_eq!(after["assignee"], "bob");
@@ -872,7 +863,7 @@ async fn the_broker_survives_the_abuse() {
     ana.ok(json!({"type": "chat", "text": "Thanks"}), "sent")
         .await;
     assert_eq!(bob.wait_type("chat").await["text"], "Thanks");
-    assert_eq!(case_via_http(&server, &acme_code).await["status"], "new");
+    assert_eq!(get_case(&server, &acme_code).await["status"], "new");
     let (status, _) = server.http("GET", "/healthz", None, None).await;
     assert_eq!(status, 200);
     alice.sync().await;

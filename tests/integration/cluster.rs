@@ -159,8 +159,10 @@ async fn subscribe(ws: &mut WsClient) -> Value {
     ws.ok(json!({"type": "subscribe"}), "snapshot").await
 }
 
-/// Subscribes with `resume` and checks that the stream still holds it.
-async fn resume(ws: &mut WsClient, epoch: &Value, seq: u64) {
+/// Subscribes `ws` (already connected) again with `resume` from `epoch`
+/// and `seq`, and asserts that the stream still holds that position: the
+/// reply is `resumed`, in the same epoch.
+async fn resume_on(ws: &mut WsClient, epoch: &Value, seq: u64) {
     let resumed = ws
         .ok(
             json!({"type": "subscribe", "resume": {"epoch": epoch, "seq": seq}}),
@@ -289,7 +291,7 @@ async fn dashboards_on_every_node_see_one_stream_and_resume_anywhere() {
         create(&mut dave, "missed 2").await,
     ];
     let mut again = b.agent(ALICE).await;
-    resume(&mut again, &epoch, last).await;
+    resume_on(&mut again, &epoch, last).await;
     for code in &more {
         let e = event(&mut again, code, "created").await;
         assert!(e["seq"].as_u64().unwrap() > last, "{e}");
@@ -420,7 +422,7 @@ async fn a_killed_node_lets_go_of_its_seats_and_its_customer_resumes_elsewhere()
     // The dashboard that was on k resumes on a with exactly what it
     // missed: Bob's join and the release of the customer's seat.
     let mut dash_again = a.agent(ALICE).await;
-    resume(&mut dash_again, &epoch, seen).await;
+    resume_on(&mut dash_again, &epoch, seen).await;
     dash_again.sync().await;
     let missed: Vec<u64> = dash_again
         .pending()

@@ -90,26 +90,6 @@ async fn stop(server: TestServer, clients: Vec<WsClient>) {
     tokio::join!(server.stop(), drain);
 }
 
-fn code_of(case: &Value) -> String {
-    case["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no code in {case}"))
-        .to_string()
-}
-
-fn seq_of(v: &Value) -> u64 {
-    v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {v}"))
-}
-
-/// `GET /v1/cases/{code}` as alice (admin); must be 200.
-async fn get_case(server: &TestServer, code: &str) -> Value {
-    let (status, case) = server
-        .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
-        .await;
-    assert_eq!(status, 200, "GET {code}: {case}");
-    case
-}
-
 async fn get_transcript(server: &TestServer, code: &str) -> Value {
     let (status, t) = server
         .http(
@@ -123,54 +103,11 @@ async fn get_transcript(server: &TestServer, code: &str) -> Value {
     t
 }
 
-/// The next message that is not an `agent` push (those are outside the
-/// event sequence).
-async fn next_queued(ws: &mut WsClient) -> Value {
-    loop {
-        let v = ws.next().await;
-        if v["type"] != "agent" {
-            return v;
-        }
-    }
-}
-
 /// An admin dashboard and its `snapshot`.
 async fn dashboard(server: &TestServer) -> (WsClient, Value) {
     let mut ws = server.agent(ALICE).await;
     let snap = ws.ok(json!({"type": "subscribe"}), "snapshot").await;
     (ws, snap)
-}
-
-/// An admin connection subscribing with `resume`; returns it and the reply,
-/// which must be the first message and echo the command's id.
-async fn resume(server: &TestServer, epoch: &str, seq: u64) -> (WsClient, Value) {
-    let mut ws = server.agent(ALICE).await;
-    ws.send(json!({
-        "type": "subscribe",
-        "id": "resume-1",
-        "resume": {"epoch": epoch, "seq": seq},
-    }))
-    .await;
-    let first = next_queued(&mut ws).await;
-    assert_eq!(
-        first["id"], "resume-1",
-        "first message after resume: {first}"
-    );
-    (ws, first)
-}
-
-/// Nothing but `agent` pushes has arrived (after a ping round trip).
-async fn assert_quiet(ws: &mut WsClient, who: &str) {
-    ws.sync().await;
-    let extra: Vec<&Value> = ws
-        .pending()
-        .iter()
-        .filter(|v| v["type"] != "agent")
-        .collect();
-    assert!(
-        extra.is_empty(),
-        "{who} received unexpected messages: {extra:?}"
-    );
 }
 
 // 1. Cases, assignments, transcripts and the epoch ---------------------------
@@ -374,20 +311,20 @@ async fn a_dashboard_resumes_exactly_across_a_restart() {
     stop(server, vec![maker, dash, ana, bob]).await;
     let server = TestServer::with_config(scratch.config("")).await;
 
-    let (mut dash, first) = resume(&server, &epoch, from).await;
+    let (mut dash, first) = connect_resuming(&server, ALICE, &epoch, from).await;
     assert_eq!(first["type"], "resumed", "{first}");
     assert_eq!(first["epoch"], epoch.as_str(), "{first}");
     // The events after `from`, exactly as they went out the first time...
     for ev in &seen[2..] {
-        let got = next_queued(&mut dash).await;
+        let got = next_msg(&mut dash).await;
         assert_eq!(got, *ev, "replayed event");
     }
     // ...then the two seats of the help case being left (ana's and bob's),
     // and nothing else.
     let last = seq_of(seen.last().unwrap());
     assert_eq!(seq_of(&first), last + 2, "{first}");
-    let left1 = next_queued(&mut dash).await;
-    let left2 = next_queued(&mut dash).await;
+    let left1 = next_msg(&mut dash).await;
+    let left2 = next_msg(&mut dash).await;
     for (k, ev) in [&left1, &left2].into_iter().enumerate() {
         assert_eq!(ev["type"], "event", "{ev}");
         assert_eq!(ev["epoch"], epoch.as_str(), "{ev}");
@@ -507,7 +444,7 @@ async fn in_memory_forgets_everything() {
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["cases"], json!([]), "{list}");
     // A new stream: the old position gets a snapshot, empty, at seq 0.
-    let (mut dash, first) = resume(&server, &epoch, seq_of(&snap)).await;
+    let (mut dash, first) = connect_resuming(&server, ALICE, &epoch, seq_of(&snap)).await;
     assert_eq!(first["type"], "snapshot", "{first}");
     assert_ne!(first["epoch"], epoch.as_str(), "{first}");
     assert_eq!(first["seq"], 0, "{first}");
@@ -595,10 +532,10 @@ async fn a_case_whose_ttl_passed_while_down_expires_at_start() {
     tokio::time::sleep_until((created + ttl + Duration::from_millis(500)).into()).await;
     let server = TestServer::with_config(scratch.config("case_ttl = \"1s\"")).await;
 
-    let (mut dash, first) = resume(&server, &epoch, seq).await;
+    let (mut dash, first) = connect_resuming(&server, ALICE, &epoch, seq).await;
     assert_eq!(first["type"], "resumed", "{first}");
     assert_eq!(first["epoch"], epoch.as_str(), "{first}");
-    let expired = next_queued(&mut dash).await;
+    let expired = next_msg(&mut dash).await;
     assert_eq!(expired["type"], "event", "{expired}");
     assert_eq!(seq_of(&expired), seq + 1, "{expired}");
     assert_eq!(expired["action"], "updated", "{expired}");

@@ -29,30 +29,6 @@ const THIRD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
 
 // Metrics -------------------------------------------------------------------
 
-/// Polls `/metrics` until `series` satisfies `ok` or `within` passes.
-async fn wait_metric(
-    server: &TestServer,
-    series: &str,
-    what: &str,
-    within: Duration,
-    ok: impl Fn(f64) -> bool,
-) -> f64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = scrape(server).await;
-        if let Some(v) = metric(&text, series)
-            && ok(v)
-        {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never became {what} within {within:?}; last scrape:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 fn disconnects(reason: &str) -> String {
     format!("casebroker_disconnects_total{{reason=\"{reason}\"}}")
 }
@@ -497,10 +473,7 @@ async fn an_endlessly_fragmented_message_closes_with_1009() {
         Closed::Code(1009),
         "messages before the close: {seen:?}"
     );
-    wait_metric(&server, &disconnects("too_large"), ">= 1", WAIT, |v| {
-        v >= 1.0
-    })
-    .await;
+    wait_metric(&server, &disconnects("too_large"), ">= 1", |v| v >= 1.0).await;
 
     // The broker stays up.
     let mut other = server.customer().await;
@@ -635,10 +608,7 @@ async fn a_websocket_that_answers_no_pings_is_dropped_and_leaves_its_seat() {
     // Alice, who answers, is still served. (She is not polled from here
     // on, so she may be dropped in turn: nothing below depends on her.)
     alice.sync().await;
-    wait_metric(&server, &disconnects("pong_timeout"), ">= 1", WAIT, |v| {
-        v >= 1.0
-    })
-    .await;
+    wait_metric(&server, &disconnects("pong_timeout"), ">= 1", |v| v >= 1.0).await;
     // Its socket really is closed: what was sent to it, then EOF.
     let frames = silent.drain().await;
     assert!(
@@ -809,10 +779,7 @@ async fn a_message_flood_is_rate_limited_then_closed_with_4002() {
     bystander.sync().await;
     let mut newcomer = server.customer().await;
     newcomer.sync().await;
-    wait_metric(&server, &disconnects("rate_limited"), ">= 1", WAIT, |v| {
-        v >= 1.0
-    })
-    .await;
+    wait_metric(&server, &disconnects("rate_limited"), ">= 1", |v| v >= 1.0).await;
 }
 
 // 6. Code guessing ------------------------------------------------------------------
@@ -894,7 +861,7 @@ async fn failed_joins_over_the_alarm_threshold_raise_the_alarm() {
             assert_eq!(value(&scrape(&server).await, ALARM), 0.0);
         }
     }
-    wait_metric(&server, ALARM, "1", WAIT, |v| v == 1.0).await;
+    wait_metric(&server, ALARM, "1", |v| v == 1.0).await;
 }
 
 // 8. Connections per address -----------------------------------------------------------
@@ -1298,7 +1265,7 @@ async fn metrics_move() {
     }
     // Writes are counted right after the flush: poll for the last ones.
     let out0 = value(&t0, OUT);
-    wait_metric(&server, OUT, ">= 9 more", WAIT, |v| v >= out0 + 9.0).await;
+    wait_metric(&server, OUT, ">= 9 more", |v| v >= out0 + 9.0).await;
     let t1 = scrape(&server).await;
     assert!(value(&t1, IN) >= value(&t0, IN) + 6.0, "{t1}");
     assert!(value(&t1, BYTES_IN) > value(&t0, BYTES_IN) + 100.0, "{t1}");
@@ -1313,15 +1280,11 @@ async fn metrics_move() {
         .burst((0..40).map(|i| json!({"type": "ping", "id": i})))
         .await;
     assert_eq!(flooder.closed().await.0, Some(4002));
-    wait_metric(
-        &server,
-        &disconnects("rate_limited"),
-        "one more",
-        WAIT,
-        |v| v >= rl0 + 1.0,
-    )
+    wait_metric(&server, &disconnects("rate_limited"), "one more", |v| {
+        v >= rl0 + 1.0
+    })
     .await;
 
     // Every event written to alice's dashboard is timed.
-    wait_metric(&server, LATENCY, ">= 3 more", WAIT, |v| v >= lat0 + 3.0).await;
+    wait_metric(&server, LATENCY, ">= 3 more", |v| v >= lat0 + 3.0).await;
 }

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use crate::util::*;
 
@@ -73,13 +72,6 @@ fn is_code(v: &Value) -> bool {
             3 | 7 => c == b'-',
             _ => c.is_ascii_digit(),
         })
-}
-
-fn code_of(case: &Value) -> String {
-    case["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no code in {case}"))
-        .to_string()
 }
 
 fn digits_of(code: &str) -> String {
@@ -165,36 +157,6 @@ async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
         .expect("HTTP request");
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap_or_default())
-}
-
-async fn metrics_text(server: &TestServer) -> String {
-    let (status, text) = get_text(server, "/metrics").await;
-    assert_eq!(status, 200, "GET /metrics: {text}");
-    text
-}
-
-/// The value of one series (`name{labels}` exactly as rendered).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (name, value) = l.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
-}
-
-/// Polls `/metrics` until `series` has the value `want` (bounded by WAIT).
-async fn wait_metric(server: &TestServer, series: &str, want: f64) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = metrics_text(server).await;
-        if metric(&text, series) == Some(want) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never became {want}; last scrape:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // 1. End to end --------------------------------------------------------------
@@ -1044,17 +1006,17 @@ async fn metrics_track_connections_cases_and_events() {
     const CLOSED: &str = "casebroker_cases{status=\"closed\"}";
     const EVENTS: &str = "casebroker_events_total";
 
-    let text = metrics_text(&server).await;
+    let text = scrape(&server).await;
     assert_eq!(metric(&text, AGENTS), Some(0.0), "{text}");
     assert_eq!(metric(&text, NEW), Some(0.0), "{text}");
     let events0 = metric(&text, EVENTS).unwrap_or_else(|| panic!("no {EVENTS}:\n{text}"));
 
     let bob = server.agent(BOB).await;
-    wait_metric(&server, AGENTS, 1.0).await;
+    wait_metric(&server, AGENTS, "1", |v| v == 1.0).await;
 
     let a = code_of(&create(&server, ALICE, json!({"group": "support"})).await);
     let b = code_of(&create(&server, ALICE, json!({"group": "sales"})).await);
-    let text = metrics_text(&server).await;
+    let text = scrape(&server).await;
     assert_eq!(metric(&text, NEW), Some(2.0), "{text}");
     let events1 = metric(&text, EVENTS).expect("events counter");
     assert!(
@@ -1066,7 +1028,7 @@ async fn metrics_track_connections_cases_and_events() {
         .http("POST", &format!("/v1/cases/{a}/close"), Some(ALICE), None)
         .await;
     assert_eq!(status, 200, "{body}");
-    let text = metrics_text(&server).await;
+    let text = scrape(&server).await;
     assert_eq!(metric(&text, NEW), Some(1.0), "{text}");
     assert_eq!(metric(&text, CLOSED), Some(1.0), "{text}");
     let events2 = metric(&text, EVENTS).expect("events counter");
@@ -1087,7 +1049,7 @@ async fn metrics_track_connections_cases_and_events() {
     }
 
     bob.close().await;
-    wait_metric(&server, AGENTS, 0.0).await;
+    wait_metric(&server, AGENTS, "0", |v| v == 0.0).await;
 }
 
 // 8. Field limits ------------------------------------------------------------

@@ -64,7 +64,7 @@ async fn create_cases(ws: &mut WsClient, group: &str, n: usize) -> Vec<String> {
         .into_iter()
         .map(|r| {
             assert!(r["case"]["assignee"].is_null(), "{r}");
-            code_str(&r["case"])
+            code_of(&r["case"])
         })
         .collect()
 }
@@ -79,13 +79,6 @@ async fn assign_all(ws: &mut WsClient, codes: &[String], assignee: &str) {
     for r in pipeline(ws, cmds, "case").await {
         assert_eq!(r["case"]["assignee"], assignee, "{r}");
     }
-}
-
-fn code_str(v: &Value) -> String {
-    v["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no code in {v}"))
-        .to_string()
 }
 
 /// A customer seated in the case it asked for, waiting in line.
@@ -103,7 +96,7 @@ impl Waiting {
         assert_eq!(joined["case"]["status"], "pending", "{joined}");
         assert_eq!(joined["case"]["supporter"], Value::Null, "{joined}");
         Waiting {
-            code: code_str(&joined),
+            code: code_of(&joined),
             ws,
             position: None,
         }
@@ -318,9 +311,9 @@ async fn positions_in_one_group_are_not_disturbed_by_another_group() {
     let mut sales = Vec::new();
     for i in 0..5 {
         if i % 2 == 0 {
-            support.push(code_str(&create_case(&mut alice, "support").await));
+            support.push(code_of(&create_case(&mut alice, "support").await));
         } else {
-            sales.push(code_str(&create_case(&mut alice, "sales").await));
+            sales.push(code_of(&create_case(&mut alice, "sales").await));
         }
     }
     let mut s = Waiting::new(&server, MODULE).await;
@@ -355,7 +348,7 @@ async fn a_case_leaving_the_line_stops_its_position_pushes() {
     let server = TestServer::with_config(line_config()).await;
     let mut alice = server.agent(ALICE).await;
     let mut bob = server.agent(BOB).await;
-    let head = code_str(&create_case(&mut alice, "support").await);
+    let head = code_of(&create_case(&mut alice, "support").await);
     let mut taken = Waiting::new(&server, MODULE).await;
     let mut behind = Waiting::new(&server, MODULE).await;
     create_case(&mut alice, "support").await;
@@ -410,7 +403,7 @@ async fn companies_do_not_share_a_line() {
     let mut gina = server.agent(GINA).await;
     // Both companies have a group named `support`.
     let acme = create_cases(&mut alice, "support", 2).await;
-    let globex = code_str(&create_case(&mut gina, "support").await);
+    let globex = code_of(&create_case(&mut gina, "support").await);
     let mut a = Waiting::new(&server, MODULE).await;
     let mut g = Waiting::new(&server, GLOBEX_MODULE).await;
     assert_eq!(a.settles_at(3).await, vec![3]);

@@ -25,17 +25,6 @@ async fn subscribe(ws: &mut WsClient, extra: Value) -> Value {
     snap
 }
 
-fn seq_of(v: &Value) -> u64 {
-    v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {v}"))
-}
-
-fn code_of(case: &Value) -> String {
-    case["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no code in {case}"))
-        .to_string()
-}
-
 fn codes_in(snapshot: &Value) -> HashSet<String> {
     snapshot["cases"]
         .as_array()
@@ -57,34 +46,6 @@ fn case_in<'a>(snapshot: &'a Value, code: &str) -> &'a Value {
 /// The next queue event on `ws`.
 async fn event(ws: &mut WsClient) -> Value {
     ws.wait_type("event").await
-}
-
-/// True for the `agent` and `stats` pushes dashboards get beside the
-/// queue (outside the event sequence, not replayed); queue tests skip
-/// them.
-fn is_agent_push(v: &Value) -> bool {
-    v["type"] == "agent" || v["type"] == "stats"
-}
-
-/// The next message on `ws` that is not an `agent` or `stats` push.
-async fn next_msg(ws: &mut WsClient) -> Value {
-    loop {
-        let v = ws.next().await;
-        if !is_agent_push(&v) {
-            return v;
-        }
-    }
-}
-
-/// Asserts that nothing more has arrived on `ws` (ping/pong round trip,
-/// then nothing buffered but `agent` and `stats` pushes).
-async fn assert_quiet(ws: &mut WsClient, who: &str) {
-    ws.sync().await;
-    let extra: Vec<&Value> = ws.pending().iter().filter(|v| !is_agent_push(v)).collect();
-    assert!(
-        extra.is_empty(),
-        "{who} received unexpected messages: {extra:?}"
-    );
 }
 
 /// Creates a case in `group` as `ws`; returns the case.
@@ -110,25 +71,6 @@ async fn delete(ws: &mut WsClient, code: &str) {
         .ok(json!({"type": "delete", "code": code}), "deleted")
         .await;
     assert_eq!(r["code"], code, "{r}");
-}
-
-/// Opens an agent connection and sends `subscribe` with `resume`; returns
-/// the connection and the first message received (the reply, which must
-/// echo the id and arrive before anything else).
-async fn resume(server: &TestServer, token: &str, epoch: &str, seq: u64) -> (WsClient, Value) {
-    let mut ws = server.agent(token).await;
-    ws.send(json!({
-        "type": "subscribe",
-        "id": "resume-1",
-        "resume": {"epoch": epoch, "seq": seq},
-    }))
-    .await;
-    let first = next_msg(&mut ws).await;
-    assert_eq!(
-        first["id"], "resume-1",
-        "first message after resume: {first}"
-    );
-    (ws, first)
 }
 
 async fn subscribe_gives_snapshot_then_live_events(mode: Mode) {
@@ -297,7 +239,7 @@ async fn resume_replays_exactly_the_missed_events(mode: Mode) {
         ("deleted", b.clone()),
     ];
 
-    let (mut dash, first) = resume(&server, ALICE, &epoch, seq).await;
+    let (mut dash, first) = connect_resuming(&server, ALICE, &epoch, seq).await;
     assert_eq!(first["type"], "resumed", "{first}");
     assert_eq!(first["epoch"], epoch.as_str(), "{first}");
     assert_eq!(first["seq"], seq + 5, "resumed carries the head: {first}");
@@ -339,7 +281,7 @@ async fn resume_falls_back_to_snapshot_when_it_cannot_be_exact(mode: Mode) {
     let head = seq0 + 10;
 
     // Too old: the first missed event is no longer held.
-    let (mut ws, first) = resume(&server, ALICE, &epoch, seq0).await;
+    let (mut ws, first) = connect_resuming(&server, ALICE, &epoch, seq0).await;
     assert_eq!(first["type"], "snapshot", "too old a seq: {first}");
     assert_eq!(first["epoch"], epoch.as_str(), "{first}");
     assert_eq!(first["seq"], head, "{first}");
@@ -347,12 +289,12 @@ async fn resume_falls_back_to_snapshot_when_it_cannot_be_exact(mode: Mode) {
     assert_quiet(&mut ws, "too-old resume").await;
 
     // One short of what is held: still a snapshot.
-    let (mut ws, first) = resume(&server, ALICE, &epoch, head - 6).await;
+    let (mut ws, first) = connect_resuming(&server, ALICE, &epoch, head - 6).await;
     assert_eq!(first["type"], "snapshot", "seq head-6 with 5 held: {first}");
     assert_quiet(&mut ws, "head-6 resume").await;
 
     // Exactly what is held: resumed with the 5 events.
-    let (mut ws, first) = resume(&server, ALICE, &epoch, head - 5).await;
+    let (mut ws, first) = connect_resuming(&server, ALICE, &epoch, head - 5).await;
     assert_eq!(first["type"], "resumed", "seq head-5 with 5 held: {first}");
     assert_eq!(first["seq"], head, "{first}");
     for k in 0..5 {
@@ -363,7 +305,7 @@ async fn resume_falls_back_to_snapshot_when_it_cannot_be_exact(mode: Mode) {
     assert_quiet(&mut ws, "head-5 resume").await;
 
     // Wrong epoch.
-    let (mut ws, first) = resume(&server, ALICE, "0000000000000000", head).await;
+    let (mut ws, first) = connect_resuming(&server, ALICE, "0000000000000000", head).await;
     assert_eq!(first["type"], "snapshot", "wrong epoch: {first}");
     assert_eq!(
         first["epoch"],
@@ -375,14 +317,14 @@ async fn resume_falls_back_to_snapshot_when_it_cannot_be_exact(mode: Mode) {
     assert_quiet(&mut ws, "wrong-epoch resume").await;
 
     // A seq from the future.
-    let (mut ws, first) = resume(&server, ALICE, &epoch, head + 1).await;
+    let (mut ws, first) = connect_resuming(&server, ALICE, &epoch, head + 1).await;
     assert_eq!(first["type"], "snapshot", "seq past the head: {first}");
     assert_eq!(first["seq"], head, "{first}");
     assert_eq!(codes_in(&first), codes, "{first}");
     assert_quiet(&mut ws, "future resume").await;
 
     // At the head: resumed, nothing to replay, then live events.
-    let (mut ws, first) = resume(&server, ALICE, &epoch, head).await;
+    let (mut ws, first) = connect_resuming(&server, ALICE, &epoch, head).await;
     assert_eq!(first["type"], "resumed", "at the head: {first}");
     assert_eq!(first["epoch"], epoch.as_str(), "{first}");
     assert_eq!(first["seq"], head, "{first}");
@@ -458,7 +400,7 @@ async fn group_visibility_and_filters(mode: Mode) {
     let _x3 = close(&mut maker, &code_of(&x2)).await;
     let head = bob_seq + 5;
 
-    let (mut bob, first) = resume(&server, BOB, &epoch, bob_seq).await;
+    let (mut bob, first) = connect_resuming(&server, BOB, &epoch, bob_seq).await;
     assert_eq!(first["type"], "resumed", "{first}");
     assert_eq!(first["seq"], head, "{first}");
     let ev = next_msg(&mut bob).await;
@@ -796,7 +738,10 @@ async fn slow_consumer_is_disconnected_and_others_keep_up(mode: Mode) {
     assert_quiet(&mut dash, "reading dashboard").await;
 
     let (how, seen) = slow.closed().await;
-    let seen: Vec<Value> = seen.into_iter().filter(|v| !is_agent_push(v)).collect();
+    let seen: Vec<Value> = seen
+        .into_iter()
+        .filter(|v| !is_unsequenced_push(v))
+        .collect();
     assert_eq!(how, Closed::Code(4001), "slow consumer close code");
     assert!(
         (seen.len() as u64) < N,

@@ -10,20 +10,6 @@ use serde_json::{Value, json};
 
 use crate::util::*;
 
-/// The `code` field of a message or case object.
-fn code_of(v: &Value) -> String {
-    v["code"].as_str().expect("a code").to_string()
-}
-
-/// A case over HTTP, as ALICE (admin of acme) sees it.
-async fn get_case(server: &TestServer, code: &str) -> Value {
-    let (status, body) = server
-        .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
-        .await;
-    assert_eq!(status, 200, "GET /v1/cases/{code}: {body}");
-    body
-}
-
 /// Parses a wire time, checking the contract's form: RFC 3339 UTC with `Z`
 /// and millisecond precision (`2024-05-01T12:34:56.789Z`).
 fn wire_time(v: &Value) -> DateTime<Utc> {

@@ -53,10 +53,6 @@ fn verify(hit: &Hit, secret: &str) {
     );
 }
 
-fn code_of(case: &Value) -> String {
-    case["code"].as_str().unwrap().to_string()
-}
-
 async fn every_event_reaches_the_endpoint_signed_and_in_order(mode: Mode) {
     let mut receiver = Receiver::start().await;
     let server = TestServer::with_extra_in(mode, FAST).await;
