@@ -193,6 +193,11 @@ pub struct Config {
     /// How long those credentials last. Default `1h`.
     #[serde(with = "humantime_serde")]
     pub turn_ttl: Duration,
+    /// During a burst of changes, a waiting customer is told its position
+    /// at most this often (always once after the last change). `0s` tells
+    /// every change at once. Default `250ms`.
+    #[serde(with = "humantime_serde")]
+    pub position_interval: Duration,
     /// Companies (tenants). The demo company when none are configured.
     pub companies: Vec<CompanyConfig>,
 }
@@ -352,6 +357,7 @@ impl Default for Config {
             ice_servers: Vec::new(),
             turn_secret: None,
             turn_ttl: Duration::from_secs(3600),
+            position_interval: Duration::from_millis(250),
             companies: Vec::new(),
         }
     }

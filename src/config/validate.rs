@@ -73,6 +73,9 @@ impl Config {
         {
             return Err(invalid("turn_ttl", "must be 1 min to 7 days"));
         }
+        if self.position_interval > Duration::from_secs(10) {
+            return Err(invalid("position_interval", "must be at most 10 s"));
+        }
         if !crate::case::CODE_DIGITS.contains(&self.code_digits) {
             return Err(invalid("code_digits", "must be 8 or 11"));
         }

@@ -61,6 +61,8 @@ impl Line {
 /// due to be told.
 pub struct Lines {
     groups: Vec<Line>,
+    /// At most one flush per period during a burst.
+    period: Duration,
     last_flush: Option<Instant>,
     /// Set while a coalesced flush waits for its turn.
     due: Option<Instant>,
@@ -70,12 +72,20 @@ pub struct Lines {
 pub type Told = (SessionCode, usize);
 
 impl Lines {
-    /// Positions are told at most this often during a burst of changes.
+    /// Positions are told at most this often during a burst of changes,
+    /// unless set otherwise (`position_interval`).
     pub const PERIOD: Duration = Duration::from_millis(250);
+
+    /// Sets how often positions may be told during a burst (zero: at every
+    /// change).
+    pub fn set_period(&mut self, period: Duration) {
+        self.period = period;
+    }
 
     pub fn new(groups: usize) -> Lines {
         Lines {
             groups: (0..groups).map(|_| Line::default()).collect(),
+            period: Self::PERIOD,
             last_flush: None,
             due: None,
         }
@@ -141,7 +151,7 @@ impl Lines {
             return None;
         }
         let at = match self.last_flush {
-            Some(last) if last + Self::PERIOD > now => last + Self::PERIOD,
+            Some(last) if last + self.period > now => last + self.period,
             _ => now,
         };
         self.due = Some(at);

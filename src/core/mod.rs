@@ -107,10 +107,11 @@ impl Broker {
         let companies = dir.companies();
         let shards = (0..config.company_slots())
             .map(|i| {
-                let state = match companies.get(i) {
+                let mut state = match companies.get(i) {
                     Some(c) => ShardState::new(c, config.history_events),
                     None => ShardState::sized(0, 0, config.history_events),
                 };
+                state.lines.set_period(config.position_interval);
                 Shard {
                     state: Mutex::new(state),
                     timers_changed: Notify::new(),

@@ -94,6 +94,7 @@ impl Broker {
         let company = cx.company.clone();
         let history = self.shared.config.history_events;
         let mut fresh = ShardState::new(&company, history);
+        fresh.lines.set_period(self.shared.config.position_interval);
         for (id, state) in cx.st.conns.drain() {
             let s = super::shard::ConnState {
                 subscribed: state.subscribed,

@@ -18,11 +18,19 @@ use crate::util::*;
 /// message rate, the help-request limits and the per-address connection cap
 /// lifted so that deep lines can be built quickly.
 fn line_config() -> Config {
+    coalescing_config("0s")
+}
+
+/// The line's config with positions told at most every `interval`: `0s`
+/// pushes each position with the change that moved it, so a ping round
+/// trip is enough to know that nothing more is coming.
+fn coalescing_config(interval: &str) -> Config {
     config_with(&format!(
         "{UNLIMITED}\n\
          help_per_ip_per_minute = 1000000\n\
          help_per_module_per_minute = 1000000\n\
-         max_connections_per_ip = 100000"
+         max_connections_per_ip = 100000\n\
+         position_interval = \"{interval}\""
     ))
 }
 
@@ -134,7 +142,8 @@ impl Waiting {
     }
 
     /// Checks that the customer has been told nothing new: no `queue` push
-    /// arrived before a ping round trip.
+    /// arrived before a ping round trip (with `position_interval = 0s`, a
+    /// position is pushed with the change that moved it, never later).
     async fn not_told(&mut self) {
         self.ws.sync().await;
         let queued: Vec<&Value> = self
@@ -281,7 +290,8 @@ async fn a_customer_who_reaches_the_head_is_told_position_one() {
 #[tokio::test]
 async fn a_burst_of_changes_is_coalesced_but_ends_on_the_final_position() {
     const AHEAD: usize = 200;
-    let server = TestServer::with_config(line_config()).await;
+    // Positions coalesced as by default.
+    let server = TestServer::with_config(coalescing_config("250ms")).await;
     let mut alice = server.agent(ALICE).await;
     let ahead = create_cases(&mut alice, "support", AHEAD).await;
     let mut last = Waiting::new(&server, MODULE).await;
