@@ -243,7 +243,12 @@ async fn a_customer_on_one_node_and_an_agent_on_another_meet_in_one_case() {
     bob.ok(json!({"type": "close", "code": code}), "case").await;
     let ended = customer.wait_type("ended").await;
     assert_eq!(ended["reason"], "closed", "{ended}");
-    customer.closed().await;
+    let (how, after) = customer.closed().await;
+    assert_eq!(
+        how,
+        crate::util::Closed::Code(1000),
+        "the customer's end: {after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

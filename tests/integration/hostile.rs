@@ -628,10 +628,13 @@ async fn a_websocket_that_answers_no_pings_is_dropped_and_leaves_its_seat() {
 async fn a_dashboard_that_never_reads_is_dropped_and_memory_stays_bounded() {
     const EVENTS: usize = 5000;
     const BATCH: usize = 5;
-    // 256 KiB of outbox (about 70 of these events) leaves the fast dashboard
-    // room for scheduling jitter; 64 KiB (18 events) cut it off at times.
+    const SLOW: usize = 10;
+    // 64 KiB of outbox: about 18 of these events. The producer waits for
+    // the fast dashboard to read each batch before the next (below), so the
+    // fast one is never more than a batch behind, however the threads are
+    // scheduled; the slow ones fall behind without bound and are cut off.
     let server = TestServer::with_config(config_with(&format!(
-        "{UNLIMITED}\noutbox_messages = 256\noutbox_bytes = 262144"
+        "{UNLIMITED}\noutbox_messages = 256\noutbox_bytes = 65536"
     )))
     .await;
     let mut producer = server.agent(ALICE).await;
@@ -639,19 +642,26 @@ async fn a_dashboard_that_never_reads_is_dropped_and_memory_stays_bounded() {
     fast.ok(json!({"type": "subscribe"}), "snapshot").await;
 
     // The slow one: a small receive buffer, subscribed, then never reads.
-    let mut slow = RawWs::connect(server.addr, Some(4096)).await;
-    slow.send_json(json!({"type": "hello", "role": "agent", "token": BOB}))
-        .await;
-    slow.send_json(json!({"type": "subscribe", "id": "s"}))
-        .await;
-    loop {
-        let m = slow.text().await.expect("snapshot for the slow dashboard");
-        if m["type"] == "snapshot" {
-            break;
+    // Ten of them: an outbox that did not bound them would hold the whole
+    // flood for each, 170 MB in all.
+    let mut slows = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut slow = RawWs::connect(server.addr, Some(4096)).await;
+        slow.send_json(json!({"type": "hello", "role": "agent", "token": BOB}))
+            .await;
+        slow.send_json(json!({"type": "subscribe", "id": "s"}))
+            .await;
+        loop {
+            let m = slow.text().await.expect("snapshot for the slow dashboard");
+            if m["type"] == "snapshot" {
+                break;
+            }
         }
+        slows.push(slow);
     }
 
-    // The fast one reads every event as it comes.
+    // The fast one reads every event as it comes, and says how far it is.
+    let (read, mut progress) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let mut seen = Vec::with_capacity(EVENTS);
         while seen.len() < EVENTS {
@@ -661,10 +671,12 @@ async fn a_dashboard_that_never_reads_is_dropped_and_memory_stays_bounded() {
                 e["seq"].as_u64().expect("seq"),
                 e["case"]["name"].as_str().unwrap_or_default().to_string(),
             ));
+            read.send_replace(seen.len());
         }
         (fast, seen)
     });
 
+    let before = value(&scrape(&server).await, "process_resident_memory_bytes");
     // Events of about 3.5 KB: 17 MB in all, far more than the kernel's
     // socket buffers can hide.
     let description = "d".repeat(3000);
@@ -682,6 +694,11 @@ async fn a_dashboard_that_never_reads_is_dropped_and_memory_stays_bounded() {
             "batch {batch}: {replies:?}"
         );
         producer.clear();
+        let sent = (batch + 1) * BATCH;
+        timeout(WAIT, progress.wait_for(|&n| n >= sent))
+            .await
+            .unwrap_or_else(|_| panic!("the fast dashboard did not read batch {batch}"))
+            .expect("the reader is running");
     }
 
     let (mut fast, seen) = timeout(Duration::from_secs(60), reader)
@@ -696,42 +713,49 @@ async fn a_dashboard_that_never_reads_is_dropped_and_memory_stays_bounded() {
     }
     fast.sync().await;
 
-    // The slow one is disconnected and its socket ends. Its queue overflows
-    // while its task waits on a write the socket cannot take, so today it
-    // goes when that write times out (`write_timeout`, 10 s) rather than at
-    // once with 4001 (`slow`); either counts.
+    // The slow one is disconnected as a slow consumer and its socket ends:
+    // its queue overflows while its task waits on a write the socket cannot
+    // take, and the overflow ends the connection at once (not the write's
+    // `write_timeout`).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = scrape(&server).await;
-        let gone = value(&text, &disconnects("slow")) + value(&text, &disconnects("write_timeout"));
-        if gone >= 1.0 {
+        if value(&text, &disconnects("slow")) >= SLOW as f64 {
+            assert_eq!(value(&text, &disconnects("write_timeout")), 0.0, "{text}");
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the slow dashboard was never disconnected:\n{text}"
+            "the slow dashboards were not all disconnected:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let frames = slow.drain().await;
-    let got = texts(&frames)
-        .iter()
-        .filter(|m| m["type"] == "event")
-        .count();
-    assert!(
-        got < EVENTS,
-        "the slow dashboard got all {got} events: it was not cut off"
-    );
+    for slow in &mut slows {
+        let frames = slow.drain().await;
+        let got = texts(&frames)
+            .iter()
+            .filter(|m| m["type"] == "event")
+            .count();
+        assert!(
+            got < EVENTS,
+            "a slow dashboard got all {got} events: it was not cut off"
+        );
+    }
 
-    // Memory stayed bounded. The figure is the whole test process's: about
-    // 80 MB here, but a panicking test elsewhere in the binary symbolises
-    // its backtrace (RUST_BACKTRACE=1) and adds some 130 MB, hence 400 MB.
+    // Memory stayed bounded. The growth is measured, not the total, which
+    // other tests of the same process also use: about 50 MB for the cases
+    // the broker keeps (5,000 descriptions of 3 KB), the fast dashboard's
+    // copies in this process and the allocator's slack, and at most
+    // 256 KiB of outbox per slow dashboard; without that bound the ten
+    // would add some 170 MB.
     let text = scrape(&server).await;
     let rss = value(&text, "process_resident_memory_bytes");
-    assert!(rss > 0.0, "{text}");
+    assert!(rss > 0.0 && before > 0.0, "{text}");
+    let grown = (rss - before) / (1024.0 * 1024.0);
+    println!("resident memory grew by {grown:.1} MB during the flood");
     assert!(
-        rss < 400.0 * 1024.0 * 1024.0,
-        "resident memory after the flood: {rss} bytes"
+        grown < 100.0,
+        "resident memory grew by {grown:.1} MB during a 17 MB flood"
     );
 }
 
@@ -874,9 +898,7 @@ async fn connections_per_address_are_capped_with_429() {
 
     let (status, body) = refusal(open(&server, Some(LOCAL), &[]).await);
     assert_eq!(status, 429, "{body}");
-    if body != Value::Null {
-        assert_eq!(body["code"], "rate_limited", "{body}");
-    }
+    assert_eq!(body["code"], "rate_limited", "{body}");
 
     // Another address is not affected.
     let mut other = customer_from(&server, Some(OTHER), &[]).await;

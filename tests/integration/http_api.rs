@@ -148,17 +148,6 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
-    let resp = reqwest::Client::new()
-        .get(server.url(path))
-        .timeout(WAIT)
-        .send()
-        .await
-        .expect("HTTP request");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
-}
-
 // 1. End to end --------------------------------------------------------------
 
 #[tokio::test]
@@ -990,13 +979,6 @@ async fn transcript_holds_the_chat_in_order() {
 }
 
 // 7. Health and metrics ------------------------------------------------------
-
-#[tokio::test]
-async fn healthz_answers_200() {
-    let server = TestServer::start().await;
-    let (status, body) = get_text(&server, "/healthz").await;
-    assert_eq!(status, 200, "{body}");
-}
 
 #[tokio::test]
 async fn metrics_track_connections_cases_and_events() {
