@@ -1,0 +1,66 @@
+//! The broker's `/metrics` as tests read it: a scrape, one series' value,
+//! and waiting (bounded) for a series to reach a value.
+
+use std::time::Duration;
+
+use super::WAIT;
+use super::server::TestServer;
+
+// Metrics -------------------------------------------------------------------
+
+/// The broker's `/metrics` text (asserting a 200).
+pub async fn scrape(server: &TestServer) -> String {
+    scrape_with(&reqwest::Client::new(), &server.url("/metrics")).await
+}
+
+/// The `/metrics` text at `url` through `client` (asserting a 200).
+pub async fn scrape_with(client: &reqwest::Client, url: &str) -> String {
+    let resp = client
+        .get(url)
+        .timeout(WAIT)
+        .send()
+        .await
+        .expect("GET /metrics");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("metrics body");
+    assert_eq!(status, 200, "GET /metrics: {text}");
+    text
+}
+
+/// The value of one series (`name{labels}` exactly as rendered).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// The value of one series, which must be there.
+pub fn value(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+/// Polls `/metrics` until `series` is there with a value for which `ok`
+/// holds (`what` says which, for the failure); returns that value. Panics
+/// with the last scrape when it does not within `WAIT`.
+pub async fn wait_metric(
+    server: &TestServer,
+    series: &str,
+    what: &str,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = scrape(server).await;
+        if let Some(v) = metric(&text, series)
+            && ok(v)
+        {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never became {what} within {WAIT:?}; last scrape:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
