@@ -1,0 +1,301 @@
+//! SIGKILL at a random moment, twenty rounds: the binary is killed while
+//! three agents drive changes against it, restarted on the same directory,
+//! and checked to have kept every acknowledged change (an unanswered last
+//! step may or may not be there), with the dashboard resuming from the last
+//! event it saw.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::sigkill_clients::{Api, Link};
+use super::sigkill_worker::{CaseLog, Op, Step, Worker, shows};
+use super::*;
+
+// 7. SIGKILL -------------------------------------------------------------------
+
+/// Kill-and-restart rounds.
+const ROUNDS: usize = 20;
+
+/// The agents driving changes: id, token, admin. All are in `support`.
+pub(super) const AGENTS: [(&str, &str, bool); 3] = [
+    ("alice", ALICE, true),
+    ("bob", BOB, false),
+    ("dave", DAVE, false),
+];
+
+/// The binary's config. Odd rounds also store an image of every company
+/// every 25 ms, so kills land on images and journal trimming as well.
+fn binary_config(round: usize) -> String {
+    let images = if round % 2 == 1 {
+        "snapshot_interval = \"25ms\""
+    } else {
+        ""
+    };
+    let mut text = format!(
+        "shutdown_grace = \"1s\"\nmessages_per_second = 1000000\nmessage_burst = 1000000\nhelp_per_ip_per_minute = 1000000\nhelp_per_module_per_minute = 1000000\n{images}\n\n[[companies]]\nid = \"acme\"\nname = \"ACME\"\ngroups = [{{ id = \"support\" }}]\n\n[[companies.modules]]\nkey = \"{MODULE}\"\ngroup = \"support\"\n"
+    );
+    for (id, token, admin) in AGENTS {
+        let mut name = id.to_string();
+        name[..1].make_ascii_uppercase();
+        text.push_str(&format!(
+            "\n[[companies.agents]]\nid = \"{id}\"\nname = \"{name}\"\ntoken = \"{token}\"\ngroups = [\"support\"]\nadmin = {admin}\n"
+        ));
+    }
+    text
+}
+
+/// Counts of one round's check.
+#[derive(Default, Debug)]
+struct Tally {
+    acked_creates: usize,
+    found_creates: usize,
+    acked_changes: usize,
+    acked_lines: usize,
+    found_lines: usize,
+    /// Cases showing their unanswered last step too.
+    beyond: usize,
+    /// Cases whose creation was not answered, found anyway.
+    unanswered_found: usize,
+    unanswered_creates: usize,
+}
+
+/// Checks a restarted broker against every log. `fresh` is the round whose
+/// cases are seen for the first time since their kill: each must show its
+/// answered steps, possibly with its unanswered last one. Cases seen in an
+/// earlier check must not have changed since; with `full`, transcripts of
+/// every case are checked again.
+async fn check(
+    api: &Api,
+    logs: &[CaseLog],
+    fresh: usize,
+    full: bool,
+    known: &mut HashMap<String, Value>,
+) -> Tally {
+    let cases = api.all_cases().await;
+    let mut tally = Tally::default();
+    let ours: HashSet<&str> = logs.iter().filter_map(|l| l.code.as_deref()).collect();
+    for log in logs {
+        let answered = matches!(log.steps.first(), Some(Step { acked: true, .. }));
+        if log.round == fresh {
+            if answered {
+                tally.acked_creates += 1;
+                tally.acked_changes += log.steps[1..]
+                    .iter()
+                    .filter(|s| s.acked && !matches!(s.op, Op::Chat { .. }))
+                    .count();
+                tally.acked_lines += log
+                    .steps
+                    .iter()
+                    .filter(|s| s.acked && matches!(s.op, Op::Chat { .. }))
+                    .count();
+            } else {
+                tally.unanswered_creates += 1;
+            }
+        }
+        let Some(code) = &log.code else { continue };
+        let case = cases.get(code).unwrap_or_else(|| {
+            panic!(
+                "round {}: the answered creation of {code} was lost; {log:?}",
+                log.round
+            )
+        });
+        if log.round != fresh && !full {
+            continue;
+        }
+        let lines = api.lines(code).await;
+        let (acked, beyond) = log.states();
+        let ok = shows(case, &lines, &acked);
+        let further = !ok && beyond.as_ref().is_some_and(|b| shows(case, &lines, b));
+        assert!(
+            ok || further,
+            "round {}: {code} lost an answered change.\nanswered: {acked:?}\nwith the unanswered step: {beyond:?}\nrecovered: {case}\ntranscript: {lines:?}\nsteps: {log:?}",
+            log.round
+        );
+        assert_eq!(case["created_by"], log.agent, "{case}");
+        assert_eq!(
+            case["customer_connected"], false,
+            "nobody is connected: {case}"
+        );
+        assert_eq!(
+            case["supporter_connected"], false,
+            "nobody is connected: {case}"
+        );
+        match case["assignee"].as_str() {
+            Some(_) => assert_eq!(case["assigned_by"], log.agent, "{case}"),
+            None => assert_eq!(case["assigned_by"], Value::Null, "{case}"),
+        }
+        if case["status"] == "closed" {
+            assert_eq!(case["closed_by"], log.agent, "{case}");
+        }
+        if log.round == fresh {
+            tally.found_creates += 1;
+            tally.found_lines += lines.len();
+            tally.beyond += usize::from(further);
+        }
+    }
+    for (code, case) in &cases {
+        match known.get(code) {
+            Some(before) => assert_eq!(case, before, "{code} changed after it was checked"),
+            None => {
+                if !ours.contains(code.as_str()) {
+                    // A creation whose answer was lost in the kill: nothing
+                    // else was asked of it.
+                    assert_eq!(case["status"], "new", "{case}");
+                    assert_eq!(api.lines(code).await, [], "{code}");
+                    tally.unanswered_found += 1;
+                }
+                known.insert(code.clone(), case.clone());
+            }
+        }
+    }
+    assert!(
+        tally.unanswered_found <= tally.unanswered_creates,
+        "round {fresh}: {} unknown cases, {} unanswered creations: {tally:?}",
+        tally.unanswered_found,
+        tally.unanswered_creates
+    );
+    assert_eq!(known.len(), cases.len(), "a case vanished");
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_loses_no_acknowledged_change() {
+    let scratch = Scratch::new("sigkill");
+    let config = scratch.file("casebroker.toml");
+    let seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("sigkill_loses_no_acknowledged_change: seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let mut logs: Vec<CaseLog> = Vec::new();
+    let mut known: HashMap<String, Value> = HashMap::new();
+    // The dashboard's position: the epoch of round 0 and the last seq seen.
+    let mut position: Option<(String, u64)> = None;
+
+    for round in 0..=ROUNDS {
+        std::fs::write(&config, binary_config(round)).unwrap();
+        let mut broker = Process::spawn(&config, &scratch.data());
+        let addr = broker.addr().await;
+        let api = Api::new(addr);
+        let mut dash = Link::agent(addr, ALICE).await.expect("dashboard hello");
+        let (epoch, mut seq) = match position.take() {
+            None => {
+                let snap = dash
+                    .request(json!({"type": "subscribe"}))
+                    .await
+                    .expect("subscribe");
+                assert_eq!(snap["type"], "snapshot", "{snap}");
+                (snap["epoch"].as_str().unwrap().to_string(), seq_of(&snap))
+            }
+            Some((epoch, seq)) => {
+                let tally = check(&api, &logs, round - 1, round == ROUNDS, &mut known).await;
+                assert_eq!(tally.found_creates, tally.acked_creates);
+                // The dashboard resumes from the last event it saw.
+                let r = dash
+                    .request(json!({"type": "subscribe", "resume": {"epoch": epoch, "seq": seq}}))
+                    .await
+                    .expect("subscribe with resume");
+                assert_eq!(
+                    r["type"], "resumed",
+                    "round {round}: resuming from seq {seq}, the last seen before the kill: {r}"
+                );
+                assert_eq!(r["epoch"], epoch.as_str(), "the epoch changed: {r}");
+                let head = seq_of(&r);
+                assert!(head >= seq, "{r}");
+                let mut at = seq;
+                while at < head {
+                    let m = dash.recv().await.expect("replayed events");
+                    if m["type"] == "agent" {
+                        continue;
+                    }
+                    assert_eq!(m["type"], "event", "{m}");
+                    assert_eq!(m["epoch"], epoch.as_str(), "{m}");
+                    assert_eq!(seq_of(&m), at + 1, "{m}");
+                    at += 1;
+                }
+                eprintln!(
+                    "round {}: acknowledged {} creates, {} other changes, {} chat lines; recovered {} creates, {} chat lines and every acknowledged change, plus {} of {} unanswered creates and {} unanswered steps; resumed from seq {seq} with {} events replayed",
+                    round - 1,
+                    tally.acked_creates,
+                    tally.acked_changes,
+                    tally.acked_lines,
+                    tally.found_creates,
+                    tally.found_lines,
+                    tally.unanswered_found,
+                    tally.unanswered_creates,
+                    tally.beyond,
+                    head - seq,
+                );
+                (epoch, head)
+            }
+        };
+        if round == ROUNDS {
+            break;
+        }
+
+        let killed = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(AtomicU64::new(seq));
+        let reader = {
+            let (epoch, last) = (epoch.clone(), last.clone());
+            tokio::spawn(async move {
+                while let Some(m) = dash.recv().await {
+                    if m["type"] != "event" {
+                        continue;
+                    }
+                    assert_eq!(m["epoch"], epoch.as_str(), "{m}");
+                    let prev = last.load(Ordering::SeqCst);
+                    assert_eq!(seq_of(&m), prev + 1, "events in order: {m}");
+                    last.store(prev + 1, Ordering::SeqCst);
+                }
+            })
+        };
+        let workers: Vec<_> = AGENTS
+            .iter()
+            .enumerate()
+            .map(|(k, &(me, token, admin))| {
+                let worker = Worker {
+                    me,
+                    token,
+                    admin,
+                    round,
+                    addr,
+                    api: api.clone(),
+                    rng: StdRng::seed_from_u64(rng.random()),
+                    killed: killed.clone(),
+                    logs: Vec::new(),
+                    customers: Vec::new(),
+                    lines: (round * 1000 + k * 100_000) as u64,
+                };
+                tokio::spawn(worker.run())
+            })
+            .collect();
+        let delay = Duration::from_millis(rng.random_range(50..=300));
+        tokio::time::sleep(delay).await;
+        killed.store(true, Ordering::SeqCst);
+        broker.kill();
+        for w in workers {
+            let round_logs = tokio::time::timeout(WAIT * 2, w)
+                .await
+                .expect("workers end after the kill")
+                .expect("worker");
+            logs.extend(round_logs);
+        }
+        tokio::time::timeout(WAIT * 2, reader)
+            .await
+            .expect("the dashboard ends after the kill")
+            .expect("dashboard");
+        seq = last.load(Ordering::SeqCst);
+        position = Some((epoch, seq));
+        drop(broker);
+    }
+    eprintln!(
+        "sigkill_loses_no_acknowledged_change: {ROUNDS} rounds, {} cases, in {:?}",
+        known.len(),
+        started.elapsed()
+    );
+}
