@@ -14,6 +14,8 @@ use super::{TempDir, WAIT};
 pub struct Process {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The lines printed on stderr alone.
+    errors: Arc<Mutex<Vec<String>>>,
     /// The process's working directory (its config file is there).
     pub dir: TempDir,
 }
@@ -51,24 +53,38 @@ impl Process {
         }
         let mut child = cmd.spawn().expect("start the binary");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
         let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
-        for pipe in [out, err] {
+        for (pipe, apart) in [(out, None), (err, Some(errors.clone()))] {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 use std::io::BufRead;
                 for line in std::io::BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
+                    if let Some(apart) = &apart {
+                        apart.lock().unwrap().push(line.clone());
+                    }
                     lines.lock().unwrap().push(line);
                 }
             });
         }
-        Process { child, lines, dir }
+        Process {
+            child,
+            lines,
+            errors,
+            dir,
+        }
     }
 
     /// Everything printed so far, one line each.
     pub fn output(&self) -> String {
         self.lines.lock().unwrap().join("\n")
+    }
+
+    /// What was printed on stderr so far, one line each.
+    pub fn stderr(&self) -> String {
+        self.errors.lock().unwrap().join("\n")
     }
 
     /// Waits (within twice the usual wait) for a printed line containing

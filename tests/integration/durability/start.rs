@@ -71,17 +71,15 @@ async fn a_second_broker_on_the_same_directory_is_refused() {
     let mut bob = server.agent(BOB).await;
     let code = code_of(&create_case(&mut bob, "support").await);
 
-    let config = scratch.file("second.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[companies]]\nid = \"acme\"\ngroups = [{{ id = \"support\" }}]\n\n[[companies.agents]]\nid = \"bob\"\ntoken = \"{BOB}\"\ngroups = [\"support\"]\n"
-        ),
-    )
-    .unwrap();
-    let mut second = Process::spawn(&config, &scratch.data());
-    let status = second.exited(WAIT * 2).await;
-    let stderr = second.stderr.lock().unwrap().clone();
+    let config = format!(
+        "[[companies]]\nid = \"acme\"\ngroups = [{{ id = \"support\" }}]\n\n[[companies.agents]]\nid = \"bob\"\ntoken = \"{BOB}\"\ngroups = [\"support\"]\n"
+    );
+    let data = scratch.data();
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", data_arg];
+    let mut second = Process::start(Some(&config), &args, &[]);
+    let status = second.exit(WAIT * 2).await;
+    let stderr = second.stderr();
     let all = second.output();
     assert_eq!(status.code(), Some(1), "{status:?}; {all}");
     let dir = scratch.data().display().to_string();
