@@ -65,6 +65,17 @@ pub struct Group {
 }
 
 impl Group {
+    /// Outside its opening hours at `now`: its `closed_message` (if it
+    /// has one) and when it opens next (if it does within 400 days).
+    /// `None` while open, and always for a group without hours.
+    pub fn closed_at(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<(Option<&str>, Option<chrono::DateTime<chrono::Utc>>)> {
+        let hours = self.hours.as_ref()?;
+        (!hours.is_open(now)).then(|| (self.closed_message.as_deref(), hours.opens_at(now)))
+    }
+
     /// The group as stored, for one added through the API.
     pub fn record(&self) -> GroupRecord {
         GroupRecord {

@@ -6,7 +6,7 @@
 // for everything live (the directory's changes included), the HTTP API for
 // the agents and groups lists, transcripts and the admin page.
 
-import { byId, el, fill, flash, isOpen, groupName } from './dom.js';
+import { byId, duration, el, fill, flash, isOpen, groupName } from './dom.js';
 import { Socket } from './socket.js';
 import { Alerts } from './alerts.js';
 import { ScreenViewer } from './screenshare.js';
@@ -229,7 +229,7 @@ function renderAgents() {
 
 /** Each group's live numbers, as the broker last pushed them: a tile each. */
 function renderStats() {
-  const secs = (s) => (s === null || s === undefined ? '—' : s < 60 ? `${s} s` : `${Math.round(s / 60)} min`);
+  const secs = (s) => (s === null || s === undefined ? '—' : duration(s * 1000));
   const item = (label, value, cls) =>
     el('div', {}, el('dt', { text: label }), el('dd', { class: cls || '', text: value }));
   const tiles = [...state.stats.values()].map((g) =>

@@ -376,6 +376,7 @@ impl Locked<'_> {
                 ..
             } => {
                 let id = self.company.agents.get(agent)?.id.clone();
+                let to = self.st.agents.get(agent)?.conns.clone();
                 let c = self.st.cases.get_mut(&code)?;
                 if !c.is_open() || c.rec.assignee.is_some() {
                     return None;
@@ -385,12 +386,12 @@ impl Locked<'_> {
                     expires_at,
                 });
                 let group = c.rec.group;
-                let case = Box::new(c.view(&self.company));
+                // The agent's connections are told, with the case.
+                let case = (!to.is_empty()).then(|| Box::new(c.view(&self.company)));
                 self.st.with_ext.insert(code);
                 self.remember_pick(group, agent);
                 self.arm_offer(code);
-                let to = self.st.agents[agent].conns.clone();
-                if !to.is_empty() {
+                if let Some(case) = case {
                     self.emit(Effect::Offered {
                         to,
                         code,

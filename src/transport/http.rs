@@ -579,14 +579,11 @@ async fn module(State(app): State<App>, PathParam(key): PathParam<String>) -> Ap
     });
     // Outside the group's hours, the help page says so before anyone types.
     let group = &company.group_info[m.group_index];
-    if let Some(hours) = &group.hours {
-        let now = chrono::Utc::now();
-        if !hours.is_open(now) {
-            body["closed"] = json!({
-                "message": group.closed_message,
-                "opens_at": hours.opens_at(now).as_ref().map(crate::case::format_time),
-            });
-        }
+    if let Some((message, opens_at)) = group.closed_at(chrono::Utc::now()) {
+        body["closed"] = json!({
+            "message": message,
+            "opens_at": opens_at.as_ref().map(crate::case::format_time),
+        });
     }
     Ok(Json(body).into_response())
 }

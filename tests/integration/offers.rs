@@ -369,8 +369,7 @@ fn an_offer_timeout_must_be_one_second_to_an_hour() {
 
 /// A group's own `offer_timeout` wins; a group without one follows the
 /// company (here: none, so sales cases are given straight away).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_may_offer_while_another_assigns() {
+async fn a_group_may_offer_while_another_assigns(mode: Mode) {
     fn edit(text: String) -> String {
         text.replacen(
             "name = \"ACME\"\n",
@@ -383,7 +382,7 @@ async fn a_group_may_offer_while_another_assigns() {
             1,
         )
     }
-    let server = TestServer::with_text_in(Mode::Memory, "", edit).await;
+    let server = TestServer::with_text_in(mode, "", edit).await;
     let mut bob = server.agent(BOB).await;
     let mut carol = server.agent(CAROL).await;
     bob.sync().await;
@@ -394,6 +393,8 @@ async fn a_group_may_offer_while_another_assigns() {
     let (_b, sales) = request_help(&server, MODULE_SALES).await;
     assert_eq!(sales["case"]["supporter"]["name"], "Carol", "{sales}");
 }
+
+in_every_mode!(a_group_may_offer_while_another_assigns);
 
 /// A broker process's customer asking for help over WebSocket.
 async fn help_at(addr: std::net::SocketAddr) -> (WsClient, String) {

@@ -109,12 +109,13 @@ async fn both_seats_get_the_ice_servers_and_the_share_is_relayed(mode: Mode) {
 
 in_every_mode!(both_seats_get_the_ice_servers_and_the_share_is_relayed);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_ice_servers_joined_has_none() {
-    let server = TestServer::start().await;
+async fn without_ice_servers_joined_has_none(mode: Mode) {
+    let server = TestServer::start_in(mode).await;
     let (_ana, joined) = request_help(&server, MODULE).await;
     assert!(joined.get("ice_servers").is_none(), "{joined}");
 }
+
+in_every_mode!(without_ice_servers_joined_has_none);
 
 #[test]
 fn bad_ice_settings_are_refused_with_their_key() {

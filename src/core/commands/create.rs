@@ -109,14 +109,10 @@ impl Broker {
         check_customer(&customer)?;
         // Outside the group's hours: nothing is created.
         let group = &dir.companies()[module.company_index].group_info[module.group_index];
-        if let Some(hours) = &group.hours {
-            let now = chrono::Utc::now();
-            if !hours.is_open(now) {
-                let message = group.closed_message.clone().unwrap_or_else(|| {
-                    "We are closed now: please ask for help again when we are open.".into()
-                });
-                return Err(Error::closed(message, hours.opens_at(now)));
-            }
+        if let Some((message, opens_at)) = group.closed_at(chrono::Utc::now()) {
+            let message =
+                message.unwrap_or("We are closed now: please ask for help again when we are open.");
+            return Err(Error::closed(message, opens_at));
         }
         let description = req.description.unwrap_or_default();
         check_len("description", &description, limits::DESCRIPTION)?;
