@@ -6,13 +6,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{Cluster, Hold};
+use crate::cluster::{Cluster, Hold, Placed};
 use crate::core::{Broker, Conn};
 use crate::delivery::outbox::LargeBudget;
 use crate::delivery::{Hub, Outbox, OutboxRx};
 use crate::directory::Agent;
 use crate::error::Result;
 use crate::protocol::Role;
+use crate::transport::forward;
 use crate::transport::guard::Guard;
 
 #[derive(Clone)]
@@ -29,16 +30,39 @@ pub struct App {
     pub tracker: TaskTracker,
     /// What big snapshots may hold, all connections together.
     pub large: Arc<LargeBudget>,
+    /// The HTTP router, to run a request forwarded by another cluster
+    /// node (set once serving; emptied at the end, as it holds the app).
+    pub router: Arc<std::sync::Mutex<Option<axum::Router>>>,
+}
+
+/// Where a command runs.
+pub enum Place {
+    /// Here, with its company held in a cluster.
+    Here(Option<Hold>),
+    /// On the cluster node that decides its company.
+    There { node: u64, shard: usize },
 }
 
 impl App {
-    /// In a cluster, holds the company a command is about to change (see
-    /// [`Cluster::hold`]); nothing to hold on a single broker.
-    pub async fn hold(&self, shard: Option<usize>) -> Result<Option<Hold>> {
+    /// Where a command changing `shard` runs: here on a single broker; in
+    /// a cluster, here holding the company when this node decides it, or
+    /// on the node that does (see [`Cluster::place`]).
+    pub async fn place(&self, shard: Option<usize>) -> Result<Place> {
         match (&self.cluster, shard) {
-            (Some(c), Some(shard)) => c.hold(shard).await.map(Some),
-            _ => Ok(None),
+            (Some(c), Some(shard)) => Ok(match c.place(shard).await? {
+                Placed::Here(hold) => Place::Here(Some(hold)),
+                Placed::There(node) => Place::There { node, shard },
+            }),
+            _ => Ok(Place::Here(None)),
         }
+    }
+
+    /// The HTTP router, while serving.
+    pub fn router(&self) -> Option<axum::Router> {
+        self.router
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// In a cluster, brings this node's copy of a company up to date
@@ -81,23 +105,54 @@ impl App {
 
     /// Registers a connection after its `hello`: its outbox with delivery
     /// first (so nothing meant for it is lost), then with the core. In a
-    /// cluster an agent's company is held first, as its presence changes.
+    /// cluster an agent's presence changes its company: on the node that
+    /// decides it.
     pub async fn connect(
         &self,
         role: Role,
         agent: Option<Arc<Agent>>,
     ) -> Result<(Conn, Outbox, OutboxRx)> {
-        let _hold = self.hold(agent.as_ref().map(|a| a.company_index)).await?;
-        Ok(self.connect_held(role, agent))
+        let shard = agent.as_ref().map(|a| a.company_index);
+        let (node, shard) = match self.place(shard).await? {
+            Place::Here(_hold) => return Ok(self.connect_held(role, agent)),
+            Place::There { node, shard } => (node, shard),
+        };
+        let cluster = self
+            .cluster
+            .as_ref()
+            .expect("placed elsewhere in a cluster");
+        let (outbox, rx) = self.outbox();
+        let conn = self.broker.connect_elsewhere(role, agent.clone(), |id| {
+            self.hub.register(id, outbox.clone());
+        });
+        match forward::presence(cluster, shard, node, &conn, true).await {
+            Ok(None) => Ok((conn, outbox, rx)),
+            // Decided here now.
+            Ok(Some(_hold)) => {
+                if let Some(a) = &agent {
+                    self.broker.agent_online(conn.id, a);
+                }
+                Ok((conn, outbox, rx))
+            }
+            Err(e) => {
+                self.broker.forget(&conn);
+                self.hub.unregister(conn.id);
+                Err(e)
+            }
+        }
     }
 
-    fn connect_held(&self, role: Role, agent: Option<Arc<Agent>>) -> (Conn, Outbox, OutboxRx) {
+    fn outbox(&self) -> (Outbox, OutboxRx) {
         let config = self.broker.config();
-        let (outbox, rx) = Outbox::with_budget(
+        Outbox::with_budget(
             config.outbox_messages,
             config.outbox_bytes,
             Some(self.large.clone()),
-        );
+        )
+    }
+
+    fn connect_held(&self, role: Role, agent: Option<Arc<Agent>>) -> (Conn, Outbox, OutboxRx) {
+        let (outbox, rx) = self.outbox();
         let conn = self.broker.connect_with(role, agent, |id| {
             self.hub.register(id, outbox.clone());
         });
@@ -107,12 +162,7 @@ impl App {
     /// A reader of an agent's events for `GET /v1/events`: its outbox is
     /// bounded like a connection's; the agent does not count as online.
     pub fn connect_feed(&self, agent: Arc<Agent>) -> (Conn, OutboxRx) {
-        let config = self.broker.config();
-        let (outbox, rx) = Outbox::with_budget(
-            config.outbox_messages,
-            config.outbox_bytes,
-            Some(self.large.clone()),
-        );
+        let (outbox, rx) = self.outbox();
         let conn = self.broker.connect_feed(agent, |id| {
             self.hub.register(id, outbox);
         });
@@ -120,26 +170,41 @@ impl App {
     }
 
     /// Releases a connection's seats and subscription, then its outbox.
-    /// In a cluster this waits for the company's lease (while Redis is
-    /// away, until it is back, for at most `DISCONNECT_WAIT`).
+    /// In a cluster the seats are left on the node that decides the
+    /// company (while Redis is away, once it is back, for at most
+    /// `DISCONNECT_WAIT`).
     pub async fn disconnect(&self, conn: Conn) {
         if let Some(c) = &self.cluster
             && let Some(shard) = conn.shard()
         {
             let until = tokio::time::Instant::now() + DISCONNECT_WAIT;
-            let hold = loop {
-                match c.hold(shard).await {
-                    Ok(h) => break Some(h),
+            loop {
+                let placed = match self.place(Some(shard)).await {
+                    Ok(Place::Here(_hold)) => {
+                        self.broker.disconnect(&conn);
+                        break;
+                    }
+                    Ok(Place::There { node, .. }) => {
+                        forward::presence(c, shard, node, &conn, false).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match placed {
+                    Ok(None) => {
+                        self.broker.forget(&conn);
+                        break;
+                    }
+                    Ok(Some(_hold)) => {
+                        self.broker.disconnect(&conn);
+                        break;
+                    }
                     Err(_) if tokio::time::Instant::now() < until => {
                         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                     }
-                    Err(_) => break None,
+                    // Its seats stay; the heartbeat lets them go once the
+                    // company can be decided again.
+                    Err(_) => break,
                 }
-            };
-            // Without the lease its seats stay; the heartbeat lets them go
-            // once the company can be held again.
-            if hold.is_some() {
-                self.broker.disconnect(&conn);
             }
         } else {
             self.broker.disconnect(&conn);

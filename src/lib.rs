@@ -174,11 +174,15 @@ pub async fn run_with_store(
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         large: delivery::outbox::LargeBudget::new(broker.config().large_messages_bytes),
+        router: Arc::default(),
     };
+    // A cluster node keeps following the cluster and answering other
+    // nodes while its own connections close: its tasks stop after them.
+    let (cluster_stop, cluster_tasks) = (CancellationToken::new(), TaskTracker::new());
     if let Some(c) = &cluster {
         tokio::time::timeout(
             JOIN_WAIT,
-            c.start(broker.clone(), app.shutdown.clone(), &app.tracker),
+            c.start(broker.clone(), cluster_stop.clone(), &cluster_tasks),
         )
         .await
         .map_err(no_answer)?
@@ -260,14 +264,28 @@ pub async fn run_with_store(
         ));
     }
     let token = app.shutdown.clone();
+    let handing_over = cluster.clone();
     app.tracker.spawn(async move {
         shutdown.await;
         token.cancel();
+        // The companies this node decides go to other nodes before its
+        // connections are gone: their commands then run there.
+        if let Some(c) = handing_over {
+            c.hand_over(grace).await;
+        }
     });
+    let router = http::app(app.clone(), metrics_here);
+    *app.router.lock().unwrap_or_else(|p| p.into_inner()) = Some(router.clone());
+    if let Some(c) = &cluster {
+        c.serve_calls(Some(transport::forward::handler(
+            app.clone(),
+            router.clone(),
+        )));
+    }
     server::serve(
         listener,
         server::Serve {
-            router: http::app(app.clone(), metrics_here),
+            router,
             capacity,
             guard: Some(app.guard.clone()),
             handshake_timeout,
@@ -287,6 +305,16 @@ pub async fn run_with_store(
             "shutdown grace period over; dropping the remaining connections"
         );
     }
+    if let Some(c) = &cluster {
+        // Whatever this node still decides (nothing, unless the hand-over
+        // ran out of time) is given up; then it leaves.
+        c.hand_over(Duration::from_secs(1)).await;
+        c.serve_calls(None);
+        cluster_tasks.close();
+        cluster_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), cluster_tasks.wait()).await;
+    }
+    app.router.lock().unwrap_or_else(|p| p.into_inner()).take();
     drop(webhooks);
     if let Some(j) = journal {
         // What is still queued is stored, then an image of the end.
@@ -336,21 +364,19 @@ async fn run_timers(
 ) {
     loop {
         let now = tokio::time::Instant::now();
-        // In a cluster a deadline that changes a case waits for the
-        // company's lease. The node that holds the company runs it at once;
-        // another waits a little first, so that usually the holder's change
-        // arrives and the lease stays where it is. On failure it is tried
-        // again later.
+        // In a cluster a deadline that changes a case runs on the node
+        // that decides the company. The holder runs it at once; another
+        // node waits a little first, and runs it only if no node decides
+        // the company (it then takes it). Meanwhile it tells its own
+        // connections what is theirs (positions, live numbers).
+        let mut elsewhere = false;
         let hold = match &cluster {
             Some(c) if broker.timers_due(shard, now) => {
-                let delay = if c.holds(shard) {
-                    Duration::ZERO
-                } else {
-                    FOLLOWER_TIMER_DELAY
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
+                if !c.holds(shard) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(FOLLOWER_TIMER_DELAY) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
                 if !broker.timers_due(shard, tokio::time::Instant::now()) {
                     continue;
@@ -358,16 +384,24 @@ async fn run_timers(
                 match c.hold(shard).await {
                     Ok(h) => Some(h),
                     Err(_) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = shutdown.cancelled() => return,
-                        }
+                        elsewhere = true;
+                        None
                     }
                 }
             }
             _ => None,
         };
-        let next = broker.run_timers(shard, tokio::time::Instant::now());
+        let now = tokio::time::Instant::now();
+        let next = if elsewhere {
+            let again = now + Duration::from_secs(1);
+            Some(
+                broker
+                    .run_local_timers(shard, now)
+                    .map_or(again, |t| t.min(again)),
+            )
+        } else {
+            broker.run_timers(shard, now)
+        };
         drop(hold);
         let until = next.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {

@@ -16,8 +16,9 @@
 //! Shared by all: `casebroker:nodes` (node number → last heartbeat, ms),
 //! `casebroker:node-names`, `casebroker:node-seq`, and `casebroker:limit:*`
 //! counters. Channels: `casebroker:log` (`<company> <head>` after each
-//! append), `casebroker:want` and `casebroker:free` (the lease), and
-//! `casebroker:relay` (signals to another node's connections).
+//! append), `casebroker:free` (a lease given up), `casebroker:relay`
+//! (signals to another node's connections), and `casebroker:node:<n>`
+//! (commands forwarded to node `n` and its answers, see `super::calls`).
 
 use redis::Script;
 
@@ -26,9 +27,13 @@ pub const NODE_NAMES: &str = "casebroker:node-names";
 pub const NODE_SEQ: &str = "casebroker:node-seq";
 
 pub const LOG_CHANNEL: &str = "casebroker:log";
-pub const WANT_CHANNEL: &str = "casebroker:want";
 pub const FREE_CHANNEL: &str = "casebroker:free";
 pub const RELAY_CHANNEL: &str = "casebroker:relay";
+
+/// The channel of node `node`: calls forwarded to it and its answers.
+pub fn node_channel(node: u64) -> String {
+    format!("casebroker:node:{node}")
+}
 
 /// A lease lives this long unless renewed (or used to append).
 pub const LEASE_MS: u64 = 3000;
@@ -68,7 +73,7 @@ pub fn entry_id(n: u64) -> String {
 }
 
 /// Takes the lease when it is free or ours. KEYS: lease, head. ARGV:
-/// node, ttl ms. Returns `{1, head}` when taken, `{0, ms left}` otherwise.
+/// node, ttl ms. Returns `{1, head}` when taken, `{0, holder}` otherwise.
 pub fn acquire() -> Script {
     Script::new(
         r"
@@ -77,7 +82,7 @@ if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, tonumber(holder)}
 ",
     )
 }

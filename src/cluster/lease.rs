@@ -1,23 +1,32 @@
-//! The lease: which node may change a company. A command holds its
-//! company ([`Cluster::hold`]); the lease is taken from Redis when another
-//! node has it (asking that node to give it up), the copy catches up with
-//! the log, and the lease stays here until another node asks for it and
-//! every command in flight is stored.
+//! The lease: which node decides a company's changes. The first node
+//! that needs a company free of any holder takes it, catches up with the
+//! log, and keeps it (renewing it) until it stops or dies; every other
+//! node forwards that company's commands to it ([`super::calls`]) rather
+//! than taking the lease away. A node that stops hands its companies
+//! over ([`Cluster::hand_over`]); a dead node's lease runs out after
+//! [`keys::LEASE_MS`] and the next command anywhere takes it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use redis::AsyncCommands;
 
 use crate::error::Result;
 
 use super::{Cluster, HOLD_WAIT, Hold, keys, unavailable};
 
+/// Where a company's changes are decided.
+pub enum Placed {
+    /// Here: the command runs on this node while the hold lives.
+    Here(Hold),
+    /// On that node: the command is forwarded to it.
+    There(u64),
+}
+
 impl Cluster {
-    /// Holds `shard` for a command that changes it: returns once this node
-    /// holds the company's lease and its copy is up to date with the log.
-    /// `unavailable` while Redis is unreachable or the lease stays taken.
-    pub async fn hold(self: &Arc<Self>, shard: usize) -> Result<Hold> {
+    /// Where `shard`'s changes are decided now: held here (taking the
+    /// lease when no node has it), or the node that holds it.
+    /// `unavailable` while Redis is unreachable or the copy is rebuilt.
+    pub async fn place(self: &Arc<Self>, shard: usize) -> Result<Placed> {
         let link = &self.links[shard];
         let deadline = tokio::time::Instant::now() + HOLD_WAIT;
         loop {
@@ -26,7 +35,7 @@ impl Cluster {
                     "the cluster's store is unreachable; retry later",
                 ));
             }
-            let wait = {
+            let handing_over = {
                 let mut l = link.lease();
                 if l.diverged {
                     return Err(unavailable(
@@ -35,72 +44,104 @@ impl Cluster {
                 }
                 if l.held && !l.yielding {
                     l.users += 1;
-                    return Ok(Hold {
+                    return Ok(Placed::Here(Hold {
                         cluster: self.clone(),
                         shard,
-                    });
+                    }));
                 }
                 l.held
             };
             if tokio::time::Instant::now() >= deadline {
-                return Err(unavailable("the company is busy on another node; retry"));
+                return Err(unavailable("the company's node is changing; retry"));
             }
-            if wait {
-                // Being handed over: wait until it is released, then race
-                // for it like everyone else, a little later.
+            if handing_over {
+                // This node is handing the company over: once it is free,
+                // the next holder is wherever it is taken.
                 let _ = tokio::time::timeout(Duration::from_millis(5), link.freed.notified()).await;
-                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
-            self.acquire(shard, deadline).await?;
+            let holder = link.holder.load(Ordering::Acquire);
+            if holder != 0 && holder != self.node {
+                return Ok(Placed::There(holder));
+            }
+            match self.acquire(shard).await? {
+                None => continue,
+                Some(node) => {
+                    link.holder.store(node, Ordering::Release);
+                    return Ok(Placed::There(node));
+                }
+            }
         }
     }
 
-    /// Takes the lease of `shard` and catches up with the log.
-    pub(super) async fn acquire(&self, shard: usize, deadline: tokio::time::Instant) -> Result<()> {
+    /// Holds `shard` on this node, for work that runs where the company is
+    /// decided (deadlines, webhook deliveries, images, releasing a dead
+    /// node's seats): `unavailable` when another node holds it.
+    pub async fn hold(self: &Arc<Self>, shard: usize) -> Result<Hold> {
+        match self.place(shard).await? {
+            Placed::Here(hold) => Ok(hold),
+            Placed::There(_) => Err(unavailable("another node holds the company")),
+        }
+    }
+
+    /// Holds `shard` when this node holds its lease already, without
+    /// waiting or taking it: for a call another node forwarded here.
+    pub(super) fn hold_if_held(self: &Arc<Self>, shard: usize) -> Option<Hold> {
+        let mut l = self.links[shard].lease();
+        if l.held && !l.yielding && !l.diverged && self.up() {
+            l.users += 1;
+            return Some(Hold {
+                cluster: self.clone(),
+                shard,
+            });
+        }
+        None
+    }
+
+    /// The holder this node knew of `shard` is not (or no longer) it.
+    pub fn forget_holder(&self, shard: usize, node: u64) {
+        let _ =
+            self.links[shard]
+                .holder
+                .compare_exchange(node, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Takes the lease of `shard` if no other node holds it and catches up
+    /// with the log: `None` when taken, else the node holding it.
+    pub(super) async fn acquire(&self, shard: usize) -> Result<Option<u64>> {
         let link = &self.links[shard];
         let _one = link.acquiring.lock().await;
         if link.lease().held {
-            return Ok(());
+            return Ok(None);
         }
         let mut conn = self.conn.clone();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            let r: redis::RedisResult<(i64, i64)> = self
-                .scripts
-                .acquire
-                .key(&link.keys.lease)
-                .key(&link.keys.head)
-                .arg(self.node)
-                .arg(keys::LEASE_MS)
-                .invoke_async(&mut conn)
-                .await;
-            self.saw(&r);
-            let (taken, value) =
-                r.map_err(|_| unavailable("the cluster's store did not answer; retry"))?;
-            if taken == 1 {
-                let head = value.max(0) as u64;
-                let _g = link.catching_up.lock().await;
-                if let Err(e) = self.catch_up_to(shard, head).await {
-                    self.saw(&Err::<(), _>(e));
-                    let _ = self.release_now(shard).await;
-                    return Err(unavailable("the cluster's store did not answer; retry"));
-                }
-                link.lease().take();
-                return Ok(());
-            }
-            let _: redis::RedisResult<()> = conn
-                .publish(
-                    keys::WANT_CHANNEL,
-                    format!("{} {}", link.company, self.node),
-                )
-                .await;
-            if tokio::time::Instant::now() >= deadline {
-                return Err(unavailable("the company is busy on another node; retry"));
-            }
-            let _ = tokio::time::timeout(pause, link.freed.notified()).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
+        let r: redis::RedisResult<(i64, i64)> = self
+            .scripts
+            .acquire
+            .key(&link.keys.lease)
+            .key(&link.keys.head)
+            .arg(self.node)
+            .arg(keys::LEASE_MS)
+            .invoke_async(&mut conn)
+            .await;
+        self.saw(&r);
+        let (taken, value) =
+            r.map_err(|_| unavailable("the cluster's store did not answer; retry"))?;
+        if taken != 1 {
+            return Ok(Some(value.max(0) as u64));
         }
+        let head = value.max(0) as u64;
+        let _g = link.catching_up.lock().await;
+        if let Err(e) = self.catch_up_to(shard, head).await {
+            self.saw(&Err::<(), _>(e));
+            let _ = self.release_now(shard).await;
+            return Err(unavailable("the cluster's store did not answer; retry"));
+        }
+        link.lease().take();
+        link.holder.store(self.node, Ordering::Release);
+        self.leases_taken.inc();
+        tracing::debug!(company = %link.company, "holding the company");
+        Ok(None)
     }
 
     pub(super) async fn release_now(&self, shard: usize) -> redis::RedisResult<()> {
@@ -116,13 +157,26 @@ impl Cluster {
             .map(|_| ())
     }
 
-    /// Another node wants `shard`: give the lease up once unused.
-    pub(super) fn wanted(&self, shard: usize) {
-        let link = &self.links[shard];
-        let mut l = link.lease();
-        if l.held && !l.yielding {
-            l.yielding = true;
-            link.release_if_unused(&mut l);
+    /// Hands every company this node holds over: no new holds here, and
+    /// each lease is given up once what was decided here is stored. Waits
+    /// at most `limit` for that.
+    pub async fn hand_over(&self, limit: Duration) {
+        let mut held = Vec::new();
+        for (shard, link) in self.links.iter().enumerate() {
+            let mut l = link.lease();
+            if l.held && !l.yielding {
+                l.yielding = true;
+                link.release_if_unused(&mut l);
+                held.push(shard);
+            }
+        }
+        let until = tokio::time::Instant::now() + limit;
+        for shard in held {
+            let link = &self.links[shard];
+            while link.lease().held && tokio::time::Instant::now() < until {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(20), link.freed.notified()).await;
+            }
         }
     }
 
@@ -137,6 +191,7 @@ impl Cluster {
         {
             link.lease().free();
         }
+        self.forget_holder(shard, self.node);
         link.freed.notify_waiters();
     }
 }

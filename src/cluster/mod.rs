@@ -2,19 +2,21 @@
 //!
 //! Every node holds a copy of every company, rebuilt from the company's
 //! log of commits in Redis and kept in step by following it. One node at a
-//! time may change a company: the holder of its lease. A command that
-//! changes a company first [`Cluster::hold`]s it (taking the lease, if
-//! another node has it, once that node is done, and catching up with the
-//! log), then runs on the local copy as on a single broker. Its changes
-//! are appended by a script that checks the lease and the log's head and
-//! publishes the new head atomically; only then are its effects delivered
-//! and its reply sent. Other nodes apply the commit as it was applied
-//! here, so every copy gives every event the same `seq` and every seat its
-//! `status`, `chat` and `ended` wherever it is connected.
+//! time decides a company's changes: the holder of its lease, which stays
+//! where it is. A command that changes a company is [`Cluster::place`]d:
+//! on the holder it runs on the local copy as on a single broker; on any
+//! other node it is forwarded to the holder and its answer relayed back
+//! (`calls`). Its changes are appended by a script that checks the lease
+//! and the log's head and publishes the new head atomically; only then
+//! are its effects delivered and its reply sent. Other nodes apply the
+//! commit as it was applied there, so every copy gives every event the
+//! same `seq` and every seat its `status`, `chat` and `ended` wherever it
+//! is connected.
 //!
 //! - [`keys`]: what lives in Redis, and the scripts.
-//! - `lease`: which node may change a company, taken and given up on
-//!   demand.
+//! - `lease`: which node decides a company: taken when free, kept until
+//!   the node stops (handing it over) or dies (it runs out).
+//! - `calls`: commands forwarded to the holder, and their answers.
 //! - `log`: reading, following and appending a company's log; rebuilding
 //!   a copy that went astray.
 //! - [`nodes`]: the node's own number and heartbeat, the channels it
@@ -24,6 +26,7 @@
 //! - `image`: images of each company in Redis, and the trimming of the log
 //!   behind them.
 
+pub mod calls;
 mod image;
 pub mod keys;
 mod lease;
@@ -31,6 +34,8 @@ pub mod limits;
 mod log;
 pub mod nodes;
 pub mod registry;
+
+pub use lease::Placed;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -140,13 +145,15 @@ struct Link {
     freed: Notify,
     /// Woken when the log has more than the copy holds.
     behind: Notify,
+    /// The node this one last knew to hold the lease (0: none known).
+    holder: AtomicU64,
     tx: mpsc::UnboundedSender<Item>,
 }
 
 #[derive(Default)]
 struct Lease {
     held: bool,
-    /// Another node wants it: no new holds; released once unused.
+    /// Being handed over: no new holds; released once unused.
     yielding: bool,
     release_queued: bool,
     users: usize,
@@ -201,6 +208,7 @@ impl Link {
             acquiring: tokio::sync::Mutex::new(()),
             freed: Notify::new(),
             behind: Notify::new(),
+            holder: AtomicU64::new(0),
             tx,
         };
         (link, rx)
@@ -210,7 +218,7 @@ impl Link {
         self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues the giving up of a lease another node wants, once no
+    /// Queues the giving up of a lease being handed over, once no
     /// command holds it; after what is queued before it is stored.
     fn release_if_unused(&self, l: &mut Lease) {
         if l.users == 0 && !l.release_queued {
@@ -265,9 +273,19 @@ pub struct Cluster {
     up: AtomicBool,
     up_gauge: prometheus::IntGauge,
     rebuilds: prometheus::IntCounter,
+    /// Leases this node took (a company it came to decide).
+    leases_taken: prometheus::IntCounter,
+    /// Commands this node sent to the node deciding their company.
+    forwarded: prometheus::IntCounter,
     deliver: Arc<Hub>,
     broker: OnceLock<Broker>,
     scripts: Scripts,
+    /// Calls sent to other nodes, waiting for their answers.
+    calls: dashmap::DashMap<u64, tokio::sync::oneshot::Sender<Option<Vec<u8>>>>,
+    next_call: AtomicU64,
+    /// What runs the calls other nodes send here (none before the node
+    /// serves, nor once it stopped).
+    handler: std::sync::RwLock<Option<calls::Handler>>,
 }
 
 struct Scripts {
@@ -281,10 +299,18 @@ struct Scripts {
     new_epoch: redis::Script,
 }
 
-/// A company held for one command: while any is alive the lease stays.
+/// A company held for one command: while any is alive a lease being
+/// handed over stays.
 pub struct Hold {
     cluster: Arc<Cluster>,
     shard: usize,
+}
+
+impl Hold {
+    /// The company held.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
 }
 
 impl Drop for Hold {
@@ -377,6 +403,14 @@ impl Cluster {
             "casebroker_cluster_rebuilds_total",
             "Companies rebuilt from Redis because the copy went astray (a lost lease, a failed append, a log trimmed past it, or Redis that lost data)",
         );
+        let leases_taken = metrics.counter(
+            "casebroker_cluster_leases_taken_total",
+            "Companies this node came to decide (their lease taken: at first use, or from a node that stopped or died)",
+        );
+        let forwarded = metrics.counter(
+            "casebroker_cluster_forwarded_total",
+            "Commands this node sent to the node deciding their company",
+        );
         let cluster = Arc::new(Cluster {
             url,
             name,
@@ -394,8 +428,13 @@ impl Cluster {
             up: AtomicBool::new(true),
             up_gauge,
             rebuilds,
+            leases_taken,
+            forwarded,
             deliver,
             broker: OnceLock::new(),
+            calls: dashmap::DashMap::new(),
+            next_call: AtomicU64::new(1),
+            handler: std::sync::RwLock::new(None),
             scripts: Scripts {
                 acquire: keys::acquire(),
                 append: keys::append(),

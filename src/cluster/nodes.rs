@@ -24,11 +24,12 @@ impl Cluster {
         loop {
             let session = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
+                let own = keys::node_channel(self.node);
                 for channel in [
                     keys::LOG_CHANNEL,
-                    keys::WANT_CHANNEL,
                     keys::FREE_CHANNEL,
                     keys::RELAY_CHANNEL,
+                    own.as_str(),
                 ] {
                     pubsub.subscribe(channel).await?;
                 }
@@ -37,6 +38,10 @@ impl Cluster {
                 }
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
+                    if msg.get_channel_name() == own {
+                        self.on_call_channel(msg.get_payload_bytes());
+                        continue;
+                    }
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
@@ -75,21 +80,13 @@ impl Cluster {
                     link.behind.notify_one();
                 }
             }
-            keys::WANT_CHANNEL => {
-                let mut parts = payload.split(' ');
-                let (Some(company), Some(node)) = (parts.next(), parts.next()) else {
-                    return;
-                };
-                if node.parse::<u64>().ok() == Some(self.node) {
-                    return;
-                }
-                if let Some(shard) = self.shard_of(company) {
-                    self.wanted(shard);
-                }
-            }
             keys::FREE_CHANNEL => {
                 if let Some(shard) = self.shard_of(payload) {
-                    self.links[shard].freed.notify_waiters();
+                    let link = &self.links[shard];
+                    if !link.lease().held {
+                        link.holder.store(0, Ordering::Release);
+                    }
+                    link.freed.notify_waiters();
                 }
             }
             keys::RELAY_CHANNEL => {
@@ -205,6 +202,16 @@ impl Cluster {
             if head.unwrap_or(0) < applied && link.rebuilt.load(Ordering::Acquire) == rebuilt {
                 tracing::error!(company = %link.company, head = head.unwrap_or(0), copy = applied, "the cluster's log in Redis is shorter than this node's copy: Redis lost data");
                 self.diverge(shard);
+            }
+        }
+        // A holder that stopped heartbeating is forgotten: the next command
+        // finds the company's lease anew (taken once it runs out).
+        for link in &links {
+            let holder = link.holder.load(Ordering::Acquire);
+            if holder != 0 && holder != self.node && !alive.contains(&holder) {
+                let _ =
+                    link.holder
+                        .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Acquire);
             }
         }
         Some(alive.into_iter().collect())

@@ -123,10 +123,15 @@ impl Locked<'_> {
                 return None;
             }
             Change::AgentOnline { agent, conn } => {
+                self.st.conns.entry(conn).or_default().online = true;
                 self.agent_online(agent, conn);
                 return None;
             }
             Change::AgentOffline { agent, conn } => {
+                if let Some(s) = self.st.conns.get_mut(&conn) {
+                    s.online = false;
+                }
+                self.forget_remote(&[conn]);
                 self.agent_offline(agent, conn);
                 return None;
             }
@@ -788,6 +793,7 @@ impl Locked<'_> {
                         && s.sessions.is_empty()
                         && s.watching.is_empty()
                         && !s.subscribed
+                        && !s.online
                 })
             {
                 self.st.conns.remove(conn);

@@ -94,7 +94,7 @@ impl Conn {
         }
     }
 
-    fn set_shard(&self, shard: usize) {
+    pub(crate) fn set_shard(&self, shard: usize) {
         self.shard.store(shard, Ordering::Release);
     }
 }

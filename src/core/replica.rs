@@ -98,6 +98,7 @@ impl Broker {
         for (id, state) in cx.st.conns.drain() {
             let s = super::shard::ConnState {
                 subscribed: state.subscribed,
+                online: state.online,
                 ..Default::default()
             };
             fresh.conns.insert(id, s);

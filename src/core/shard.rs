@@ -125,6 +125,8 @@ pub struct ConnState {
     /// The sessions an admin's connection follows unseen.
     pub watching: HashSet<SessionCode>,
     pub subscribed: bool,
+    /// An agent's connection, online (known to every node alike).
+    pub online: bool,
 }
 
 /// A company's state.

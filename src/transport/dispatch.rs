@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tracing::field;
 
 use crate::app::App;
-use crate::cluster::Hold;
 use crate::core::{Conn, Who};
 use crate::directory::Agent;
 use crate::error::Error;
@@ -52,17 +51,18 @@ pub fn handle(
 /// What a command needs before it runs in a cluster.
 #[derive(Default)]
 pub struct Prepared {
-    /// The company it changes, held by this node.
-    pub hold: Option<Hold>,
+    /// The company it changes.
+    pub shard: Option<usize>,
     /// A customer's join by code: its outcome counts for the shared limit.
     pub join: bool,
 }
 
-/// In a cluster: checks the limits shared by every node and holds the
-/// company the command would change. Nothing to do on a single broker,
-/// and nothing to hold for a command that changes nothing (it reads this
-/// node's copy) or cannot be decoded. A customer's join by a code this
-/// node has not seen yet catches up with the cluster first.
+/// In a cluster: checks the limits shared by every node and finds the
+/// company the command would change (to be placed, see [`App::place`]).
+/// Nothing to do on a single broker, and no company for a command that
+/// changes nothing (it reads this node's copy) or cannot be decoded. A
+/// customer's join by a code this node has not seen yet catches up with
+/// the cluster first.
 pub async fn prepare(
     app: &App,
     conn: &Conn,
@@ -117,22 +117,17 @@ pub async fn prepare(
         ) => (conn.shard(), false),
         (Peer::Customer, _) => (None, false),
     };
-    Ok(Prepared {
-        hold: app.hold(shard).await?,
-        join,
-    })
+    Ok(Prepared { shard, join })
 }
 
 /// After a customer's join in a cluster: a failure counts towards the
 /// address's shared back-off (a success changes nothing); counted before
 /// the reply leaves, so the client's next try already sees it.
-pub async fn joined(app: &App, ip: IpAddr, result: &Result<Option<ServerMsg>, Error>) {
+pub async fn joined(app: &App, ip: IpAddr, failed: Option<ErrorCode>) {
     let Some(cluster) = &app.cluster else {
         return;
     };
-    if let Err(e) = result
-        && matches!(e.code, ErrorCode::NotFound | ErrorCode::Conflict)
-    {
+    if matches!(failed, Some(ErrorCode::NotFound | ErrorCode::Conflict)) {
         cluster.join_failed(ip, app.broker.config()).await
     }
 }

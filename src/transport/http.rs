@@ -20,10 +20,11 @@ use serde_json::json;
 use tungstenite::protocol::WebSocketConfig;
 
 use super::api_error::ApiError;
+use super::forward;
 use super::routes::{Route, register};
 use super::server::TcpSlot;
 use super::upgrade::Upgrade;
-use crate::app::App;
+use crate::app::{App, Place};
 use crate::case::Status;
 use crate::core::{Broker, ListQuery, Who, limits, stored, take_ack};
 use crate::directory::Agent;
@@ -46,6 +47,10 @@ pub fn app(state: App, metrics_here: bool) -> Router {
             ))
         })
         .layer(axum::extract::DefaultBodyLimit::max(max))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward_http,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             body_in_time,
@@ -139,13 +144,18 @@ pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs a command and answers once what it changed is stored (at once
 /// when nothing is journaled).
-/// In a cluster, `shard` (the company the command changes) is held first.
+/// In a cluster, `shard` (the company the command changes) is held first;
+/// when another node decides it, the request runs there instead
+/// ([`forward::forward_http`]).
 pub(super) async fn acknowledged<T>(
     app: &App,
     shard: Option<usize>,
     command: impl FnOnce() -> crate::error::Result<T>,
 ) -> ApiResult<T> {
-    let hold = app.hold(shard).await?;
+    let hold = match app.place(shard).await? {
+        Place::Here(hold) => hold,
+        Place::There { node, shard } => return Err(forward::elsewhere(node, shard)),
+    };
     // Whatever an earlier task left on this thread is not ours.
     let _ = take_ack();
     let out = command();
@@ -532,6 +542,7 @@ async fn stats(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response 
 async fn help(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    forwarded: Option<Extension<forward::Forwarded>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -553,9 +564,12 @@ async fn help(
     let ip = app.guard.client_ip(peer, &headers);
     let shard = app.module_shard(&req.module).await;
     let known = shard.map(|_| req.module.as_str());
-    app.guard.check_help(ip, known)?;
-    if let Some(c) = &app.cluster {
-        c.check_help(ip, known, app.broker.config()).await?;
+    // A request another node forwarded here was counted there.
+    if forwarded.is_none() {
+        app.guard.check_help(ip, known)?;
+        if let Some(c) = &app.cluster {
+            c.check_help(ip, known, app.broker.config()).await?;
+        }
     }
     let (view, _) = acknowledged(&app, shard, || app.broker.request_help(None, req)).await?;
     Ok((

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_error;
 pub mod dispatch;
 pub mod feed;
+pub mod forward;
 pub mod guard;
 pub mod http;
 pub mod pages;

@@ -14,10 +14,11 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, field, info_span};
 
 use super::dispatch::{self, Peer, handle};
+use super::forward::{self, WsOutcome};
 use super::guard::ConnPermit;
 use super::upgrade::Socket;
 use super::writer::{End, Writer, error_frame, killed, uncounted_error_frame};
-use crate::app::App;
+use crate::app::{App, Place};
 use crate::core::{Ack, Conn, STORE_WAIT, take_ack};
 use crate::delivery::{Frame, Outbox, OutboxRx};
 use crate::error::Error;
@@ -350,11 +351,52 @@ async fn session(
                 // In a cluster, a command that changes a company waits for
                 // it to be held here.
                 let msg = decode_client(&text);
-                let prepared = match dispatch::prepare(app, conn, ip, who, &msg).await {
-                    Ok(p) => p,
+                let msg_id = msg.as_ref().ok().and_then(|e| e.id.clone());
+                let placed = match dispatch::prepare(app, conn, ip, who, &msg).await {
+                    Ok(p) => app.place(p.shard).await.map(|place| (p, place)),
+                    Err(e) => Err(e),
+                };
+                let (prepared, hold) = match placed {
+                    Ok((p, Place::Here(hold))) => (p, hold),
+                    Ok((p, Place::There { node, shard })) => {
+                        let cluster = app.cluster.as_ref().expect("placed elsewhere in a cluster");
+                        // What was replied before leaves first.
+                        if let Some(earlier) = pending.take() {
+                            earlier.wait(STORE_WAIT).await;
+                        }
+                        // Its changes reach this node through the
+                        // cluster's log; the reply leaves ahead of their
+                        // pushes, as it would here.
+                        let outbox = rx.sender();
+                        outbox.hold();
+                        match forward::ws(cluster, shard, node, conn, ip, &text).await {
+                            WsOutcome::Ran(result) => {
+                                if p.join {
+                                    dispatch::joined(app, ip, result.as_ref().err().map(|e| e.code)).await;
+                                }
+                                if result.is_ok() && conn.role == Role::Customer {
+                                    conn.set_shard(shard);
+                                }
+                                let frame = match result {
+                                    Ok(Some(reply)) => Some(Frame::text(&reply)),
+                                    Ok(None) => None,
+                                    Err(e) => Some(error_frame(&w.metrics, msg_id.as_ref(), &e)),
+                                };
+                                if let Some(f) = frame {
+                                    outbox.push_reply(f);
+                                }
+                                outbox.release();
+                                continue;
+                            }
+                            // This node decides the company now.
+                            WsOutcome::Here(hold) => {
+                                outbox.release();
+                                (p, Some(hold))
+                            }
+                        }
+                    }
                     Err(e) => {
-                        let id = msg.as_ref().ok().and_then(|e| e.id.clone());
-                        let frame = error_frame(&w.metrics, id.as_ref(), &e);
+                        let frame = error_frame(&w.metrics, msg_id.as_ref(), &e);
                         answer(w, rx, journaled, &mut pending, frame).await?;
                         continue;
                     }
@@ -370,11 +412,11 @@ async fn session(
                 }
                 let (id, decoded, result) = handle(app, conn, ip, who, &text, msg);
                 let ack = take_ack();
-                drop(prepared.hold);
+                drop(hold);
                 // A join's outcome is counted (failed-join back-off) before
                 // its reply can leave.
                 if prepared.join {
-                    dispatch::joined(app, ip, &result).await;
+                    dispatch::joined(app, ip, result.as_ref().err().map(|e| e.code)).await;
                 }
                 let frame = match &result {
                     Ok(Some(reply)) => Some(Frame::message(reply, id.as_ref())),

@@ -136,9 +136,85 @@ impl Broker {
         }
     }
 
+    /// A connection whose company is decided on another node (in a
+    /// cluster): known here, but its agent goes online only through
+    /// [`Broker::agent_online`] on the node that decides.
+    pub fn connect_elsewhere(
+        &self,
+        role: Role,
+        agent: Option<Arc<Agent>>,
+        reachable: impl FnOnce(super::ConnId),
+    ) -> Conn {
+        let id = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        reachable(id);
+        if let Some(a) = &agent {
+            self.lock(a.company_index).add_conn(id);
+        }
+        self.shared.metrics.connection_opened(role);
+        Conn {
+            id,
+            role,
+            agent,
+            shard: AtomicUsize::new(NO_SHARD),
+            feed: false,
+        }
+    }
+
+    /// On the node that decides the agent's company: the agent's
+    /// connection `conn`, opened on another node, is online.
+    pub fn agent_online(&self, conn: super::ConnId, agent: &Agent) {
+        let mut cx = self.lock(agent.company_index);
+        cx.add_conn(conn);
+        cx.agent_connected(agent.index, conn);
+    }
+
+    /// Another node's connection as this node sees it, to run a command
+    /// it forwarded here.
+    pub fn conn_of(
+        &self,
+        id: super::ConnId,
+        role: Role,
+        agent: Option<Arc<Agent>>,
+        shard: Option<usize>,
+    ) -> Conn {
+        Conn {
+            id,
+            role,
+            agent,
+            shard: AtomicUsize::new(shard.unwrap_or(NO_SHARD)),
+            feed: false,
+        }
+    }
+
+    /// Forgets a connection on a node that does not decide its company:
+    /// its subscription ends here; its seats are left by the node that
+    /// decides ([`Broker::leave_seats`]).
+    pub fn forget(&self, conn: &Conn) {
+        if let Some(shard) = conn.shard() {
+            let mut cx = self.lock(shard);
+            if let Some(state) = cx.st.conns.remove(&conn.id)
+                && state.subscribed
+            {
+                cx.emit(Effect::Unsubscribe { conn: conn.id });
+            }
+        }
+        if !conn.feed {
+            self.shared.metrics.connection_closed(conn.role);
+        }
+    }
+
     /// Forgets a connection: it leaves every seat at once (the status
     /// follows) and its subscription.
     pub fn disconnect(&self, conn: &Conn) {
+        self.leave_seats(conn);
+        if !conn.feed {
+            self.shared.metrics.connection_closed(conn.role);
+        }
+    }
+
+    /// A connection leaves every seat, its watching and its subscription;
+    /// its agent goes offline if it was the last one.
+    pub fn leave_seats(&self, conn: &Conn) {
         if let Some(shard) = conn.shard() {
             let mut cx = self.lock(shard);
             if let Some(state) = cx.st.conns.remove(&conn.id) {
@@ -177,9 +253,6 @@ impl Broker {
                 cx.agent_disconnected(a.index, conn.id);
             }
         }
-        if !conn.feed {
-            self.shared.metrics.connection_closed(conn.role);
-        }
     }
 
     /// Expires, purges, returns orphans and tells coalesced positions as
@@ -215,6 +288,20 @@ impl Broker {
         cx.tell_positions(now);
         cx.push_stats(now);
         [cx.st.timers.next(), cx.st.lines.due(), cx.st.stats_due]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// On a cluster node that does not decide the company: tells its own
+    /// connections their coalesced positions and live numbers as they
+    /// fall due, leaving the deadlines that change cases to the node that
+    /// decides it; returns when to come back.
+    pub fn run_local_timers(&self, shard: usize, now: Instant) -> Option<Instant> {
+        let mut cx = self.lock(shard);
+        cx.tell_positions(now);
+        cx.push_stats(now);
+        [cx.st.lines.due(), cx.st.stats_due]
             .into_iter()
             .flatten()
             .min()
