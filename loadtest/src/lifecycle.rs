@@ -3,7 +3,8 @@
 //! agent `join`s, one chat each way, the agent `close`s (the customer gets
 //! `ended` and its socket is closed), then the agent deletes the case so
 //! repeated runs leave the broker as they found it (not timed). Reports
-//! cases per second and each step's latency.
+//! cases per second and each step's latency. Given several nodes of one
+//! cluster, each worker's agent and customers are on two different nodes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +33,9 @@ pub const STEPS: [&str; 7] = [
 /// What a lifecycle run is asked to do.
 #[derive(Clone, Debug)]
 pub struct LifecycleOpts {
-    pub target: Target,
+    /// The broker, or the nodes of one cluster: worker w's agent connects
+    /// to `targets[w % n]`, its customers to `targets[(w + 1) % n]`.
+    pub targets: Vec<Target>,
     pub token: String,
     /// Module keys, used in turn.
     pub modules: Vec<String>,
@@ -61,7 +64,7 @@ async fn one_case(
     sh: &Shared,
 ) -> anyhow::Result<()> {
     let t_case = Instant::now();
-    let mut customer = Client::connect(&opts.target).await?;
+    let mut customer = Client::connect(&opts.targets[(w + 1) % opts.targets.len()]).await?;
     customer.hello_customer().await?;
     sh.steps[0].record_one(w, micros(t_case.elapsed()));
 
@@ -170,7 +173,7 @@ async fn worker(w: usize, opts: Arc<LifecycleOpts>, sh: Arc<Shared>, deadline: I
     let mut n = 0u64;
     while Instant::now() < deadline {
         if agent.is_none() {
-            match connect_agent(&opts).await {
+            match connect_agent(w, &opts).await {
                 Ok(a) => agent = Some(a),
                 Err(e) => {
                     fail(&sh, format!("agent connection: {e:#}")).await;
@@ -196,8 +199,8 @@ async fn worker(w: usize, opts: Arc<LifecycleOpts>, sh: Arc<Shared>, deadline: I
     }
 }
 
-async fn connect_agent(opts: &LifecycleOpts) -> anyhow::Result<Client> {
-    let mut a = Client::connect(&opts.target).await?;
+async fn connect_agent(w: usize, opts: &LifecycleOpts) -> anyhow::Result<Client> {
+    let mut a = Client::connect(&opts.targets[w % opts.targets.len()]).await?;
     a.hello_agent(&opts.token).await?;
     Ok(a)
 }
@@ -211,6 +214,9 @@ async fn fail(sh: &Shared, why: String) {
 pub async fn run(opts: LifecycleOpts) -> anyhow::Result<Report> {
     if opts.modules.is_empty() {
         bail!("--module: at least one module key is needed");
+    }
+    if opts.targets.is_empty() {
+        bail!("--url: a broker is needed");
     }
     let opts = Arc::new(opts);
     let sh = Arc::new(Shared {
@@ -271,6 +277,7 @@ pub async fn run(opts: LifecycleOpts) -> anyhow::Result<Report> {
     let whole = Summary::of(&sh.steps[6].merged()).to_json();
     r.set("scenario", "lifecycle");
     r.set("concurrency", opts.concurrency);
+    r.set("nodes", opts.targets.len());
     r.set("cases", done);
     r.set("failed", failed);
     r.set("cases_per_sec", round3(cases_per_sec));

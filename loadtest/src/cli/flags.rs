@@ -148,6 +148,11 @@ pub struct LifecycleArgs {
         default_value = "load-qs-1,load-qs-2,load-qs-3,load-qs-4,load-qs-5,load-qs-6,load-qs-7,load-qs-8"
     )]
     pub module: Vec<String>,
+    /// Another node of the same cluster (repeatable; loopback only): with
+    /// N URLs in all (--url first), worker w's agent connects to URL w mod
+    /// N and its customers to URL w+1 mod N, so every case spans two nodes.
+    #[arg(long, value_name = "URL")]
+    pub node_url: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -386,6 +391,20 @@ mod tests {
         };
         assert_eq!(l.module, ["a", "b"]);
         assert_eq!(l.common.url, DEFAULT_URL);
+        assert!(l.node_url.is_empty());
+        let nodes = parse(&[
+            "lt",
+            "lifecycle",
+            "--node-url",
+            "ws://127.0.0.1:8082/v1/ws",
+            "--node-url",
+            "ws://127.0.0.1:8083/v1/ws",
+        ])
+        .unwrap();
+        let Command::Lifecycle(l) = nodes.command else {
+            panic!()
+        };
+        assert_eq!(l.node_url.len(), 2);
     }
 
     #[test]

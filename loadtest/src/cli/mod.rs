@@ -72,8 +72,12 @@ async fn scenario(cli: Cli) -> anyhow::Result<Option<Report>> {
     Ok(Some(match cli.command {
         Command::Fanout(a) => fanout_cmd(a).await?,
         Command::Lifecycle(a) => {
+            let mut targets = vec![a.common.target()?];
+            for url in &a.node_url {
+                targets.push(crate::target::Target::new(url, a.common.source_addrs)?);
+            }
             lifecycle::run(LifecycleOpts {
-                target: a.common.target()?,
+                targets,
                 token: a.common.token.clone(),
                 modules: a.module.clone(),
                 concurrency: a.concurrency as usize,

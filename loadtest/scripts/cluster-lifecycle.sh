@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Whole cases of one company on a cluster, side by side in one run: one
+# node with all the traffic, the same load over two nodes, and over three
+# (each case's agent on one node and its customer on the next); modes
+# alternated, ROUNDS rounds (3 by default), a fresh Redis data set and
+# fresh nodes per run. Loopback only; every run is bounded.
+#
+#   loadtest/scripts/cluster-lifecycle.sh                 # 16 cases in flight, 10 s per run
+#   CONCURRENCY=32 ROUNDS=5 loadtest/scripts/cluster-lifecycle.sh
+#
+# Needs redis-server and release builds (cargo build --release -p casebroker
+# -p casebroker-loadtest). Prints one line per run (mode, round, cases/s,
+# p99 ms of a whole case, failed) and then the medians and the ratios to
+# one node, step by step; the JSON reports and node logs go to $OUT.
+set -euo pipefail
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
+OUT=${OUT:-target/cluster-lifecycle}
+REDIS_PORT=${REDIS_PORT:-16398}
+ROUNDS=${ROUNDS:-3}
+CONCURRENCY=${CONCURRENCY:-16}
+mkdir -p "$OUT"
+DATA=$(mktemp -d)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
+  --appendfsync everysec --dir "$DATA" --daemonize yes --logfile "$DATA/redis.log"
+cleanup() {
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+node() { "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" --listen "127.0.0.1:$2" >"$OUT/$1-$3.log" 2>&1 & echo $!; }
+url() { echo "ws://127.0.0.1:$1/v1/ws"; }
+
+for round in $(seq "$ROUNDS"); do
+  for mode in one two three; do
+    settle
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    case $mode in
+      one)
+        pids=$(node a 8081 "$round"); healthy 8081
+        args=(--url "$(url 8081)") ;;
+      two)
+        pids="$(node a 8081 "$round") $(node b 8082 "$round")"; healthy 8081 8082
+        args=(--url "$(url 8081)" --node-url "$(url 8082)") ;;
+      three)
+        pids="$(node a 8081 "$round") $(node b 8082 "$round") $(node c 8083 "$round")"; healthy 8081 8082 8083
+        args=(--url "$(url 8081)" --node-url "$(url 8082)" --node-url "$(url 8083)") ;;
+    esac
+    report="$OUT/$mode-$round.json"
+    "$LT" lifecycle --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" \
+      "${args[@]}" --no-progress --json "$report" >/dev/null || echo "$mode $round: the run reported failures"
+    # Commands forwarded and leases taken, summed over the nodes.
+    fwd=0; leases=0
+    for port in 8081 8082 8083; do
+      m=$(curl -sf "127.0.0.1:$port/metrics" 2>/dev/null || true)
+      f=$(echo "$m" | awk '/^casebroker_cluster_forwarded_total /{print $2}')
+      l=$(echo "$m" | awk '/^casebroker_cluster_leases_taken_total /{print $2}')
+      fwd=$((fwd + ${f:-0})); leases=$((leases + ${l:-0}))
+    done
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
+    # shellcheck disable=SC2086
+    wait $pids 2>/dev/null || true
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], round(d['cases_per_sec'],1), d['p99_ms'], d['failed'], 'forwarded', sys.argv[4], 'leases', sys.argv[5])" \
+      "$report" "$mode" "$round" "$fwd" "$leases" 2>/dev/null || true
+  done
+done
+
+python3 - "$OUT" "$ROUNDS" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def runs(mode):
+    return [json.load(open(f"{out}/{mode}-{r}.json")) for r in range(1, rounds + 1)]
+base = runs("one")
+b = statistics.median(d["cases_per_sec"] for d in base)
+for mode in ("one", "two", "three"):
+    rs = runs(mode)
+    m = statistics.median(d["cases_per_sec"] for d in rs)
+    pairs = " · ".join(f"{o['cases_per_sec'] / x['cases_per_sec']:.3f}" for x, o in zip(base, rs))
+    failed = sum(d["failed"] for d in rs)
+    print(f"{mode}: cases/s {m:.1f} ({' · '.join(str(round(d['cases_per_sec'], 1)) for d in rs)}), /one {m / b:.3f} (pairs {pairs}), failed {failed}")
+    steps = rs[0]["steps"].keys()
+    print("   p99 ms: " + ", ".join(f"{s} {statistics.median(d['steps'][s]['p99_ms'] for d in rs)}" for s in steps))
+PY
