@@ -277,6 +277,7 @@ impl Cluster {
             l.free();
             l.diverged = false;
         }
+        self.forget_holder(shard, self.node);
         tracing::info!(company = %link.company, "company rebuilt from the cluster");
         // Dashboards that must start again are closed only now, once the
         // company takes commands: the ones that come straight back find it

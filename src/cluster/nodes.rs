@@ -176,17 +176,19 @@ impl Cluster {
         // Redis lost data. (Read after the answer, it would count commits
         // appended meanwhile, and a busy node would think Redis behind.)
         let links: Vec<_> = self.links.iter().collect();
-        let before: Vec<(u64, u64)> = links
+        let before: Vec<(u64, u64, String)> = links
             .iter()
-            .map(|link| {
+            .enumerate()
+            .map(|(shard, link)| {
                 (
                     link.rebuilt.load(Ordering::Acquire),
                     link.applied.load(Ordering::Acquire),
+                    self.broker().epoch(shard),
                 )
             })
             .collect();
         for link in &links {
-            pipe.get(&link.keys.head);
+            pipe.get(&link.keys.head).get(&link.keys.epoch);
         }
         let r: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
         self.saw(&r);
@@ -195,12 +197,21 @@ impl Cluster {
         // A log shorter than what a copy held means Redis lost data (it
         // restarted without persistence): the copy is rebuilt from what
         // Redis has now. A copy rebuilt meanwhile already is.
-        for (shard, reply) in replies.enumerate().take(links.len()) {
-            let head: Option<u64> = redis::from_redis_value(reply).ok()?;
-            let link = links[shard];
-            let (rebuilt, applied) = before[shard];
-            if head.unwrap_or(0) < applied && link.rebuilt.load(Ordering::Acquire) == rebuilt {
+        // So does an epoch that is gone or not the copy's: Redis lost the
+        // company (even if this copy had nothing more than what is left),
+        // or another node started its stream anew after such a loss.
+        for (shard, link) in links.iter().enumerate() {
+            let head: Option<u64> = redis::from_redis_value(replies.next()?).ok()?;
+            let epoch: Option<String> = redis::from_redis_value(replies.next()?).ok()?;
+            let (rebuilt, applied, ref copy) = before[shard];
+            if link.rebuilt.load(Ordering::Acquire) != rebuilt {
+                continue;
+            }
+            if head.unwrap_or(0) < applied {
                 tracing::error!(company = %link.company, head = head.unwrap_or(0), copy = applied, "the cluster's log in Redis is shorter than this node's copy: Redis lost data");
+                self.diverge(shard);
+            } else if epoch.as_deref() != Some(copy.as_str()) {
+                tracing::error!(company = %link.company, "the company's stream in Redis is not this node's copy's (Redis lost data, or another node started it anew)");
                 self.diverge(shard);
             }
         }
