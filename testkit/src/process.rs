@@ -173,34 +173,23 @@ impl Process {
         find: impl Fn(&str) -> Option<T>,
     ) -> Result<T, String> {
         let until = Instant::now() + limit;
+        let search = || {
+            let output = self.output.lock().expect("output lock");
+            output.lines.iter().find_map(|l| find(l))
+        };
         loop {
-            let found = self
-                .output
-                .lock()
-                .expect("output lock")
-                .lines
-                .iter()
-                .find_map(|l| find(l));
-            if let Some(v) = found {
+            if let Some(v) = search() {
                 return Ok(v);
             }
             if let Some(status) = self.exited() {
                 // Let the readers take the last lines.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                if let Some(v) = self
-                    .output
-                    .lock()
-                    .expect("output lock")
-                    .lines
-                    .iter()
-                    .find_map(|l| find(l))
-                {
-                    return Ok(v);
-                }
-                return Err(format!(
-                    "the process exited ({status}) before printing {what}; output:\n{}",
-                    self.output()
-                ));
+                return search().ok_or_else(|| {
+                    format!(
+                        "the process exited ({status}) before printing {what}; output:\n{}",
+                        self.output()
+                    )
+                });
             }
             if Instant::now() >= until {
                 return Err(format!(
@@ -290,11 +279,12 @@ impl Process {
     /// SIGKILL (nothing flushed, nothing said), and waits within `limit`
     /// until the process is gone (its lock on a data directory with it).
     pub async fn kill(&self, limit: Duration) -> Result<ExitStatus, String> {
-        if let Err(e) = self.child.lock().expect("child lock").kill() {
-            // Already gone: nothing to kill.
-            if self.exited().is_none() {
-                return Err(format!("SIGKILL: {e}"));
-            }
+        let killed = self.child.lock().expect("child lock").kill();
+        // An error from a process already gone is no failure.
+        if let Err(e) = killed
+            && self.exited().is_none()
+        {
+            return Err(format!("SIGKILL: {e}"));
         }
         self.wait_exit(limit).await
     }

@@ -7,10 +7,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 
+use casebroker_testkit::crash::{CaseLog, Op, Seen, Step, judge, transcript_lines};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-
-use casebroker_testkit::crash::{CaseLog, Op, Seen, Step, judge, transcript_lines};
 
 use super::sigkill_worker::Worker;
 use super::*;
