@@ -41,46 +41,17 @@ use std::time::Duration;
 use casebroker::Config;
 use casebroker_loadtest::report::JSON_KEYS;
 use casebroker_loadtest::{Cli, run_cli};
+use casebroker_testkit::InProcess;
 use clap::Parser;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 /// The config of the brokers started here: `casebroker-load.toml`.
 const LOAD_CONFIG: &str = include_str!("../casebroker-load.toml");
 
-/// A broker on a free loopback port, stopped when dropped.
-struct Broker {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Broker {
-    async fn start() -> Broker {
-        Broker::with_config(LOAD_CONFIG).await
-    }
-
-    /// A broker on `toml` instead of `casebroker-load.toml`.
-    async fn with_config(toml: &str) -> Broker {
-        let config = Config::from_toml(toml).expect("a valid config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/v1/ws", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(casebroker::run(listener, config, async {
-            let _ = stopped.await;
-        }));
-        Broker {
-            url,
-            stop: Some(stop),
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// A broker on `toml` (`LOAD_CONFIG` but for a few tests), run in this
+/// process on a free loopback port; stopped when dropped.
+async fn broker(toml: &str) -> InProcess {
+    InProcess::start(Config::from_toml(toml).expect("a valid config")).await
 }
 
 /// A fresh scratch directory for one test's output files.

@@ -11,14 +11,11 @@ mod journal;
 mod restart;
 #[path = "durability/sigkill.rs"]
 mod sigkill;
-#[path = "durability/sigkill_clients.rs"]
-mod sigkill_clients;
 #[path = "durability/sigkill_worker.rs"]
 mod sigkill_worker;
 #[path = "durability/start.rs"]
 mod start;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,4 +107,4 @@ async fn dashboard(server: &TestServer) -> (WsClient, Value) {
     (ws, snap)
 }
 
-pub(super) use crate::util::process::Process;
+pub(super) use crate::util::process::{BROKER, Process};

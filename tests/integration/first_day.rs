@@ -19,37 +19,17 @@ use tokio::net::TcpStream;
 
 use crate::util::*;
 
-/// GET `path` on a process's listener; the status.
-async fn status_of(addr: std::net::SocketAddr, path: &str) -> u16 {
-    reqwest::Client::new()
-        .get(format!("http://{addr}{path}"))
-        .timeout(WAIT)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+/// Creates a case as alice over the HTTP API of the broker at `at`.
+async fn create_over_http(at: &Endpoint, group: &str, name: &str) {
+    let body = json!({"group": group, "name": name});
+    let (status, case) = at.http("POST", "/v1/cases", Some(ALICE), Some(body)).await;
+    assert_eq!(status, 201, "{case}");
 }
 
-/// Creates a case as alice over a process's HTTP API.
-async fn create_over_http(addr: std::net::SocketAddr, group: &str, name: &str) {
-    let created = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/cases"))
-        .bearer_auth(ALICE)
-        .json(&json!({"group": group, "name": name}))
-        .timeout(WAIT)
-        .send()
-        .await
-        .expect("create a case");
-    assert_eq!(created.status().as_u16(), 201);
-}
-
-/// A client bound to its own loopback address (any of 127.0.0.0/8).
-fn client_from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
-        .timeout(WAIT)
-        .build()
-        .unwrap()
+/// The address 127.0.0.`n`, one of the loopback addresses a test sends
+/// from.
+fn loopback(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
 }
 
 /// Reads what the server sends on `stream` until it closes (or `limit`).

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::transfer::in_progress_with_bob;
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 use crate::util::*;
 
 /// The next `chat` on `ws` with this text.
@@ -393,55 +393,27 @@ in_every_mode!(
     every_bad_invite_watch_and_whisper_gets_its_code,
 );
 
-/// `GET path` as `token` on a broker process at `addr`.
-async fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("http://{addr}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// `POST path` with `body` as `token`; asserts a 200.
-async fn post(addr: std::net::SocketAddr, path: &str, token: &str, body: Value) -> Value {
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    resp.json().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helpers_and_whispers_survive_kill_9_and_a_restart() {
     let config = config_text("");
     let args = ["--data-dir", "data", "--listen", "127.0.0.1:0"];
-    let broker = Process::start_in(TempDir::new("helpers"), Some(&config), &args, &[]);
-    let addr = broker.listening().await;
-    let case = post(
-        addr,
-        "/v1/cases",
-        ALICE,
-        json!({"group": "support", "name": "x", "assignee": "bob"}),
-    )
-    .await;
+    let broker = Process::start_in(BROKER, TempDir::new("helpers"), Some(&config), &args, &[]);
+    let at = Endpoint::new(broker.listening().await);
+    let case = at
+        .post(
+            "/v1/cases",
+            ALICE,
+            json!({"group": "support", "name": "x", "assignee": "bob"}),
+        )
+        .await;
     let code = case["code"].as_str().unwrap().to_string();
-    post(
-        addr,
+    at.post(
         &format!("/v1/cases/{code}/invite"),
         BOB,
         json!({"agent": "carol"}),
     )
     .await;
-    post(
-        addr,
+    at.post(
         &format!("/v1/cases/{code}/whisper"),
         BOB,
         json!({"text": "kept"}),
@@ -450,10 +422,11 @@ async fn helpers_and_whispers_survive_kill_9_and_a_restart() {
     let check = |addr| {
         let code = code.clone();
         async move {
+            let at = Endpoint::new(addr);
             // Carol, a helper outside the case's group, still reads it.
-            let case = get(addr, &format!("/v1/cases/{code}"), BOB).await;
+            let case = at.get(&format!("/v1/cases/{code}"), BOB).await;
             assert_eq!(case["helpers"], json!(["carol"]), "{case}");
-            let t = get(addr, &format!("/v1/cases/{code}/transcript"), CAROL).await;
+            let t = at.get(&format!("/v1/cases/{code}/transcript"), CAROL).await;
             assert_eq!(
                 t["messages"],
                 json!([{"from": {"role": "agent", "name": "Bob"}, "text": "kept",
@@ -464,11 +437,11 @@ async fn helpers_and_whispers_survive_kill_9_and_a_restart() {
     };
     // From the journal alone.
     let dir = broker.kill9().await;
-    let broker = Process::start_in(dir, Some(&config), &args, &[]);
+    let broker = Process::start_in(BROKER, dir, Some(&config), &args, &[]);
     check(broker.listening().await).await;
     // From the image a clean stop writes.
     let dir = broker.stop().await;
-    let broker = Process::start_in(dir, Some(&config), &args, &[]);
+    let broker = Process::start_in(BROKER, dir, Some(&config), &args, &[]);
     check(broker.listening().await).await;
 }
 

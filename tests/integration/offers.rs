@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 use crate::util::*;
 
 /// The test config with assignment by load and offers of `timeout`.
@@ -396,44 +396,6 @@ async fn a_group_may_offer_while_another_assigns(mode: Mode) {
 
 in_every_mode!(a_group_may_offer_while_another_assigns);
 
-/// A broker process's customer asking for help over WebSocket.
-async fn help_at(addr: std::net::SocketAddr) -> (WsClient, String) {
-    let mut c = WsClient::connect(&format!("ws://{addr}/v1/ws")).await;
-    c.ok(json!({"type": "hello", "role": "customer"}), "welcome")
-        .await;
-    let joined = c
-        .ok(
-            json!({"type": "request_help", "module": MODULE, "name": "Ana"}),
-            "joined",
-        )
-        .await;
-    let code = joined["code"].as_str().unwrap().to_string();
-    (c, code)
-}
-
-async fn agent_at(addr: std::net::SocketAddr, token: &str) -> WsClient {
-    let mut ws = WsClient::connect(&format!("ws://{addr}/v1/ws")).await;
-    ws.ok(
-        json!({"type": "hello", "role": "agent", "token": token}),
-        "welcome",
-    )
-    .await;
-    ws
-}
-
-/// `GET /v1/cases/{code}` as Alice on a broker process at `addr`.
-async fn case_at(addr: std::net::SocketAddr, code: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("http://{addr}/v1/cases/{code}"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Waits up to `limit` for the `offer` of `code` on `ws`, answering pings
 /// meanwhile (an offer's deadline may be further off than one read's).
 async fn offer_within(ws: &mut WsClient, code: &str, limit: std::time::Duration) -> Value {
@@ -460,35 +422,28 @@ async fn offer_within(ws: &mut WsClient, code: &str, limit: std::time::Duration)
 async fn a_pending_offer_survives_kill_9_and_a_restart_and_runs_out_after() {
     let config = offers(config_text(""), "8s");
     let args = ["--data-dir", "data", "--listen", "127.0.0.1:0"];
-    let broker = Process::start_in(TempDir::new("offers"), Some(&config), &args, &[]);
-    let addr = broker.listening().await;
-    let mut bob = agent_at(addr, BOB).await;
-    let (_ana, code) = help_at(addr).await;
+    let broker = Process::start_in(BROKER, TempDir::new("offers"), Some(&config), &args, &[]);
+    let at = Endpoint::new(broker.listening().await);
+    let mut bob = at.agent(BOB).await;
+    let (_ana, joined) = request_help(&at, MODULE).await;
+    let code = code_of(&joined);
     let offer = offer_of(&mut bob, &code, "bob").await;
     // From the journal alone, then from the image a clean stop writes:
     // still Bob's, with its deadline, and out of the line.
     let dir = broker.kill9().await;
-    let broker = Process::start_in(dir, Some(&config), &args, &[]);
-    let addr = broker.listening().await;
-    let case = case_at(addr, &code).await;
+    let broker = Process::start_in(BROKER, dir, Some(&config), &args, &[]);
+    let at = Endpoint::new(broker.listening().await);
+    let case = get_case(&at, &code).await;
     assert_eq!(case["offer"], offer["case"]["offer"], "{case}");
     let dir = broker.stop().await;
-    let broker = Process::start_in(dir, Some(&config), &args, &[]);
-    let addr = broker.listening().await;
-    let case = case_at(addr, &code).await;
+    let broker = Process::start_in(BROKER, dir, Some(&config), &args, &[]);
+    let at = Endpoint::new(broker.listening().await);
+    let case = get_case(&at, &code).await;
     assert_eq!(case["offer"], offer["case"]["offer"], "{case}");
-    let stats: Value = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/stats"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = at.get("/v1/stats", ALICE).await;
     assert_eq!(stats["groups"][0]["waiting"], 0, "{stats}");
     // Past the deadline, the next eligible agent gets the case.
-    let mut dave = agent_at(addr, DAVE).await;
+    let mut dave = at.agent(DAVE).await;
     let next = offer_within(&mut dave, &code, std::time::Duration::from_secs(20)).await;
     assert_eq!(next["case"]["offer"]["agent"], "dave", "{next}");
 }

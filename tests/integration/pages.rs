@@ -12,22 +12,6 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::util::*;
 
-/// GET `path`; the status, the headers and the body.
-async fn get(
-    server: &TestServer,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut req = reqwest::Client::new().get(server.url(path)).timeout(WAIT);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("HTTP request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, resp.text().await.unwrap_or_default())
-}
-
 fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -86,7 +70,7 @@ async fn pages_and_assets_have_their_types_and_headers() {
         ("/assets/style.css", "text/css; charset=utf-8", "body"),
         ("/assets/icon.svg", "image/svg+xml", "<svg"),
     ] {
-        let (status, h, body) = get(&server, path, &[]).await;
+        let (status, h, body) = server.page(path, &[]).await;
         assert_eq!(status, 200, "{path}");
         assert_eq!(header(&h, "content-type"), ty, "{path}");
         assert_secure(path, &h);
@@ -96,17 +80,17 @@ async fn pages_and_assets_have_their_types_and_headers() {
         // The same version again: 304 and no body.
         let etag = header(&h, "etag").to_string();
         assert!(etag.starts_with('"'), "{path}: etag {etag:?}");
-        let (status, h2, body) = get(&server, path, &[("if-none-match", &etag)]).await;
+        let (status, h2, body) = server.page(path, &[("if-none-match", &etag)]).await;
         assert_eq!(status, 304, "{path}");
         assert!(body.is_empty(), "{path}");
         assert_eq!(header(&h2, "etag"), etag, "{path}");
-        let (status, _, _) = get(&server, path, &[("if-none-match", "\"other\"")]).await;
+        let (status, _, _) = server.page(path, &[("if-none-match", "\"other\"")]).await;
         assert_eq!(status, 200, "{path}");
     }
 
     // The pages load their scripts from files, never inline.
     for path in ["/", module_page.as_str()] {
-        let (_, _, body) = get(&server, path, &[]).await;
+        let (_, _, body) = server.page(path, &[]).await;
         for tag in body.split("<script").skip(1) {
             let head = &tag[..tag.find('>').unwrap()];
             assert!(
@@ -116,10 +100,10 @@ async fn pages_and_assets_have_their_types_and_headers() {
         }
     }
 
-    let (status, h, _) = get(&server, "/assets/nope.js", &[]).await;
+    let (status, h, _) = server.page("/assets/nope.js", &[]).await;
     assert_eq!(status, 404);
     assert_eq!(header(&h, "x-content-type-options"), "nosniff");
-    let (status, _, body) = get(&server, "/v1/nope", &[]).await;
+    let (status, _, body) = server.page("/v1/nope", &[]).await;
     assert_eq!(status, 404, "the API's own 404 is unchanged");
     assert!(body.contains("not_found"), "{body}");
 }
@@ -128,7 +112,7 @@ async fn pages_and_assets_have_their_types_and_headers() {
 async fn an_unknown_module_key_gets_a_readable_404_page() {
     let server = TestServer::start().await;
     for path in ["/help/no-such-module", "/help/", "/help"] {
-        let (status, h, body) = get(&server, path, &[]).await;
+        let (status, h, body) = server.page(path, &[]).await;
         assert_eq!(status, 404, "{path}");
         assert_eq!(
             header(&h, "content-type"),
@@ -144,7 +128,7 @@ async fn an_unknown_module_key_gets_a_readable_404_page() {
         assert!(!body.contains("no-such-module"), "the key is not echoed");
     }
     // Another company's key is known to the broker: its page is served.
-    let (status, _, _) = get(&server, &format!("/help/{GLOBEX_MODULE}"), &[]).await;
+    let (status, _, _) = server.page(&format!("/help/{GLOBEX_MODULE}"), &[]).await;
     assert_eq!(status, 200);
 }
 

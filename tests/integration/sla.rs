@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use casebroker::config::Config;
 
 use crate::transfer::dashboard;
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 use crate::util::*;
 
 /// The test config with service levels on `support` (sales has none).
@@ -128,7 +128,7 @@ in_every_mode!(service_levels_are_due_met_and_breached_at_their_deadline);
 async fn a_deadline_survives_kill_9() {
     let config = with_sla(config_text(""));
     let args = ["--data-dir", "data", "--listen", "127.0.0.1:0"];
-    let broker = Process::start_in(TempDir::new("sla"), Some(&config), &args, &[]);
+    let broker = Process::start_in(BROKER, TempDir::new("sla"), Some(&config), &args, &[]);
     let addr = broker.listening().await;
     let http = reqwest::Client::new();
     let case: Value = http
@@ -144,7 +144,7 @@ async fn a_deadline_survives_kill_9() {
     let code = case["code"].as_str().unwrap().to_string();
     assert!(case["sla"]["first_response_due"].is_string(), "{case}");
     let dir = broker.kill9().await;
-    let broker = Process::start_in(dir, Some(&config), &args, &[]);
+    let broker = Process::start_in(BROKER, dir, Some(&config), &args, &[]);
     let addr = broker.listening().await;
     let mut alice = WsClient::connect(&format!("ws://{addr}/v1/ws")).await;
     alice

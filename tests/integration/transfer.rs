@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 use crate::util::*;
 
 /// A subscribed dashboard of `token`.
@@ -385,6 +385,7 @@ async fn a_transfer_on_one_node_reaches_a_dashboard_on_another() {
 async fn a_journaled_transfer_survives_kill_9_and_a_reordered_config() {
     let config = config_text("");
     let broker = Process::start_in(
+        BROKER,
         TempDir::new("transfer-kill"),
         Some(&config),
         &["--data-dir", "data", "--listen", "127.0.0.1:0"],
@@ -420,6 +421,7 @@ async fn a_journaled_transfer_survives_kill_9_and_a_reordered_config() {
     );
     assert_ne!(reordered, config);
     let broker = Process::start_in(
+        BROKER,
         dir,
         Some(&reordered),
         &["--data-dir", "data", "--listen", "127.0.0.1:0"],

@@ -1,12 +1,15 @@
 //! Cases and the queue as tests use them: creating a case, asking for
-//! help, reading a case's `code` and `seq`, reading it over HTTP, waiting
+//! help, reading a case's `code` and `seq`, reading it (or all of them)
+//! over HTTP, waiting
 //! past the pushes outside the event order, resuming a subscription, and
 //! checking an HTTP error.
+
+use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
 use super::ALICE;
-use super::server::TestServer;
+use super::endpoint::Endpoint;
 use super::ws::WsClient;
 
 /// Creates a case over WebSocket as `ws` (an agent) in `group`; returns the
@@ -23,7 +26,7 @@ pub async fn create_case(ws: &mut WsClient, group: &str) -> Value {
 
 /// A customer connection that asked for help through `module`; returns the
 /// connection and the `joined` reply.
-pub async fn request_help(server: &TestServer, module: &str) -> (WsClient, Value) {
+pub async fn request_help(server: &Endpoint, module: &str) -> (WsClient, Value) {
     let mut c = server.customer().await;
     let joined = c
         .ok(
@@ -49,14 +52,31 @@ pub fn seq_of(v: &Value) -> u64 {
     v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {v}"))
 }
 
+/// Every case alice (admin of acme) sees, by code, through every page of
+/// `GET /v1/cases`; asserts that no case is listed twice.
+pub async fn all_cases(server: &Endpoint) -> HashMap<String, Value> {
+    let mut all = HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/cases?limit=1000&cursor={c}"),
+            None => "/v1/cases?limit=1000".to_string(),
+        };
+        let page = server.get(&path, ALICE).await;
+        for c in page["cases"].as_array().expect("a list of cases") {
+            assert!(all.insert(code_of(c), c.clone()).is_none(), "{c} twice");
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return all,
+        }
+    }
+}
+
 /// `GET /v1/cases/{code}` as alice (admin of acme); asserts a 200 and
 /// returns the case.
-pub async fn get_case(server: &TestServer, code: &str) -> Value {
-    let (status, body) = server
-        .http("GET", &format!("/v1/cases/{code}"), Some(ALICE), None)
-        .await;
-    assert_eq!(status, 200, "GET /v1/cases/{code}: {body}");
-    body
+pub async fn get_case(server: &Endpoint, code: &str) -> Value {
+    server.get(&format!("/v1/cases/{code}"), ALICE).await
 }
 
 // The queue stream -----------------------------------------------------------
@@ -99,7 +119,7 @@ pub async fn assert_quiet(ws: &mut WsClient, who: &str) {
 /// when the position is gone). Asserts that the reply is the first message
 /// besides `agent` and `stats` pushes and echoes the command's id.
 pub async fn connect_resuming(
-    server: &TestServer,
+    server: &Endpoint,
     token: &str,
     epoch: &str,
     seq: u64,

@@ -4,25 +4,13 @@
 use std::time::Duration;
 
 use super::WAIT;
-use super::server::TestServer;
+use super::endpoint::Endpoint;
 
 // Metrics -------------------------------------------------------------------
 
 /// The broker's `/metrics` text (asserting a 200).
-pub async fn scrape(server: &TestServer) -> String {
-    scrape_with(&reqwest::Client::new(), &server.url("/metrics")).await
-}
-
-/// The `/metrics` text at `url` through `client` (asserting a 200).
-pub async fn scrape_with(client: &reqwest::Client, url: &str) -> String {
-    let resp = client
-        .get(url)
-        .timeout(WAIT)
-        .send()
-        .await
-        .expect("GET /metrics");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("metrics body");
+pub async fn scrape(at: &Endpoint) -> String {
+    let (status, _, text) = at.page("/metrics", &[]).await;
     assert_eq!(status, 200, "GET /metrics: {text}");
     text
 }
@@ -44,7 +32,7 @@ pub fn value(text: &str, series: &str) -> f64 {
 /// holds (`what` says which, for the failure); returns that value. Panics
 /// with the last scrape when it does not within `WAIT`.
 pub async fn wait_metric(
-    server: &TestServer,
+    server: &Endpoint,
     series: &str,
     what: &str,
     ok: impl Fn(f64) -> bool,

@@ -3,11 +3,14 @@
 //!
 //! - here: the test config (two companies), its tokens and module keys, and
 //!   `in_every_mode!`;
-//! - `server`: [`TestServer`] in each storage mode, [`TempDir`];
+//! - `server`: [`TestServer`] in each storage mode;
+//! - `endpoint`: [`Endpoint`], a broker at its address (in this process or
+//!   a process): its WebSocket and its HTTP API;
 //! - `ws`: [`WsClient`], [`Closed`];
 //! - `cases`: creating, reading and following cases;
 //! - `metrics`: reading `/metrics`;
-//! - [`process`]: the broker binary as a process (SIGKILL, SIGHUP);
+//! - [`process`]: the broker binary as a process (SIGKILL, SIGHUP), and
+//!   [`TempDir`], a directory removed when dropped;
 //! - [`receiver`]: a webhook receiver; [`redis`]: a `redis-server`.
 #![allow(dead_code)]
 
@@ -16,6 +19,7 @@ pub mod receiver;
 pub mod redis;
 
 mod cases;
+mod endpoint;
 mod metrics;
 mod server;
 mod ws;
@@ -24,17 +28,16 @@ mod ws;
 #[allow(unused_imports)]
 pub use cases::*;
 #[allow(unused_imports)]
+pub use endpoint::*;
+#[allow(unused_imports)]
 pub use metrics::*;
 pub use server::*;
 #[allow(unused_imports)]
 pub use ws::*;
 
-use std::time::Duration;
-
 use casebroker::Config;
-
-/// How long any wait in a test may take before it fails.
-pub const WAIT: Duration = Duration::from_secs(5);
+#[allow(unused_imports)]
+pub use casebroker_testkit::{TempDir, WAIT};
 
 pub const ALICE: &str = "alice-token-0001"; // acme admin, groups support + sales
 pub const BOB: &str = "bob-token-00002"; // acme, support

@@ -1,27 +1,32 @@
 //! The broker under test: [`TestServer`] on a free loopback port in each
-//! storage mode ([`Mode`]), its HTTP helper and its clean stop, and
-//! [`TempDir`], a directory removed when dropped.
+//! storage mode ([`Mode`]), reached through its [`Endpoint`], and its clean
+//! stop.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::ops::Deref;
 
 use casebroker::Config;
-use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use casebroker_testkit::{InProcess, TempDir};
 
-use super::ws::WsClient;
-use super::{WAIT, config_text, config_with, redis};
+use super::endpoint::Endpoint;
+use super::{config_text, config_with, redis};
 
-/// A broker serving on a free loopback port, shut down when dropped.
+/// A broker serving in this process on a free loopback port, shut down
+/// when dropped. It derefs to its [`Endpoint`]: a test reaches it as it
+/// reaches a broker process (`server.agent(..)`, `server.http(..)`).
 pub struct TestServer {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    http: reqwest::Client,
+    broker: InProcess,
+    endpoint: Endpoint,
     /// What the broker stores into (a data directory, a Redis), kept as
     /// long as the broker.
     storage: Option<Storage>,
+}
+
+impl Deref for TestServer {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 /// Where a test broker keeps its cases: every storage mode a user can
@@ -39,32 +44,6 @@ pub enum Mode {
 enum Storage {
     Dir(TempDir),
     Redis(redis::RedisServer),
-}
-
-/// A directory removed when dropped.
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    /// A new empty directory under the system's temporary folder.
-    pub fn new(what: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("casebroker-{what}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 impl TestServer {
@@ -135,98 +114,12 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(casebroker::run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let broker = InProcess::start(config).await;
         TestServer {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-            http: reqwest::Client::new(),
+            endpoint: Endpoint::new(broker.addr),
+            broker,
             storage: None,
         }
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// A connected WebSocket that has not said hello.
-    pub async fn ws(&self) -> WsClient {
-        WsClient::connect(&self.ws_url()).await
-    }
-
-    /// An agent connection after `welcome`.
-    pub async fn agent(&self, token: &str) -> WsClient {
-        let mut ws = self.ws().await;
-        ws.send(json!({"type": "hello", "role": "agent", "token": token}))
-            .await;
-        let welcome = ws.wait_type("welcome").await;
-        assert_eq!(welcome["role"], "agent", "{welcome}");
-        ws
-    }
-
-    /// A customer connection after `welcome`.
-    pub async fn customer(&self) -> WsClient {
-        let mut ws = self.ws().await;
-        ws.send(json!({"type": "hello", "role": "customer"})).await;
-        ws.wait_type("welcome").await;
-        ws
-    }
-
-    /// One HTTP request; returns the status and the JSON body (`Null` when
-    /// the body is empty or not JSON).
-    pub async fn http(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, self.url(path)).timeout(WAIT);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req.send().await.expect("HTTP request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Raw HTTP request with a raw body.
-    pub async fn http_raw(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: &str,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .http
-            .request(method, self.url(path))
-            .timeout(WAIT)
-            .body(body.to_string());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.expect("HTTP request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// Stops the broker and waits for `run` to return.
@@ -237,24 +130,7 @@ impl TestServer {
     /// Shuts the broker down and waits until it has stopped (its data
     /// directory is closed and may be opened again): within its grace
     /// period, without a panic, and with `run` answering `Ok`.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .expect("broker stops within its grace period")
-                .expect("the broker's task did not panic")
-                .expect("the broker stopped without an error");
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn stop(self) {
+        self.broker.stop().await
     }
 }

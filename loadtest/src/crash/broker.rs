@@ -1,34 +1,31 @@
-//! The broker process of the crash scenario: starting the casebroker
-//! binary on the data directory and a free loopback port, waiting for it
-//! to log its address and answer `/healthz`, SIGKILLing it, and keeping its
-//! last lines of output for error messages.
+//! The broker process of the crash scenario: the casebroker binary started
+//! (by `casebroker_testkit`'s [`Process`]) on the data directory and a
+//! free loopback port, ready once it has logged its address and answers
+//! `/healthz`; SIGKILLed, and its last lines of output kept for error
+//! messages.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use anyhow::{Context, anyhow, bail};
+use casebroker_testkit::Process;
 
 use super::CrashOpts;
 use crate::http::Http;
 
 /// How long a broker may take from its start to answering `/healthz`.
 const START_LIMIT: Duration = Duration::from_secs(60);
-/// Lines of the broker's output kept for error messages.
+/// How long a SIGKILLed broker may take to be gone.
+const KILL_LIMIT: Duration = Duration::from_secs(10);
+/// Lines of the broker's output shown in error messages.
 const TAIL_LINES: usize = 30;
 
 /// A broker process; SIGKILLed when dropped, so no run leaves one behind.
 pub(super) struct Broker {
-    child: Child,
+    process: Process,
     pub(super) addr: SocketAddr,
-    /// The last lines it wrote (stdout and stderr).
-    tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Broker {
@@ -36,65 +33,33 @@ impl Broker {
     /// Returns it and the time from the start to that answer.
     pub(super) async fn start(opts: &CrashOpts, data: &Path) -> anyhow::Result<(Broker, Duration)> {
         let started = Instant::now();
-        let mut cmd = Command::new(&opts.broker);
-        cmd.arg("--config").arg(&opts.config).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ]);
+        let mut args = vec![
+            "--config".as_ref(),
+            opts.config.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+        ];
         if opts.in_memory {
-            cmd.arg("--in-memory");
+            args.push("--in-memory".as_ref());
         } else {
-            cmd.arg("--data-dir").arg(data);
+            args.extend(["--data-dir".as_ref(), data.as_os_str()]);
         }
-        cmd.env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
+        let env = [("RUST_LOG", "info"), ("NO_COLOR", "1")];
+        let process = Process::spawn(&opts.broker, None, args, &env)
             .with_context(|| format!("cannot start {}", opts.broker.display()))?;
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, mut listening) = tokio::sync::mpsc::unbounded_channel::<String>();
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(read_log(out, tail.clone(), tx.clone()));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(read_log(err, tail.clone(), tx));
-        }
         let mut broker = Broker {
-            child,
+            process,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tail,
         };
         let deadline = started + START_LIMIT;
         // The address, from the "casebroker listening" log line.
-        loop {
-            if let Some(status) = broker.exited() {
-                bail!(
-                    "the broker exited while starting ({status}); {}",
-                    broker.output()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the broker logged no address within {START_LIMIT:?}; {}",
-                    broker.output()
-                );
-            }
-            match tokio::time::timeout(Duration::from_millis(20), listening.recv()).await {
-                Ok(Some(addr)) => {
-                    broker.addr = addr
-                        .parse()
-                        .with_context(|| format!("the broker logged the address {addr:?}"))?;
-                    break;
-                }
-                Ok(None) | Err(_) => continue,
-            }
-        }
+        broker.addr = broker
+            .process
+            .listening_within(START_LIMIT)
+            .await
+            .map_err(|e| anyhow!("the broker is not listening: {e}"))?;
         // Accepting: /healthz answers.
         let mut http = Http::new(broker.addr);
         loop {
@@ -126,54 +91,25 @@ impl Broker {
 
     /// The exit status once the process has ended.
     pub(super) fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.process.exited()
     }
 
     /// SIGKILL, and wait until the process is gone (its lock on the data
     /// directory with it).
     pub(super) async fn kill(&mut self) -> anyhow::Result<()> {
-        tokio::time::timeout(Duration::from_secs(10), self.child.kill())
+        self.process
+            .kill(KILL_LIMIT)
             .await
-            .context("the broker did not end within 10 s of SIGKILL")?
-            .context("SIGKILL")
+            .map(drop)
+            .map_err(|e| anyhow!("the broker did not end within {KILL_LIMIT:?} of SIGKILL: {e}"))
     }
 
     /// Its last lines of output, for an error message.
     pub(super) fn output(&self) -> String {
-        let tail = self.tail.lock().expect("log tail lock");
+        let tail = self.process.tail(TAIL_LINES);
         if tail.is_empty() {
             return "it wrote nothing".into();
         }
-        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
-        format!("its last output:\n{}", lines.join("\n"))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// Reads one of the broker's pipes to its end: keeps the last lines and
-/// sends the listening address when it is logged.
-async fn read_log(
-    pipe: impl tokio::io::AsyncRead + Unpin,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    addr: tokio::sync::mpsc::UnboundedSender<String>,
-) {
-    let mut lines = BufReader::new(pipe).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && v["fields"]["message"] == "casebroker listening"
-            && let Some(a) = v["fields"]["addr"].as_str()
-        {
-            let _ = addr.send(a.to_string());
-        }
-        let mut tail = tail.lock().expect("log tail lock");
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
+        format!("its last output:\n{tail}")
     }
 }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::case_log::{CaseLog, Seen};
-use super::judge::judge;
+use casebroker_testkit::crash::{CaseLog, Seen, judge, transcript_lines};
+
 use super::round::Run;
 use crate::http::Http;
 
@@ -38,11 +38,7 @@ impl Run {
         } else {
             Vec::new()
         };
-        Ok(Some(Seen {
-            status: case["status"].as_str().unwrap_or("?").to_string(),
-            assignee: case["assignee"].as_str().map(str::to_string),
-            lines,
-        }))
+        Ok(Some(Seen::of(&case, lines)))
     }
 
     async fn transcript(
@@ -55,19 +51,7 @@ impl Run {
         if r.status != 200 {
             bail!("GET {path}: {} {}", r.status, r.text());
         }
-        Ok(r.json()["messages"]
-            .as_array()
-            .map(|m| {
-                m.iter()
-                    .map(|l| {
-                        (
-                            l["from"]["role"].as_str().unwrap_or("?").to_string(),
-                            l["text"].as_str().unwrap_or("?").to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(transcript_lines(&r.json()))
     }
 
     /// Checks the round's cases against the restarted broker.
@@ -85,7 +69,7 @@ impl Run {
                 .seen(&mut http, &code, log.has_chat())
                 .await
                 .with_context(|| format!("round {r}: checking {code}"))?;
-            let v = judge(&log, &self.me, seen.as_ref());
+            let v = judge(&log, seen.as_ref());
             self.t.recovered += v.acked - v.lost;
             self.t.beyond += u64::from(v.beyond);
             self.t.lost += v.lost;
@@ -153,11 +137,7 @@ impl Run {
                 gone.push(code);
                 continue;
             };
-            let mut now = Seen {
-                status: case["status"].as_str().unwrap_or("?").to_string(),
-                assignee: case["assignee"].as_str().map(str::to_string),
-                lines: c.seen.lines.clone(),
-            };
+            let mut now = Seen::of(case, c.seen.lines.clone());
             if full && c.log.has_chat() {
                 now.lines = self.transcript(&mut http, &code).await?;
             }

@@ -25,21 +25,22 @@
 //! transcripts too): a later crash must not take them back either.
 //!
 //! # Layout
-//! - `broker`: starting, killing and reading the broker process.
-//! - `workload`: the clients that change cases until the kill.
+//! - `broker`: the broker process (started by `casebroker_testkit`'s
+//!   `Process`) and its readiness.
+//! - `workload`: the clients that change cases until the kill, logging
+//!   each change (`casebroker_testkit::crash`'s `CaseLog`).
 //! - `dashboard`: the admin dashboard following the stream and resuming.
-//! - `case_log`: what the clients did and what a case shows.
-//! - `judge`: the verdict on one recovered case.
-//! - `check`: the checks against the restarted broker.
+//! - `check`: the checks against the restarted broker, each case judged by
+//!   `casebroker_testkit::crash::judge`.
+//! - `counts`: the acknowledged changes by kind.
 //! - `round`: the run's state and one round (drive, kill, restart, check).
 //! - `report`: the table and JSON.
 //! - `rng`: the seedable generator.
 
 mod broker;
-mod case_log;
 mod check;
+mod counts;
 mod dashboard;
-mod judge;
 mod report;
 mod rng;
 mod round;

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::broker::Broker;
-use super::case_log::Counts;
 use super::check::Checked;
+use super::counts::Counts;
 use super::dashboard::{Answer, Watch, subscribe};
 use super::workload::{Ctx, Driver, client_round};
 use super::{CrashOpts, Rng, WIND_DOWN};

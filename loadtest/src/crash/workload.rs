@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use casebroker::protocol::{CaseBody, ClientMsg, CreateCase, RequestHelp, ServerMsg};
+use casebroker_testkit::crash::{CaseLog, Op, State, Step};
 use serde_json::json;
 
 use super::Rng;
-use super::case_log::{CaseLog, Op, State, Step};
 use crate::client::Client;
 use crate::http::Http;
 use crate::target::Target;
@@ -113,6 +113,7 @@ impl Driver {
         self.logs.push(CaseLog {
             round: self.ctx.round,
             client: self.k,
+            agent: self.ctx.me.clone(),
             group,
             code: None,
             steps: vec![Step { op, acked: false }],
@@ -122,11 +123,10 @@ impl Driver {
 
     /// A random case of this client whose answered state passes `ok`.
     fn pick(&mut self, ok: impl Fn(&CaseLog, &State) -> bool) -> Option<usize> {
-        let me = self.ctx.me.clone();
         let candidates: Vec<usize> = (0..self.logs.len())
             .filter(|&i| {
                 let l = &self.logs[i];
-                l.code.is_some() && ok(l, &l.states(&me).0)
+                l.code.is_some() && ok(l, &l.states().0)
             })
             .collect();
         (!candidates.is_empty()).then(|| *self.rng.pick(&candidates))
@@ -228,7 +228,7 @@ impl Driver {
     async fn assign(&mut self, agent: &mut Client, i: usize) -> Option<()> {
         let code = self.code(i);
         let group = self.logs[i].group.clone().unwrap_or_default();
-        let current = self.logs[i].states(&self.ctx.me).0.assignee;
+        let current = self.logs[i].states().0.assignee;
         let others: Vec<String> = self
             .members(&group)
             .into_iter()

@@ -1,12 +1,13 @@
 //! The broker's resident memory and metrics: [`RssSource`], where the
 //! resident memory is read (`/proc/<pid>/status`, the pid given or found
 //! by the listening port, or the broker's `/metrics`), and the plain
-//! HTTP/1.1 `GET /metrics` with the reading of a metric's value from
-//! Prometheus text.
+//! HTTP/1.1 `GET /metrics` (its answer read by `casebroker_testkit`) with
+//! the reading of a metric's value from Prometheus text.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use casebroker_testkit::http::read_answer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::target::Target;
@@ -126,33 +127,11 @@ pub async fn fetch_metrics(target: &Target) -> anyhow::Result<String> {
     let raw = tokio::time::timeout(Duration::from_secs(5), fetch)
         .await
         .context("GET /metrics timed out")??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").context("bad HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET /metrics: {}", head.lines().next().unwrap_or(""));
+    let (status, body) = read_answer(&raw).context("bad HTTP response")?;
+    if status != 200 {
+        bail!("GET /metrics: {status}");
     }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Ok(dechunk(body));
-    }
-    Ok(body.to_string())
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    Ok(body)
 }
 
 /// The sum of a metric's samples (all label sets) in Prometheus text.
@@ -188,7 +167,6 @@ mod tests {
                     casebroker_connections_total{role=\"agent\"} 9\n";
         assert_eq!(metric_value(text, "casebroker_connections"), Some(7.0));
         assert_eq!(metric_value(text, "process_resident_memory_bytes"), None);
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
     }
 
     #[test]

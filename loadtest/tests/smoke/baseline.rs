@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Broker, assert_complete, run, run_with_table};
+use super::{LOAD_CONFIG, assert_complete, broker, run, run_with_table};
 
 /// The Node.js baseline's directory, its pinned `ws` package installed
 /// when it is not yet (needs Node.js and npm; `.ci/run` installs them
@@ -29,13 +29,13 @@ fn node_baseline() -> PathBuf {
 /// `fanout --baseline KIND` against a broker: the load tester starts the
 /// baseline itself, runs both, and reports the ratios. Returns the JSON.
 async fn fanout_with_baseline(name: &str, kind: &str) -> Value {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     let (v, table) = run_with_table(
         name,
         &[
             "fanout",
             "--url",
-            &b.url,
+            &b.ws_url(),
             "--dashboards",
             "20",
             "--seconds",

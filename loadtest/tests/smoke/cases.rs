@@ -3,17 +3,17 @@
 //! assign and close against an empty and a deep queue, then leaves the
 //! broker as it found it.
 
-use super::{Broker, run, run_with_table};
+use super::{LOAD_CONFIG, broker, run, run_with_table};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_completes_cases() {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     let v = run(
         "lifecycle",
         &[
             "lifecycle",
             "--url",
-            &b.url,
+            &b.ws_url(),
             "--concurrency",
             "4",
             "--seconds",
@@ -34,11 +34,11 @@ async fn lifecycle_completes_cases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_depth_compares_a_deep_queue_and_cleans_up() {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     let args = [
         "queue-depth",
         "--url",
-        &b.url,
+        &b.ws_url(),
         "--cases",
         "200",
         "--waiting",

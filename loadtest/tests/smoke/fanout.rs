@@ -3,11 +3,11 @@
 //! connected idle customers; every dashboard must get every event, in
 //! order.
 
-use super::{Broker, assert_complete, run, scratch};
+use super::{LOAD_CONFIG, assert_complete, broker, run, scratch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_as_fast_as_possible_loses_nothing() {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     let svg = scratch("fanout-plot").join("latency.svg");
     let svg_arg = svg.to_str().unwrap().to_string();
     let v = run(
@@ -15,7 +15,7 @@ async fn fanout_as_fast_as_possible_loses_nothing() {
         &[
             "fanout",
             "--url",
-            &b.url,
+            &b.ws_url(),
             "--dashboards",
             "8",
             "--seconds",
@@ -32,13 +32,13 @@ async fn fanout_as_fast_as_possible_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_at_a_rate_loses_nothing() {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     let v = run(
         "fanout-rate",
         &[
             "fanout",
             "--url",
-            &b.url,
+            &b.ws_url(),
             "--dashboards",
             "5",
             "--seconds",
@@ -53,13 +53,13 @@ async fn fanout_at_a_rate_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_loses_nothing_under_idle_load() {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     let v = run(
         "mixed",
         &[
             "mixed",
             "--url",
-            &b.url,
+            &b.ws_url(),
             "--dashboards",
             "6",
             "--customers",

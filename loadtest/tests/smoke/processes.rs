@@ -2,18 +2,18 @@
 //! spreading its connections over worker processes, and the exit code 2
 //! of a URL or a host outside loopback.
 
-use super::{Broker, run};
+use super::{LOAD_CONFIG, broker, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_holds_connections_across_worker_processes() {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     // 15 sockets per process: this process holds 15, two workers the rest.
     let v = run(
         "idle",
         &[
             "idle",
             "--url",
-            &b.url,
+            &b.ws_url(),
             "--connections",
             "40",
             "--seconds",

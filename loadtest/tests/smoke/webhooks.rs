@@ -9,7 +9,7 @@ use casebroker_loadtest::{Cli, run_cli};
 use clap::Parser;
 use serde_json::Value;
 
-use super::{Broker, LOAD_CONFIG, run};
+use super::{LOAD_CONFIG, broker, run};
 
 /// Asserts a webhooks result: every expected delivery arrived once, in
 /// order per case, none failed, and the endpoint was deleted.
@@ -34,11 +34,11 @@ fn assert_delivered(name: &str, v: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_deliver_every_event_once_and_in_order() {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     let args = [
         "webhooks",
         "--url",
-        &b.url,
+        &b.ws_url(),
         "--drivers",
         "2",
         "--seconds",
@@ -64,7 +64,7 @@ async fn webhooks_deliver_every_event_once_and_in_order() {
         &[
             "webhooks",
             "--url",
-            &b.url,
+            &b.ws_url(),
             "--rate",
             "300",
             "--seconds",
@@ -84,13 +84,13 @@ async fn webhooks_deliver_every_event_once_and_in_order() {
 /// --no-endpoint`, the same changes without an endpoint of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_receiver_only_gets_another_runs_changes() {
-    let b = Broker::start().await;
+    let b = broker(LOAD_CONFIG).await;
     // run_cli's future is not Send (bare holds stdout's lock): both runs
     // go on in this task.
     let receiver_args = [
         "webhooks",
         "--url",
-        &b.url,
+        &b.ws_url(),
         "--receiver-only",
         "--seconds",
         "4",
@@ -98,7 +98,7 @@ async fn webhooks_receiver_only_gets_another_runs_changes() {
     let receiver = run("webhooks-receiver", &receiver_args);
     let driver = async {
         // Wait until the receiver's endpoint is registered.
-        let addr = casebroker_loadtest::target::loopback_addr(&b.url).unwrap();
+        let addr = casebroker_loadtest::target::loopback_addr(&b.ws_url()).unwrap();
         let mut http = casebroker_loadtest::http::Http::new(addr);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -123,7 +123,7 @@ async fn webhooks_receiver_only_gets_another_runs_changes() {
             &[
                 "webhooks",
                 "--url",
-                &b.url,
+                &b.ws_url(),
                 "--no-endpoint",
                 "--seconds",
                 "1",
@@ -146,12 +146,12 @@ async fn webhooks_say_so_when_the_broker_refuses_a_loopback_receiver() {
         "webhook_allow_private = true",
         "webhook_allow_private = false",
     );
-    let b = Broker::with_config(&config).await;
+    let b = broker(&config).await;
     let argv = [
         "casebroker-loadtest",
         "webhooks",
         "--url",
-        &b.url,
+        &b.ws_url(),
         "--seconds",
         "1",
         "--no-progress",

@@ -3,99 +3,17 @@
 //! answer `unavailable` and recover by themselves; a node refuses to start
 //! without Redis, or with a company other than the one stored there.
 
-use std::process::{Child, Command, Stdio};
-
-use crate::util::{ALICE, BOB, DAVE, config_text, scrape};
+use crate::util::process::{BROKER, Process};
+use crate::util::{ALICE, BOB, DAVE, Endpoint, WAIT, config_text, scrape};
 
 use super::*;
 
-/// A node run as its own process, killed with SIGKILL when dropped.
-struct ProcessNode {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl ProcessNode {
-    /// Starts the broker binary as a node of `redis` and waits until its
-    /// `/healthz` answers.
-    async fn start(redis: &RedisServer, name: &str) -> ProcessNode {
-        let dir =
-            std::env::temp_dir().join(format!("casebroker-node-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("casebroker.toml");
-        std::fs::write(&config, config_text(&cluster_table(redis, name, ""))).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_casebroker"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the binary");
-        let node = ProcessNode {
-            child,
-            port,
-            _dir: TempDir(dir),
-        };
-        let http = reqwest::Client::new();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            let r = http
-                .get(format!("http://127.0.0.1:{port}/healthz"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await;
-            if r.is_ok_and(|r| r.status() == 200) {
-                return node;
-            }
-            assert!(Instant::now() < until, "the node process did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/v1/ws", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ProcessNode {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The node's `/metrics` text (answered 200).
 /// Polls `/healthz` until it answers `want`, for at most `limit`.
-async fn health_becomes(node: &TestServer, want: u16, limit: Duration) -> bool {
+async fn health_becomes(node: &Endpoint, want: u16, limit: Duration) -> bool {
     let until = Instant::now() + limit;
     while Instant::now() < until {
-        let resp = reqwest::Client::new()
-            .get(node.url("/healthz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if resp.is_ok_and(|r| r.status().as_u16() == want) {
+        let answer = node.try_http("GET", "/healthz", None, None).await;
+        if answer.is_some_and(|(status, _)| status == want) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -107,7 +25,14 @@ async fn health_becomes(node: &TestServer, want: u16, limit: Duration) -> bool {
 async fn a_killed_node_lets_go_of_its_seats_and_its_customer_resumes_elsewhere() {
     let redis = RedisServer::start();
     let a = node(&redis, "a").await;
-    let mut k = ProcessNode::start(&redis, "k").await;
+    // Node k as its own process, to be killed with SIGKILL.
+    let k_config = config_text(&cluster_table(&redis, "k", ""));
+    let k = Process::start(BROKER, Some(&k_config), &["--listen", "127.0.0.1:0"], &[]);
+    let k_at = Endpoint::new(k.listening().await);
+    assert!(
+        health_becomes(&k_at, 200, Duration::from_secs(20)).await,
+        "the node process did not start"
+    );
 
     let mut bob = a.agent(BOB).await;
     let mut dash = a.agent(ALICE).await;
@@ -115,7 +40,7 @@ async fn a_killed_node_lets_go_of_its_seats_and_its_customer_resumes_elsewhere()
     let code = create(&mut bob, "On a doomed node").await;
 
     // The customer and Dave sit on k; Bob on a.
-    let mut customer = WsClient::connect(&k.ws_url()).await;
+    let mut customer = WsClient::connect(&k_at.ws_url()).await;
     customer
         .send(json!({"type": "hello", "role": "customer"}))
         .await;
@@ -127,12 +52,12 @@ async fn a_killed_node_lets_go_of_its_seats_and_its_customer_resumes_elsewhere()
         )
         .await;
     let token = joined["resume_token"].as_str().unwrap().to_string();
-    let mut dave = WsClient::connect(&k.ws_url()).await;
+    let mut dave = WsClient::connect(&k_at.ws_url()).await;
     dave.send(json!({"type": "hello", "role": "agent", "token": DAVE}))
         .await;
     dave.wait_type("welcome").await;
     // A dashboard on k, to resume on a once k is gone.
-    let mut dash_k = WsClient::connect(&k.ws_url()).await;
+    let mut dash_k = WsClient::connect(&k_at.ws_url()).await;
     dash_k
         .send(json!({"type": "hello", "role": "agent", "token": ALICE}))
         .await;
@@ -155,7 +80,7 @@ async fn a_killed_node_lets_go_of_its_seats_and_its_customer_resumes_elsewhere()
     };
     assert!(dave_online(&agents), "dave is online through k: {agents}");
 
-    k.kill();
+    k.kill(WAIT).await.expect("SIGKILL the node");
 
     // Within the node timeout, a releases the customer's seat: Bob and the
     // dashboard are told, as when a customer leaves.

@@ -1,128 +1,31 @@
 //! The agents of the SIGKILL test: each drives random creates, assignments,
 //! closes and chat sessions against the binary until it dies, and logs
-//! every change it asked for and whether it was answered; what a case's
-//! answered steps imply, and whether a recovered case shows it.
+//! every change it asked for and whether it was answered (a
+//! `casebroker_testkit::crash::CaseLog`, which the check judges).
 
 use std::sync::atomic::AtomicBool;
 
+use casebroker_testkit::crash::{CaseLog, Op, State, Step};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
 use super::sigkill::AGENTS;
-use super::sigkill_clients::{Api, Link};
 use super::*;
-
-/// A change a worker asked for.
-#[derive(Clone, Debug)]
-pub(super) enum Op {
-    Create {
-        assignee: Option<&'static str>,
-    },
-    Assign(&'static str),
-    /// The worker's agent joins the session (claiming the unassigned case).
-    Join,
-    CustomerJoin,
-    Chat {
-        role: &'static str,
-        text: String,
-    },
-    Close,
-}
-
-#[derive(Debug)]
-pub(super) struct Step {
-    pub(super) op: Op,
-    /// Its reply (or 2xx) arrived.
-    pub(super) acked: bool,
-}
-
-/// One case, as its worker made it: the worker's agent makes every change
-/// of it, one at a time, so at most the last step lacks its answer.
-#[derive(Debug)]
-pub(super) struct CaseLog {
-    pub(super) round: usize,
-    pub(super) agent: &'static str,
-    /// Known once the creation was answered.
-    pub(super) code: Option<String>,
-    pub(super) steps: Vec<Step>,
-}
-
-/// What a case's steps imply.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct State {
-    assignee: Option<String>,
-    closed: bool,
-    /// A seat was ever taken.
-    seated: bool,
-    lines: Vec<(String, String)>,
-}
-
-impl CaseLog {
-    fn apply(&self, s: &mut State, op: &Op) {
-        match op {
-            Op::Create { assignee } => s.assignee = assignee.map(str::to_string),
-            Op::Assign(to) => s.assignee = Some(to.to_string()),
-            Op::Join => {
-                s.assignee.get_or_insert_with(|| self.agent.to_string());
-                s.seated = true;
-            }
-            Op::CustomerJoin => s.seated = true,
-            Op::Chat { role, text } => s.lines.push((role.to_string(), text.clone())),
-            Op::Close => s.closed = true,
-        }
-    }
-
-    /// The state of the answered steps, and the state with the unanswered
-    /// last step too (when there is one).
-    pub(super) fn states(&self) -> (State, Option<State>) {
-        let mut s = State {
-            assignee: None,
-            closed: false,
-            seated: false,
-            lines: Vec::new(),
-        };
-        let mut beyond = None;
-        for (k, step) in self.steps.iter().enumerate() {
-            if step.acked {
-                assert!(beyond.is_none(), "a step after an unanswered one: {self:?}");
-                self.apply(&mut s, &step.op);
-            } else {
-                assert_eq!(k + 1, self.steps.len(), "{self:?}");
-                let mut b = s.clone();
-                self.apply(&mut b, &step.op);
-                beyond = Some(b);
-            }
-        }
-        (s, beyond)
-    }
-
-    fn acked(&self) -> State {
-        self.states().0
-    }
-}
-
-/// Whether a recovered case and its transcript show `s`.
-pub(super) fn shows(case: &Value, lines: &[(String, String)], s: &State) -> bool {
-    let status = case["status"].as_str().unwrap();
-    case["assignee"].as_str() == s.assignee.as_deref()
-        && (status == "closed") == s.closed
-        && (s.closed || status == if s.seated { "pending" } else { "new" })
-        && lines == s.lines.as_slice()
-}
 
 /// One of three agents driving changes against the binary until it dies.
 pub(super) struct Worker {
     pub(super) me: &'static str,
     pub(super) token: &'static str,
     pub(super) admin: bool,
-    pub(super) round: usize,
-    pub(super) addr: SocketAddr,
-    pub(super) api: Api,
+    pub(super) round: u32,
+    /// Which of the agents (for the logs).
+    pub(super) client: usize,
+    pub(super) at: Endpoint,
     pub(super) rng: StdRng,
     pub(super) killed: Arc<AtomicBool>,
     pub(super) logs: Vec<CaseLog>,
     /// Customer connections kept seated until the kill.
-    pub(super) customers: Vec<Link>,
+    pub(super) customers: Vec<WsClient>,
     pub(super) lines: u64,
 }
 
@@ -161,7 +64,7 @@ impl Worker {
     }
 
     pub(super) async fn run(mut self) -> Vec<CaseLog> {
-        let link = Link::agent(self.addr, self.token).await;
+        let link = self.at.try_agent(self.token).await;
         let Some(mut agent) = self.alive(link, "hello") else {
             return self.logs;
         };
@@ -170,7 +73,7 @@ impl Worker {
         self.logs
     }
 
-    async fn step(&mut self, agent: &mut Link) -> Option<()> {
+    async fn step(&mut self, agent: &mut WsClient) -> Option<()> {
         let roll = self.rng.random_range(0..100);
         if roll < 25 {
             let assignee = self
@@ -203,19 +106,29 @@ impl Worker {
     /// A random case of this worker whose answered state passes `ok`.
     fn pick(&mut self, ok: impl Fn(&Worker, &State) -> bool) -> Option<usize> {
         let candidates: Vec<usize> = (0..self.logs.len())
-            .filter(|&i| self.logs[i].code.is_some() && ok(self, &self.logs[i].acked()))
+            .filter(|&i| self.logs[i].code.is_some() && ok(self, &self.logs[i].states().0))
             .collect();
         (!candidates.is_empty()).then(|| candidates[self.rng.random_range(0..candidates.len())])
     }
 
-    async fn create(&mut self, agent: &mut Link, assignee: Option<&'static str>) -> Option<usize> {
+    async fn create(
+        &mut self,
+        agent: &mut WsClient,
+        assignee: Option<&'static str>,
+    ) -> Option<usize> {
         let i = self.logs.len();
+        let http = self.rng.random_bool(0.5);
         self.logs.push(CaseLog {
             round: self.round,
-            agent: self.me,
+            client: self.client,
+            agent: self.me.to_string(),
+            group: Some("support".into()),
             code: None,
             steps: vec![Step {
-                op: Op::Create { assignee },
+                op: Op::Create {
+                    http,
+                    assignee: assignee.map(str::to_string),
+                },
                 acked: false,
             }],
         });
@@ -226,16 +139,16 @@ impl Worker {
         if let Some(a) = assignee {
             body["assignee"] = json!(a);
         }
-        let case = if self.rng.random_bool(0.5) {
+        let case = if !http {
             body["type"] = json!("create_case");
-            let r = agent.request(body).await;
+            let r = agent.try_request(body).await;
             let r = self.alive(r, "create_case")?;
             assert_eq!(r["type"], "case", "{}: create_case: {r}", self.me);
             r["case"].clone()
         } else {
             let r = self
-                .api
-                .call(reqwest::Method::POST, "/v1/cases", self.token, Some(body))
+                .at
+                .try_http("POST", "/v1/cases", Some(self.token), Some(body))
                 .await;
             let (status, case) = self.alive(r, "POST /v1/cases")?;
             assert_eq!(status, 201, "{}: POST /v1/cases: {case}", self.me);
@@ -247,25 +160,30 @@ impl Worker {
         Some(i)
     }
 
-    async fn assign(&mut self, agent: &mut Link, i: usize) -> Option<()> {
+    async fn assign(&mut self, agent: &mut WsClient, i: usize) -> Option<()> {
         let code = self.code(i);
-        let current = self.logs[i].acked().assignee;
+        let current = self.logs[i].states().0.assignee;
         let to = self.other_agent(current.as_deref());
-        self.begin(i, Op::Assign(to));
-        let case = if self.rng.random_bool(0.5) {
+        let http = self.rng.random_bool(0.5);
+        let op = Op::Assign {
+            to: to.to_string(),
+            http,
+        };
+        self.begin(i, op);
+        let case = if !http {
             let r = agent
-                .request(json!({"type": "assign", "code": code, "assignee": to}))
+                .try_request(json!({"type": "assign", "code": code, "assignee": to}))
                 .await;
             let r = self.alive(r, "assign")?;
             assert_eq!(r["type"], "case", "{}: assign {code} to {to}: {r}", self.me);
             r["case"].clone()
         } else {
             let r = self
-                .api
-                .call(
-                    reqwest::Method::POST,
+                .at
+                .try_http(
+                    "POST",
                     &format!("/v1/cases/{code}/assign"),
-                    self.token,
+                    Some(self.token),
                     Some(json!({"assignee": to})),
                 )
                 .await;
@@ -279,21 +197,24 @@ impl Worker {
         Some(())
     }
 
-    async fn close(&mut self, agent: &mut Link, i: usize) -> Option<()> {
+    async fn close(&mut self, agent: &mut WsClient, i: usize) -> Option<()> {
         let code = self.code(i);
-        self.begin(i, Op::Close);
-        let case = if self.rng.random_bool(0.5) {
-            let r = agent.request(json!({"type": "close", "code": code})).await;
+        let http = self.rng.random_bool(0.5);
+        self.begin(i, Op::Close { http });
+        let case = if !http {
+            let r = agent
+                .try_request(json!({"type": "close", "code": code}))
+                .await;
             let r = self.alive(r, "close")?;
             assert_eq!(r["type"], "case", "{}: close {code}: {r}", self.me);
             r["case"].clone()
         } else {
             let r = self
-                .api
-                .call(
-                    reqwest::Method::POST,
+                .at
+                .try_http(
+                    "POST",
                     &format!("/v1/cases/{code}/close"),
-                    self.token,
+                    Some(self.token),
                     None,
                 )
                 .await;
@@ -309,20 +230,22 @@ impl Worker {
 
     /// A new case, the agent joins, a customer joins, a few chat lines both
     /// ways, and sometimes the agent closes it.
-    async fn session(&mut self, agent: &mut Link) -> Option<()> {
+    async fn session(&mut self, agent: &mut WsClient) -> Option<()> {
         let i = self.create(agent, None).await?;
         let code = self.code(i);
         self.begin(i, Op::Join);
-        let r = agent.request(json!({"type": "join", "code": code})).await;
+        let r = agent
+            .try_request(json!({"type": "join", "code": code}))
+            .await;
         let r = self.alive(r, "join")?;
         assert_eq!(r["type"], "joined", "{}: join {code}: {r}", self.me);
         self.acked(i);
 
-        let link = Link::customer(self.addr).await;
+        let link = self.at.try_customer().await;
         let mut customer = self.alive(link, "customer hello")?;
         self.begin(i, Op::CustomerJoin);
         let r = customer
-            .request(json!({"type": "join", "code": code, "name": "Ana"}))
+            .try_request(json!({"type": "join", "code": code, "name": "Ana"}))
             .await;
         let r = self.alive(r, "customer join")?;
         assert_eq!(r["type"], "joined", "customer join {code}: {r}");
@@ -340,7 +263,7 @@ impl Worker {
                     },
                 );
                 let r = agent
-                    .request(json!({"type": "chat", "code": code, "text": text}))
+                    .try_request(json!({"type": "chat", "code": code, "text": text}))
                     .await;
                 ("agent", r)
             } else {
@@ -352,7 +275,7 @@ impl Worker {
                     },
                 );
                 let r = customer
-                    .request(json!({"type": "chat", "text": text}))
+                    .try_request(json!({"type": "chat", "text": text}))
                     .await;
                 ("customer", r)
             };
@@ -361,8 +284,10 @@ impl Worker {
             self.acked(i);
         }
         if self.rng.random_bool(0.3) {
-            self.begin(i, Op::Close);
-            let r = agent.request(json!({"type": "close", "code": code})).await;
+            self.begin(i, Op::Close { http: false });
+            let r = agent
+                .try_request(json!({"type": "close", "code": code}))
+                .await;
             let r = self.alive(r, "close")?;
             assert_eq!(r["type"], "case", "{}: close {code}: {r}", self.me);
             self.acked(i);

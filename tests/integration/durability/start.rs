@@ -77,7 +77,7 @@ async fn a_second_broker_on_the_same_directory_is_refused() {
     let data = scratch.data();
     let data_arg = data.to_str().expect("a UTF-8 path");
     let args = ["--listen", "127.0.0.1:0", "--data-dir", data_arg];
-    let mut second = Process::start(Some(&config), &args, &[]);
+    let second = Process::start(BROKER, Some(&config), &args, &[]);
     let status = second.exit(WAIT * 2).await;
     let stderr = second.stderr();
     let all = second.output();

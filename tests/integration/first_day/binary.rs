@@ -4,7 +4,7 @@
 //! company are printed, and trace logs carry no token, chat, signal or
 //! Redis password.
 
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 
 use super::*;
 
@@ -13,11 +13,19 @@ const SECRET_SIGNAL: &str = "sdp-offer-3f9a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_is_logged_and_the_broker_goes_on_serving() {
-    let mut broker = Process::start(Some(&config_text("")), &["--listen", "127.0.0.1:0"], &[]);
+    let broker = Process::start(
+        BROKER,
+        Some(&config_text("")),
+        &["--listen", "127.0.0.1:0"],
+        &[],
+    );
     let addr = broker.listening().await;
     broker.signal("HUP");
     broker.line("SIGHUP received and ignored").await;
-    assert_eq!(status_of(addr, "/healthz").await, 200, "still serving");
+    let (status, _) = Endpoint::new(addr)
+        .http("GET", "/healthz", None, None)
+        .await;
+    assert_eq!(status, 200, "still serving");
     broker.signal("TERM");
     let status = broker.exit(WAIT * 3).await;
     assert!(status.success(), "{status}");
@@ -30,7 +38,8 @@ async fn sighup_is_logged_and_the_broker_goes_on_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_without_companies_is_refused_before_listening() {
-    let mut broker = Process::start(
+    let broker = Process::start(
+        BROKER,
         Some("in_memory = true\n"),
         &["--listen", "127.0.0.1:0"],
         &[],
@@ -45,19 +54,30 @@ async fn a_config_without_companies_is_refused_before_listening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_data_directory_says_so_and_a_used_one_is_restored() {
     let config = config_text("data_dir = \"data\"");
-    let first = Process::start(Some(&config), &["--listen", "127.0.0.1:0"], &[]);
+    let first = Process::start(BROKER, Some(&config), &["--listen", "127.0.0.1:0"], &[]);
     first.line("a new data directory: no cases yet").await;
-    let addr = first.listening().await;
-    create_over_http(addr, "support", "Kept").await;
+    let at = Endpoint::new(first.listening().await);
+    create_over_http(&at, "support", "Kept").await;
     let dir = first.stop().await;
-    let second = Process::start_in(dir, Some(&config), &["--listen", "127.0.0.1:0"], &[]);
+    let second = Process::start_in(
+        BROKER,
+        dir,
+        Some(&config),
+        &["--listen", "127.0.0.1:0"],
+        &[],
+    );
     second.line("cases restored from the data directory").await;
     assert!(!second.output().contains("a new data directory"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_prints_the_pages_of_every_company() {
-    let broker = Process::start(Some(&config_text("")), &["--listen", "127.0.0.1:0"], &[]);
+    let broker = Process::start(
+        BROKER,
+        Some(&config_text("")),
+        &["--listen", "127.0.0.1:0"],
+        &[],
+    );
     let addr = broker.listening().await;
     broker.line("agent dashboard").await;
     broker
@@ -82,6 +102,7 @@ async fn a_config_prints_the_pages_of_every_company() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logs_carry_no_token_chat_or_signal_and_no_redis_password() {
     let broker = Process::start(
+        BROKER,
         Some(&config_text("")),
         &["--listen", "127.0.0.1:0"],
         &[("RUST_LOG", "trace")],
@@ -133,7 +154,8 @@ async fn trace_logs_carry_no_token_chat_or_signal_and_no_redis_password() {
 
     // A Redis URL's password is never printed, even in the refusal of a
     // node that cannot reach it.
-    let mut node = Process::start(
+    let node = Process::start(
+        BROKER,
         Some(&config_text("")),
         &[
             "--listen",

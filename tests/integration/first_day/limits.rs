@@ -7,7 +7,7 @@
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 
 use super::*;
 
@@ -84,27 +84,30 @@ async fn a_flood_from_many_addresses_leaves_a_new_address_its_share() {
         "help_per_module_per_minute = 6\nhelp_per_ip_per_minute = 100",
     ))
     .await;
-    let url = server.url("/v1/help");
     let body = json!({"module": MODULE, "name": "Flood"});
     let mut limited = 0;
     for n in 2..6 {
-        let client = client_from(&format!("127.0.0.{n}"));
+        let from = server.sending_from(loopback(n));
         for _ in 0..6 {
-            let r = client.post(&url).json(&body).send().await.unwrap();
-            if r.status().as_u16() == 429 {
+            let (status, _) = from
+                .http("POST", "/v1/help", None, Some(body.clone()))
+                .await;
+            if status == 429 {
                 limited += 1;
             }
         }
     }
     assert!(limited > 0, "the module's limit was reached");
     // A new address still gets its share.
-    let fresh = client_from("127.0.0.9");
+    let fresh = server.sending_from(loopback(9));
     for _ in 0..3 {
-        let r = fresh.post(&url).json(&body).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 201);
+        let (status, answer) = fresh
+            .http("POST", "/v1/help", None, Some(body.clone()))
+            .await;
+        assert_eq!(status, 201, "{answer}");
     }
-    let r = fresh.post(&url).json(&body).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 429, "past its share too");
+    let (status, answer) = fresh.http("POST", "/v1/help", None, Some(body)).await;
+    assert_eq!(status, 429, "past its share too: {answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,19 +164,10 @@ async fn one_address_cannot_take_the_last_connection_slots() {
     assert_eq!(held.len(), 18, "up to capacity less the reserve");
     // Other addresses still get in, and the broker answers them.
     for n in 3..5 {
-        let r = client_from(&format!("127.0.0.{n}"))
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
+        let from = server.sending_from(loopback(n));
+        let (status, _) = from.http("GET", "/healthz", None, None).await;
+        assert_eq!(status, 200);
     }
-}
-
-/// The broker's `/metrics` value of `series`, 0 when absent.
-async fn metric_of(addr: std::net::SocketAddr, series: &str) -> f64 {
-    let text = scrape_with(&reqwest::Client::new(), &format!("http://{addr}/metrics")).await;
-    metric(&text, series).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,14 +176,15 @@ async fn subscribers_that_never_read_pin_no_more_than_the_large_message_budget()
     const READERS: usize = 40;
     const BUDGET: u64 = 16 * 1024 * 1024;
     let broker = Process::start(
+        BROKER,
         Some(&config_text(&format!(
             "outbox_bytes = 65536\nlarge_messages_bytes = {BUDGET}\n{UNLIMITED}"
         ))),
         &["--listen", "127.0.0.1:0"],
         &[],
     );
-    let addr = broker.listening().await;
-    let url = format!("ws://{addr}/v1/ws");
+    let at = Endpoint::new(broker.listening().await);
+    let url = at.ws_url();
     // A queue whose snapshot is about 6.5 MB.
     let mut alice = WsClient::connect(&url).await;
     alice
@@ -223,7 +218,11 @@ async fn subscribers_that_never_read_pin_no_more_than_the_large_message_budget()
     }
     // Those whose snapshot found no budget left are closed with 4001.
     let until = std::time::Instant::now() + WAIT * 2;
-    while metric_of(addr, "casebroker_disconnects_total{reason=\"slow\"}").await
+    while metric(
+        &scrape(&at).await,
+        "casebroker_disconnects_total{reason=\"slow\"}",
+    )
+    .unwrap_or(0.0)
         < (READERS / 2) as f64
     {
         assert!(
@@ -243,7 +242,7 @@ async fn subscribers_that_never_read_pin_no_more_than_the_large_message_budget()
     );
     // The broker still serves everyone else.
     alice.sync().await;
-    assert_eq!(status_of(addr, "/healthz").await, 200);
+    assert_eq!(at.http("GET", "/healthz", None, None).await.0, 200);
     drop(silent);
 }
 

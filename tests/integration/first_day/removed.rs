@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 
 use super::*;
 
@@ -123,15 +123,22 @@ async fn a_removed_agent_keeps_its_history_and_its_open_cases_return_to_the_line
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_group_with_cases_is_refused_before_listening_with_64() {
     let first = Process::start(
+        BROKER,
         Some(&config_text("data_dir = \"data\"")),
         &["--listen", "127.0.0.1:0"],
         &[],
     );
-    let addr = first.listening().await;
-    create_over_http(addr, "sales", "Sales case").await;
+    let at = Endpoint::new(first.listening().await);
+    create_over_http(&at, "sales", "Sales case").await;
     let dir = first.stop().await;
     let config = without(&config_text("data_dir = \"data\""), "sales");
-    let mut second = Process::start_in(dir, Some(&config), &["--listen", "127.0.0.1:0"], &[]);
+    let second = Process::start_in(
+        BROKER,
+        dir,
+        Some(&config),
+        &["--listen", "127.0.0.1:0"],
+        &[],
+    );
     let status = second.exit(WAIT * 2).await;
     assert_eq!(status.code(), Some(64), "{}", second.output());
     let out = second.output();

@@ -4,12 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use casebroker_testkit::http::read_answer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
 /// One HTTP/1.1 request with `Connection: close` on a fresh TCP
-/// connection; the status and the body.
+/// connection (past `max_connections`, an HTTP client's pool would hide
+/// the refusals); the status and the body.
 async fn raw_http(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tcp_from(addr, None).await;
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
@@ -19,37 +21,7 @@ async fn raw_http(addr: SocketAddr, path: &str) -> (u16, String) {
         .await
         .expect("the response ends in time")
         .expect("read the response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head: {text:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status: {head}"));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    read_answer(&raw).unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)))
 }
 
 // 8. Connections per address -----------------------------------------------------------
@@ -86,14 +58,10 @@ async fn connections_per_address_are_capped_with_429() {
     third
         .send(json!({"type": "hello", "role": "customer"}))
         .await;
-    assert_eq!(third.recv().await.expect("welcome")["type"], "welcome");
+    assert_eq!(third.next().await["type"], "welcome");
     // Every HTTP connection counts for its address: LOCAL has none left,
     // so the metrics are read from the other one.
-    let from_other = reqwest::Client::builder()
-        .local_address(OTHER)
-        .build()
-        .unwrap();
-    let text = scrape_with(&from_other, &server.url("/metrics")).await;
+    let text = scrape(&server.sending_from(OTHER)).await;
     assert!(
         value(
             &text,

@@ -27,7 +27,7 @@ fn guess(real: &str) -> String {
 
 /// Joins unknown codes on `c` until one is answered `rate_limited` (at
 /// most 10 tries); returns the answers.
-async fn guess_until_limited(c: &mut Conn, real: &str) -> Vec<String> {
+async fn guess_until_limited(c: &mut WsClient, real: &str) -> Vec<String> {
     let mut answers = Vec::new();
     for _ in 0..10 {
         let a = outcome(

@@ -52,7 +52,7 @@ async fn metrics_move() {
     flooder
         .burst((0..40).map(|i| json!({"type": "ping", "id": i})))
         .await;
-    assert_eq!(flooder.closed().await.0, Some(4002));
+    assert_eq!(flooder.closed().await.0, Closed::Code(4002));
     wait_metric(&server, &disconnects("rate_limited"), "one more", |v| {
         v >= rl0 + 1.0
     })

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 
 use super::*;
 
@@ -35,7 +35,7 @@ async fn sigterm_closes_sockets_with_4000_and_exits_0() {
     let config = format!(
         "shutdown_grace = \"2s\"\nin_memory = true\n\n[[companies]]\nid = \"acme\"\ngroups = [{{ id = \"support\" }}]\n\n[[companies.agents]]\nid = \"alice\"\ntoken = \"{ALICE}\"\ngroups = [\"support\"]\n"
     );
-    let mut broker = Process::start(Some(&config), &["--listen", "127.0.0.1:0"], &[]);
+    let broker = Process::start(BROKER, Some(&config), &["--listen", "127.0.0.1:0"], &[]);
     let addr = broker.listening().await;
 
     let url = format!("ws://{addr}/v1/ws");

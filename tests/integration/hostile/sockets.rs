@@ -1,5 +1,5 @@
-//! Sockets that break the protocol or stall, driven by a WebSocket client
-//! written by hand on a raw TCP stream: an endlessly fragmented message
+//! Sockets that break the protocol or stall, driven by WebSocket frames
+//! written by hand on a raw TCP stream ([`FrameSocket`]): an endlessly fragmented message
 //! (1009), unmasked client frames, a socket that never sends its request
 //! head, a WebSocket that answers no pings, and dashboards that never read,
 //! dropped as slow consumers while memory stays bounded.
@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::*;
 
-// A WebSocket client written by hand on a raw TCP stream ---------------------
+// WebSocket frames written and read by hand on a raw TCP stream -------------
 
 const HANDSHAKE: &str = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -43,15 +43,19 @@ fn client_frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     out
 }
 
-struct RawWs {
+/// A TCP socket that speaks WebSocket frame by frame, by hand: it can
+/// send what no WebSocket client would (unmasked frames), take a small
+/// receive buffer, and stop reading; not a client of the protocol (that is
+/// `WsClient`).
+struct FrameSocket {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
-impl RawWs {
+impl FrameSocket {
     /// Handshakes on a fresh TCP connection (with a small receive buffer
     /// when asked) and expects 101.
-    async fn connect(addr: SocketAddr, recv_buffer: Option<u32>) -> RawWs {
+    async fn connect(addr: SocketAddr, recv_buffer: Option<u32>) -> FrameSocket {
         let socket = TcpSocket::new_v4().unwrap();
         if let Some(n) = recv_buffer {
             socket.set_recv_buffer_size(n).unwrap();
@@ -61,7 +65,7 @@ impl RawWs {
             .expect("connect in time")
             .expect("connect");
         stream.write_all(HANDSHAKE.as_bytes()).await.unwrap();
-        let mut raw = RawWs {
+        let mut raw = FrameSocket {
             stream,
             buf: Vec::new(),
         };
@@ -219,14 +223,14 @@ async fn unmasked_client_frames_are_refused() {
     let hello = json!({"type": "hello", "role": "customer"}).to_string();
 
     // The hand-made client is right when it masks: welcome, then pong.
-    let mut good = RawWs::connect(server.addr, None).await;
+    let mut good = FrameSocket::connect(server.addr, None).await;
     good.send_bytes(&client_frame(OP_TEXT, hello.as_bytes(), true))
         .await
         .unwrap();
     assert_eq!(good.text().await.expect("welcome")["type"], "welcome");
 
     // An unmasked hello: the connection is closed, no welcome.
-    let mut bad = RawWs::connect(server.addr, None).await;
+    let mut bad = FrameSocket::connect(server.addr, None).await;
     let _ = bad
         .send_bytes(&client_frame(OP_TEXT, hello.as_bytes(), false))
         .await;
@@ -313,7 +317,7 @@ async fn a_websocket_that_answers_no_pings_is_dropped_and_leaves_its_seat() {
         .await;
 
     // A customer that joins and then neither reads nor writes again.
-    let mut silent = RawWs::connect(server.addr, None).await;
+    let mut silent = FrameSocket::connect(server.addr, None).await;
     silent
         .send_json(json!({"type": "hello", "role": "customer"}))
         .await;
@@ -375,7 +379,7 @@ async fn a_dashboard_that_never_reads_is_dropped_and_memory_stays_bounded() {
     // flood for each, 170 MB in all.
     let mut slows = Vec::with_capacity(SLOW);
     for _ in 0..SLOW {
-        let mut slow = RawWs::connect(server.addr, Some(4096)).await;
+        let mut slow = FrameSocket::connect(server.addr, Some(4096)).await;
         slow.send_json(json!({"type": "hello", "role": "agent", "token": BOB}))
             .await;
         slow.send_json(json!({"type": "subscribe", "id": "s"}))

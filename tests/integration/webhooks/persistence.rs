@@ -3,7 +3,7 @@
 //! and an endpoint declared in the file is the file's and survives restarts
 //! as it says.
 
-use crate::util::process::Process;
+use crate::util::process::{BROKER, Process};
 use crate::util::receiver::Receiver;
 
 use super::*;
@@ -17,6 +17,7 @@ async fn pending_deliveries_survive_kill_9() {
     );
     let dir = TempDir::new("hooks-kill");
     let broker = Process::start_in(
+        BROKER,
         dir,
         Some(&config),
         &["--data-dir", "data", "--listen", "127.0.0.1:0"],
@@ -58,6 +59,7 @@ async fn pending_deliveries_survive_kill_9() {
     let dir = broker.kill9().await;
     receiver.answer(|_, _| (200, None));
     let broker = Process::start_in(
+        BROKER,
         dir,
         Some(&config),
         &["--data-dir", "data", "--listen", "127.0.0.1:0"],
@@ -84,6 +86,7 @@ async fn in_a_cluster_a_call_lost_with_its_node_is_taken_over() {
         redis.url()
     );
     let a = Process::start(
+        BROKER,
         Some(&config_text(&cluster)),
         &["--node-id", "a", "--listen", "127.0.0.1:0"],
         &[],

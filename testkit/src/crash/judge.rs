@@ -3,21 +3,21 @@
 //! the acknowledged changes that are lost, tells whether the unanswered
 //! last change shows too, and lists states nobody asked for.
 
-use super::case_log::{CaseLog, Op, Seen};
+use super::{CaseLog, Op, Seen};
 
 /// What a recovered case says about its log.
 #[derive(Debug, Default)]
-pub(super) struct Verdict {
-    pub(super) acked: u64,
-    pub(super) lost: u64,
+pub struct Verdict {
+    pub acked: u64,
+    pub lost: u64,
     /// It shows its unanswered last step too.
-    pub(super) beyond: bool,
-    pub(super) losses: Vec<String>,
-    pub(super) surprises: Vec<String>,
+    pub beyond: bool,
+    pub losses: Vec<String>,
+    pub surprises: Vec<String>,
 }
 
 /// Compares a recovered case (`None`: not found) with its log.
-pub(super) fn judge(log: &CaseLog, me: &str, seen: Option<&Seen>) -> Verdict {
+pub fn judge(log: &CaseLog, seen: Option<&Seen>) -> Verdict {
     let mut v = Verdict {
         acked: log.acked().count() as u64,
         ..Verdict::default()
@@ -31,7 +31,7 @@ pub(super) fn judge(log: &CaseLog, me: &str, seen: Option<&Seen>) -> Verdict {
         ));
         return v;
     };
-    let (a, b) = log.states(me);
+    let (a, b) = log.states();
     if seen.shows(&a) {
         return v;
     }
@@ -130,12 +130,13 @@ pub(super) fn judge(log: &CaseLog, me: &str, seen: Option<&Seen>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crash::case_log::Step;
+    use crate::crash::Step;
 
     fn log(steps: Vec<(Op, bool)>) -> CaseLog {
         CaseLog {
             round: 1,
             client: 0,
+            agent: "admin".into(),
             group: Some("support".into()),
             code: Some("s12-345-678".into()),
             steps: steps
@@ -171,14 +172,10 @@ mod tests {
             (chat("agent", "a"), true),
             (chat("customer", "b"), false),
         ]);
-        let v = judge(
-            &l,
-            "admin",
-            Some(&seen("pending", Some("admin"), &[("agent", "a")])),
-        );
+        let v = judge(&l, Some(&seen("pending", Some("admin"), &[("agent", "a")])));
         assert_eq!((v.acked, v.lost, v.beyond), (3, 0, false), "{v:?}");
         let both = [("agent", "a"), ("customer", "b")];
-        let v = judge(&l, "admin", Some(&seen("pending", Some("admin"), &both)));
+        let v = judge(&l, Some(&seen("pending", Some("admin"), &both)));
         assert_eq!((v.lost, v.beyond), (0, true), "{v:?}");
         assert!(v.surprises.is_empty(), "{v:?}");
     }
@@ -202,14 +199,14 @@ mod tests {
             ),
             (Op::Close { http: true }, true),
         ]);
-        let v = judge(&l, "admin", None);
+        let v = judge(&l, None);
         assert_eq!((v.acked, v.lost), (3, 3), "{v:?}");
-        let v = judge(&l, "admin", Some(&seen("new", None, &[])));
+        let v = judge(&l, Some(&seen("new", None, &[])));
         assert_eq!(v.lost, 2, "{v:?}");
         assert_eq!(v.losses.len(), 2, "{v:?}");
         assert!(v.losses[0].contains("close"), "{v:?}");
         assert!(v.losses[1].contains("assign to agent-1"), "{v:?}");
-        let v = judge(&l, "admin", Some(&seen("closed", Some("agent-1"), &[])));
+        let v = judge(&l, Some(&seen("closed", Some("agent-1"), &[])));
         assert_eq!(v.lost, 0, "{v:?}");
 
         let s = log(vec![
@@ -218,11 +215,7 @@ mod tests {
             (chat("agent", "a"), true),
             (chat("customer", "b"), true),
         ]);
-        let v = judge(
-            &s,
-            "admin",
-            Some(&seen("pending", Some("admin"), &[("agent", "a")])),
-        );
+        let v = judge(&s, Some(&seen("pending", Some("admin"), &[("agent", "a")])));
         assert_eq!(v.lost, 1, "{v:?}");
         assert!(v.losses[0].contains("\"b\""), "{v:?}");
     }
@@ -236,7 +229,7 @@ mod tests {
             },
             true,
         )]);
-        let v = judge(&l, "admin", Some(&seen("closed", None, &[])));
+        let v = judge(&l, Some(&seen("closed", None, &[])));
         assert_eq!(v.lost, 0, "{v:?}");
         assert_eq!(v.surprises.len(), 1, "{v:?}");
     }

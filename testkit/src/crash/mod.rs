@@ -1,14 +1,23 @@
-//! What the clients of the crash scenario did and what a case shows: the
-//! changes they asked for ([`Op`]), whether each was answered ([`Step`],
-//! [`CaseLog`]), the acknowledged changes by kind ([`Counts`]), the state a
-//! case should show after a restart ([`State`]) and the state it does show
-//! ([`Seen`]).
+//! The check that a broker killed at a random moment kept every change it
+//! acknowledged: what the clients asked for ([`Op`]), whether each was
+//! answered ([`Step`], [`CaseLog`]), the state a case should show after a
+//! restart ([`State`]), the state it does show ([`Seen`]), and the verdict
+//! ([`judge`]). The integration tests' SIGKILL test and the load tester's
+//! `crash` scenario both judge this way.
+//!
+//! One client makes every change of its own cases, one at a time, so at
+//! most a case's last change lacks its answer when the kill comes: the
+//! restarted broker may show that change or not, both are right.
 
-use serde_json::{Value, json};
+mod judge;
+
+pub use judge::{Verdict, judge};
+
+use serde_json::Value;
 
 /// One change a client asked for.
 #[derive(Clone, Debug)]
-pub(super) enum Op {
+pub enum Op {
     /// `create_case` (over WebSocket, or `POST /v1/cases`), maybe assigned
     /// at once.
     Create {
@@ -20,8 +29,10 @@ pub(super) enum Op {
     Help,
     /// `assign` (WebSocket or HTTP) to this agent.
     Assign { to: String, http: bool },
-    /// The client's agent joins the session, taking the unassigned case.
+    /// The case's agent joins the session, taking the unassigned case.
     Join,
+    /// A customer joins the case's session, taking its seat.
+    CustomerJoin,
     /// A chat line, by `"agent"` or `"customer"`.
     Chat { role: &'static str, text: String },
     /// `close` (WebSocket or HTTP).
@@ -29,7 +40,7 @@ pub(super) enum Op {
 }
 
 impl Op {
-    pub(super) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Op::Create { http, assignee } => format!(
                 "create_case{}{}",
@@ -43,81 +54,48 @@ impl Op {
                 format!("assign to {to}{}", if *http { " (HTTP)" } else { "" })
             }
             Op::Join => "agent join".into(),
+            Op::CustomerJoin => "customer join".into(),
             Op::Chat { role, text } => format!("{role} chat {text:?}"),
             Op::Close { http } => format!("close{}", if *http { " (HTTP)" } else { "" }),
         }
     }
 }
 
-/// Acknowledged changes by kind.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Counts {
-    pub(super) creates: u64,
-    pub(super) assigns: u64,
-    pub(super) joins: u64,
-    pub(super) chats: u64,
-    pub(super) closes: u64,
-}
-
-impl Counts {
-    pub(super) fn add(&mut self, op: &Op) {
-        match op {
-            Op::Create { .. } | Op::Help => self.creates += 1,
-            Op::Assign { .. } => self.assigns += 1,
-            Op::Join => self.joins += 1,
-            Op::Chat { .. } => self.chats += 1,
-            Op::Close { .. } => self.closes += 1,
-        }
-    }
-
-    pub(super) fn total(&self) -> u64 {
-        self.creates + self.assigns + self.joins + self.chats + self.closes
-    }
-
-    pub(super) fn json(&self) -> Value {
-        json!({
-            "creates": self.creates,
-            "assigns": self.assigns,
-            "joins": self.joins,
-            "chat_lines": self.chats,
-            "closes": self.closes,
-        })
-    }
-}
-
 #[derive(Clone, Debug)]
-pub(super) struct Step {
-    pub(super) op: Op,
+pub struct Step {
+    pub op: Op,
     /// Its reply (or 2xx) arrived.
-    pub(super) acked: bool,
+    pub acked: bool,
 }
 
 /// One case as its client made it.
 #[derive(Clone, Debug)]
-pub(super) struct CaseLog {
-    pub(super) round: u32,
-    pub(super) client: usize,
+pub struct CaseLog {
+    pub round: u32,
+    pub client: usize,
+    /// The agent making every change of the case (the one a `join` seats).
+    pub agent: String,
     /// The group of a `create_case`; `None` for `request_help`.
-    pub(super) group: Option<String>,
+    pub group: Option<String>,
     /// Known once the creation was answered.
-    pub(super) code: Option<String>,
-    pub(super) steps: Vec<Step>,
+    pub code: Option<String>,
+    pub steps: Vec<Step>,
 }
 
 /// What a case shows (or should show) after a restart.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct State {
-    pub(super) assignee: Option<String>,
-    pub(super) closed: bool,
+pub struct State {
+    pub assignee: Option<String>,
+    pub closed: bool,
     /// A seat was taken at some point.
-    pub(super) seated: bool,
+    pub seated: bool,
     /// (role, text)
-    pub(super) lines: Vec<(String, String)>,
+    pub lines: Vec<(String, String)>,
 }
 
 impl State {
     /// The status after a restart: nobody is connected any more.
-    pub(super) fn status(&self) -> &'static str {
+    pub fn status(&self) -> &'static str {
         if self.closed {
             "closed"
         } else if self.seated {
@@ -130,26 +108,53 @@ impl State {
 
 /// A case as recovered.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Seen {
-    pub(super) status: String,
-    pub(super) assignee: Option<String>,
-    pub(super) lines: Vec<(String, String)>,
+pub struct Seen {
+    pub status: String,
+    pub assignee: Option<String>,
+    pub lines: Vec<(String, String)>,
 }
 
 impl Seen {
-    pub(super) fn shows(&self, s: &State) -> bool {
+    /// A case object (`GET /v1/cases/{code}` or a listing's row) and the
+    /// lines of its transcript.
+    pub fn of(case: &Value, lines: Vec<(String, String)>) -> Seen {
+        Seen {
+            status: case["status"].as_str().unwrap_or("?").to_string(),
+            assignee: case["assignee"].as_str().map(str::to_string),
+            lines,
+        }
+    }
+
+    pub fn shows(&self, s: &State) -> bool {
         self.status == s.status() && self.assignee == s.assignee && self.lines == s.lines
     }
 }
 
+/// A transcript (`GET /v1/cases/{code}/transcript`) as (role, text) lines.
+pub fn transcript_lines(transcript: &Value) -> Vec<(String, String)> {
+    transcript["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|l| {
+                    (
+                        l["from"]["role"].as_str().unwrap_or("?").to_string(),
+                        l["text"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl CaseLog {
-    fn apply(s: &mut State, op: &Op, me: &str) {
+    fn apply(&self, s: &mut State, op: &Op) {
         match op {
             Op::Create { assignee, .. } => s.assignee = assignee.clone(),
-            Op::Help => s.seated = true,
+            Op::Help | Op::CustomerJoin => s.seated = true,
             Op::Assign { to, .. } => s.assignee = Some(to.clone()),
             Op::Join => {
-                s.assignee.get_or_insert_with(|| me.to_string());
+                s.assignee.get_or_insert_with(|| self.agent.clone());
                 s.seated = true;
             }
             Op::Chat { role, text } => s.lines.push((role.to_string(), text.clone())),
@@ -158,8 +163,9 @@ impl CaseLog {
     }
 
     /// The state of the answered steps, and with the unanswered last step
-    /// too (when there is one).
-    pub(super) fn states(&self, me: &str) -> (State, Option<State>) {
+    /// too (when there is one). Panics when an answered step follows an
+    /// unanswered one: a client waits for each answer.
+    pub fn states(&self) -> (State, Option<State>) {
         let mut s = State {
             assignee: None,
             closed: false,
@@ -168,26 +174,27 @@ impl CaseLog {
         };
         let mut beyond = None;
         for step in &self.steps {
+            assert!(beyond.is_none(), "a step after an unanswered one: {self:?}");
             if step.acked {
-                Self::apply(&mut s, &step.op, me);
+                self.apply(&mut s, &step.op);
             } else {
                 let mut b = s.clone();
-                Self::apply(&mut b, &step.op, me);
+                self.apply(&mut b, &step.op);
                 beyond = Some(b);
             }
         }
         (s, beyond)
     }
 
-    pub(super) fn acked(&self) -> impl Iterator<Item = &Op> {
+    pub fn acked(&self) -> impl Iterator<Item = &Op> {
         self.steps.iter().filter(|s| s.acked).map(|s| &s.op)
     }
 
-    pub(super) fn has_chat(&self) -> bool {
+    pub fn has_chat(&self) -> bool {
         self.steps.iter().any(|s| matches!(s.op, Op::Chat { .. }))
     }
 
-    pub(super) fn name(&self) -> String {
+    pub fn name(&self) -> String {
         format!(
             "{} (round {}, client {}, {})",
             self.code.as_deref().unwrap_or("?"),
