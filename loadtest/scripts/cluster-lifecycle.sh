@@ -49,8 +49,22 @@ for round in $(seq "$ROUNDS"); do
         args=(--url "$(url 8081)" --node-url "$(url 8082)" --node-url "$(url 8083)") ;;
     esac
     report="$OUT/$mode-$round.json"
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+    cpu0=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/{s+=$2} END{print s}')
     "$LT" lifecycle --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" \
       "${args[@]}" --no-progress --json "$report" >/dev/null || echo "$mode $round: the run reported failures"
+    # Redis's work in the run: commands, bytes in and out, CPU seconds.
+    redis-cli -p "$REDIS_PORT" info commandstats >"$OUT/$mode-$round.redis-commands"
+    redis-cli -p "$REDIS_PORT" info stats >"$OUT/$mode-$round.redis-stats"
+    cpu1=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/{s+=$2} END{print s}')
+    echo "$cpu0 $cpu1" >"$OUT/$mode-$round.redis-cpu"
+    # Each node's CPU seconds and resident memory.
+    : >"$OUT/$mode-$round.nodes"
+    # shellcheck disable=SC2086
+    for pid in $pids; do
+      awk -v t="$(getconf CLK_TCK)" '{print "cpu_s", ($14+$15)/t}' "/proc/$pid/stat" >>"$OUT/$mode-$round.nodes"
+      awk '/^VmRSS:/{print "rss_kb", $2}' "/proc/$pid/status" >>"$OUT/$mode-$round.nodes"
+    done
     # Commands forwarded and leases taken, summed over the nodes.
     fwd=0; leases=0
     for port in 8081 8082 8083; do
@@ -83,4 +97,31 @@ for mode in ("one", "two", "three"):
     print(f"{mode}: cases/s {m:.1f} ({' · '.join(str(round(d['cases_per_sec'], 1)) for d in rs)}), /one {m / b:.3f} (pairs {pairs}), failed {failed}")
     steps = rs[0]["steps"].keys()
     print("   p99 ms: " + ", ".join(f"{s} {statistics.median(d['steps'][s]['p99_ms'] for d in rs)}" for s in steps))
+    # Per finished case: Redis commands by name, Redis bytes in and out
+    # and CPU, the nodes' CPU; the nodes' memory at the end.
+    per = {"calls": [], "in": [], "out": [], "redis_cpu_us": [], "node_cpu_us": [], "rss_mb": []}
+    names = {}
+    for r, d in enumerate(rs, 1):
+        cases = max(d["cases"], 1)
+        calls = 0
+        for line in open(f"{out}/{mode}-{r}.redis-commands"):
+            if line.startswith("cmdstat_"):
+                name, rest = line.strip()[8:].split(":", 1)
+                n = int(dict(kv.split("=") for kv in rest.split(","))["calls"])
+                calls += n
+                names.setdefault(name, []).append(n / cases)
+        stats = dict(l.strip().split(":", 1) for l in open(f"{out}/{mode}-{r}.redis-stats") if ":" in l)
+        c0, c1 = map(float, open(f"{out}/{mode}-{r}.redis-cpu").read().split())
+        nodes = [l.split() for l in open(f"{out}/{mode}-{r}.nodes")]
+        per["calls"].append(calls / cases)
+        per["in"].append(int(stats["total_net_input_bytes"]) / cases)
+        per["out"].append(int(stats["total_net_output_bytes"]) / cases)
+        per["redis_cpu_us"].append((c1 - c0) * 1e6 / cases)
+        per["node_cpu_us"].append(sum(float(v) for k, v in nodes if k == "cpu_s") * 1e6 / cases)
+        per["rss_mb"].append(max(int(v) for k, v in nodes if k == "rss_kb") / 1024)
+    med = {k: statistics.median(v) for k, v in per.items()}
+    top = sorted(names.items(), key=lambda kv: -statistics.median(kv[1]))[:6]
+    print(f"   per case: Redis {med['calls']:.1f} commands ({', '.join(f'{n} {statistics.median(v):.1f}' for n, v in top)}), "
+          f"{med['in']:.0f} B in, {med['out']:.0f} B out, {med['redis_cpu_us']:.0f} µs Redis CPU, "
+          f"{med['node_cpu_us']:.0f} µs node CPU (all nodes); largest node RSS {med['rss_mb']:.0f} MB")
 PY

@@ -1,9 +1,12 @@
 //! Several brokers on one real `redis-server`: any node serves anyone,
-//! one ordered stream per company, claims with one winner, dead nodes and
-//! a Redis that goes away.
+//! one ordered stream per company, claims with one winner, one company's
+//! commands decided on one node wherever they arrive, dead and restarted
+//! nodes, and a Redis that goes away.
 
 #[path = "cluster/failures.rs"]
 mod failures;
+#[path = "cluster/one_company.rs"]
+mod one_company;
 #[path = "cluster/one_stream.rs"]
 mod one_stream;
 #[path = "cluster/redis_log.rs"]

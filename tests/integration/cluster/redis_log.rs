@@ -241,7 +241,7 @@ async fn watch_until(mut dash: WsClient, end: String) -> (Value, usize) {
 /// `nodes` (each lifecycle's customer on another node than its agent when
 /// there are several): create, the customer joins, the agent joins and
 /// closes, the customer is told. Every reply must be a success.
-async fn lifecycles(nodes: &[&TestServer], workers: usize, run: Duration) -> usize {
+pub(super) async fn lifecycles(nodes: &[&TestServer], workers: usize, run: Duration) -> usize {
     let until = Instant::now() + run;
     let tokens = [BOB, DAVE, ALICE];
     let mut tasks = Vec::new();
