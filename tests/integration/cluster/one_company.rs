@@ -277,7 +277,7 @@ async fn wait_done(seen: &Arc<Mutex<Seen>>, n: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_node_under_load_answers_no_error() {
     let redis = RedisServer::start();
-    let mut nodes = vec![
+    let mut nodes = [
         Some(node(&redis, "a").await),
         Some(node(&redis, "b").await),
         Some(node(&redis, "c").await),
@@ -317,7 +317,7 @@ async fn a_rolling_restart_of_every_node_under_load_answers_no_error() {
     for w in workers {
         w.await.expect("a worker");
     }
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(
         seen.errors.is_empty(),
         "errors during the restart: {:?}",
