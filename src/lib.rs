@@ -309,7 +309,7 @@ pub async fn run_with_store(
         // Whatever this node still decides (nothing, unless the hand-over
         // ran out of time) is given up; then it leaves.
         c.hand_over(Duration::from_secs(1)).await;
-        c.serve_calls(None);
+        c.stop_serving().await;
         cluster_tasks.close();
         cluster_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), cluster_tasks.wait()).await;

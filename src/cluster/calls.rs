@@ -57,6 +57,26 @@ impl Cluster {
         *self.handler.write().unwrap_or_else(|p| p.into_inner()) = handler;
     }
 
+    /// Stops running other nodes' calls: those that come now are answered
+    /// "not here", those running are answered, and then the node is marked
+    /// as having left cleanly, so that a call it never read counts as not
+    /// run.
+    pub async fn stop_serving(&self) {
+        self.serve_calls(None);
+        self.running.close();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.running.wait()).await;
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = conn.set_ex(keys::node_left(self.node), 1, 3600).await;
+        self.saw(&r);
+    }
+
+    /// True when `node` stopped cleanly (see [`Cluster::stop_serving`]).
+    async fn left(&self, node: u64) -> bool {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<bool> = conn.exists(keys::node_left(node)).await;
+        r.unwrap_or(false)
+    }
+
     /// Sends `body` to `node` for the company of `shard` and waits for its
     /// answer until `deadline`; `unavailable` when none came in time (the
     /// command may have run).
@@ -116,6 +136,13 @@ impl Cluster {
                 self.forget_holder(shard, node);
                 Ok(Answered::NotThere)
             }
+            // A node that stopped cleanly answered every call it read: this
+            // one it never read.
+            None if self.left(node).await => {
+                self.calls.remove(&id);
+                self.forget_holder(shard, node);
+                Ok(Answered::NotThere)
+            }
             None => {
                 self.calls.remove(&id);
                 self.forget_holder(shard, node);
@@ -155,7 +182,7 @@ impl Cluster {
                 body,
             } => {
                 let me = self.clone();
-                tokio::spawn(async move {
+                self.running.spawn(async move {
                     let hold = me.shard_of(&company).and_then(|s| me.hold_if_held(s));
                     let handler = me.handler.read().unwrap_or_else(|p| p.into_inner()).clone();
                     let answer = match (hold, handler) {

@@ -18,7 +18,8 @@
 //! counters. Channels: `casebroker:log` (`<company> <head>` after each
 //! append), `casebroker:free` (a lease given up), `casebroker:relay`
 //! (signals to another node's connections), and `casebroker:node:<n>`
-//! (commands forwarded to node `n` and its answers, see `super::calls`).
+//! (commands forwarded to node `n` and its answers, see `super::calls`);
+//! `casebroker:node-left:<n>` marks a node that stopped cleanly (an hour).
 
 use redis::Script;
 
@@ -33,6 +34,13 @@ pub const RELAY_CHANNEL: &str = "casebroker:relay";
 /// The channel of node `node`: calls forwarded to it and its answers.
 pub fn node_channel(node: u64) -> String {
     format!("casebroker:node:{node}")
+}
+
+/// Set by a node that stopped cleanly, once every call it read is
+/// answered: a call to it left without an answer was never read, so it
+/// did not run.
+pub fn node_left(node: u64) -> String {
+    format!("casebroker:node-left:{node}")
 }
 
 /// A lease lives this long unless renewed (or used to append).

@@ -286,6 +286,8 @@ pub struct Cluster {
     /// What runs the calls other nodes send here (none before the node
     /// serves, nor once it stopped).
     handler: std::sync::RwLock<Option<calls::Handler>>,
+    /// The calls of other nodes running here, until answered.
+    running: tokio_util::task::TaskTracker,
 }
 
 struct Scripts {
@@ -435,6 +437,7 @@ impl Cluster {
             calls: dashmap::DashMap::new(),
             next_call: AtomicU64::new(1),
             handler: std::sync::RwLock::new(None),
+            running: tokio_util::task::TaskTracker::new(),
             scripts: Scripts {
                 acquire: keys::acquire(),
                 append: keys::append(),
