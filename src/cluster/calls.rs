@@ -7,7 +7,9 @@
 //! A call that reaches a node not holding the company (any more) runs
 //! nothing and is answered "not here", so the caller may place it anew.
 //! A call with no answer in time may or may not have run: it is never
-//! sent twice.
+//! sent twice. What a node sends to one other node (calls and answers)
+//! goes out in batches: whatever queued while the last publish was on its
+//! way leaves in the next one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,9 +31,9 @@ const ALIVE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// answer's body.
 pub type Handler = Arc<dyn Fn(Hold, Vec<u8>) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
 
-/// Calls and answers on a node's channel.
+/// Calls and answers on a node's channel (a message holds several).
 #[derive(Serialize, Deserialize)]
-enum Wire {
+pub(super) enum Wire {
     Call {
         from: u64,
         id: u64,
@@ -41,6 +43,22 @@ enum Wire {
     /// `None`: the node does not hold the company; nothing ran.
     Answer { id: u64, body: Option<Vec<u8>> },
 }
+
+/// What the waiter of a call is told.
+pub(super) enum Outcome {
+    /// The answer (`None`: not held there, nothing ran).
+    Answer(Option<Vec<u8>>),
+    /// Nobody listens on the node's channel: it is gone; nothing ran.
+    Undelivered,
+    /// Redis did not take the call.
+    StoreDown,
+}
+
+/// Calls and answers queued for one node.
+pub(super) type Outgoing = tokio::sync::mpsc::UnboundedSender<Wire>;
+
+/// Most calls and answers in one message.
+const BATCH: usize = 64;
 
 /// The outcome of a call that was answered.
 pub enum Answered {
@@ -91,29 +109,15 @@ impl Cluster {
         self.forwarded.inc();
         let (tx, rx) = oneshot::channel();
         self.calls.insert(id, tx);
-        let wire = Wire::Call {
-            from: self.node,
-            id,
-            company: self.links[shard].company.clone(),
-            body,
-        };
-        let bytes = postcard::to_allocvec(&wire).expect("calls encode");
-        let mut conn = self.conn.clone();
-        let r: redis::RedisResult<i64> = conn.publish(keys::node_channel(node), bytes).await;
-        self.saw(&r);
-        match r {
-            Ok(0) => {
-                // Nobody listens there: the node is gone.
-                self.calls.remove(&id);
-                self.forget_holder(shard, node);
-                return Ok(Answered::NotThere);
-            }
-            Ok(_) => {}
-            Err(_) => {
-                self.calls.remove(&id);
-                return Err(unavailable("the cluster's store did not answer; retry"));
-            }
-        }
+        self.send_to(
+            node,
+            Wire::Call {
+                from: self.node,
+                id,
+                company: self.links[shard].company.clone(),
+                body,
+            },
+        );
         // While it runs, the node is checked to be still there: a node that
         // died with the call never answers.
         let mut rx = rx;
@@ -131,10 +135,13 @@ impl Cluster {
             }
         };
         match outcome {
-            Some(Some(body)) => Ok(Answered::Ran(body)),
-            Some(None) => {
+            Some(Outcome::Answer(Some(body))) => Ok(Answered::Ran(body)),
+            Some(Outcome::Answer(None) | Outcome::Undelivered) => {
                 self.forget_holder(shard, node);
                 Ok(Answered::NotThere)
+            }
+            Some(Outcome::StoreDown) => {
+                Err(unavailable("the cluster's store did not answer; retry"))
             }
             // A node that stopped cleanly answered every call it read: this
             // one it never read.
@@ -153,6 +160,21 @@ impl Cluster {
         }
     }
 
+    /// Queues a call or an answer for `node`.
+    fn send_to(&self, node: u64, wire: Wire) {
+        let tx = self
+            .outgoing
+            .entry(node)
+            .or_insert_with(|| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let me = self.me.get().cloned().unwrap_or_default();
+                tokio::spawn(send_batches(me, node, rx));
+                tx
+            })
+            .clone();
+        let _ = tx.send(wire);
+    }
+
     /// True while `node` listens on its channel (or Redis does not say).
     async fn listening(&self, node: u64) -> bool {
         let mut conn = self.conn.clone();
@@ -166,37 +188,74 @@ impl Cluster {
 
     /// A message on this node's channel.
     pub(super) fn on_call_channel(self: &Arc<Self>, payload: &[u8]) {
-        let Ok(wire) = postcard::from_bytes::<Wire>(payload) else {
+        let Ok(batch) = postcard::from_bytes::<Vec<Wire>>(payload) else {
             return;
         };
-        match wire {
-            Wire::Answer { id, body } => {
-                if let Some((_, tx)) = self.calls.remove(&id) {
-                    let _ = tx.send(body);
+        for wire in batch {
+            match wire {
+                Wire::Answer { id, body } => {
+                    if let Some((_, tx)) = self.calls.remove(&id) {
+                        let _ = tx.send(Outcome::Answer(body));
+                    }
+                }
+                Wire::Call {
+                    from,
+                    id,
+                    company,
+                    body,
+                } => {
+                    let me = self.clone();
+                    self.running.spawn(async move {
+                        let hold = me.shard_of(&company).and_then(|s| me.hold_if_held(s));
+                        let handler = me.handler.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        let answer = match (hold, handler) {
+                            (Some(hold), Some(handler)) => Some(handler(hold, body).await),
+                            _ => None,
+                        };
+                        me.send_to(from, Wire::Answer { id, body: answer });
+                    });
                 }
             }
-            Wire::Call {
-                from,
-                id,
-                company,
-                body,
-            } => {
-                let me = self.clone();
-                self.running.spawn(async move {
-                    let hold = me.shard_of(&company).and_then(|s| me.hold_if_held(s));
-                    let handler = me.handler.read().unwrap_or_else(|p| p.into_inner()).clone();
-                    let answer = match (hold, handler) {
-                        (Some(hold), Some(handler)) => Some(handler(hold, body).await),
-                        _ => None,
-                    };
-                    let wire = Wire::Answer { id, body: answer };
-                    let bytes = postcard::to_allocvec(&wire).expect("answers encode");
-                    let mut conn = me.conn.clone();
-                    let r: redis::RedisResult<i64> =
-                        conn.publish(keys::node_channel(from), bytes).await;
-                    me.saw(&r);
-                });
+        }
+    }
+}
+
+/// Publishes what is queued for `node`, a batch at a time; tells the
+/// waiters of calls that could not be delivered. Ends with the cluster.
+async fn send_batches(
+    cluster: std::sync::Weak<Cluster>,
+    node: u64,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Wire>,
+) {
+    let channel = keys::node_channel(node);
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let Some(me) = cluster.upgrade() else {
+            return;
+        };
+        let bytes = postcard::to_allocvec(&batch).expect("calls encode");
+        let mut conn = me.conn.clone();
+        let r: redis::RedisResult<i64> = conn.publish(&channel, bytes).await;
+        me.saw(&r);
+        // Nobody listens (the node is gone), or Redis did not take it.
+        let failed = match r {
+            Ok(0) => Some(true),
+            Ok(_) => None,
+            Err(_) => Some(false),
+        };
+        if let Some(gone) = failed {
+            for wire in &batch {
+                if let Wire::Call { id, .. } = wire
+                    && let Some((_, tx)) = me.calls.remove(id)
+                {
+                    let _ = tx.send(if gone {
+                        Outcome::Undelivered
+                    } else {
+                        Outcome::StoreDown
+                    });
+                }
             }
         }
+        batch.clear();
     }
 }

@@ -281,7 +281,9 @@ pub struct Cluster {
     broker: OnceLock<Broker>,
     scripts: Scripts,
     /// Calls sent to other nodes, waiting for their answers.
-    calls: dashmap::DashMap<u64, tokio::sync::oneshot::Sender<Option<Vec<u8>>>>,
+    calls: dashmap::DashMap<u64, tokio::sync::oneshot::Sender<calls::Outcome>>,
+    /// Calls and answers queued for each other node.
+    outgoing: dashmap::DashMap<u64, calls::Outgoing>,
     next_call: AtomicU64,
     /// What runs the calls other nodes send here (none before the node
     /// serves, nor once it stopped).
@@ -435,6 +437,7 @@ impl Cluster {
             deliver,
             broker: OnceLock::new(),
             calls: dashmap::DashMap::new(),
+            outgoing: dashmap::DashMap::new(),
             next_call: AtomicU64::new(1),
             handler: std::sync::RwLock::new(None),
             running: tokio_util::task::TaskTracker::new(),
