@@ -7,6 +7,7 @@
 #
 #   loadtest/scripts/cluster-lifecycle.sh                 # 16 cases in flight, 10 s per run
 #   CONCURRENCY=32 ROUNDS=5 loadtest/scripts/cluster-lifecycle.sh
+#   BROKER=/path/to/another/casebroker loadtest/scripts/cluster-lifecycle.sh   # another build
 #
 # Needs redis-server and release builds (cargo build --release -p casebroker
 # -p casebroker-loadtest). Prints one line per run (mode, round, cases/s,

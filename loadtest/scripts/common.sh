@@ -2,7 +2,7 @@
 # binaries and config, the run's size from the environment, and helpers.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 LT=target/release/casebroker-loadtest
-BROKER=target/release/casebroker
+BROKER=${BROKER:-target/release/casebroker}
 CFG=${CFG:-loadtest/casebroker-load.toml}
 DASHBOARDS=${DASHBOARDS:-1000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
