@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{Cluster, Hold, Placed};
+use crate::cluster::{Cluster, Hold, Name, Placed};
 use crate::core::{Broker, Conn};
 use crate::delivery::outbox::LargeBudget;
 use crate::delivery::{Hub, Outbox, OutboxRx};
@@ -66,40 +66,70 @@ impl App {
     }
 
     /// In a cluster, brings this node's copy of a company up to date
-    /// before a read (see [`Cluster::fresh`]).
-    pub async fn fresh(&self, shard: usize) {
-        if let Some(c) = &self.cluster {
-            c.fresh(shard).await;
+    /// before a read, loading it if it is not in memory here (see
+    /// [`Cluster::fresh`]); `unavailable` when that cannot be done.
+    pub async fn fresh(&self, shard: usize) -> Result<()> {
+        match &self.cluster {
+            Some(c) => c.fresh(shard).await,
+            None => Ok(()),
         }
     }
 
     /// The agent a token belongs to. On a cluster node a token it does not
-    /// know may be one another node has just added or re-enabled: every
-    /// company catches up with the log once before the token is refused.
+    /// know may be one another node has just added or re-enabled: the
+    /// company Redis names for it is loaded or caught up (and the companies
+    /// in memory are) before the token is refused. A token known here of a
+    /// company not in memory is checked again once it is loaded, since the
+    /// agent may have been disabled meanwhile.
     pub async fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
-        if let Some(agent) = self.broker.authenticate(token) {
+        let cluster = match (self.broker.authenticate(token), &self.cluster) {
+            (Some(agent), None) => return Some(agent),
+            (Some(agent), Some(c)) => {
+                if !c.cold(agent.company_index) {
+                    return Some(agent);
+                }
+                // While Redis is away the copy here is all there is (and
+                // no change can be made).
+                if c.in_memory(agent.company_index).await.is_err() {
+                    return Some(agent);
+                }
+                return self.broker.authenticate(token);
+            }
+            (None, c) => c.as_ref()?,
+        };
+        cluster.sync_companies().await;
+        let hash = crate::config::hash_token(token);
+        if let Some(shard) = cluster.locate(Name::Token(&hash)).await
+            && cluster.fresh(shard).await.is_ok()
+            && let Some(agent) = self.broker.authenticate(token)
+        {
             return Some(agent);
         }
-        let cluster = self.cluster.as_ref()?;
-        cluster.sync_companies().await;
-        for shard in 0..self.broker.shards() {
-            cluster.fresh(shard).await;
-        }
+        cluster.fresh_in_memory().await;
         self.broker.authenticate(token)
     }
 
     /// The company of a module key. On a cluster node a key it does not
-    /// know may be one another node has just added: every company catches
-    /// up with the log once before the key counts as unknown.
+    /// know may be one another node has just added: the company Redis
+    /// names for it is loaded or caught up (and the companies in memory
+    /// are) before the key counts as unknown.
     pub async fn module_shard(&self, key: &str) -> Option<usize> {
         let known = |app: &App| app.broker.directory().module(key).map(|m| m.company_index);
-        if let Some(shard) = known(self) {
-            return Some(shard);
+        let cluster = match (known(self), &self.cluster) {
+            (Some(shard), None) => return Some(shard),
+            (Some(shard), Some(c)) => {
+                let _ = c.in_memory(shard).await;
+                return known(self);
+            }
+            (None, c) => c.as_ref()?,
+        };
+        if let Some(shard) = cluster.locate(Name::Module(key)).await
+            && cluster.fresh(shard).await.is_ok()
+            && known(self).is_some()
+        {
+            return known(self);
         }
-        let cluster = self.cluster.as_ref()?;
-        for shard in 0..self.broker.shards() {
-            cluster.fresh(shard).await;
-        }
+        cluster.fresh_in_memory().await;
         known(self)
     }
 
@@ -113,6 +143,10 @@ impl App {
         agent: Option<Arc<Agent>>,
     ) -> Result<(Conn, Outbox, OutboxRx)> {
         let shard = agent.as_ref().map(|a| a.company_index);
+        // The connection follows its company here: it is in memory.
+        if let (Some(c), Some(shard)) = (&self.cluster, shard) {
+            c.in_memory(shard).await?;
+        }
         let (node, shard) = match self.place(shard).await? {
             Place::Here(_hold) => return Ok(self.connect_held(role, agent)),
             Place::There { node, shard } => (node, shard),

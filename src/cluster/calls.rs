@@ -69,6 +69,14 @@ pub enum Answered {
 }
 
 impl Cluster {
+    /// True while this node runs the calls other nodes forward to it.
+    pub(super) fn serving(&self) -> bool {
+        self.handler
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// Sets what runs the calls other nodes send here; `None` once the
     /// node stopped serving.
     pub fn serve_calls(&self, handler: Option<Handler>) {

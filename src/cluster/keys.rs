@@ -14,8 +14,9 @@
 //!   stands at, and the records by code.
 //!
 //! Shared by all: `casebroker:nodes` (node number → last heartbeat, ms),
-//! `casebroker:node-names`, `casebroker:node-seq`, and `casebroker:limit:*`
-//! counters. Channels: `casebroker:log` (`<company> <head>` after each
+//! `casebroker:node-names`, `casebroker:node-seq`, `casebroker:where`
+//! (the company of each session code, token and module key), and
+//! `casebroker:limit:*` counters. Channels: `casebroker:log` (`<company> <head>` after each
 //! append), `casebroker:free` (a lease given up), `casebroker:relay`
 //! (signals to another node's connections), and `casebroker:node:<n>`
 //! (commands forwarded to node `n` and its answers, see `super::calls`);
@@ -26,6 +27,9 @@ use redis::Script;
 pub const NODES: &str = "casebroker:nodes";
 pub const NODE_NAMES: &str = "casebroker:node-names";
 pub const NODE_SEQ: &str = "casebroker:node-seq";
+/// Which company a session code, token or module key belongs to (see
+/// `super::resident`).
+pub const WHERE: &str = "casebroker:where";
 
 pub const LOG_CHANNEL: &str = "casebroker:log";
 pub const FREE_CHANNEL: &str = "casebroker:free";

@@ -28,6 +28,7 @@ impl Cluster {
     /// `unavailable` while Redis is unreachable or the copy is rebuilt.
     pub async fn place(self: &Arc<Self>, shard: usize) -> Result<Placed> {
         let link = &self.links[shard];
+        self.touch(shard);
         let deadline = tokio::time::Instant::now() + HOLD_WAIT;
         loop {
             if !self.up() {
@@ -132,7 +133,14 @@ impl Cluster {
         }
         let head = value.max(0) as u64;
         let _g = link.catching_up.lock().await;
-        if let Err(e) = self.catch_up_to(shard, head).await {
+        // A company not in memory here is loaded whole; nobody appends
+        // while the lease is this node's.
+        let caught_up = if link.cold.load(Ordering::Acquire) {
+            self.load_cold(shard).await
+        } else {
+            self.catch_up_to(shard, head).await
+        };
+        if let Err(e) = caught_up {
             self.saw(&Err::<(), _>(e));
             let _ = self.release_now(shard).await;
             return Err(unavailable("the cluster's store did not answer; retry"));

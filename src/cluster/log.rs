@@ -97,6 +97,9 @@ impl Cluster {
     pub(super) async fn catch_up(&self, shard: usize) -> redis::RedisResult<()> {
         let link = &self.links[shard];
         let _g = link.catching_up.lock().await;
+        if link.cold.load(Ordering::Acquire) {
+            return Ok(());
+        }
         {
             let l = link.lease();
             if l.held || l.diverged {
@@ -154,6 +157,7 @@ impl Cluster {
             return;
         }
         let link = &self.links[shard];
+        let names = super::resident::Names::of(run.iter().flat_map(|(b, _, _)| b));
         let commits: Vec<Vec<u8>> = run
             .iter()
             .filter(|(b, _, _)| !b.is_empty())
@@ -163,7 +167,7 @@ impl Cluster {
             true
         } else {
             let diverged = link.lease().diverged;
-            !diverged && self.append(shard, commits).await
+            !diverged && self.append(shard, commits, &names).await
         };
         for (batches, mut effects, ack) in run {
             let speculative = !stored && !batches.is_empty();
@@ -180,7 +184,12 @@ impl Cluster {
 
     /// Runs the append script; false (and the copy marked astray) when the
     /// commits were not stored.
-    pub(super) async fn append(&self, shard: usize, commits: Vec<Vec<u8>>) -> bool {
+    pub(super) async fn append(
+        &self,
+        shard: usize,
+        commits: Vec<Vec<u8>>,
+        names: &super::resident::Names,
+    ) -> bool {
         let link = &self.links[shard];
         let expected = link.applied.load(Ordering::Acquire);
         let n = commits.len() as u64;
@@ -196,7 +205,21 @@ impl Cluster {
             inv.arg(c.as_slice());
         }
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<i64> = inv.invoke_async(&mut conn).await;
+        // The names the commits add are written beside them (sent first on
+        // the same connection): a code is findable before it is answered.
+        // A name written for commits that then fail only points a lookup
+        // at a company that does not have it.
+        let (r, named) = if names.is_empty() {
+            (inv.invoke_async(&mut conn).await, Ok(()))
+        } else {
+            let (named, r) =
+                tokio::join!(self.write_names(shard, names), inv.invoke_async(&mut conn));
+            (r, named)
+        };
+        let r: redis::RedisResult<i64> = match (r, named) {
+            (Ok(_), Err(e)) => Err(e),
+            (r, _) => r,
+        };
         self.saw(&r);
         match r {
             Ok(head) if head >= 0 && head as u64 == expected + n => {
@@ -312,7 +335,11 @@ impl Cluster {
     /// starts again with a new one, so dashboards that resume get a
     /// snapshot: `replace` is the epoch this copy had, replaced by a fresh
     /// one unless another node already did.
-    async fn epoch(&self, shard: usize, replace: Option<&str>) -> redis::RedisResult<String> {
+    pub(super) async fn epoch(
+        &self,
+        shard: usize,
+        replace: Option<&str>,
+    ) -> redis::RedisResult<String> {
         let link = &self.links[shard];
         let mut conn = self.conn.clone();
         let fresh = hex::encode(rand::random::<[u8; 8]>());

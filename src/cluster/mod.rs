@@ -1,7 +1,8 @@
 //! Several brokers on one Redis: any node serves anyone.
 //!
-//! Every node holds a copy of every company, rebuilt from the company's
-//! log of commits in Redis and kept in step by following it. One node at a
+//! A node holds a copy of each company it decides or serves, loaded from
+//! the company's image and log of commits in Redis and kept in step by
+//! following it (`resident`). One node at a
 //! time decides a company's changes: the holder of its lease, which stays
 //! where it is. A command that changes a company is [`Cluster::place`]d:
 //! on the holder it runs on the local copy as on a single broker; on any
@@ -25,6 +26,8 @@
 //!   every node.
 //! - `image`: images of each company in Redis, and the trimming of the log
 //!   behind them.
+//! - `resident`: which companies this node keeps in memory (those it
+//!   decides or serves), and finding the company of a code, token or key.
 
 pub mod calls;
 mod image;
@@ -34,8 +37,10 @@ pub mod limits;
 mod log;
 pub mod nodes;
 pub mod registry;
+mod resident;
 
 pub use lease::Placed;
+pub use resident::Name;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -147,6 +152,10 @@ struct Link {
     behind: Notify,
     /// The node this one last knew to hold the lease (0: none known).
     holder: AtomicU64,
+    /// Nothing of the company is in memory here (`resident`).
+    cold: AtomicBool,
+    /// When the company was last used here, in ms since the node started.
+    used: AtomicU64,
     tx: mpsc::UnboundedSender<Item>,
 }
 
@@ -209,6 +218,8 @@ impl Link {
             freed: Notify::new(),
             behind: Notify::new(),
             holder: AtomicU64::new(0),
+            cold: AtomicBool::new(true),
+            used: AtomicU64::new(0),
             tx,
         };
         (link, rx)
@@ -255,6 +266,10 @@ pub struct Cluster {
     node: u64,
     timeout: Duration,
     heartbeat: Duration,
+    /// A company unused this long is let go (`company_idle`).
+    idle: Duration,
+    /// When this node started: the clock of each link's `used`.
+    born: std::time::Instant,
     client: redis::Client,
     conn: ConnectionManager,
     links: Links,
@@ -277,6 +292,10 @@ pub struct Cluster {
     leases_taken: prometheus::IntCounter,
     /// Commands this node sent to the node deciding their company.
     forwarded: prometheus::IntCounter,
+    /// Companies held in memory here.
+    loaded: prometheus::IntGauge,
+    /// Companies loaded from Redis here.
+    loads: prometheus::IntCounter,
     deliver: Arc<Hub>,
     broker: OnceLock<Broker>,
     scripts: Scripts,
@@ -415,12 +434,22 @@ impl Cluster {
             "casebroker_cluster_forwarded_total",
             "Commands this node sent to the node deciding their company",
         );
+        let loaded = metrics.gauge(
+            "casebroker_cluster_companies_loaded",
+            "Companies this node holds in memory (it decides them or serves their connections)",
+        );
+        let loads = metrics.counter(
+            "casebroker_cluster_company_loads_total",
+            "Companies this node loaded from Redis (at first use, or used again after it let them go)",
+        );
         let cluster = Arc::new(Cluster {
             url,
             name,
             node,
             timeout: c.node_timeout,
             heartbeat: c.heartbeat,
+            idle: c.company_idle,
+            born: std::time::Instant::now(),
             client,
             conn,
             links,
@@ -434,6 +463,8 @@ impl Cluster {
             rebuilds,
             leases_taken,
             forwarded,
+            loaded,
+            loads,
             deliver,
             broker: OnceLock::new(),
             calls: dashmap::DashMap::new(),
@@ -472,8 +503,9 @@ impl Cluster {
         self.broker.get().expect("the cluster is started")
     }
 
-    /// Rebuilds every company from its log and starts following the
-    /// cluster: heartbeats, channels, lease renewal, dead nodes.
+    /// Starts following the cluster: heartbeats, channels, lease renewal,
+    /// dead nodes. No company is loaded yet: each is at its first use (or
+    /// when this node takes it because nobody decides it).
     pub async fn start(
         self: &Arc<Self>,
         broker: Broker,
@@ -494,8 +526,6 @@ impl Cluster {
             let _: bool = conn.set_nx(&link.keys.epoch, &fresh).await.map_err(fail)?;
             let epoch: String = conn.get(&link.keys.epoch).await.map_err(fail)?;
             self.broker().set_epoch(shard, &epoch);
-            let _g = link.catching_up.lock().await;
-            self.load(shard).await.map_err(fail)?;
         }
         for shard in 0..self.links.len() {
             tracker.spawn(self.clone().follow(shard, shutdown.clone()));
@@ -557,24 +587,53 @@ impl Cluster {
         }
     }
 
-    /// Brings the copy of `shard` up to what the log holds now, so that a
-    /// read on this node shows what another node just acknowledged. While
-    /// Redis is away the copy is read as it is.
-    pub async fn fresh(&self, shard: usize) {
+    /// Brings the copy of `shard` up to what the log holds now (loading
+    /// it when this node holds nothing of it), so that a read on this node
+    /// shows what another node just acknowledged. While Redis is away a
+    /// copy in memory is read as it is; one that is not cannot be read.
+    pub async fn fresh(&self, shard: usize) -> crate::error::Result<()> {
+        self.in_memory(shard).await?;
         let r = self.catch_up(shard).await;
         self.saw(&r);
+        Ok(())
+    }
+
+    /// Loads `shard` when this node holds nothing of it (see
+    /// `resident`), for a connection that is to follow it here;
+    /// `unavailable` when Redis cannot be read.
+    pub async fn in_memory(&self, shard: usize) -> crate::error::Result<()> {
+        let r = self.warm(shard).await;
+        self.saw(&r);
+        r.map_err(|_| unavailable("the cluster's store is unreachable; retry later"))
+    }
+
+    /// Catches up every company this node holds in memory, for a name it
+    /// does not know that another node may have just added.
+    pub async fn fresh_in_memory(&self) {
+        for shard in 0..self.links.len() {
+            if !self.cold(shard) {
+                let r = self.catch_up(shard).await;
+                self.saw(&r);
+            }
+        }
     }
 
     /// Makes sure the copy holds `code` if any node created it: a code
-    /// just made on another node may not have reached this one yet.
+    /// just made on another node may not have reached this one yet, and
+    /// its company may not be in memory here.
     pub async fn find(&self, code: &SessionCode) -> Option<usize> {
         if let Some(shard) = self.broker().company_of(code) {
+            self.touch(shard);
             return Some(shard);
         }
-        for shard in 0..self.links.len() {
-            let r = self.catch_up(shard).await;
-            self.saw(&r);
+        if let Some(shard) = self.locate(Name::Code(code)).await
+            && self.fresh(shard).await.is_ok()
+            && let Some(found) = self.broker().company_of(code)
+        {
+            return Some(found);
         }
+        // Codes stored before `casebroker:where` was kept.
+        self.fresh_in_memory().await;
         self.broker().company_of(code)
     }
 }

@@ -128,9 +128,13 @@ impl Cluster {
                     return;
                 }
             }
-            let Some(alive) = self.beat().await else {
+            let Some((alive, free)) = self.beat().await else {
                 continue;
             };
+            self.let_go_idle();
+            if self.serving() && !free.is_empty() {
+                self.adopt(free).await;
+            }
             self.sync_companies().await;
             for shard in 0..self.links.len() {
                 let present = self.broker().nodes_present(shard, self.node);
@@ -159,8 +163,9 @@ impl Cluster {
         }
     }
 
-    /// One heartbeat; the nodes alive, when Redis answered.
-    async fn beat(&self) -> Option<BTreeSet<u64>> {
+    /// One heartbeat; the nodes alive and the companies nobody holds,
+    /// when Redis answered.
+    async fn beat(&self) -> Option<(BTreeSet<u64>, Vec<usize>)> {
         let mut conn = self.conn.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let since = now - self.timeout.as_millis() as i64;
@@ -176,19 +181,24 @@ impl Cluster {
         // Redis lost data. (Read after the answer, it would count commits
         // appended meanwhile, and a busy node would think Redis behind.)
         let links: Vec<_> = self.links.iter().collect();
-        let before: Vec<(u64, u64, String)> = links
+        // A company not in memory here has no copy to compare.
+        let before: Vec<Option<(u64, u64, String)>> = links
             .iter()
             .enumerate()
             .map(|(shard, link)| {
-                (
-                    link.rebuilt.load(Ordering::Acquire),
-                    link.applied.load(Ordering::Acquire),
-                    self.broker().epoch(shard),
-                )
+                (!link.cold.load(Ordering::Acquire)).then(|| {
+                    (
+                        link.rebuilt.load(Ordering::Acquire),
+                        link.applied.load(Ordering::Acquire),
+                        self.broker().epoch(shard),
+                    )
+                })
             })
             .collect();
         for link in &links {
-            pipe.get(&link.keys.head).get(&link.keys.epoch);
+            pipe.get(&link.keys.head)
+                .get(&link.keys.epoch)
+                .exists(&link.keys.lease);
         }
         let r: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
         self.saw(&r);
@@ -200,11 +210,19 @@ impl Cluster {
         // So does an epoch that is gone or not the copy's: Redis lost the
         // company (even if this copy had nothing more than what is left),
         // or another node started its stream anew after such a loss.
+        let mut free = Vec::new();
         for (shard, link) in links.iter().enumerate() {
             let head: Option<u64> = redis::from_redis_value(replies.next()?).ok()?;
             let epoch: Option<String> = redis::from_redis_value(replies.next()?).ok()?;
-            let (rebuilt, applied, ref copy) = before[shard];
-            if link.rebuilt.load(Ordering::Acquire) != rebuilt {
+            let leased: bool = redis::from_redis_value(replies.next()?).ok()?;
+            if !leased {
+                free.push(shard);
+            }
+            let Some((rebuilt, applied, ref copy)) = before[shard] else {
+                continue;
+            };
+            if link.rebuilt.load(Ordering::Acquire) != rebuilt || link.cold.load(Ordering::Acquire)
+            {
                 continue;
             }
             if head.unwrap_or(0) < applied {
@@ -225,7 +243,7 @@ impl Cluster {
                         .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Acquire);
             }
         }
-        Some(alive.into_iter().collect())
+        Some((alive.into_iter().collect(), free))
     }
 
     /// A node that stops cleanly says so at once: its heartbeat is gone.

@@ -214,7 +214,7 @@ impl Cluster {
         self.companies_seen.store(seq, Ordering::Release);
     }
 
-    /// Takes a linked company's epoch and loads it from its log.
+    /// Takes a linked company's epoch (its cases are loaded at first use).
     pub(super) async fn start_company(&self, shard: usize) -> redis::RedisResult<()> {
         let link = &self.links[shard];
         let mut conn = self.conn.clone();
@@ -222,7 +222,7 @@ impl Cluster {
         let _: bool = conn.set_nx(&link.keys.epoch, &fresh).await?;
         let epoch: String = conn.get(&link.keys.epoch).await?;
         self.broker().set_epoch(shard, &epoch);
-        let _g = link.catching_up.lock().await;
-        self.load(shard).await
+        // Loaded at its first use here, or when this node takes it.
+        Ok(())
     }
 }

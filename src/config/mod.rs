@@ -262,6 +262,12 @@ pub struct ClusterConfig {
     /// third of `node_timeout`).
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     pub heartbeat: Duration,
+    /// A company this node neither decides nor serves a connection of is
+    /// let go (its cases dropped from memory) once unused for this long,
+    /// and loaded again from Redis at its next use. Default `5m` (1s to
+    /// 24h).
+    #[serde(default = "default_company_idle", with = "humantime_serde")]
+    pub company_idle: Duration,
 }
 
 fn default_node_timeout() -> Duration {
@@ -272,6 +278,10 @@ fn default_heartbeat() -> Duration {
     Duration::from_secs(1)
 }
 
+fn default_company_idle() -> Duration {
+    Duration::from_secs(300)
+}
+
 impl ClusterConfig {
     /// A cluster on `redis_url`, every other setting by default.
     pub fn new(redis_url: String) -> ClusterConfig {
@@ -280,6 +290,7 @@ impl ClusterConfig {
             node_id: None,
             node_timeout: default_node_timeout(),
             heartbeat: default_heartbeat(),
+            company_idle: default_company_idle(),
         }
     }
 
@@ -706,6 +717,7 @@ groups = ["nope"]
         let ok = cluster("redis_url = \"redis://127.0.0.1:6379\"").unwrap();
         assert_eq!(ok.node_timeout, Duration::from_secs(10));
         assert_eq!(ok.heartbeat, Duration::from_secs(1));
+        assert_eq!(ok.company_idle, Duration::from_secs(300));
         assert!(
             ok.node_name()
                 .ends_with(&format!("-{}", std::process::id()))
@@ -728,6 +740,14 @@ groups = ["nope"]
             (
                 "redis_url = \"redis://127.0.0.1\"\nheartbeat = \"4s\"",
                 "cluster.heartbeat",
+            ),
+            (
+                "redis_url = \"redis://127.0.0.1\"\ncompany_idle = \"500ms\"",
+                "cluster.company_idle",
+            ),
+            (
+                "redis_url = \"redis://127.0.0.1\"\ncompany_idle = \"2d\"",
+                "cluster.company_idle",
             ),
             ("node_id = \"a\"", "redis_url"),
             ("redis_url = \"redis://127.0.0.1\"\nbogus = 1", "bogus"),

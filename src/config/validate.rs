@@ -395,6 +395,14 @@ impl ClusterConfig {
                 "must be between 10ms and a third of node_timeout",
             ));
         }
+        if self.company_idle < std::time::Duration::from_secs(1)
+            || self.company_idle > std::time::Duration::from_secs(86_400)
+        {
+            return Err(invalid(
+                "cluster.company_idle",
+                "must be between 1s and 24h",
+            ));
+        }
         Ok(())
     }
 }

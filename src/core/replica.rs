@@ -109,6 +109,32 @@ impl Broker {
         *cx.st = fresh;
     }
 
+    /// Wakes the company's deadline task and webhook sender: a copy loaded
+    /// quietly may hold deadlines and deliveries they do not know of.
+    pub fn wake(&self, shard: usize) {
+        let s = &self.shared.shards[shard];
+        s.timers_changed.notify_one();
+        s.hooks_changed.notify_one();
+    }
+
+    /// Drops a company's cases from memory when none of its connections
+    /// is `served` here: the copy is empty until loaded again. False, and
+    /// nothing dropped, while one is.
+    pub fn let_go(&self, shard: usize, served: impl Fn(ConnId) -> bool) -> bool {
+        let mut cx = self.lock(shard);
+        if cx.st.conns.keys().any(|&c| served(c)) {
+            return false;
+        }
+        let company = cx.company.clone();
+        let mut empty = ShardState::new(&company, self.shared.config.history_events);
+        empty.lines.set_period(self.shared.config.position_interval);
+        for code in cx.st.cases.keys() {
+            self.shared.codes.remove(code);
+        }
+        *cx.st = empty;
+        true
+    }
+
     /// True when one of the company's deadlines that may change a case
     /// (expiry, purge, orphan) is due.
     pub fn timers_due(&self, shard: usize, now: Instant) -> bool {

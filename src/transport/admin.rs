@@ -48,7 +48,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let agents = app.broker.admin_agents(&agent)?;
     Ok(Json(json!({ "agents": agents })).into_response())
 }
@@ -109,7 +109,7 @@ async fn remove(
 }
 
 async fn export(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let text = app.broker.admin_export(&agent)?;
     Ok((
         [(
@@ -122,7 +122,7 @@ async fn export(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResul
 }
 
 async fn groups(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let groups = app.broker.admin_groups(&agent)?;
     Ok(Json(json!({ "groups": groups })).into_response())
 }
@@ -167,7 +167,7 @@ async fn remove_group(
 }
 
 async fn modules(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let modules = app.broker.admin_modules(&agent)?;
     Ok(Json(json!({ "modules": modules })).into_response())
 }
@@ -250,7 +250,7 @@ async fn companies(State(app): State<App>, _: Operator) -> ApiResult<Response> {
         c.sync_companies().await;
     }
     for shard in 0..app.broker.shards() {
-        app.fresh(shard).await;
+        app.fresh(shard).await?;
     }
     Ok(Json(json!({ "companies": app.broker.admin_companies() })).into_response())
 }

@@ -81,7 +81,7 @@ enum Item {
 
 impl Reader {
     async fn open(app: &App, agent: Arc<Agent>, after: Option<StreamPos>) -> ApiResult<Reader> {
-        app.fresh(agent.company_index).await;
+        app.fresh(agent.company_index).await?;
         let (conn, rx) = app.connect_feed(agent.clone());
         app.broker.metrics().feed_reader(true);
         let reader = Reader {
@@ -217,7 +217,7 @@ async fn page(
     wait: Duration,
     limit: usize,
 ) -> ApiResult<Json<Value>> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let (epoch, seq, held) = match app.broker.feed_start(&agent, after.as_ref()) {
         Start::Snapshot { epoch, seq, cases } => {
             let next = format!("{epoch}:{seq}");

@@ -383,7 +383,7 @@ async fn list_cases(
         limit,
         cursor: nonempty("cursor"),
     };
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let page = app.broker.list_cases(&agent, &query)?;
     Ok(Json(json!({ "cases": page.cases, "next_cursor": page.next_cursor })).into_response())
 }
@@ -393,7 +393,7 @@ async fn get_case(
     AuthAgent(agent): AuthAgent,
     PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     Ok(Json(app.broker.get_case(&agent, &code)?).into_response())
 }
 
@@ -402,7 +402,7 @@ async fn transcript(
     AuthAgent(agent): AuthAgent,
     PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let (code, messages) = app.broker.transcript(&agent, &code)?;
     Ok(Json(json!({ "code": code, "messages": messages })).into_response())
 }
@@ -514,14 +514,14 @@ async fn delete_case(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn agents(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
-    app.fresh(agent.company_index).await;
-    Json(json!({ "agents": app.broker.agents(&agent) })).into_response()
+async fn agents(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await?;
+    Ok(Json(json!({ "agents": app.broker.agents(&agent) })).into_response())
 }
 
-async fn groups(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
-    app.fresh(agent.company_index).await;
-    Json(json!({ "groups": app.broker.groups(&agent) })).into_response()
+async fn groups(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await?;
+    Ok(Json(json!({ "groups": app.broker.groups(&agent) })).into_response())
 }
 
 async fn routing(
@@ -529,14 +529,14 @@ async fn routing(
     AuthAgent(agent): AuthAgent,
     PathParam(code): PathParam<String>,
 ) -> ApiResult<Response> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let decisions = app.broker.routing(&agent, &code)?;
     Ok(Json(json!({ "decisions": decisions })).into_response())
 }
 
-async fn stats(State(app): State<App>, AuthAgent(agent): AuthAgent) -> Response {
-    app.fresh(agent.company_index).await;
-    Json(json!({ "groups": app.broker.stats(&agent) })).into_response()
+async fn stats(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
+    app.fresh(agent.company_index).await?;
+    Ok(Json(json!({ "groups": app.broker.stats(&agent) })).into_response())
 }
 
 async fn help(

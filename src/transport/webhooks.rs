@@ -30,7 +30,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 async fn list(State(app): State<App>, AuthAgent(agent): AuthAgent) -> ApiResult<Response> {
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let webhooks = app.broker.admin_webhooks(&agent)?;
     Ok(Json(json!({ "webhooks": webhooks })).into_response())
 }
@@ -97,7 +97,7 @@ async fn deliveries(
             return Err(Error::bad_request("status must be pending, succeeded or failed").into());
         }
     };
-    app.fresh(agent.company_index).await;
+    app.fresh(agent.company_index).await?;
     let deliveries = app.broker.admin_deliveries(&agent, &id, status)?;
     Ok(Json(json!({ "deliveries": deliveries })).into_response())
 }

@@ -11,6 +11,8 @@ mod one_company;
 mod one_stream;
 #[path = "cluster/redis_log.rs"]
 mod redis_log;
+#[path = "cluster/resident.rs"]
+mod resident;
 #[path = "cluster/shared_state.rs"]
 mod shared_state;
 

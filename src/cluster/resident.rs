@@ -1,0 +1,192 @@
+//! Which companies a node keeps in memory. A node holds a company's cases
+//! only while it decides the company (holds its lease) or serves one of
+//! its connections; one unused for `company_idle` is let go, and loaded
+//! again from its image and its log at its next use. A company nobody
+//! decides is taken by the first node whose heartbeat finds it free, so
+//! its deadlines run.
+//!
+//! A node that does not hold a company finds it from a session code, an
+//! agent's token or a module key through one hash in Redis,
+//! `casebroker:where` (`c:<code>`, `t:<token's SHA-256, hex>`,
+//! `m:<module key>` → company id), written beside each commit that
+//! creates a case, sets an agent or adds a module key.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use redis::AsyncCommands;
+
+use crate::case::SessionCode;
+use crate::core::change::Change;
+use crate::core::sink::Batch;
+
+use super::{Cluster, keys};
+
+/// What a node looks a company up by in `casebroker:where`.
+pub enum Name<'a> {
+    Code(&'a SessionCode),
+    Token(&'a [u8; 32]),
+    Module(&'a str),
+}
+
+impl Name<'_> {
+    fn field(&self) -> String {
+        match self {
+            Name::Code(code) => format!("c:{code}"),
+            Name::Token(hash) => format!("t:{}", hex::encode(hash)),
+            Name::Module(key) => format!("m:{key}"),
+        }
+    }
+}
+
+/// The names a run of commits adds (`set`) and removes (`del`).
+#[derive(Default)]
+pub(super) struct Names {
+    pub set: Vec<String>,
+    pub del: Vec<String>,
+}
+
+impl Names {
+    pub fn of<'a>(batches: impl Iterator<Item = &'a Batch>) -> Names {
+        let mut names = Names::default();
+        for change in batches.flatten() {
+            match change {
+                Change::Created(rec) => names.set.push(Name::Code(&rec.code).field()),
+                Change::Purged { code } => names.del.push(Name::Code(code).field()),
+                Change::AgentSet(a) => names.set.push(Name::Token(&a.token_hash).field()),
+                Change::ModuleSet(m) => names.set.push(Name::Module(&m.key).field()),
+                Change::ModuleRemoved { key } => names.del.push(Name::Module(key).field()),
+                _ => {}
+            }
+        }
+        names
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.del.is_empty()
+    }
+}
+
+impl Cluster {
+    /// Milliseconds since this node started, the clock of `used`.
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// Notes a use of `shard`: it is not let go for `company_idle`.
+    pub(super) fn touch(&self, shard: usize) {
+        self.links[shard]
+            .used
+            .store(self.now_ms(), Ordering::Release);
+    }
+
+    /// True while this node holds nothing of `shard` in memory.
+    pub fn cold(&self, shard: usize) -> bool {
+        self.links[shard].cold.load(Ordering::Acquire)
+    }
+
+    /// Loads `shard` when this node let it go (or never loaded it), and
+    /// notes the use. `unavailable`-worthy errors are Redis's.
+    pub async fn warm(&self, shard: usize) -> redis::RedisResult<()> {
+        self.touch(shard);
+        if !self.cold(shard) {
+            return Ok(());
+        }
+        let _g = self.links[shard].catching_up.lock().await;
+        self.load_cold(shard).await
+    }
+
+    /// `warm` with the company's catch-up lock held.
+    pub(super) async fn load_cold(&self, shard: usize) -> redis::RedisResult<()> {
+        let link = &self.links[shard];
+        if !link.cold.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let epoch = self.epoch(shard, None).await?;
+        self.broker().set_epoch(shard, &epoch);
+        self.load(shard).await?;
+        link.cold.store(false, Ordering::Release);
+        self.broker().wake(shard);
+        self.touch(shard);
+        self.loaded.inc();
+        self.loads.inc();
+        tracing::debug!(company = %link.company, ms = started.elapsed().as_millis() as u64, "company loaded");
+        Ok(())
+    }
+
+    /// Lets go of every company this node neither holds nor serves a
+    /// connection of, unused for `company_idle`.
+    pub(super) fn let_go_idle(&self) {
+        let now = self.now_ms();
+        let idle = self.idle.as_millis() as u64;
+        for (shard, link) in self.links.iter().enumerate() {
+            if link.cold.load(Ordering::Acquire)
+                || now.saturating_sub(link.used.load(Ordering::Acquire)) < idle
+            {
+                continue;
+            }
+            // Not while it is caught up or loaded.
+            let Ok(_g) = link.catching_up.try_lock() else {
+                continue;
+            };
+            {
+                let l = link.lease();
+                if l.held || l.diverged || l.users > 0 {
+                    continue;
+                }
+            }
+            let me = self.node;
+            let served = |c| crate::core::replica::node_of(c) == me && self.deliver.has(c);
+            if !self.broker().let_go(shard, served) {
+                // Served here: used now.
+                self.touch(shard);
+                continue;
+            }
+            link.cold.store(true, Ordering::Release);
+            link.applied.store(0, Ordering::Release);
+            link.committed.store(0, Ordering::Release);
+            link.whole_image.store(true, Ordering::Release);
+            self.loaded.dec();
+            tracing::debug!(company = %link.company, "company let go (unused here)");
+        }
+    }
+
+    /// Takes every company whose lease the heartbeat found free (`free`),
+    /// loading it: a company nobody decides has deadlines nobody runs.
+    pub(super) async fn adopt(self: &Arc<Self>, free: Vec<usize>) {
+        for shard in free {
+            if let Err(e) = self.acquire(shard).await {
+                tracing::debug!(company = %self.links[shard].company, error = %e.message, "cannot take a free company yet");
+            }
+        }
+    }
+
+    /// The company `name` belongs to, as `casebroker:where` says.
+    pub async fn locate(&self, name: Name<'_>) -> Option<usize> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<Option<String>> = conn.hget(keys::WHERE, name.field()).await;
+        self.saw(&r);
+        self.shard_of(&r.ok()??)
+    }
+
+    /// Writes what a run of commits adds to and removes from
+    /// `casebroker:where`.
+    pub(super) async fn write_names(&self, shard: usize, names: &Names) -> redis::RedisResult<()> {
+        let company = &self.links[shard].company;
+        let mut pipe = redis::pipe();
+        if !names.set.is_empty() {
+            let pairs: Vec<(&str, &str)> = names
+                .set
+                .iter()
+                .map(|f| (f.as_str(), company.as_str()))
+                .collect();
+            pipe.hset_multiple(keys::WHERE, &pairs).ignore();
+        }
+        if !names.del.is_empty() {
+            pipe.hdel(keys::WHERE, &names.del).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await
+    }
+}

@@ -1,0 +1,218 @@
+//! Nodes hold what they serve: a company is in a node's memory only while
+//! the node decides it or serves one of its connections; it is let go
+//! once unused for `company_idle` and loaded again, from Redis, by a
+//! session code, a token or a module key another node just made; a
+//! company nobody decides is taken by a live node.
+
+use crate::util::process::{BROKER, Process};
+use crate::util::wait_metric;
+use crate::util::{ALICE, BOB, DAVE, Endpoint, GINA, config_text, scrape, value};
+
+use super::*;
+
+const LOADED: &str = "casebroker_cluster_companies_loaded";
+const LOADS: &str = "casebroker_cluster_company_loads_total";
+const TAKEN: &str = "casebroker_cluster_leases_taken_total";
+
+/// A node that lets a company go after a second unused.
+async fn idle_node(redis: &RedisServer, name: &str) -> TestServer {
+    TestServer::with_config(config_with(&idle_table(redis, name))).await
+}
+
+fn idle_table(redis: &RedisServer, name: &str) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\ncompany_idle = \"1s\"\n",
+        redis.url()
+    )
+}
+
+async fn metric_of(node: &TestServer, series: &str) -> f64 {
+    value(&scrape(node).await, series)
+}
+
+/// Waits until `node` holds `n` companies in memory.
+async fn loaded(node: &TestServer, n: f64, what: &str) {
+    wait_metric(node, LOADED, what, |v| v == n).await;
+}
+
+async fn new_case(node: &TestServer, token: &str) -> String {
+    new_case_at(node, token).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holds_only_what_it_serves_and_loads_a_company_from_its_names() {
+    let redis = RedisServer::start();
+    // `a` takes both companies (nobody decides them) and keeps them.
+    let a = idle_node(&redis, "a").await;
+    loaded(&a, 2.0, "both companies, taken by the first node").await;
+    assert_eq!(metric_of(&a, TAKEN).await, 2.0);
+    let b = idle_node(&redis, "b").await;
+    let code = new_case(&a, BOB).await;
+    assert_eq!(metric_of(&b, LOADED).await, 0.0, "b serves nothing yet");
+
+    // A read on b loads acme, with the case a made.
+    let (st, v) = b
+        .http("GET", &format!("/v1/cases/{code}"), Some(BOB), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["name"], "Kim", "{v}");
+    assert_eq!(metric_of(&b, LOADS).await, 1.0);
+    loaded(&b, 0.0, "acme let go once unused").await;
+
+    // Made on a while b holds nothing of acme: an agent, a module key, a
+    // case. Each is found from b through Redis.
+    let (st, v) = a
+        .http(
+            "POST",
+            "/v1/admin/agents",
+            Some(ALICE),
+            Some(json!({"id": "erin", "name": "Erin", "groups": ["support"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let erin = v["token"].as_str().expect("a token").to_string();
+    let (st, v) = a
+        .http(
+            "POST",
+            "/v1/admin/modules",
+            Some(ALICE),
+            Some(json!({"key": "acme-late", "group": "support"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let code = new_case(&a, BOB).await;
+
+    let mut ws = b.agent(&erin).await;
+    let snapshot = subscribe(&mut ws).await;
+    assert!(
+        snapshot.to_string().contains(&code),
+        "erin's snapshot on b holds the case: {snapshot}"
+    );
+    assert_eq!(metric_of(&b, LOADS).await, 2.0);
+    drop(ws);
+    loaded(&b, 0.0, "acme let go once erin left").await;
+
+    let (st, v) = b
+        .http(
+            "POST",
+            "/v1/help",
+            None,
+            Some(json!({"module": "acme-late", "name": "Lee"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(metric_of(&b, LOADS).await, 3.0);
+    loaded(&b, 0.0, "acme let go after the help request").await;
+
+    let mut kim = b.customer().await;
+    let joined = kim
+        .ok(
+            json!({"type": "join", "code": code, "name": "Kim"}),
+            "joined",
+        )
+        .await;
+    assert_eq!(joined["case"]["code"], code.as_str(), "{joined}");
+    assert_eq!(metric_of(&b, LOADS).await, 4.0);
+
+    // Kim's connection keeps acme on b: globex, loaded after it and
+    // unused, goes first, and Kim still hears what a decides.
+    let (st, _) = b.http("GET", "/v1/cases", Some(GINA), None).await;
+    assert_eq!(st, 200);
+    loaded(&b, 2.0, "acme and globex").await;
+    loaded(&b, 1.0, "globex let go, acme kept for Kim").await;
+    let path = format!("/v1/cases/{code}/assign");
+    let (st, v) = a
+        .http("POST", &path, Some(BOB), Some(json!({"assignee": "dave"})))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut dave = a.agent(DAVE).await;
+    dave.ok(json!({"type": "join", "code": code}), "joined")
+        .await;
+    let status = kim
+        .wait_for("in progress", |m| {
+            m["type"] == "status" && m["status"] == "in_progress"
+        })
+        .await;
+    assert_eq!(status["supporter"]["name"], "Dave", "{status}");
+
+    // Unknown names load nothing.
+    let (st, _) = b
+        .http("GET", "/v1/cases", Some("no-such-token-000"), None)
+        .await;
+    assert_eq!(st, 401);
+    let (st, v) = b
+        .http(
+            "POST",
+            "/v1/help",
+            None,
+            Some(json!({"module": "no-such-key", "name": "Lee"})),
+        )
+        .await;
+    assert_eq!((st, &v["code"]), (401, &json!("unauthorized")), "{v}");
+    let mut guess = b.customer().await;
+    let refused = guess
+        .request(json!({"type": "join", "code": "s99-999-999", "name": "X"}))
+        .await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    assert_eq!(metric_of(&b, LOADS).await, 5.0, "only globex loaded since");
+    // b never decided anything: a did, all along.
+    assert_eq!(metric_of(&b, TAKEN).await, 0.0);
+    assert_eq!(metric_of(&a, TAKEN).await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_nobody_decides_is_taken_by_a_live_node_which_does_its_work() {
+    let redis = RedisServer::start();
+    // `a` is a process, to be killed; it takes both companies.
+    let text = config_text(&idle_table(&redis, "a"));
+    let a = Process::start(BROKER, Some(&text), &["--listen", "127.0.0.1:0"], &[]);
+    let a_at = Endpoint::new(a.listening().await);
+    wait_metric(&a_at, LOADED, "both companies on a", |v| v == 2.0).await;
+    let b = idle_node(&redis, "b").await;
+    // A customer seated on a: once a is dead, only the node deciding acme
+    // releases that seat.
+    let code = new_case_at(&a_at, BOB).await;
+    let mut kim = a_at.customer().await;
+    let joined = kim
+        .ok(
+            json!({"type": "join", "code": code, "name": "Kim"}),
+            "joined",
+        )
+        .await;
+    assert_eq!(joined["case"]["status"], "pending", "{joined}");
+    assert_eq!(metric_of(&b, LOADED).await, 0.0);
+
+    a.kill9().await;
+    // Nothing is asked of b: its heartbeat finds both leases free once
+    // they run out, takes them, loads the companies and lets a's seat go.
+    wait_metric(&b, TAKEN, "both companies taken by b", |v| v == 2.0).await;
+    loaded(&b, 2.0, "both companies in memory on b").await;
+    let until = Instant::now() + RELEASE_WAIT;
+    loop {
+        let (st, v) = b
+            .http("GET", &format!("/v1/cases/{code}"), Some(BOB), None)
+            .await;
+        assert_eq!(st, 200, "{v}");
+        if v["customer_connected"] == false {
+            // Waiting for a supporter again, Kim gone.
+            assert_eq!(v["status"], "pending", "{v}");
+            break;
+        }
+        assert!(Instant::now() < until, "a's seat never released: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn new_case_at(at: &Endpoint, token: &str) -> String {
+    let (st, v) = at
+        .http(
+            "POST",
+            "/v1/cases",
+            Some(token),
+            Some(json!({"group": "support", "name": "Kim"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    crate::util::code_of(&v)
+}
