@@ -14,8 +14,9 @@
 //!   stands at, and the records by code.
 //!
 //! Shared by all: `casebroker:nodes` (node number → last heartbeat, ms),
-//! `casebroker:node-names`, `casebroker:node-seq`, `casebroker:where`
-//! (the company of each session code, token and module key), and
+//! `casebroker:node-names`, `casebroker:node-seq`, `casebroker:where:<n>`
+//! (the company of each session code, token and module key, over 64
+//! hashes), and
 //! `casebroker:limit:*` counters. Channels: `casebroker:log` (`<company> <head>` after each
 //! append), `casebroker:free` (a lease given up), `casebroker:relay`
 //! (signals to another node's connections), and `casebroker:node:<n>`
@@ -27,9 +28,17 @@ use redis::Script;
 pub const NODES: &str = "casebroker:nodes";
 pub const NODE_NAMES: &str = "casebroker:node-names";
 pub const NODE_SEQ: &str = "casebroker:node-seq";
-/// Which company a session code, token or module key belongs to (see
-/// `super::resident`).
-pub const WHERE: &str = "casebroker:where";
+/// How many hashes `casebroker:where:<n>` the names are spread over, so
+/// that on Redis Cluster they spread over the shards.
+pub const WHERE_PARTS: u8 = 64;
+
+/// The hash that tells which company the name `field` (a session code,
+/// token hash or module key, see `super::resident`) belongs to.
+pub fn where_key(field: &str) -> String {
+    use sha2::Digest;
+    let part = sha2::Sha256::digest(field.as_bytes())[0] % WHERE_PARTS;
+    format!("casebroker:where:{part}")
+}
 
 pub const LOG_CHANNEL: &str = "casebroker:log";
 pub const FREE_CHANNEL: &str = "casebroker:free";
@@ -177,4 +186,17 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 ",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_has_one_hash_on_every_node() {
+        // The first byte of the field's SHA-256, modulo 64: every node and
+        // every version must pick the same hash for a name.
+        assert_eq!(where_key("c:s12-345-678"), "casebroker:where:50");
+        assert_eq!(where_key("m:acme-qs"), "casebroker:where:61");
+    }
 }

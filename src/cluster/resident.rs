@@ -6,10 +6,12 @@
 //! its deadlines run.
 //!
 //! A node that does not hold a company finds it from a session code, an
-//! agent's token or a module key through one hash in Redis,
-//! `casebroker:where` (`c:<code>`, `t:<token's SHA-256, hex>`,
-//! `m:<module key>` → company id), written beside each commit that
-//! creates a case, sets an agent or adds a module key.
+//! agent's token or a module key through hashes in Redis,
+//! `casebroker:where:<n>` (`c:<code>`, `t:<token's SHA-256, hex>`,
+//! `m:<module key>` → company id; `n` from the field's SHA-256, 64 hashes
+//! so that Redis Cluster spreads them), written beside each commit that
+//! creates a case, sets an agent or adds a module key; a purged case's
+//! code and a removed key are taken out.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -165,7 +167,9 @@ impl Cluster {
     /// The company `name` belongs to, as `casebroker:where` says.
     pub async fn locate(&self, name: Name<'_>) -> Option<usize> {
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<Option<String>> = conn.hget(keys::WHERE, name.field()).await;
+        let field = name.field();
+        let r: redis::RedisResult<Option<String>> =
+            conn.hget(keys::where_key(&field), &field).await;
         self.saw(&r);
         self.shard_of(&r.ok()??)
     }
@@ -175,18 +179,51 @@ impl Cluster {
     pub(super) async fn write_names(&self, shard: usize, names: &Names) -> redis::RedisResult<()> {
         let company = &self.links[shard].company;
         let mut pipe = redis::pipe();
-        if !names.set.is_empty() {
-            let pairs: Vec<(&str, &str)> = names
-                .set
-                .iter()
-                .map(|f| (f.as_str(), company.as_str()))
-                .collect();
-            pipe.hset_multiple(keys::WHERE, &pairs).ignore();
+        for field in &names.set {
+            pipe.hset(keys::where_key(field), field, company).ignore();
         }
-        if !names.del.is_empty() {
-            pipe.hdel(keys::WHERE, &names.del).ignore();
+        for field in &names.del {
+            pipe.hdel(keys::where_key(field), field).ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async(&mut conn).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_of_commits_are_their_codes_tokens_and_keys() {
+        let code = SessionCode::parse("s12-345-678").expect("a code");
+        let batches: Vec<Batch> = vec![vec![
+            Change::Purged { code },
+            Change::ModuleRemoved {
+                key: "old-key".into(),
+            },
+            Change::AgentSet(Box::new(crate::directory::AgentRecord {
+                id: "erin".into(),
+                name: "Erin".into(),
+                groups: vec!["support".into()],
+                admin: false,
+                max_cases: 5,
+                disabled: false,
+                token_hash: [0xab; 32],
+            })),
+            Change::ModuleSet(Box::new(crate::directory::ModuleRecord {
+                key: "new-key".into(),
+                group: "support".into(),
+                default_assignee: None,
+            })),
+        ]];
+        let names = Names::of(batches.iter());
+        assert_eq!(
+            names.set,
+            vec![format!("t:{}", "ab".repeat(32)), "m:new-key".to_string()]
+        );
+        assert_eq!(names.del, vec!["c:s12-345-678", "m:old-key"]);
+        assert!(!names.is_empty());
+        assert!(Names::of(std::iter::empty()).is_empty());
     }
 }
