@@ -108,27 +108,104 @@ return {0, tonumber(holder)}
     )
 }
 
+/// The most bytes of commits a log notice carries; past it, the notice
+/// says only the new head and followers read the log.
+pub const NOTICE_BYTES: usize = 16 * 1024;
+
 /// Appends commits when the lease is ours and the log is where we left
 /// it, bumps the head and tells every node, all at once. KEYS: lease,
 /// head, log. ARGV: node, expected head, company, ttl ms, then one
 /// encoded commit each. Returns the new head, -1 when the lease is not
 /// ours, -2 when the head moved.
+///
+/// The notice on `casebroker:log` is `<company> <head>`, followed, when
+/// the commits come to at most [`NOTICE_BYTES`], by ` <first>` (the
+/// number of the first commit) and ` <length>:<bytes>` for each commit:
+/// a follower that stands just before them applies them without reading
+/// the log (see `super::log`).
 pub fn append() -> Script {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local head = tonumber(redis.call('GET', KEYS[2]) or '0')
 if head ~= tonumber(ARGV[2]) then return -2 end
+local first = head + 1
+local size = 0
 for i = 5, #ARGV do
   head = head + 1
   redis.call('XADD', KEYS[3], head .. '-1', 'c', ARGV[i])
+  size = size + #ARGV[i]
 end
 redis.call('SET', KEYS[2], head)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', 'casebroker:log', ARGV[3] .. ' ' .. head)
+local notice = {ARGV[3], ' ', head}
+if size <= NOTICE_BYTES then
+  notice[#notice + 1] = ' ' .. first
+  for i = 5, #ARGV do
+    notice[#notice + 1] = ' ' .. #ARGV[i] .. ':'
+    notice[#notice + 1] = ARGV[i]
+  end
+end
+redis.call('PUBLISH', 'casebroker:log', table.concat(notice))
 return head
-",
+"
+        .replace("NOTICE_BYTES", &NOTICE_BYTES.to_string())
+        .as_str(),
     )
+}
+
+/// A log notice read: the company, the head, and the commits it carries
+/// (the first one's number and each one's bytes), if any.
+#[derive(Debug, PartialEq)]
+pub struct Notice<'a> {
+    pub company: &'a str,
+    pub head: u64,
+    pub commits: Option<(u64, Vec<&'a [u8]>)>,
+}
+
+impl<'a> Notice<'a> {
+    /// Reads a notice of [`append`]; `None` when it is not one.
+    pub fn parse(bytes: &'a [u8]) -> Option<Notice<'a>> {
+        fn word(bytes: &[u8]) -> (&[u8], &[u8]) {
+            match bytes.iter().position(|&b| b == b' ') {
+                Some(i) => (&bytes[..i], &bytes[i + 1..]),
+                None => (bytes, &[]),
+            }
+        }
+        fn number(bytes: &[u8]) -> Option<u64> {
+            std::str::from_utf8(bytes).ok()?.parse().ok()
+        }
+        let (company, rest) = word(bytes);
+        let company = std::str::from_utf8(company).ok()?;
+        let (head, mut rest) = word(rest);
+        let head = number(head)?;
+        if rest.is_empty() {
+            return Some(Notice {
+                company,
+                head,
+                commits: None,
+            });
+        }
+        let first;
+        (first, rest) = word(rest);
+        let first = number(first)?;
+        let mut commits = Vec::new();
+        while !rest.is_empty() {
+            let colon = rest.iter().position(|&b| b == b':')?;
+            let len = number(&rest[..colon])? as usize;
+            let body = rest.get(colon + 1..colon + 1 + len)?;
+            commits.push(body);
+            rest = &rest[colon + 1 + len..];
+            if !rest.is_empty() {
+                rest = rest.strip_prefix(b" ")?;
+            }
+        }
+        (first + commits.len() as u64 == head + 1).then_some(Notice {
+            company,
+            head,
+            commits: Some((first, commits)),
+        })
+    }
 }
 
 /// Keeps the lease while ours. KEYS: lease. ARGV: node, ttl ms. Returns 1
@@ -191,6 +268,38 @@ return n
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notice_reads_as_the_script_writes_it() {
+        assert_eq!(
+            Notice::parse(b"acme 12"),
+            Some(Notice {
+                company: "acme",
+                head: 12,
+                commits: None
+            })
+        );
+        // Commit bodies may hold spaces, colons, anything.
+        let n = Notice::parse(b"acme 12 11 3:a b 4:\x00: \xff").expect("a notice");
+        assert_eq!(n.head, 12);
+        assert_eq!(n.commits, Some((11, vec![&b"a b"[..], &b"\x00: \xff"[..]])));
+        for bad in [
+            &b""[..],
+            b"acme",
+            b"acme x",
+            b"acme 12 11 3:a b",   // says 11..12, carries one
+            b"acme 12 12 9:short", // shorter than said
+            b"acme 12 12 3:abcX",  // no space between commits
+            b"acme 12 12 x:abc",   // no length
+        ] {
+            assert_eq!(
+                Notice::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn a_name_has_one_hash_on_every_node() {

@@ -95,6 +95,12 @@ impl Cluster {
     /// Applies whatever other nodes appended since the copy's last commit,
     /// unless this node holds the lease (then nobody else can append).
     pub(super) async fn catch_up(&self, shard: usize) -> redis::RedisResult<()> {
+        self.catch_up_with(shard, true).await
+    }
+
+    /// `catch_up`, first from the commits log notices carried; the log is
+    /// read after them when `ask`, or when a notice told of more.
+    pub(super) async fn catch_up_with(&self, shard: usize, ask: bool) -> redis::RedisResult<()> {
         let link = &self.links[shard];
         let _g = link.catching_up.lock().await;
         if link.cold.load(Ordering::Acquire) {
@@ -103,8 +109,18 @@ impl Cluster {
         {
             let l = link.lease();
             if l.held || l.diverged {
+                link.notices().clear();
                 return Ok(());
             }
+        }
+        let applied = link.applied.load(Ordering::Acquire);
+        let (batches, last) = self.noticed_after(shard, applied);
+        if last > applied {
+            self.broker().follow(shard, batches);
+            self.stands_at(shard, last);
+        }
+        if !ask && last >= link.heard.load(Ordering::Acquire) {
+            return Ok(());
         }
         let applied = link.applied.load(Ordering::Acquire);
         let (batches, last) = match self.read_log(shard, applied, None).await {
@@ -180,6 +196,42 @@ impl Cluster {
                 }
             });
         }
+    }
+
+    /// The commits log notices carried that follow on from commit `after`,
+    /// in order, and the last one's number (`after` when none does). A
+    /// notice past a gap waits for the log to fill it; one that cannot be
+    /// read drops the rest, which the log then gives.
+    fn noticed_after(&self, shard: usize, after: u64) -> (Vec<Batch>, u64) {
+        let mut q = self.links[shard].notices();
+        let mut batches = Vec::new();
+        let mut last = after;
+        while let Some((first, commits)) = q.front() {
+            if *first + commits.len() as u64 <= last + 1 {
+                q.pop_front();
+                continue;
+            }
+            if *first > last + 1 {
+                break;
+            }
+            let (first, commits) = q.pop_front().expect("a notice");
+            for (n, bytes) in (first..).zip(commits) {
+                if n <= last {
+                    continue;
+                }
+                match postcard::from_bytes::<Vec<Batch>>(&bytes) {
+                    Ok(commit) => {
+                        batches.extend(commit);
+                        last = n;
+                    }
+                    Err(_) => {
+                        q.clear();
+                        return (batches, last);
+                    }
+                }
+            }
+        }
+        (batches, last)
     }
 
     /// Runs the append script; false (and the copy marked astray) when the
@@ -371,11 +423,13 @@ impl Cluster {
     ) {
         let link = &self.links[shard];
         loop {
-            tokio::select! {
-                _ = link.behind.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            // Told: the notices' commits may be all there is to apply.
+            // Every second: the log is read, in case a notice was missed.
+            let ask = tokio::select! {
+                _ = link.behind.notified() => false,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => true,
                 _ = shutdown.cancelled() => return,
-            }
+            };
             let diverged = link.lease().diverged;
             let r = if diverged {
                 if !self.up() {
@@ -389,7 +443,7 @@ impl Cluster {
                 }
                 r
             } else {
-                self.catch_up(shard).await
+                self.catch_up_with(shard, ask).await
             };
             self.saw(&r);
             if let Err(e) = r {

@@ -83,6 +83,8 @@ const HOLD_WAIT: Duration = Duration::from_secs(5);
 const PAGE: usize = 512;
 /// Commits appended in one script call.
 const GROUP: usize = 256;
+/// Log notices whose commits wait for a company's follower, at most.
+const NOTICES: usize = 64;
 
 /// Every company's link, by shard: a slot per company the broker may
 /// serve, filled in order as companies are added.
@@ -154,6 +156,11 @@ struct Link {
     holder: AtomicU64,
     /// Nothing of the company is in memory here (`resident`).
     cold: AtomicBool,
+    /// The highest head log notices told of.
+    heard: AtomicU64,
+    /// Commits log notices carried, not applied yet: the first one's
+    /// number and each one's bytes, oldest first (at most `NOTICES`).
+    notices: Mutex<std::collections::VecDeque<(u64, Vec<Vec<u8>>)>>,
     /// When the company was last used here, in ms since the node started.
     used: AtomicU64,
     tx: mpsc::UnboundedSender<Item>,
@@ -219,6 +226,8 @@ impl Link {
             behind: Notify::new(),
             holder: AtomicU64::new(0),
             cold: AtomicBool::new(true),
+            heard: AtomicU64::new(0),
+            notices: Mutex::new(std::collections::VecDeque::new()),
             used: AtomicU64::new(0),
             tx,
         };
@@ -227,6 +236,22 @@ impl Link {
 
     fn lease(&self) -> std::sync::MutexGuard<'_, Lease> {
         self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notices(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Vec<Vec<u8>>)>> {
+        self.notices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the commits a log notice carried for the follower. Past
+    /// `NOTICES` waiting, they are dropped: the follower reads the log.
+    fn noticed(&self, first: u64, commits: Vec<Vec<u8>>) {
+        let mut q = self.notices();
+        if q.len() >= NOTICES {
+            q.clear();
+        }
+        q.push_back((first, commits));
     }
 
     /// Queues the giving up of a lease being handed over, once no

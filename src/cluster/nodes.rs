@@ -42,6 +42,10 @@ impl Cluster {
                         self.on_call_channel(msg.get_payload_bytes());
                         continue;
                     }
+                    if msg.get_channel_name() == keys::LOG_CHANNEL {
+                        self.heard_log(msg.get_payload_bytes());
+                        continue;
+                    }
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
@@ -64,22 +68,33 @@ impl Cluster {
         }
     }
 
+    /// A log notice: the follower of its company is told, with the
+    /// commits it carries, unless this node holds the company (its own
+    /// notice) or holds nothing of it.
+    fn heard_log(&self, payload: &[u8]) {
+        let Some(notice) = keys::Notice::parse(payload) else {
+            return;
+        };
+        let Some(shard) = self.shard_of(notice.company) else {
+            return;
+        };
+        let link = &self.links[shard];
+        if notice.head <= link.applied.load(Ordering::Acquire)
+            || link.cold.load(Ordering::Acquire)
+            || link.holder.load(Ordering::Acquire) == self.node
+        {
+            return;
+        }
+        link.heard.fetch_max(notice.head, Ordering::AcqRel);
+        if let Some((first, commits)) = notice.commits {
+            link.noticed(first, commits.into_iter().map(<[u8]>::to_vec).collect());
+        }
+        link.behind.notify_one();
+    }
+
     /// One message on a channel.
     fn heard(&self, channel: &str, payload: &str) {
         match channel {
-            keys::LOG_CHANNEL => {
-                let mut parts = payload.split(' ');
-                let (Some(company), Some(head)) = (parts.next(), parts.next()) else {
-                    return;
-                };
-                let (Some(shard), Ok(head)) = (self.shard_of(company), head.parse::<u64>()) else {
-                    return;
-                };
-                let link = &self.links[shard];
-                if head > link.applied.load(Ordering::Acquire) {
-                    link.behind.notify_one();
-                }
-            }
             keys::FREE_CHANNEL => {
                 if let Some(shard) = self.shard_of(payload) {
                     let link = &self.links[shard];

@@ -146,6 +146,7 @@ impl Cluster {
                 continue;
             }
             link.cold.store(true, Ordering::Release);
+            link.notices().clear();
             link.applied.store(0, Ordering::Release);
             link.committed.store(0, Ordering::Release);
             link.whole_image.store(true, Ordering::Release);
