@@ -169,6 +169,8 @@ impl Cluster {
     /// each lease is given up once what was decided here is stored. Waits
     /// at most `limit` for that.
     pub async fn hand_over(&self, limit: Duration) {
+        // Nor does its heartbeat take a free company any more.
+        self.leaving.store(true, Ordering::Release);
         let mut held = Vec::new();
         for (shard, link) in self.links.iter().enumerate() {
             let mut l = link.lease();

@@ -311,6 +311,9 @@ pub struct Cluster {
         tokio_util::task::TaskTracker,
     )>,
     up: AtomicBool,
+    /// Handing its companies over to stop: takes no free company at its
+    /// heartbeat.
+    leaving: AtomicBool,
     up_gauge: prometheus::IntGauge,
     rebuilds: prometheus::IntCounter,
     /// Leases this node took (a company it came to decide).
@@ -484,6 +487,7 @@ impl Cluster {
             me: OnceLock::new(),
             tasks: OnceLock::new(),
             up: AtomicBool::new(true),
+            leaving: AtomicBool::new(false),
             up_gauge,
             rebuilds,
             leases_taken,

@@ -147,7 +147,7 @@ impl Cluster {
                 continue;
             };
             self.let_go_idle();
-            if self.serving() && !free.is_empty() {
+            if self.serving() && !self.leaving.load(Ordering::Acquire) && !free.is_empty() {
                 self.adopt(free).await;
             }
             self.sync_companies().await;

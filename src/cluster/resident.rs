@@ -138,9 +138,7 @@ impl Cluster {
                     continue;
                 }
             }
-            let me = self.node;
-            let served = |c| crate::core::replica::node_of(c) == me && self.deliver.has(c);
-            if !self.broker().let_go(shard, served) {
+            if !self.broker().let_go(shard, |c| self.deliver.has(c)) {
                 // Served here: used now.
                 self.touch(shard);
                 continue;

@@ -117,12 +117,17 @@ impl Broker {
         s.hooks_changed.notify_one();
     }
 
-    /// Drops a company's cases from memory when none of its connections
-    /// is `served` here: the copy is empty until loaded again. False, and
-    /// nothing dropped, while one is.
-    pub fn let_go(&self, shard: usize, served: impl Fn(ConnId) -> bool) -> bool {
+    /// Drops a company's cases from memory when no connection of this
+    /// node is in it: none `open`, and none closed whose seats or presence
+    /// still wait to be left (the heartbeat leaves them). The copy is
+    /// empty until loaded again. False, and nothing dropped, otherwise.
+    pub fn let_go(&self, shard: usize, open: impl Fn(ConnId) -> bool) -> bool {
+        let me = self.node();
         let mut cx = self.lock(shard);
-        if cx.st.conns.keys().any(|&c| served(c)) {
+        let here = |(&c, s): (&ConnId, &super::shard::ConnState)| {
+            node_of(c) == me && (open(c) || s.case.is_some() || !s.sessions.is_empty() || s.online)
+        };
+        if cx.st.conns.iter().any(here) {
             return false;
         }
         let company = cx.company.clone();
