@@ -583,6 +583,8 @@ async fn help(
 /// company's name and the group. Module keys ship inside client apps, so
 /// nothing here is secret; an unknown key is `not_found`.
 async fn module(State(app): State<App>, PathParam(key): PathParam<String>) -> ApiResult<Response> {
+    // On a cluster node the key may be one another node has just added.
+    app.module_shard(&key).await.ok_or_else(Error::not_found)?;
     let dir = app.broker.directory();
     let m = dir.module(&key).ok_or_else(Error::not_found)?;
     let company = &dir.companies()[m.company_index];

@@ -120,8 +120,13 @@ async fn help(
     module_key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    // A key that does not even decode is unknown too.
-    let known = module_key.is_ok_and(|Path(key)| app.broker.directory().module(&key).is_some());
+    // A key that does not even decode is unknown too. On a cluster node
+    // the key may be one another node has just added (see
+    // `App::module_shard`).
+    let known = match module_key {
+        Ok(Path(key)) => app.module_shard(&key).await.is_some(),
+        Err(_) => false,
+    };
     if known {
         serve(&HELP, &headers)
     } else {

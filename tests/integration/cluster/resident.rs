@@ -82,13 +82,22 @@ async fn a_node_holds_only_what_it_serves_and_loads_a_company_from_its_names() {
     assert_eq!(st, 201, "{v}");
     let code = new_case(&a, BOB).await;
 
+    // The help page and the key's public face on b.
+    let (st, v) = b.http("GET", "/v1/modules/acme-late", None, None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["group"], "support", "{v}");
+    let (st, _, _) = b.page("/help/acme-late", &[]).await;
+    assert_eq!(st, 200);
+    assert_eq!(metric_of(&b, LOADS).await, 2.0);
+    loaded(&b, 0.0, "acme let go after the help page").await;
+
     let mut ws = b.agent(&erin).await;
     let snapshot = subscribe(&mut ws).await;
     assert!(
         snapshot.to_string().contains(&code),
         "erin's snapshot on b holds the case: {snapshot}"
     );
-    assert_eq!(metric_of(&b, LOADS).await, 2.0);
+    assert_eq!(metric_of(&b, LOADS).await, 3.0);
     drop(ws);
     loaded(&b, 0.0, "acme let go once erin left").await;
 
@@ -101,7 +110,7 @@ async fn a_node_holds_only_what_it_serves_and_loads_a_company_from_its_names() {
         )
         .await;
     assert_eq!(st, 201, "{v}");
-    assert_eq!(metric_of(&b, LOADS).await, 3.0);
+    assert_eq!(metric_of(&b, LOADS).await, 4.0);
     loaded(&b, 0.0, "acme let go after the help request").await;
 
     let mut kim = b.customer().await;
@@ -112,7 +121,7 @@ async fn a_node_holds_only_what_it_serves_and_loads_a_company_from_its_names() {
         )
         .await;
     assert_eq!(joined["case"]["code"], code.as_str(), "{joined}");
-    assert_eq!(metric_of(&b, LOADS).await, 4.0);
+    assert_eq!(metric_of(&b, LOADS).await, 5.0);
 
     // Kim's connection keeps acme on b: globex, loaded after it and
     // unused, goes first, and Kim still hears what a decides.
@@ -155,7 +164,11 @@ async fn a_node_holds_only_what_it_serves_and_loads_a_company_from_its_names() {
         .await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "not_found", "{refused}");
-    assert_eq!(metric_of(&b, LOADS).await, 5.0, "only globex loaded since");
+    let (st, _) = b.http("GET", "/v1/modules/no-such-key", None, None).await;
+    assert_eq!(st, 404);
+    let (st, _, _) = b.page("/help/no-such-key", &[]).await;
+    assert_eq!(st, 404);
+    assert_eq!(metric_of(&b, LOADS).await, 6.0, "only globex loaded since");
     // b never decided anything: a did, all along.
     assert_eq!(metric_of(&b, TAKEN).await, 0.0);
     assert_eq!(metric_of(&a, TAKEN).await, 2.0);
