@@ -24,7 +24,7 @@ use crate::core::sink::Batch;
 
 use super::{Cluster, keys};
 
-/// What a node looks a company up by in `casebroker:where`.
+/// What a node looks a company up by in `casebroker:where:<n>`.
 pub enum Name<'a> {
     Code(&'a SessionCode),
     Token(&'a [u8; 32]),
@@ -106,6 +106,8 @@ impl Cluster {
         }
         let started = std::time::Instant::now();
         let epoch = self.epoch(shard, None).await?;
+        // From an empty copy: a load that failed half-way left part of one.
+        self.broker().reset(shard);
         self.broker().set_epoch(shard, &epoch);
         self.load(shard).await?;
         link.cold.store(false, Ordering::Release);
