@@ -363,8 +363,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Loads a company at start: its image, if any, and the log after it,
-    /// quietly.
+    /// Loads a company at its first use here: its image, if any, and the
+    /// log after it, quietly.
     pub(super) async fn load(&self, shard: usize) -> redis::RedisResult<()> {
         let link = &self.links[shard];
         let image = self.load_image(shard).await?;
