@@ -9,7 +9,7 @@ use crate::util::{ALICE, BOB, DAVE, Endpoint, WAIT, config_text, scrape};
 use super::*;
 
 /// Polls `/healthz` until it answers `want`, for at most `limit`.
-async fn health_becomes(node: &Endpoint, want: u16, limit: Duration) -> bool {
+pub(super) async fn health_becomes(node: &Endpoint, want: u16, limit: Duration) -> bool {
     let until = Instant::now() + limit;
     while Instant::now() < until {
         let answer = node.try_http("GET", "/healthz", None, None).await;

@@ -20,8 +20,12 @@ async fn idle_node(redis: &RedisServer, name: &str) -> TestServer {
 }
 
 fn idle_table(redis: &RedisServer, name: &str) -> String {
+    idle_table_for(redis, name, "1s")
+}
+
+fn idle_table_for(redis: &RedisServer, name: &str, idle: &str) -> String {
     format!(
-        "[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\ncompany_idle = \"1s\"\n",
+        "[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\ncompany_idle = \"{idle}\"\n",
         redis.url()
     )
 }
@@ -228,4 +232,50 @@ async fn new_case_at(at: &Endpoint, token: &str) -> String {
         .await;
     assert_eq!(st, 201, "{v}");
     crate::util::code_of(&v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_away_a_node_reads_what_it_holds_and_refuses_what_it_does_not() {
+    let mut redis = RedisServer::start();
+    let a = idle_node(&redis, "a").await;
+    loaded(&a, 2.0, "both companies on a").await;
+    // b keeps what it loads for a minute: acme, read once; not globex.
+    let b = TestServer::with_config(config_with(&idle_table_for(&redis, "b", "1m"))).await;
+    let code = new_case(&a, BOB).await;
+    let (st, v) = b
+        .http("GET", &format!("/v1/cases/{code}"), Some(BOB), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    loaded(&b, 1.0, "acme on b").await;
+
+    redis.kill();
+    assert!(
+        super::failures::health_becomes(&b, 503, Duration::from_secs(10)).await,
+        "b reports the outage"
+    );
+    // acme is read from b's copy; globex, not in b's memory, cannot be.
+    let (st, v) = b
+        .http("GET", &format!("/v1/cases/{code}"), Some(BOB), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = b.http("GET", "/v1/cases", Some(GINA), None).await;
+    assert_eq!((st, &v["code"]), (503, &json!("unavailable")), "{v}");
+    assert_eq!(metric_of(&b, LOADED).await, 1.0);
+
+    redis.restart();
+    assert!(
+        super::failures::health_becomes(&b, 200, Duration::from_secs(15)).await,
+        "b recovers"
+    );
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (st, v) = b.http("GET", "/v1/cases", Some(GINA), None).await;
+        if st == 200 {
+            break;
+        }
+        assert_eq!(v["code"], "unavailable", "{v}");
+        assert!(Instant::now() < until, "globex never loaded on b: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loaded(&b, 2.0, "acme and globex on b").await;
 }
