@@ -163,6 +163,8 @@ struct Link {
     notices: Mutex<std::collections::VecDeque<(u64, Vec<Vec<u8>>)>>,
     /// When the company was last used here, in ms since the node started.
     used: AtomicU64,
+    /// Heartbeats in a row that found the company's lease free.
+    free_beats: AtomicU64,
     tx: mpsc::UnboundedSender<Item>,
 }
 
@@ -229,6 +231,7 @@ impl Link {
             heard: AtomicU64::new(0),
             notices: Mutex::new(std::collections::VecDeque::new()),
             used: AtomicU64::new(0),
+            free_beats: AtomicU64::new(0),
             tx,
         };
         (link, rx)

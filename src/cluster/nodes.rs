@@ -230,8 +230,13 @@ impl Cluster {
             let head: Option<u64> = redis::from_redis_value(replies.next()?).ok()?;
             let epoch: Option<String> = redis::from_redis_value(replies.next()?).ok()?;
             let leased: bool = redis::from_redis_value(replies.next()?).ok()?;
-            if !leased {
-                free.push(shard);
+            if leased {
+                link.free_beats.store(0, Ordering::Release);
+            } else {
+                let beats = link.free_beats.fetch_add(1, Ordering::AcqRel) + 1;
+                if self.adopts(&link.company, beats, &alive) {
+                    free.push(shard);
+                }
             }
             let Some((rebuilt, applied, ref copy)) = before[shard] else {
                 continue;

@@ -2,8 +2,10 @@
 //! only while it decides the company (holds its lease) or serves one of
 //! its connections; one unused for `company_idle` is let go, and loaded
 //! again from its image and its log at its next use. A company nobody
-//! decides is taken by the first node whose heartbeat finds it free, so
-//! its deadlines run.
+//! decides is taken at its first command, wherever it arrives; one still
+//! free after `node_timeout` is taken at a heartbeat by the node its id
+//! picks among those alive (after twice that, by any), so its deadlines
+//! run and free companies spread over the nodes.
 //!
 //! A node that does not hold a company finds it from a session code, an
 //! agent's token or a module key through hashes in Redis,
@@ -155,6 +157,20 @@ impl Cluster {
         }
     }
 
+    /// Whether this node takes, at its heartbeat, a company whose lease
+    /// `beats` heartbeats in a row found free, `alive` the nodes alive. A
+    /// company's first command takes it where it arrives; one still free
+    /// after `node_timeout` is taken by the node its id picks among those
+    /// alive (so free companies spread over the nodes), and after twice
+    /// that by any node.
+    pub(super) fn adopts(&self, company: &str, beats: u64, alive: &[u64]) -> bool {
+        let free_for = self.heartbeat * beats.min(u32::MAX as u64) as u32;
+        if free_for >= self.timeout * 2 {
+            return true;
+        }
+        free_for >= self.timeout && pick(company, alive) == Some(self.node)
+    }
+
     /// Takes every company whose lease the heartbeat found free (`free`),
     /// loading it: a company nobody decides has deadlines nobody runs.
     pub(super) async fn adopt(self: &Arc<Self>, free: Vec<usize>) {
@@ -191,9 +207,38 @@ impl Cluster {
     }
 }
 
+/// The node among `alive` that takes the free company `company`: the
+/// same on every node that sees the same nodes alive.
+fn pick(company: &str, alive: &[u64]) -> Option<u64> {
+    use sha2::Digest;
+    let mut nodes = alive.to_vec();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let digest = sha2::Sha256::digest(company.as_bytes());
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    (!nodes.is_empty()).then(|| nodes[(n % nodes.len() as u64) as usize])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_companies_spread_over_the_nodes_alive() {
+        assert_eq!(pick("acme", &[]), None);
+        assert_eq!(pick("acme", &[7]), Some(7));
+        // The same pick whatever the order the nodes were read in.
+        assert_eq!(pick("acme", &[3, 1, 2]), pick("acme", &[1, 2, 3]));
+        // A hundred companies over four nodes: each node takes some.
+        let mut taken = std::collections::HashMap::new();
+        for c in 0..100 {
+            *taken
+                .entry(pick(&format!("company-{c}"), &[1, 2, 3, 4]).unwrap())
+                .or_insert(0) += 1;
+        }
+        assert_eq!(taken.len(), 4, "{taken:?}");
+        assert!(taken.values().all(|&n| n >= 10), "{taken:?}");
+    }
 
     #[test]
     fn the_names_of_commits_are_their_codes_tokens_and_keys() {

@@ -5,7 +5,6 @@
 //! company nobody decides is taken by a live node.
 
 use crate::util::process::{BROKER, Process};
-use crate::util::wait_metric;
 use crate::util::{ALICE, BOB, DAVE, Endpoint, GINA, config_text, scrape, value};
 
 use super::*;
@@ -35,8 +34,26 @@ async fn metric_of(node: &TestServer, series: &str) -> f64 {
 }
 
 /// Waits until `node` holds `n` companies in memory.
-async fn loaded(node: &TestServer, n: f64, what: &str) {
-    wait_metric(node, LOADED, what, |v| v == n).await;
+async fn loaded(node: &Endpoint, n: f64, what: &str) {
+    settles(node, LOADED, n, what).await;
+}
+
+/// Waits until `series` on `node` is `n`: for longer than `wait_metric`,
+/// since a free company is taken once free for `node_timeout` (3 s here)
+/// and a dead node's lease runs out after 3 s.
+async fn settles(node: &Endpoint, series: &str, n: f64, what: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape(node).await;
+        if crate::util::metric(&text, series) == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{series} never became {n} ({what}):\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn new_case(node: &TestServer, token: &str) -> String {
@@ -185,7 +202,7 @@ async fn a_company_nobody_decides_is_taken_by_a_live_node_which_does_its_work() 
     let text = config_text(&idle_table(&redis, "a"));
     let a = Process::start(BROKER, Some(&text), &["--listen", "127.0.0.1:0"], &[]);
     let a_at = Endpoint::new(a.listening().await);
-    wait_metric(&a_at, LOADED, "both companies on a", |v| v == 2.0).await;
+    loaded(&a_at, 2.0, "both companies on a").await;
     let b = idle_node(&redis, "b").await;
     // A customer seated on a: once a is dead, only the node deciding acme
     // releases that seat.
@@ -203,7 +220,7 @@ async fn a_company_nobody_decides_is_taken_by_a_live_node_which_does_its_work() 
     a.kill9().await;
     // Nothing is asked of b: its heartbeat finds both leases free once
     // they run out, takes them, loads the companies and lets a's seat go.
-    wait_metric(&b, TAKEN, "both companies taken by b", |v| v == 2.0).await;
+    settles(&b, TAKEN, 2.0, "both companies taken by b").await;
     loaded(&b, 2.0, "both companies in memory on b").await;
     let until = Instant::now() + RELEASE_WAIT;
     loop {
