@@ -210,10 +210,13 @@ impl Cluster {
                 })
             })
             .collect();
-        for link in &links {
-            pipe.get(&link.keys.head)
-                .get(&link.keys.epoch)
-                .exists(&link.keys.lease);
+        // Whether each company's lease is free; the head and epoch only of
+        // the companies in memory here.
+        for (link, copy) in links.iter().zip(&before) {
+            pipe.exists(&link.keys.lease);
+            if copy.is_some() {
+                pipe.get(&link.keys.head).get(&link.keys.epoch);
+            }
         }
         let r: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
         self.saw(&r);
@@ -227,8 +230,6 @@ impl Cluster {
         // or another node started its stream anew after such a loss.
         let mut free = Vec::new();
         for (shard, link) in links.iter().enumerate() {
-            let head: Option<u64> = redis::from_redis_value(replies.next()?).ok()?;
-            let epoch: Option<String> = redis::from_redis_value(replies.next()?).ok()?;
             let leased: bool = redis::from_redis_value(replies.next()?).ok()?;
             if leased {
                 link.free_beats.store(0, Ordering::Release);
@@ -241,6 +242,8 @@ impl Cluster {
             let Some((rebuilt, applied, ref copy)) = before[shard] else {
                 continue;
             };
+            let head: Option<u64> = redis::from_redis_value(replies.next()?).ok()?;
+            let epoch: Option<String> = redis::from_redis_value(replies.next()?).ok()?;
             if link.rebuilt.load(Ordering::Acquire) != rebuilt || link.cold.load(Ordering::Acquire)
             {
                 continue;
