@@ -75,62 +75,61 @@ impl App {
         }
     }
 
-    /// The agent a token belongs to. On a cluster node a token it does not
-    /// know may be one another node has just added or re-enabled: the
-    /// company Redis names for it is loaded or caught up (and the companies
-    /// in memory are) before the token is refused. A token known here of a
-    /// company not in memory is checked again once it is loaded, since the
-    /// agent may have been disabled meanwhile.
+    /// The agent a token belongs to (see [`App::find_named`]).
     pub async fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
-        let cluster = match (self.broker.authenticate(token), &self.cluster) {
-            (Some(agent), None) => return Some(agent),
-            (Some(agent), Some(c)) => {
-                if !c.cold(agent.company_index) {
-                    return Some(agent);
-                }
-                // While Redis is away the copy here is all there is (and
-                // no change can be made).
-                if c.in_memory(agent.company_index).await.is_err() {
-                    return Some(agent);
-                }
-                return self.broker.authenticate(token);
-            }
-            (None, c) => c.as_ref()?,
-        };
-        cluster.sync_companies().await;
         let hash = crate::config::hash_token(token);
-        if let Some(shard) = cluster.locate(Name::Token(&hash)).await
-            && cluster.fresh(shard).await.is_ok()
-            && let Some(agent) = self.broker.authenticate(token)
-        {
-            return Some(agent);
-        }
-        cluster.fresh_in_memory().await;
-        self.broker.authenticate(token)
+        self.find_named(
+            Name::Token(&hash),
+            |app| app.broker.authenticate(token),
+            |agent| agent.company_index,
+        )
+        .await
     }
 
-    /// The company of a module key. On a cluster node a key it does not
-    /// know may be one another node has just added: the company Redis
-    /// names for it is loaded or caught up (and the companies in memory
-    /// are) before the key counts as unknown.
+    /// The company of a module key (see [`App::find_named`]).
     pub async fn module_shard(&self, key: &str) -> Option<usize> {
-        let known = |app: &App| app.broker.directory().module(key).map(|m| m.company_index);
-        let cluster = match (known(self), &self.cluster) {
-            (Some(shard), None) => return Some(shard),
-            (Some(shard), Some(c)) => {
-                let _ = c.in_memory(shard).await;
-                return known(self);
-            }
-            (None, c) => c.as_ref()?,
+        self.find_named(
+            Name::Module(key),
+            |app| app.broker.directory().module(key).map(|m| m.company_index),
+            |&shard| shard,
+        )
+        .await
+    }
+
+    /// What `lookup` finds on this node. On a cluster node a name it does
+    /// not know may be one another node has just added: the company Redis
+    /// names for it is loaded or caught up (then the companies in memory
+    /// are) before it counts as unknown. A name known here of a company
+    /// not in memory is looked up again once the company is loaded, since
+    /// it may have changed meanwhile (a disabled agent, a deleted key).
+    async fn find_named<T>(
+        &self,
+        name: Name<'_>,
+        lookup: impl Fn(&App) -> Option<T>,
+        company: impl Fn(&T) -> usize,
+    ) -> Option<T> {
+        let found = lookup(self);
+        let Some(cluster) = &self.cluster else {
+            return found;
         };
-        if let Some(shard) = cluster.locate(Name::Module(key)).await
+        if let Some(t) = found {
+            let shard = company(&t);
+            // While Redis is away the copy here is all there is (and no
+            // change can be made).
+            if !cluster.cold(shard) || cluster.in_memory(shard).await.is_err() {
+                return Some(t);
+            }
+            return lookup(self);
+        }
+        cluster.sync_companies().await;
+        if let Some(shard) = cluster.locate(name).await
             && cluster.fresh(shard).await.is_ok()
-            && known(self).is_some()
+            && let Some(t) = lookup(self)
         {
-            return known(self);
+            return Some(t);
         }
         cluster.fresh_in_memory().await;
-        known(self)
+        lookup(self)
     }
 
     /// Registers a connection after its `hello`: its outbox with delivery

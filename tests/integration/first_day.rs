@@ -19,13 +19,6 @@ use tokio::net::TcpStream;
 
 use crate::util::*;
 
-/// Creates a case as alice over the HTTP API of the broker at `at`.
-async fn create_over_http(at: &Endpoint, group: &str, name: &str) {
-    let body = json!({"group": group, "name": name});
-    let (status, case) = at.http("POST", "/v1/cases", Some(ALICE), Some(body)).await;
-    assert_eq!(status, 201, "{case}");
-}
-
 /// The address 127.0.0.`n`, one of the loopback addresses a test sends
 /// from.
 fn loopback(n: u8) -> std::net::IpAddr {

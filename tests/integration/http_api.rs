@@ -78,14 +78,7 @@ fn assert_error(got: &(u16, Value), status: u16, code: &str) {
     );
 }
 
-/// `POST /v1/cases`, asserting 201; returns the case.
-async fn create(server: &TestServer, token: &str, body: Value) -> Value {
-    let (status, case) = server
-        .http("POST", "/v1/cases", Some(token), Some(body.clone()))
-        .await;
-    assert_eq!(status, 201, "POST /v1/cases {body} -> {case}");
-    case
-}
+use crate::util::create_over_http as create;
 
 /// `GET /v1/cases{query}`, asserting 200 and a single page; returns the
 /// cases.

@@ -24,6 +24,16 @@ pub async fn create_case(ws: &mut WsClient, group: &str) -> Value {
     reply["case"].clone()
 }
 
+/// `POST /v1/cases` with `body` as `token`, asserting 201; returns the
+/// case.
+pub async fn create_over_http(at: &Endpoint, token: &str, body: Value) -> Value {
+    let (status, case) = at
+        .http("POST", "/v1/cases", Some(token), Some(body.clone()))
+        .await;
+    assert_eq!(status, 201, "POST /v1/cases {body} -> {case}");
+    case
+}
+
 /// A customer connection that asked for help through `module`; returns the
 /// connection and the `joined` reply.
 pub async fn request_help(server: &Endpoint, module: &str) -> (WsClient, Value) {

@@ -37,7 +37,18 @@ pub async fn wait_metric(
     what: &str,
     ok: impl Fn(f64) -> bool,
 ) -> f64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    wait_metric_within(server, series, what, WAIT, ok).await
+}
+
+/// [`wait_metric`], for at most `limit`.
+pub async fn wait_metric_within(
+    server: &Endpoint,
+    series: &str,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let text = scrape(server).await;
         if let Some(v) = metric(&text, series)
@@ -47,7 +58,7 @@ pub async fn wait_metric(
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{series} never became {what} within {WAIT:?}; last scrape:\n{text}"
+            "{series} never became {what} within {limit:?}; last scrape:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -38,16 +38,8 @@ async fn taken_at_least(nodes: &[&TestServer], n: f64) -> f64 {
 
 /// A case made, assigned and closed through `node`'s HTTP API.
 async fn http_case(node: &TestServer, name: &str) -> String {
-    let (st, v) = node
-        .http(
-            "POST",
-            "/v1/cases",
-            Some(BOB),
-            Some(json!({"group": "support", "name": name})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let code = code_of(&v);
+    let body = json!({"group": "support", "name": name});
+    let code = code_of(&crate::util::create_over_http(node, BOB, body).await);
     let path = format!("/v1/cases/{code}/assign");
     let (st, v) = node
         .http("POST", &path, Some(BOB), Some(json!({"assignee": "dave"})))

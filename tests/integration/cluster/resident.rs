@@ -5,7 +5,7 @@
 //! company nobody decides is taken by a live node.
 
 use crate::util::process::{BROKER, Process};
-use crate::util::{ALICE, BOB, DAVE, Endpoint, GINA, config_text, scrape, value};
+use crate::util::{ALICE, BOB, DAVE, Endpoint, GINA, config_text, create_over_http, scrape, value};
 
 use super::*;
 
@@ -42,22 +42,14 @@ async fn loaded(node: &Endpoint, n: f64, what: &str) {
 /// since a free company is taken once free for `node_timeout` (3 s here)
 /// and a dead node's lease runs out after 3 s.
 async fn settles(node: &Endpoint, series: &str, n: f64, what: &str) {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = scrape(node).await;
-        if crate::util::metric(&text, series) == Some(n) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{series} never became {n} ({what}):\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let limit = Duration::from_secs(20);
+    crate::util::wait_metric_within(node, series, what, limit, |v| v == n).await;
 }
 
-async fn new_case(node: &TestServer, token: &str) -> String {
-    new_case_at(node, token).await
+/// A case made over `at`'s HTTP API; its code.
+async fn new_case(at: &Endpoint, token: &str) -> String {
+    let body = json!({"group": "support", "name": "Kim"});
+    crate::util::code_of(&create_over_http(at, token, body).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +198,7 @@ async fn a_company_nobody_decides_is_taken_by_a_live_node_which_does_its_work() 
     let b = idle_node(&redis, "b").await;
     // A customer seated on a: once a is dead, only the node deciding acme
     // releases that seat.
-    let code = new_case_at(&a_at, BOB).await;
+    let code = new_case(&a_at, BOB).await;
     let mut kim = a_at.customer().await;
     let joined = kim
         .ok(
@@ -236,19 +228,6 @@ async fn a_company_nobody_decides_is_taken_by_a_live_node_which_does_its_work() 
         assert!(Instant::now() < until, "a's seat never released: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn new_case_at(at: &Endpoint, token: &str) -> String {
-    let (st, v) = at
-        .http(
-            "POST",
-            "/v1/cases",
-            Some(token),
-            Some(json!({"group": "support", "name": "Kim"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    crate::util::code_of(&v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,7 +57,7 @@ async fn a_new_data_directory_says_so_and_a_used_one_is_restored() {
     let first = Process::start(BROKER, Some(&config), &["--listen", "127.0.0.1:0"], &[]);
     first.line("a new data directory: no cases yet").await;
     let at = Endpoint::new(first.listening().await);
-    create_over_http(&at, "support", "Kept").await;
+    create_over_http(&at, ALICE, json!({"group": "support", "name": "Kept"})).await;
     let dir = first.stop().await;
     let second = Process::start_in(
         BROKER,

@@ -129,7 +129,7 @@ async fn a_removed_group_with_cases_is_refused_before_listening_with_64() {
         &[],
     );
     let at = Endpoint::new(first.listening().await);
-    create_over_http(&at, "sales", "Sales case").await;
+    create_over_http(&at, ALICE, json!({"group": "sales", "name": "Sales case"})).await;
     let dir = first.stop().await;
     let config = without(&config_text("data_dir = \"data\""), "sales");
     let second = Process::start_in(
