@@ -5,7 +5,7 @@
 //! code>`, the credential the base64 of HMAC-SHA1(secret, username).
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
 use crate::case::SessionCode;

@@ -101,9 +101,10 @@ pub fn client(config: &Config) -> reqwest::Client {
 }
 
 /// Sends one company's deliveries until shutdown. Each turn records the
-/// answers that came back and takes what is due, under one taking of the
-/// company's lock: a busy endpoint costs the lock once per batch of
-/// answers, not once per call.
+/// answers that came back, takes what is due and reads when the next head
+/// falls due, under one taking of the company's lock: a busy endpoint
+/// costs the lock once per batch of answers, not once per call, and a
+/// wake costs one taking of it.
 pub async fn run(
     broker: Broker,
     cluster: Option<Arc<Cluster>>,
@@ -112,26 +113,36 @@ pub async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // When a head may next be due (Unix ms): at start, look at once.
+    let mut next: Option<i64> = Some(0);
     loop {
-        let answers = broker.webhook_answers_waiting(shard);
-        let now = chrono::Utc::now().timestamp_millis();
-        let wait = match (!answers).then(|| broker.webhook_next(shard)).flatten() {
-            _ if answers => None,
-            Some(at) if at <= now => None,
-            Some(at) => Some(Duration::from_millis((at - now) as u64)),
-            None => Some(Duration::from_secs(3600)),
-        };
-        if let Some(wait) = wait {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = broker.webhooks_changed(shard) => {}
-                _ = shutdown.cancelled() => return,
+        if !broker.webhook_answers_waiting(shard) {
+            let now = now_ms();
+            let wait = match next {
+                Some(at) if at <= now => None,
+                Some(at) => Some(Duration::from_millis((at - now) as u64)),
+                None => Some(Duration::from_secs(3600)),
+            };
+            if let Some(wait) = wait {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = broker.webhooks_changed(shard) => {}
+                    _ = shutdown.cancelled() => return,
+                }
             }
-            continue;
         }
         let hold = match &cluster {
             Some(c) => {
-                if !c.holds(shard) && !answers {
+                if !c.holds(shard) && !broker.webhook_answers_waiting(shard) {
+                    // Not the holder: only what is due, and only after
+                    // the holder had its chance, so the lease stays put.
+                    match broker.webhook_next(shard) {
+                        Some(at) if at <= now_ms() => {}
+                        later => {
+                            next = later;
+                            continue;
+                        }
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(FOLLOWER_DELAY) => {}
                         _ = shutdown.cancelled() => return,
@@ -144,6 +155,7 @@ pub async fn run(
                         // recorded: the hold on those deliveries runs
                         // out and they are sent again.
                         drop(broker.webhook_answers(shard));
+                        next = Some(0);
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                             _ = shutdown.cancelled() => return,
@@ -153,22 +165,17 @@ pub async fn run(
             }
             None => None,
         };
-        let sends = broker.webhook_turn(shard, TAKE);
+        // The calls whose answers arrived with the one that woke this
+        // task hand theirs in first: one turn records them all.
+        tokio::task::yield_now().await;
+        let turn = broker.webhook_turn(shard, TAKE);
         drop(hold);
-        if sends.is_empty() {
-            if answers {
-                continue;
-            }
-            // Due, but their endpoints are busy (or another node has
-            // them): wait for an answer, or for a hold to run out.
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = broker.webhooks_changed(shard) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            continue;
-        }
-        for send in sends {
+        // Heads still due after a turn wait for their endpoints' calls
+        // (an answer is a change), or another sender's hold to run out:
+        // a second at most.
+        let now = now_ms();
+        next = turn.next.map(|at| if at <= now { now + 1000 } else { at });
+        for send in turn.sends {
             tracker.spawn(attempt(
                 broker.clone(),
                 cluster.clone(),
@@ -179,6 +186,10 @@ pub async fn run(
             ));
         }
     }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// One attempt: the signed call, then its answer handed to the sender.

@@ -100,6 +100,16 @@ pub struct Send {
     pub attempts: u32,
 }
 
+/// What a sender's turn took, and when to look again.
+#[derive(Debug)]
+pub struct Turn {
+    pub sends: Vec<Send>,
+    /// When the next head falls due (Unix ms; in the past when heads are
+    /// due whose endpoints have all their calls in flight), if any is
+    /// pending.
+    pub next: Option<i64>,
+}
+
 /// What one attempt got back, for the sender to record.
 #[derive(Debug)]
 pub struct Answer {
@@ -364,8 +374,9 @@ impl Broker {
     /// The sender's turn, under one taking of the company's lock: the
     /// answers that came back are recorded, then the heads due now are
     /// taken, each marked as being sent by this node until its attempt
-    /// can no longer be running.
-    pub fn webhook_turn(&self, shard: usize, max: usize) -> Vec<Send> {
+    /// can no longer be running, and the time the next head falls due
+    /// is read.
+    pub fn webhook_turn(&self, shard: usize, max: usize) -> Turn {
         let answers = self.webhook_answers(shard);
         let config = &self.shared.config;
         let now = Utc::now().timestamp_millis();
@@ -393,7 +404,10 @@ impl Broker {
             });
             cx.apply(Change::WebhookSending { id, until });
         }
-        out
+        Turn {
+            sends: out,
+            next: cx.st.hooks.next_due(),
+        }
     }
 
     /// Hands an attempt's answer to the sender, which records it at its
