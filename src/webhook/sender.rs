@@ -165,9 +165,6 @@ pub async fn run(
             }
             None => None,
         };
-        // The calls whose answers arrived with the one that woke this
-        // task hand theirs in first: one turn records them all.
-        tokio::task::yield_now().await;
         let turn = broker.webhook_turn(shard, TAKE);
         drop(hold);
         // Heads still due after a turn wait for their endpoints' calls
