@@ -307,10 +307,7 @@ fn read_event(body: &[u8]) -> Option<CaseEvent> {
 /// One value of the broker's `/metrics`: the series named exactly
 /// `series` (with its labels), 0 when absent.
 pub fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    casebroker_testkit::metrics::series(text, series).unwrap_or(0.0)
 }
 
 /// The counters compared before and after.

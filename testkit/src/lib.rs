@@ -9,9 +9,11 @@
 //! - [`crash`]: what clients asked of a broker that was then killed, and
 //!   the verdict on what the restarted broker shows ([`crash::judge`]).
 //! - [`http`]: reading a raw HTTP/1.1 answer ([`http::dechunk`]).
+//! - [`metrics`]: one series' value in the broker's `/metrics` text.
 
 pub mod crash;
 pub mod http;
+pub mod metrics;
 pub mod process;
 pub mod server;
 

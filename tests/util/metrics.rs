@@ -16,12 +16,7 @@ pub async fn scrape(at: &Endpoint) -> String {
 }
 
 /// The value of one series (`name{labels}` exactly as rendered).
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (name, value) = l.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
-}
+pub use casebroker_testkit::metrics::series as metric;
 
 /// The value of one series, which must be there.
 pub fn value(text: &str, series: &str) -> f64 {
