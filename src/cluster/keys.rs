@@ -11,14 +11,19 @@
 //!   the company's agents and groups, set by the first node;
 //! - `casebroker:{c}:image`, `casebroker:{c}:image-at`, `casebroker:{c}:cases`:
 //!   the latest image (see [`super::image`]): its meta, the commit it
-//!   stands at, and the records by code.
+//!   stands at, and the records by code;
+//! - `casebroker:{c}:followers`: the nodes holding the company in memory
+//!   (node number → when it last said so, Unix ms), which its log notices
+//!   go to.
 //!
 //! Shared by all: `casebroker:nodes` (node number → last heartbeat, ms),
 //! `casebroker:node-names`, `casebroker:node-seq`, `casebroker:where:<n>`
 //! (the company of each session code, token and module key, over 64
 //! hashes), and
-//! `casebroker:limit:*` counters. Channels: `casebroker:log` (`<company> <head>` after each
-//! append), `casebroker:free` (a lease given up), `casebroker:relay`
+//! `casebroker:limit:*` counters. Channels: `casebroker:log:<n>` (the log
+//! notices of the companies node `n` follows, see [`append`];
+//! `casebroker:log`, where nodes of earlier versions published them, is
+//! still listened to), `casebroker:free` (a lease given up), `casebroker:relay`
 //! (signals to another node's connections), and `casebroker:node:<n>`
 //! (commands forwarded to node `n` and its answers, see `super::calls`);
 //! `casebroker:node-left:<n>` marks a node that stopped cleanly (an hour).
@@ -41,6 +46,17 @@ pub fn where_key(field: &str) -> String {
 }
 
 pub const LOG_CHANNEL: &str = "casebroker:log";
+
+/// The channel of the log notices node `node` follows.
+pub fn log_channel(node: u64) -> String {
+    format!("casebroker:log:{node}")
+}
+
+/// How long a node's word that it follows a company counts (it renews it
+/// every heartbeat): notices go to the nodes that said so within this.
+/// Past it (a node gone, or clocks further apart than this) a follower
+/// still reads the log every second.
+pub const FOLLOW_MS: i64 = 10_000;
 pub const FREE_CHANNEL: &str = "casebroker:free";
 pub const RELAY_CHANNEL: &str = "casebroker:relay";
 
@@ -70,6 +86,7 @@ pub struct CompanyKeys {
     pub image: String,
     pub image_at: String,
     pub cases: String,
+    pub followers: String,
 }
 
 impl CompanyKeys {
@@ -84,6 +101,7 @@ impl CompanyKeys {
             image: k("image"),
             image_at: k("image-at"),
             cases: k("cases"),
+            followers: k("followers"),
         }
     }
 }
@@ -113,16 +131,18 @@ return {0, tonumber(holder)}
 pub const NOTICE_BYTES: usize = 16 * 1024;
 
 /// Appends commits when the lease is ours and the log is where we left
-/// it, bumps the head and tells every node, all at once. KEYS: lease,
-/// head, log. ARGV: node, expected head, company, ttl ms, then one
-/// encoded commit each. Returns the new head, -1 when the lease is not
-/// ours, -2 when the head moved.
+/// it, bumps the head and tells the company's followers, all at once.
+/// KEYS: lease, head, log, followers. ARGV: node, expected head, company,
+/// ttl ms, now (Unix ms), then one encoded commit each. Returns the new
+/// head, -1 when the lease is not ours, -2 when the head moved.
 ///
-/// The notice on `casebroker:log` is `<company> <head>`, followed, when
-/// the commits come to at most [`NOTICE_BYTES`], by ` <first>` (the
-/// number of the first commit) and ` <length>:<bytes>` for each commit:
-/// a follower that stands just before them applies them without reading
-/// the log (see `super::log`).
+/// The notice is `<company> <head>`, followed, when the commits come to at
+/// most [`NOTICE_BYTES`], by ` <first>` (the number of the first commit)
+/// and ` <length>:<bytes>` for each commit: a follower that stands just
+/// before them applies them without reading the log (see `super::log`).
+/// It goes to `casebroker:log:<n>` of each node `n` but this one that said
+/// within [`FOLLOW_MS`] that it follows the company; older words are
+/// dropped.
 pub fn append() -> Script {
     Script::new(
         r"
@@ -131,25 +151,35 @@ local head = tonumber(redis.call('GET', KEYS[2]) or '0')
 if head ~= tonumber(ARGV[2]) then return -2 end
 local first = head + 1
 local size = 0
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   head = head + 1
   redis.call('XADD', KEYS[3], head .. '-1', 'c', ARGV[i])
   size = size + #ARGV[i]
 end
 redis.call('SET', KEYS[2], head)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local since = tonumber(ARGV[5]) - FOLLOW_MS
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. since)
+local followers = redis.call('ZRANGE', KEYS[4], 0, -1)
+if #followers == 0 or (#followers == 1 and followers[1] == ARGV[1]) then
+  return head
+end
 local notice = {ARGV[3], ' ', head}
 if size <= NOTICE_BYTES then
   notice[#notice + 1] = ' ' .. first
-  for i = 5, #ARGV do
+  for i = 6, #ARGV do
     notice[#notice + 1] = ' ' .. #ARGV[i] .. ':'
     notice[#notice + 1] = ARGV[i]
   end
 end
-redis.call('PUBLISH', 'casebroker:log', table.concat(notice))
+local msg = table.concat(notice)
+for _, n in ipairs(followers) do
+  if n ~= ARGV[1] then redis.call('PUBLISH', 'casebroker:log:' .. n, msg) end
+end
 return head
 "
         .replace("NOTICE_BYTES", &NOTICE_BYTES.to_string())
+        .replace("FOLLOW_MS", &FOLLOW_MS.to_string())
         .as_str(),
     )
 }

@@ -249,10 +249,12 @@ impl Cluster {
         inv.key(&link.keys.lease)
             .key(&link.keys.head)
             .key(&link.keys.log)
+            .key(&link.keys.followers)
             .arg(self.node)
             .arg(expected)
             .arg(&link.company)
-            .arg(keys::LEASE_MS);
+            .arg(keys::LEASE_MS)
+            .arg(chrono::Utc::now().timestamp_millis());
         for c in &commits {
             inv.arg(c.as_slice());
         }

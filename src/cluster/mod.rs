@@ -327,6 +327,8 @@ pub struct Cluster {
     loaded: prometheus::IntGauge,
     /// Companies loaded from Redis here.
     loads: prometheus::IntCounter,
+    /// Log notices this node received.
+    notices: prometheus::IntCounter,
     deliver: Arc<Hub>,
     broker: OnceLock<Broker>,
     scripts: Scripts,
@@ -473,6 +475,10 @@ impl Cluster {
             "casebroker_cluster_company_loads_total",
             "Companies this node loaded from Redis (at first use, or used again after it let them go)",
         );
+        let notices = metrics.counter(
+            "casebroker_cluster_log_notices_total",
+            "Log notices this node received (sent only to the nodes that hold the company in memory, not to the one that appended)",
+        );
         let cluster = Arc::new(Cluster {
             url,
             name,
@@ -497,6 +503,7 @@ impl Cluster {
             forwarded,
             loaded,
             loads,
+            notices,
             deliver,
             broker: OnceLock::new(),
             calls: dashmap::DashMap::new(),

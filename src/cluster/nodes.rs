@@ -25,7 +25,9 @@ impl Cluster {
             let session = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
                 let own = keys::node_channel(self.node);
+                let own_log = keys::log_channel(self.node);
                 for channel in [
+                    own_log.as_str(),
                     keys::LOG_CHANNEL,
                     keys::FREE_CHANNEL,
                     keys::RELAY_CHANNEL,
@@ -42,7 +44,10 @@ impl Cluster {
                         self.on_call_channel(msg.get_payload_bytes());
                         continue;
                     }
-                    if msg.get_channel_name() == keys::LOG_CHANNEL {
+                    if msg.get_channel_name() == own_log
+                        || msg.get_channel_name() == keys::LOG_CHANNEL
+                    {
+                        self.notices.inc();
                         self.heard_log(msg.get_payload_bytes());
                         continue;
                     }
@@ -211,11 +216,13 @@ impl Cluster {
             })
             .collect();
         // Whether each company's lease is free; the head and epoch only of
-        // the companies in memory here.
+        // the companies in memory here, which this node (again) says it
+        // follows, so that their log notices keep coming.
         for (link, copy) in links.iter().zip(&before) {
             pipe.exists(&link.keys.lease);
             if copy.is_some() {
                 pipe.get(&link.keys.head).get(&link.keys.epoch);
+                pipe.zadd(&link.keys.followers, self.node, now).ignore();
             }
         }
         let r: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;

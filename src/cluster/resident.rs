@@ -107,6 +107,9 @@ impl Cluster {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        // Followed from before the load reads anything: no commit appended
+        // meanwhile goes by without a notice here.
+        self.say_following(shard).await?;
         let epoch = self.epoch(shard, None).await?;
         // From an empty copy: a load that failed half-way left part of one.
         self.broker().reset(shard);
@@ -119,6 +122,22 @@ impl Cluster {
         self.loads.inc();
         tracing::debug!(company = %link.company, ms = started.elapsed().as_millis() as u64, "company loaded");
         Ok(())
+    }
+
+    /// Says that this node follows `shard` (the heartbeat says it again
+    /// while the company is in memory here; a company let go is no longer
+    /// followed once [`keys::FOLLOW_MS`] has passed).
+    async fn say_following(&self, shard: usize) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = conn
+            .zadd(
+                &self.links[shard].keys.followers,
+                self.node,
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .await;
+        self.saw(&r);
+        r
     }
 
     /// Lets go of every company this node neither holds nor serves a

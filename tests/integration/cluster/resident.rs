@@ -275,3 +275,50 @@ async fn while_redis_is_away_a_node_reads_what_it_holds_and_refuses_what_it_does
     }
     loaded(&b, 2.0, "acme and globex on b").await;
 }
+
+/// A company's log notices go only to the nodes that hold it in memory,
+/// never back to the node that appended: a node holding nothing of a
+/// company hears nothing of its commits, and hears them once it loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_notices_go_only_to_the_nodes_following_the_company() {
+    const NOTICES: &str = "casebroker_cluster_log_notices_total";
+    let redis = RedisServer::start();
+    let a = TestServer::with_config(config_with(&idle_table_for(&redis, "a", "1h"))).await;
+    loaded(&a, 2.0, "both companies, taken by the first node").await;
+    let b = TestServer::with_config(config_with(&idle_table_for(&redis, "b", "1h"))).await;
+
+    // Commits while b holds nothing of acme: none of their notices is
+    // sent to b (nor to a, which appended them).
+    let mut code = String::new();
+    for _ in 0..5 {
+        code = new_case(&a, BOB).await;
+    }
+    // b loads acme, then one more commit on a: its notice reaches b (and
+    // any notice sent to b before it would have been heard first).
+    let (st, v) = b
+        .http("GET", &format!("/v1/cases/{code}"), Some(BOB), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let after = new_case(&a, BOB).await;
+    let heard = crate::util::wait_metric(
+        &b,
+        NOTICES,
+        "the notice of a commit made after b loaded acme",
+        |v| v >= 1.0,
+    )
+    .await;
+    assert!(
+        heard < 5.0,
+        "b heard {heard} notices: some were of commits made while it held nothing of acme"
+    );
+    // b applied that commit from its notice: the case is there.
+    let (st, v) = b
+        .http("GET", &format!("/v1/cases/{after}"), Some(BOB), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        metric_of(&a, NOTICES).await,
+        0.0,
+        "the appending node hears none of its own notices"
+    );
+}
