@@ -25,17 +25,7 @@ ROUNDS=${ROUNDS:-3}
 CASES=${CASES:-100000}
 TOKEN=load-admin-token
 mkdir -p "$OUT"
-DATA=$(mktemp -d)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$DATA" --daemonize yes --logfile "$DATA/redis.log"
-pids=""
-cleanup() {
-  for p in $pids; do kill "$p" 2>/dev/null || true; done
-  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis --appendonly no
 
 # The load config with images every 2 s and a cluster table.
 cfg="$OUT/casebroker.toml"

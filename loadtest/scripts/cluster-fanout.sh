@@ -17,15 +17,7 @@ source "$(dirname "$0")/common.sh"
 OUT=${OUT:-target/cluster-fanout}
 REDIS_PORT=${REDIS_PORT:-16399}
 mkdir -p "$OUT"
-DATA=$(mktemp -d)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
-  --appendfsync always --dir "$DATA" --daemonize yes --logfile "$DATA/redis.log"
-cleanup() {
-  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis --appendonly yes --appendfsync always
 
 node() { "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" --listen "127.0.0.1:$2" >"$OUT/$1.log" 2>&1 & echo $!; }
 url() { echo "ws://127.0.0.1:$1/v1/ws"; }

@@ -32,3 +32,21 @@ for key in ("delivered_per_sec", "p50_ms", "p99_ms"):
     print(f"{key}: {base} {b:.3f}, {other} {o:.3f}, {other}/{base} {o / b:.3f} (pairs {' · '.join(f'{p:.3f}' for p in pairs)})")
 PY
 }
+
+# Starts redis-server on 127.0.0.1:$REDIS_PORT in a scratch directory
+# ($DATA; further redis-server options as arguments), waits until it
+# answers, and on exit stops it and the processes in $pids (the nodes)
+# and removes the directory.
+pids=""
+start_redis() {
+  DATA=$(mktemp -d)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --dir "$DATA" \
+    --daemonize yes --logfile "$DATA/redis.log" "$@"
+  trap stop_redis EXIT
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+}
+stop_redis() {
+  for p in $pids; do kill "$p" 2>/dev/null || true; done
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  rm -rf "$DATA"
+}
