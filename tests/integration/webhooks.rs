@@ -1,7 +1,8 @@
 //! Webhooks against a real HTTP receiver on loopback: signed Standard
 //! Webhooks calls, retries on the schedule with the same `webhook-id`,
-//! `Retry-After`, 410, per-case order without head-of-line blocking, the
-//! delivery log, replay, the address guard, every error code; in each
+//! `Retry-After`, 410, per-case order without head-of-line blocking, an
+//! endpoint that hangs slowing no other and disabled at `webhook_pending`,
+//! the delivery log, replay, the address guard, every error code; in each
 //! storage mode, across kill -9, and on a cluster.
 
 #[path = "webhooks/api.rs"]

@@ -1,7 +1,8 @@
 //! Deliveries: every event reaches the endpoint signed and in order;
 //! failures are retried with the same `webhook-id` and 410 disables the
 //! endpoint; a failing case holds back only its own events; chat lines go
-//! only to endpoints that name them.
+//! only to endpoints that name them; an endpoint whose calls hang slows no
+//! other endpoint and is disabled once `webhook_pending` deliveries wait.
 
 use std::time::Duration;
 
@@ -301,3 +302,49 @@ async fn chat_lines_are_sent_only_to_endpoints_that_name_them(mode: Mode) {
 }
 
 in_every_mode!(chat_lines_are_sent_only_to_endpoints_that_name_them);
+
+async fn an_endpoint_that_hangs_slows_no_other_and_is_disabled_at_its_bound(mode: Mode) {
+    let mut dead = Receiver::start().await;
+    let mut live = Receiver::start().await;
+    // Every call to `dead` hangs past the per-attempt timeout.
+    dead.answer(|_, _| (0, None));
+    let extra = "webhook_allow_private = true\nwebhook_timeout = \"1s\"\n\
+                 webhook_retry = [\"10s\"]\nwebhook_pending = 3";
+    let server = TestServer::with_extra_in(mode, extra).await;
+    let (dead_id, _) = add_webhook(&server, &dead.url, json!(["*"])).await;
+    add_webhook(&server, &live.url, json!(["*"])).await;
+    let mut alice = server.agent(ALICE).await;
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(code_of(&create_case(&mut alice, "support").await));
+    }
+    // The live endpoint gets every event while the dead one's calls hang.
+    let mut got = Vec::new();
+    while got.len() < codes.len() {
+        let hit = live
+            .next_where("an event for the live endpoint", |h| h.status == 200)
+            .await;
+        assert_eq!(hit.kind(), "case.created");
+        got.push(hit.code().to_string());
+    }
+    got.sort();
+    codes.sort();
+    assert_eq!(got, codes);
+    // The dead endpoint was called (its calls hang), and the fourth event
+    // found three of its deliveries waiting: it is disabled, saying why.
+    dead.next_where("a call to the dead endpoint", |_| true)
+        .await;
+    let (st, list) = server
+        .http("GET", "/v1/admin/webhooks", Some(ALICE), None)
+        .await;
+    assert_eq!(st, 200, "{list}");
+    let hooks = list["webhooks"].as_array().unwrap();
+    let d = hooks.iter().find(|w| w["id"] == dead_id.as_str()).unwrap();
+    assert_eq!(d["disabled"], true, "{list}");
+    let why = d["disabled_reason"].as_str().unwrap();
+    assert!(why.contains("webhook_pending"), "{why}");
+    let other = hooks.iter().find(|w| w["id"] != dead_id.as_str()).unwrap();
+    assert_eq!(other["disabled"], false, "{list}");
+}
+
+in_every_mode!(an_endpoint_that_hangs_slows_no_other_and_is_disabled_at_its_bound);
