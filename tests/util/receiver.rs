@@ -48,12 +48,15 @@ pub type Plan = Arc<dyn Fn(&Value, usize) -> (u16, Option<u64>) + Send + Sync>;
 struct Shared {
     plan: Arc<Mutex<Plan>>,
     seen: Arc<Mutex<HashMap<String, usize>>>,
+    /// A `Location` every answer carries, if set.
+    location: Arc<Mutex<Option<String>>>,
     tx: mpsc::UnboundedSender<Hit>,
 }
 
 pub struct Receiver {
     pub url: String,
     plan: Arc<Mutex<Plan>>,
+    location: Arc<Mutex<Option<String>>>,
     rx: mpsc::UnboundedReceiver<Hit>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -98,6 +101,9 @@ async fn hook(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
         return StatusCode::OK.into_response();
     }
     let mut resp = StatusCode::from_u16(status).unwrap().into_response();
+    if let Some(to) = s.location.lock().unwrap().clone() {
+        resp.headers_mut().insert("location", to.parse().unwrap());
+    }
     if let Some(s) = retry_after {
         resp.headers_mut()
             .insert("retry-after", s.to_string().parse().unwrap());
@@ -111,9 +117,11 @@ impl Receiver {
         let plan: Plan = Arc::new(|_, _| (200, None));
         let plan = Arc::new(Mutex::new(plan));
         let (tx, rx) = mpsc::unbounded_channel();
+        let location = Arc::new(Mutex::new(None));
         let shared = Shared {
             plan: plan.clone(),
             seen: Arc::default(),
+            location: location.clone(),
             tx,
         };
         let app = axum::Router::new()
@@ -127,6 +135,7 @@ impl Receiver {
         Receiver {
             url,
             plan,
+            location,
             rx,
             task,
         }
@@ -138,6 +147,12 @@ impl Receiver {
         plan: impl Fn(&Value, usize) -> (u16, Option<u64>) + Send + Sync + 'static,
     ) {
         *self.plan.lock().unwrap() = Arc::new(plan);
+    }
+
+    /// Every answer from now on carries `Location: to` (with a 3xx plan,
+    /// a redirect).
+    pub fn locate(&self, to: &str) {
+        *self.location.lock().unwrap() = Some(to.to_string());
     }
 
     /// The next call, within `WAIT`.

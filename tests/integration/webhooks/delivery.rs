@@ -2,7 +2,8 @@
 //! failures are retried with the same `webhook-id` and 410 disables the
 //! endpoint; a failing case holds back only its own events; chat lines go
 //! only to endpoints that name them; an endpoint whose calls hang slows no
-//! other endpoint and is disabled once `webhook_pending` deliveries wait.
+//! other endpoint and is disabled once `webhook_pending` deliveries wait;
+//! a redirect is not followed.
 
 use std::time::Duration;
 
@@ -348,3 +349,25 @@ async fn an_endpoint_that_hangs_slows_no_other_and_is_disabled_at_its_bound(mode
 }
 
 in_every_mode!(an_endpoint_that_hangs_slows_no_other_and_is_disabled_at_its_bound);
+
+async fn a_redirect_is_not_followed_and_counts_as_a_failure(mode: Mode) {
+    let mut elsewhere = Receiver::start().await;
+    let mut endpoint = Receiver::start().await;
+    endpoint.locate(&elsewhere.url);
+    endpoint.answer(|_, retry| if retry == 0 { (307, None) } else { (200, None) });
+    let server = TestServer::with_extra_in(mode, FAST).await;
+    add_webhook(&server, &endpoint.url, json!(["*"])).await;
+    let mut alice = server.agent(ALICE).await;
+    let code = code_of(&create_case(&mut alice, "support").await);
+    let first = endpoint.next().await;
+    assert_eq!((first.status, first.code()), (307, code.as_str()));
+    // Not followed: tried again at the same endpoint, with the same id.
+    let again = endpoint.next().await;
+    assert_eq!((again.status, again.retry), (200, 1));
+    assert_eq!(again.id, first.id);
+    // A call that followed the redirect would have reached `elsewhere`
+    // before the broker had the answer it retried after.
+    assert!(elsewhere.drain().is_empty(), "the redirect was followed");
+}
+
+in_every_mode!(a_redirect_is_not_followed_and_counts_as_a_failure);
