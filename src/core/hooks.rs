@@ -151,10 +151,13 @@ impl Hooks {
     /// endpoint that already has `per_endpoint` in flight or is disabled,
     /// none another sender still has.
     pub fn due_now(&self, now: i64, per_endpoint: usize, max: usize) -> Vec<u64> {
+        // Calls in flight to an enabled endpoint (those to a disabled one
+        // take no place: nothing more is sent to it).
         let mut busy: HashMap<&str, usize> = HashMap::new();
         for (id, until) in &self.in_flight {
             if *until > now
                 && let Some(d) = self.pending.get(id)
+                && self.enabled(&d.endpoint)
             {
                 *busy.entry(d.endpoint.as_str()).or_default() += 1;
             }
@@ -367,5 +370,20 @@ mod tests {
         // A delivery for an endpoint that does not exist is not kept.
         h.queue(delivery(9, "nope", 1, 0));
         assert!(h.pending.is_empty());
+    }
+
+    #[test]
+    fn calls_in_flight_to_a_disabled_endpoint_do_not_hold_back_an_enabled_one() {
+        let mut h = Hooks::default();
+        h.set_endpoint(endpoint("a", false));
+        h.set_endpoint(endpoint("b", false));
+        h.queue(delivery(1, "a", 11, 0));
+        h.queue(delivery(2, "a", 22, 0));
+        h.sending(1, 50);
+        h.sending(2, 50);
+        // `a` has its two calls in flight, then is disabled while they hang.
+        h.set_endpoint(endpoint("a", true));
+        h.queue(delivery(3, "b", 11, 0));
+        assert_eq!(h.due_now(10, 2, 10), vec![3]);
     }
 }
