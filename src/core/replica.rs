@@ -176,7 +176,8 @@ impl Broker {
     }
 
     /// Lets go every seat and agent connection of the connections `gone`
-    /// picks, as changes with their usual events.
+    /// picks, as changes with their usual events (and what follows them:
+    /// an agent left offline gives up its offers).
     pub fn release_conns(&self, shard: usize, gone: impl Fn(ConnId) -> bool) {
         let mut cx = self.lock(shard);
         let gone = |c: &ConnId| gone(*c);
@@ -206,8 +207,10 @@ impl Broker {
             .enumerate()
             .flat_map(|(i, a)| a.conns.iter().filter(|c| gone(c)).map(move |&c| (i, c)))
             .collect();
+        // As when the connections close: an agent left with none gives up
+        // its offers, which go to the next eligible agent.
         for (agent, conn) in agents {
-            cx.apply(Change::AgentOffline { agent, conn });
+            cx.agent_disconnected(agent, conn);
         }
     }
 

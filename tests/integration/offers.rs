@@ -483,3 +483,51 @@ async fn an_offer_reaches_an_agent_on_another_node() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_to_an_agent_whose_node_dies_goes_to_the_next_one_at_once() {
+    let redis = redis::RedisServer::start();
+    let a = TestServer::node_with(&redis, "a", "", offers_60s).await;
+    // Node k as its own process, to be killed with SIGKILL.
+    let table = format!(
+        "snapshot_interval = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"k\"\nnode_timeout = \"3s\"\n",
+        redis.url()
+    );
+    let config = offers_60s(config_text(&table));
+    let k = Process::start(BROKER, Some(&config), &["--listen", "127.0.0.1:0"], &[]);
+    let k_at = Endpoint::new(k.listening().await);
+    let mut alice = lead(&a).await;
+    let mut dave = a.agent(DAVE).await;
+    dave.ok(json!({"type": "presence", "state": "away"}), "presence")
+        .await;
+    // Bob, the only one eligible, is on k: the case is offered to him.
+    let mut bob = k_at.agent(BOB).await;
+    bob.sync().await;
+    let (_ana, joined) = request_help(&a, MODULE).await;
+    let code = code_of(&joined);
+    offer_of(&mut bob, &code, "bob").await;
+    dave.ok(
+        json!({"type": "presence", "state": "available"}),
+        "presence",
+    )
+    .await;
+    // Bob's node dies. Once the cluster finds it dead (node_timeout, 3 s)
+    // and lets go of its connections, Bob is offline: his offer is
+    // withdrawn and Dave is offered the case, long before its 60 s.
+    k.kill(WAIT).await.expect("SIGKILL the node");
+    let next = offer_within(&mut dave, &code, std::time::Duration::from_secs(20)).await;
+    assert_eq!(next["case"]["offer"]["agent"], "dave", "{next}");
+    let withdrawn = offered_event(&mut alice, &code, Some("dave")).await;
+    assert!(withdrawn["case"]["assignee"].is_null(), "{withdrawn}");
+    let decisions = routing(&a, &code).await;
+    let chosen: Vec<&str> = decisions
+        .iter()
+        .map(|d| d["chosen"].as_str().unwrap())
+        .collect();
+    assert_eq!(chosen, ["bob", "dave"], "{decisions:?}");
+    let m = scrape(&a).await;
+    assert_eq!(
+        value(&m, r#"casebroker_offers_total{outcome="withdrawn"}"#),
+        1.0
+    );
+}
