@@ -19,24 +19,21 @@ REDIS_PORT=${REDIS_PORT:-16399}
 mkdir -p "$OUT"
 start_redis --appendonly yes --appendfsync always
 
-node() { "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" --listen "127.0.0.1:$2" >"$OUT/$1.log" 2>&1 & echo $!; }
-url() { echo "ws://127.0.0.1:$1/v1/ws"; }
-
 for round in 1 2 3; do
   for mode in one two plain; do
     settle
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     case $mode in
       one)
-        pids=$(node a 8081); healthy 8081
-        args=(--url "$(url 8081)") ;;
+        pids=$(cluster_node a 8081); healthy 8081
+        args=(--url "$(ws_url 8081)") ;;
       two)
-        pids="$(node a 8081) $(node b 8082)"; healthy 8081 8082
-        args=(--url "$(url 8081)" --dashboard-url "$(url 8081)" --dashboard-url "$(url 8082)") ;;
+        pids="$(cluster_node a 8081) $(cluster_node b 8082)"; healthy 8081 8082
+        args=(--url "$(ws_url 8081)" --dashboard-url "$(ws_url 8081)" --dashboard-url "$(ws_url 8082)") ;;
       plain)
         "$BROKER" --config "$CFG" --listen 127.0.0.1:8083 >"$OUT/plain.log" 2>&1 & pids=$!
         healthy 8083
-        args=(--url "$(url 8083)") ;;
+        args=(--url "$(ws_url 8083)") ;;
     esac
     report="$OUT/$mode-$round.json"
     "$LT" fanout --dashboards "$DASHBOARDS" --seconds "$SECONDS_PER_RUN" "${RATE_ARGS[@]}" \

@@ -23,24 +23,12 @@ CONCURRENCY=${CONCURRENCY:-16}
 mkdir -p "$OUT"
 start_redis --appendonly yes --appendfsync everysec
 
-node() { "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" --listen "127.0.0.1:$2" >"$OUT/$1-$3.log" 2>&1 & echo $!; }
-url() { echo "ws://127.0.0.1:$1/v1/ws"; }
-
 for round in $(seq "$ROUNDS"); do
   for mode in one two three; do
     settle
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
-    case $mode in
-      one)
-        pids=$(node a 8081 "$round"); healthy 8081
-        args=(--url "$(url 8081)") ;;
-      two)
-        pids="$(node a 8081 "$round") $(node b 8082 "$round")"; healthy 8081 8082
-        args=(--url "$(url 8081)" --node-url "$(url 8082)") ;;
-      three)
-        pids="$(node a 8081 "$round") $(node b 8082 "$round") $(node c 8083 "$round")"; healthy 8081 8082 8083
-        args=(--url "$(url 8081)" --node-url "$(url 8082)" --node-url "$(url 8083)") ;;
-    esac
+    case $mode in one) n=1 ;; two) n=2 ;; three) n=3 ;; esac
+    lifecycle_nodes "$n" "$round"
     report="$OUT/$mode-$round.json"
     redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
     cpu0=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/{s+=$2} END{print s}')

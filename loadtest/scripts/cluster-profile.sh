@@ -5,6 +5,7 @@
 # case split by the tasks that spent it. Modes alternated, ROUNDS rounds
 # (3 by default), medians printed. Loopback only; every run is bounded.
 #
+#   cargo build --release -p casebroker-loadtest
 #   RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/fp \
 #     cargo build --release -p casebroker
 #   BROKER=target/fp/release/casebroker loadtest/scripts/cluster-profile.sh
@@ -72,21 +73,12 @@ flush(period, frames)
 json.dump(ns, sys.stdout)
 PY
 
-node() { "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" --listen "127.0.0.1:$2" >"$OUT/$1-$3.log" 2>&1 & echo $!; }
-url() { echo "ws://127.0.0.1:$1/v1/ws"; }
-
 for round in $(seq "$ROUNDS"); do
   for mode in one two; do
     settle
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
-    case $mode in
-      one)
-        pids=$(node a 8081 "$round"); healthy 8081
-        args=(--url "$(url 8081)") ;;
-      two)
-        pids="$(node a 8081 "$round") $(node b 8082 "$round")"; healthy 8081 8082
-        args=(--url "$(url 8081)" --node-url "$(url 8082)") ;;
-    esac
+    case $mode in one) n=1 ;; two) n=2 ;; esac
+    lifecycle_nodes "$n" "$round"
     perfs=""; i=0
     for pid in $pids; do
       i=$((i + 1))

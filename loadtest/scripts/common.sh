@@ -50,3 +50,27 @@ stop_redis() {
   redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
   rm -rf "$DATA"
 }
+
+# A cluster node on the Redis of start_redis: cluster_node NAME PORT
+# [ROUND] starts it on 127.0.0.1:PORT with the load config (its log in
+# $OUT/NAME[-ROUND].log) and prints its pid.
+cluster_node() {
+  "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" \
+    --listen "127.0.0.1:$2" >"$OUT/$1${3:+-$3}.log" 2>&1 &
+  echo $!
+}
+# The WebSocket URL of the broker on 127.0.0.1:PORT.
+ws_url() { echo "ws://127.0.0.1:$1/v1/ws"; }
+# Starts COUNT (1 to 3) cluster nodes for round ROUND, a, b, c on ports
+# 8081, 8082, 8083, waits until they answer, and sets $pids and $args,
+# the lifecycle's targets (--url for a, --node-url for the others).
+lifecycle_nodes() {
+  local names=(a b c) ports=() i
+  pids=""; args=()
+  for ((i = 0; i < $1; i++)); do
+    ports+=($((8081 + i)))
+    pids="$pids $(cluster_node "${names[$i]}" "${ports[$i]}" "$2")"
+    if [ "$i" -eq 0 ]; then args+=(--url "$(ws_url 8081)"); else args+=(--node-url "$(ws_url "${ports[$i]}")"); fi
+  done
+  healthy "${ports[@]}"
+}
