@@ -32,6 +32,10 @@ struct Args {
     /// This node's name in a cluster (the config's `[cluster] node_id`).
     #[arg(long, value_name = "NAME")]
     node_id: Option<String>,
+    /// Where this node listens for direct links from the other nodes of its
+    /// cluster (the config's `[cluster] link`), e.g. 10.0.0.5:7400.
+    #[arg(long, value_name = "ADDR")]
+    link: Option<SocketAddr>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -92,6 +96,17 @@ fn main() -> ExitCode {
             None => {
                 eprintln!(
                     "casebroker: --node-id needs a cluster (--redis-url or [cluster] in the config)"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    if let Some(addr) = args.link {
+        match &mut config.cluster {
+            Some(c) => c.link = Some(addr),
+            None => {
+                eprintln!(
+                    "casebroker: --link needs a cluster (--redis-url or [cluster] in the config)"
                 );
                 return ExitCode::from(EXIT_CONFIG);
             }

@@ -42,6 +42,9 @@ pub(super) enum Wire {
     },
     /// `None`: the node does not hold the company; nothing ran.
     Answer { id: u64, body: Option<Vec<u8>> },
+    /// A log notice (see `keys::append`), on a link only: through Redis
+    /// it goes on the node's log channel.
+    Notice(Vec<u8>),
 }
 
 /// What the waiter of a call is told.
@@ -168,8 +171,8 @@ impl Cluster {
         }
     }
 
-    /// Queues a call or an answer for `node`.
-    fn send_to(&self, node: u64, wire: Wire) {
+    /// Queues a call, an answer or a notice for `node`.
+    pub(super) fn send_to(&self, node: u64, wire: Wire) {
         let tx = self
             .outgoing
             .entry(node)
@@ -206,6 +209,10 @@ impl Cluster {
                         let _ = tx.send(Outcome::Answer(body));
                     }
                 }
+                Wire::Notice(msg) => {
+                    self.notices.inc();
+                    self.heard_log(&msg);
+                }
                 Wire::Call {
                     from,
                     id,
@@ -228,21 +235,66 @@ impl Cluster {
     }
 }
 
-/// Publishes what is queued for `node`, a batch at a time; tells the
-/// waiters of calls that could not be delivered. Ends with the cluster.
+/// Sends what is queued for `node`, a batch at a time: on the link to it
+/// while there is one (see `super::peers`), else published in Redis; tells
+/// the waiters of calls that could not be delivered. Ends with the cluster.
 async fn send_batches(
     cluster: std::sync::Weak<Cluster>,
     node: u64,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Wire>,
 ) {
     let channel = keys::node_channel(node);
+    let log_channel = keys::log_channel(node);
     let mut batch = Vec::with_capacity(BATCH);
+    let mut link = None;
+    let mut linking: Option<tokio::task::JoinHandle<Option<super::peers::Link>>> = None;
+    let mut next_try = tokio::time::Instant::now();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let Some(me) = cluster.upgrade() else {
             return;
         };
-        let bytes = postcard::to_allocvec(&batch).expect("calls encode");
+        if let Some(h) = linking.take_if(|h| h.is_finished()) {
+            link = h.await.ok().flatten();
+            if link.is_some() {
+                me.linked.insert(node);
+                me.links_up.inc();
+            }
+        }
+        if link.is_none()
+            && linking.is_none()
+            && me.link_addr.is_some()
+            && tokio::time::Instant::now() >= next_try
+        {
+            next_try = super::peers::retry_after(tokio::time::Instant::now());
+            let me = me.clone();
+            linking = Some(tokio::spawn(async move { me.open_link(node).await }));
+        }
+        if let Some(l) = link.as_mut() {
+            let bytes = postcard::to_allocvec(&batch).expect("calls encode");
+            if super::peers::write(l, bytes).await {
+                batch.clear();
+                continue;
+            }
+            tracing::warn!(node, "the link to a node broke; using Redis");
+            link = None;
+            me.linked.remove(&node);
+            me.links_up.dec();
+            // Calls may have arrived: they are not sent again.
+            batch.retain(|w| !matches!(w, Wire::Call { .. }));
+        }
         let mut conn = me.conn.clone();
+        // Notices go to the node's log channel, as the append script
+        // publishes them.
+        for wire in batch.extract_if(.., |w| matches!(w, Wire::Notice(_))) {
+            if let Wire::Notice(msg) = wire {
+                let r: redis::RedisResult<i64> = conn.publish(&log_channel, msg).await;
+                me.saw(&r);
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let bytes = postcard::to_allocvec(&batch).expect("calls encode");
         let r: redis::RedisResult<i64> = conn.publish(&channel, bytes).await;
         me.saw(&r);
         // Nobody listens (the node is gone), or Redis did not take it.

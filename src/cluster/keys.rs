@@ -133,8 +133,11 @@ pub const NOTICE_BYTES: usize = 16 * 1024;
 /// Appends commits when the lease is ours and the log is where we left
 /// it, bumps the head and tells the company's followers, all at once.
 /// KEYS: lease, head, log, followers. ARGV: node, expected head, company,
-/// ttl ms, now (Unix ms), then one encoded commit each. Returns the new
-/// head, -1 when the lease is not ours, -2 when the head moved.
+/// ttl ms, now (Unix ms), the nodes this one has a link to (`,2,5,`: their
+/// notices are returned for it to send, see `super::peers`), then one
+/// encoded commit each. Returns `{head}`, or `{head, notice, node...}`
+/// with the notice for the linked followers; `{-1}` when the lease is not
+/// ours, `{-2}` when the head moved.
 ///
 /// The notice is `<company> <head>`, followed, when the commits come to at
 /// most [`NOTICE_BYTES`], by ` <first>` (the number of the first commit)
@@ -146,12 +149,12 @@ pub const NOTICE_BYTES: usize = 16 * 1024;
 pub fn append() -> Script {
     Script::new(
         r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 local head = tonumber(redis.call('GET', KEYS[2]) or '0')
-if head ~= tonumber(ARGV[2]) then return -2 end
+if head ~= tonumber(ARGV[2]) then return {-2} end
 local first = head + 1
 local size = 0
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   head = head + 1
   redis.call('XADD', KEYS[3], head .. '-1', 'c', ARGV[i])
   size = size + #ARGV[i]
@@ -162,21 +165,29 @@ local since = tonumber(ARGV[5]) - FOLLOW_MS
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. since)
 local followers = redis.call('ZRANGE', KEYS[4], 0, -1)
 if #followers == 0 or (#followers == 1 and followers[1] == ARGV[1]) then
-  return head
+  return {head}
 end
 local notice = {ARGV[3], ' ', head}
 if size <= NOTICE_BYTES then
   notice[#notice + 1] = ' ' .. first
-  for i = 6, #ARGV do
+  for i = 7, #ARGV do
     notice[#notice + 1] = ' ' .. #ARGV[i] .. ':'
     notice[#notice + 1] = ARGV[i]
   end
 end
 local msg = table.concat(notice)
+local out = {head, msg}
 for _, n in ipairs(followers) do
-  if n ~= ARGV[1] then redis.call('PUBLISH', 'casebroker:log:' .. n, msg) end
+  if n ~= ARGV[1] then
+    if string.find(ARGV[6], ',' .. n .. ',', 1, true) then
+      out[#out + 1] = n
+    else
+      redis.call('PUBLISH', 'casebroker:log:' .. n, msg)
+    end
+  end
 end
-return head
+if #out == 2 then return {head} end
+return out
 "
         .replace("NOTICE_BYTES", &NOTICE_BYTES.to_string())
         .replace("FOLLOW_MS", &FOLLOW_MS.to_string())

@@ -254,7 +254,8 @@ impl Cluster {
             .arg(expected)
             .arg(&link.company)
             .arg(keys::LEASE_MS)
-            .arg(chrono::Utc::now().timestamp_millis());
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(self.linked_list());
         for c in &commits {
             inv.arg(c.as_slice());
         }
@@ -270,21 +271,35 @@ impl Cluster {
                 tokio::join!(self.write_names(shard, names), inv.invoke_async(&mut conn));
             (r, named)
         };
-        let r: redis::RedisResult<i64> = match (r, named) {
+        let r: redis::RedisResult<Vec<redis::Value>> = match (r, named) {
             (Ok(_), Err(e)) => Err(e),
             (r, _) => r,
         };
         self.saw(&r);
+        let r = r.map(|out| {
+            let head = out
+                .first()
+                .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok());
+            (head.unwrap_or(i64::MIN), out)
+        });
         match r {
-            Ok(head) if head >= 0 && head as u64 == expected + n => {
+            Ok((head, out)) if head >= 0 && head as u64 == expected + n => {
                 link.applied.store(expected + n, Ordering::Release);
+                // The notice for the followers this node has a link to.
+                if let Some(Ok(msg)) = out.get(1).map(redis::from_redis_value_ref::<Vec<u8>>) {
+                    for node in &out[2..] {
+                        if let Ok(node) = redis::from_redis_value_ref::<u64>(node) {
+                            self.send_to(node, super::calls::Wire::Notice(msg.clone()));
+                        }
+                    }
+                }
                 true
             }
             outcome => {
                 let why = match outcome {
-                    Ok(-1) => "the lease was lost".to_string(),
-                    Ok(-2) => "the log moved".to_string(),
-                    Ok(h) => format!("unexpected head {h}"),
+                    Ok((-1, _)) => "the lease was lost".to_string(),
+                    Ok((-2, _)) => "the log moved".to_string(),
+                    Ok((h, _)) => format!("unexpected head {h}"),
                     Err(e) => e.to_string(),
                 };
                 tracing::warn!(company = %link.company, reason = %why, "changes not stored; rebuilding the company from the cluster");

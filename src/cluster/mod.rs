@@ -36,6 +36,7 @@ mod lease;
 pub mod limits;
 mod log;
 pub mod nodes;
+mod peers;
 pub mod registry;
 mod resident;
 
@@ -74,6 +75,8 @@ pub enum ClusterError {
     Mismatch { company: String, what: String },
     #[error("Redis at {url}: {cause}")]
     Redis { url: String, cause: String },
+    #[error("cannot listen for other nodes' links on {addr} (cluster.link): {cause}")]
+    Link { addr: String, cause: String },
 }
 
 /// How long a command waits for its company's lease before it answers
@@ -342,6 +345,17 @@ pub struct Cluster {
     handler: std::sync::RwLock<Option<calls::Handler>>,
     /// The calls of other nodes running here, until answered.
     running: tokio_util::task::TaskTracker,
+    /// Where this node's link listens (`[cluster] link`; none: every
+    /// message between nodes goes through Redis).
+    link_addr: Option<std::net::SocketAddr>,
+    /// What both ends of a link prove they know.
+    link_secret: Vec<u8>,
+    /// The nodes this one has a link to now: their log notices go on it.
+    linked: dashmap::DashSet<u64>,
+    /// Links this node has open to others.
+    links_up: prometheus::IntGauge,
+    /// Links to this node refused at their handshake.
+    link_refusals: prometheus::IntCounter,
 }
 
 struct Scripts {
@@ -450,6 +464,7 @@ impl Cluster {
                 });
             }
         }
+        let link_secret = Cluster::link_secret(&mut conn).await.map_err(fail)?;
         let up_gauge = metrics.gauge(
             "casebroker_cluster_redis_up",
             "1 while this node reaches the cluster's Redis, 0 while it does not",
@@ -478,6 +493,14 @@ impl Cluster {
         let notices = metrics.counter(
             "casebroker_cluster_log_notices_total",
             "Log notices this node received (sent only to the nodes that hold the company in memory, not to the one that appended)",
+        );
+        let links_up = metrics.gauge(
+            "casebroker_cluster_links",
+            "Direct links this node has open to other nodes (calls, answers and log notices to them skip Redis)",
+        );
+        let link_refusals = metrics.counter(
+            "casebroker_cluster_link_refusals_total",
+            "Links to this node refused at their handshake (not a node, another version, or no proof of the cluster's link secret)",
         );
         let cluster = Arc::new(Cluster {
             url,
@@ -511,6 +534,11 @@ impl Cluster {
             next_call: AtomicU64::new(1),
             handler: std::sync::RwLock::new(None),
             running: tokio_util::task::TaskTracker::new(),
+            link_addr: c.link,
+            link_secret,
+            linked: dashmap::DashSet::new(),
+            links_up,
+            link_refusals,
             scripts: Scripts {
                 acquire: keys::acquire(),
                 append: keys::append(),
@@ -559,6 +587,16 @@ impl Cluster {
         };
         // Listen first, so that no commit appended meanwhile goes unseen.
         tracker.spawn(self.clone().listen(shutdown.clone()));
+        if let Some(addr) = self.link_addr {
+            let bound = self
+                .listen_links(addr, shutdown.clone(), tracker)
+                .await
+                .map_err(|e| ClusterError::Link {
+                    addr: addr.to_string(),
+                    cause: e.to_string(),
+                })?;
+            tracing::info!(%bound, "listening for links from other nodes");
+        }
         let mut conn = self.conn.clone();
         for (shard, link) in self.links.iter().enumerate() {
             let fresh = hex::encode(rand::random::<[u8; 8]>());

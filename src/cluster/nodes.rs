@@ -76,7 +76,7 @@ impl Cluster {
     /// A log notice: the follower of its company is told, with the
     /// commits it carries, unless this node holds nothing of the company
     /// or now holds it itself (a notice of the node before it, late).
-    fn heard_log(&self, payload: &[u8]) {
+    pub(super) fn heard_log(&self, payload: &[u8]) {
         let Some(notice) = keys::Notice::parse(payload) else {
             return;
         };

@@ -268,6 +268,12 @@ pub struct ClusterConfig {
     /// 24h).
     #[serde(default = "default_company_idle", with = "humantime_serde")]
     pub company_idle: Duration,
+    /// Where this node listens for direct links from the other nodes, as
+    /// they reach it (e.g. `10.0.0.5:7400`; port 0: any free one). Calls,
+    /// answers and log notices between two linked nodes go over the link
+    /// rather than through Redis. Default: none (all through Redis).
+    #[serde(default)]
+    pub link: Option<std::net::SocketAddr>,
 }
 
 fn default_node_timeout() -> Duration {
@@ -291,6 +297,7 @@ impl ClusterConfig {
             node_timeout: default_node_timeout(),
             heartbeat: default_heartbeat(),
             company_idle: default_company_idle(),
+            link: None,
         }
     }
 
@@ -718,6 +725,9 @@ groups = ["nope"]
         assert_eq!(ok.node_timeout, Duration::from_secs(10));
         assert_eq!(ok.heartbeat, Duration::from_secs(1));
         assert_eq!(ok.company_idle, Duration::from_secs(300));
+        assert_eq!(ok.link, None);
+        let linked = cluster("redis_url = \"redis://127.0.0.1\"\nlink = \"127.0.0.1:0\"").unwrap();
+        assert_eq!(linked.link, Some("127.0.0.1:0".parse().unwrap()));
         assert!(
             ok.node_name()
                 .ends_with(&format!("-{}", std::process::id()))
@@ -748,6 +758,18 @@ groups = ["nope"]
             (
                 "redis_url = \"redis://127.0.0.1\"\ncompany_idle = \"2d\"",
                 "cluster.company_idle",
+            ),
+            (
+                "redis_url = \"redis://127.0.0.1\"\nlink = \"0.0.0.0:7400\"",
+                "cluster.link",
+            ),
+            (
+                "redis_url = \"redis://127.0.0.1\"\nlink = \"[::]:7400\"",
+                "cluster.link",
+            ),
+            (
+                "redis_url = \"redis://127.0.0.1\"\nlink = \"10.0.0.5\"",
+                "link",
             ),
             ("node_id = \"a\"", "redis_url"),
             ("redis_url = \"redis://127.0.0.1\"\nbogus = 1", "bogus"),

@@ -403,6 +403,14 @@ impl ClusterConfig {
                 "must be between 1s and 24h",
             ));
         }
+        if let Some(link) = self.link
+            && link.ip().is_unspecified()
+        {
+            return Err(invalid(
+                "cluster.link",
+                "is the address other nodes connect to: give one they reach (not 0.0.0.0 or ::)",
+            ));
+        }
         Ok(())
     }
 }

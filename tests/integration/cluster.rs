@@ -5,6 +5,8 @@
 
 #[path = "cluster/failures.rs"]
 mod failures;
+#[path = "cluster/links.rs"]
+mod links;
 #[path = "cluster/one_company.rs"]
 mod one_company;
 #[path = "cluster/one_stream.rs"]
@@ -62,6 +64,24 @@ async fn node(redis: &RedisServer, name: &str) -> TestServer {
 async fn node_with(redis: &RedisServer, name: &str, extra: &str) -> TestServer {
     // The companies follow the `[cluster]` table in config_with.
     TestServer::with_config(config_with(&cluster_table(redis, name, extra))).await
+}
+
+/// [`cluster_table`], the node linking directly to the others
+/// (`[cluster] link` on a free loopback port).
+fn linked_table(redis: &RedisServer, name: &str, extra: &str) -> String {
+    format!(
+        "{}link = \"127.0.0.1:0\"\n",
+        cluster_table(redis, name, extra)
+    )
+}
+
+/// A node linking directly to the others (see [`linked_table`]).
+async fn linked_node(redis: &RedisServer, name: &str) -> TestServer {
+    linked_node_with(redis, name, "").await
+}
+
+async fn linked_node_with(redis: &RedisServer, name: &str, extra: &str) -> TestServer {
+    TestServer::with_config(config_with(&linked_table(redis, name, extra))).await
 }
 
 /// A Redis and two nodes on it, `a` and `b`.

@@ -92,7 +92,8 @@ impl TestServer {
     }
 
     /// Node `name` of a cluster on `redis`, the test config with `extra`
-    /// (top-level keys) and an image every second.
+    /// (top-level keys) and an image every second, linked directly to the
+    /// other nodes.
     pub async fn node(redis: &redis::RedisServer, name: &str, extra: &str) -> TestServer {
         TestServer::node_with(redis, name, extra, |text| text).await
     }
@@ -106,7 +107,7 @@ impl TestServer {
         edit: fn(String) -> String,
     ) -> TestServer {
         let table = format!(
-            "{extra}\nsnapshot_interval = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\n",
+            "{extra}\nsnapshot_interval = \"1s\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nnode_timeout = \"3s\"\nlink = \"127.0.0.1:0\"\n",
             redis.url()
         );
         let config = Config::from_toml(&edit(config_text(&table))).expect("test config is valid");

@@ -75,6 +75,10 @@ groups = ["nope"]
         ),
         ("case_ttl = \"soon\"\n", "case_ttl"),
         ("bogus = 1\n", "bogus"),
+        (
+            "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nlink = \"0.0.0.0:7400\"\n",
+            "cluster.link",
+        ),
     ];
     for (text, field) in cases {
         let path = temp_config(text);

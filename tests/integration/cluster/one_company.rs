@@ -53,13 +53,51 @@ async fn http_case(node: &TestServer, name: &str) -> String {
     code
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_company_on_two_and_three_nodes_answers_every_command_and_stays_on_one_node() {
+/// Each test twice: the nodes sending each other calls, answers and
+/// notices through Redis, and over direct links.
+macro_rules! through_redis_and_over_links {
+    ($($test:ident),*) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn through_redis() {
+                super::$test(false).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn over_links() {
+                super::$test(true).await
+            }
+        }
+    )*};
+}
+
+through_redis_and_over_links!(
+    one_company_on_two_and_three_nodes_answers_every_command_and_stays_on_one_node,
+    a_holder_killed_mid_load_hands_its_company_over_and_nothing_acknowledged_is_lost,
+    a_rolling_restart_of_every_node_under_load_answers_no_error
+);
+
+/// The config table of a node, linked to the others or not.
+fn table(redis: &RedisServer, name: &str, extra: &str, linked: bool) -> String {
+    if linked {
+        linked_table(redis, name, extra)
+    } else {
+        cluster_table(redis, name, extra)
+    }
+}
+
+/// A node, linked to the others or not.
+async fn node_as(redis: &RedisServer, name: &str, extra: &str, linked: bool) -> TestServer {
+    TestServer::with_config(crate::util::config_with(&table(redis, name, extra, linked))).await
+}
+
+async fn one_company_on_two_and_three_nodes_answers_every_command_and_stays_on_one_node(
+    linked: bool,
+) {
     let redis = RedisServer::start();
     // No per-connection or help limits in the way of the load.
     let unlimited = crate::util::UNLIMITED;
-    let a = node_with(&redis, "a", unlimited).await;
-    let b = node_with(&redis, "b", unlimited).await;
+    let a = node_as(&redis, "a", unlimited, linked).await;
+    let b = node_as(&redis, "b", unlimited, linked).await;
     let mut dash = b.agent(crate::util::ALICE).await;
     subscribe(&mut dash).await;
 
@@ -68,7 +106,7 @@ async fn one_company_on_two_and_three_nodes_answers_every_command_and_stays_on_o
     let two = lifecycles(&[&a, &b], 4, Duration::from_secs(2)).await;
     assert!(two > 0, "no lifecycle finished on two nodes");
 
-    let c = node_with(&redis, "c", unlimited).await;
+    let c = node_as(&redis, "c", unlimited, linked).await;
     let three = lifecycles(&[&a, &b, &c], 6, Duration::from_secs(2)).await;
     assert!(three > 0, "no lifecycle finished on three nodes");
 
@@ -99,6 +137,12 @@ async fn one_company_on_two_and_three_nodes_answers_every_command_and_stays_on_o
         }
     }
     assert_eq!(forwarding, 2, "two nodes forward, the holder runs");
+    if linked {
+        // Each forwarding node has a link to the holder (the holder one to
+        // each for the answers and notices).
+        let links = total(&nodes, "casebroker_cluster_links").await;
+        assert!(links >= 4.0, "{links} links open");
+    }
     assert_eq!(
         total(&nodes, "casebroker_cluster_rebuilds_total").await,
         0.0,
@@ -191,17 +235,18 @@ async fn tolerant_lifecycles(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_killed_mid_load_hands_its_company_over_and_nothing_acknowledged_is_lost() {
+async fn a_holder_killed_mid_load_hands_its_company_over_and_nothing_acknowledged_is_lost(
+    linked: bool,
+) {
     let redis = RedisServer::start();
     // k, a process to be killed with SIGKILL, takes the company first.
-    let k_config = config_text(&cluster_table(&redis, "k", ""));
+    let k_config = config_text(&table(&redis, "k", "", linked));
     let k = Process::start(BROKER, Some(&k_config), &["--listen", "127.0.0.1:0"], &[]);
     let k_at = Endpoint::new(k.listening().await);
     let mut first = k_at.agent(BOB).await;
     create(&mut first, "Decided on k").await;
     drop(first);
-    let a = node(&redis, "a").await;
+    let a = node_as(&redis, "a", "", linked).await;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let until = Instant::now() + Duration::from_secs(8);
@@ -274,13 +319,12 @@ async fn wait_done(seen: &Arc<Mutex<Seen>>, n: usize) -> usize {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_every_node_under_load_answers_no_error() {
+async fn a_rolling_restart_of_every_node_under_load_answers_no_error(linked: bool) {
     let redis = RedisServer::start();
     let mut nodes = [
-        Some(node(&redis, "a").await),
-        Some(node(&redis, "b").await),
-        Some(node(&redis, "c").await),
+        Some(node_as(&redis, "a", "", linked).await),
+        Some(node_as(&redis, "b", "", linked).await),
+        Some(node_as(&redis, "c", "", linked).await),
     ];
     // The workers of node i use node i+1's address, so that each runs
     // while its own node restarts, and find it again after.
@@ -308,7 +352,7 @@ async fn a_rolling_restart_of_every_node_under_load_answers_no_error() {
         let old = nodes[i].take().unwrap();
         let done = seen.lock().unwrap().done.len();
         old.shutdown().await;
-        let fresh = node(&redis, name).await;
+        let fresh = node_as(&redis, name, "", linked).await;
         addrs.lock().unwrap()[i] = fresh.addr;
         nodes[i] = Some(fresh);
         wait_done(&seen, done + 10).await;
