@@ -8,11 +8,16 @@
 #   loadtest/scripts/cluster-lifecycle.sh                 # 16 cases in flight, 10 s per run
 #   CONCURRENCY=32 ROUNDS=5 loadtest/scripts/cluster-lifecycle.sh
 #   BROKER=/path/to/another/casebroker loadtest/scripts/cluster-lifecycle.sh   # another build
+#   MODES="one two two-linked three three-linked" loadtest/scripts/cluster-lifecycle.sh
+#
+# MODES lists the runs of each round (by default "one two three"): one,
+# two or three nodes, "-linked" for nodes with direct links between them
+# ([cluster] link); LINKS=1 links every mode.
 #
 # Needs redis-server and release builds (cargo build --release -p casebroker
 # -p casebroker-loadtest). Prints one line per run (mode, round, cases/s,
 # p99 ms of a whole case, failed) and then the medians and the ratios to
-# one node, step by step; the JSON reports and node logs go to $OUT.
+# the first mode, step by step; the JSON reports and node logs go to $OUT.
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
@@ -20,14 +25,17 @@ OUT=${OUT:-target/cluster-lifecycle}
 REDIS_PORT=${REDIS_PORT:-16398}
 ROUNDS=${ROUNDS:-3}
 CONCURRENCY=${CONCURRENCY:-16}
+MODES=${MODES:-one two three}
+ALL_LINKED=${LINKS:-}
 mkdir -p "$OUT"
 start_redis --appendonly yes --appendfsync everysec
 
 for round in $(seq "$ROUNDS"); do
-  for mode in one two three; do
+  for mode in $MODES; do
     settle
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
-    case $mode in one) n=1 ;; two) n=2 ;; three) n=3 ;; esac
+    case $mode in one*) n=1 ;; two*) n=2 ;; three*) n=3 ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
+    case $mode in *-linked) LINKS=1 ;; *) LINKS=$ALL_LINKED ;; esac
     lifecycle_nodes "$n" "$round"
     report="$OUT/$mode-$round.json"
     redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
@@ -63,19 +71,19 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$OUT" "$ROUNDS" <<'PY'
+python3 - "$OUT" "$ROUNDS" $MODES <<'PY'
 import json, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, modes = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def runs(mode):
     return [json.load(open(f"{out}/{mode}-{r}.json")) for r in range(1, rounds + 1)]
-base = runs("one")
+base = runs(modes[0])
 b = statistics.median(d["cases_per_sec"] for d in base)
-for mode in ("one", "two", "three"):
+for mode in modes:
     rs = runs(mode)
     m = statistics.median(d["cases_per_sec"] for d in rs)
     pairs = " · ".join(f"{o['cases_per_sec'] / x['cases_per_sec']:.3f}" for x, o in zip(base, rs))
     failed = sum(d["failed"] for d in rs)
-    print(f"{mode}: cases/s {m:.1f} ({' · '.join(str(round(d['cases_per_sec'], 1)) for d in rs)}), /one {m / b:.3f} (pairs {pairs}), failed {failed}")
+    print(f"{mode}: cases/s {m:.1f} ({' · '.join(str(round(d['cases_per_sec'], 1)) for d in rs)}), /{modes[0]} {m / b:.3f} (pairs {pairs}), failed {failed}")
     steps = rs[0]["steps"].keys()
     print("   p99 ms: " + ", ".join(f"{s} {statistics.median(d['steps'][s]['p99_ms'] for d in rs)}" for s in steps))
     # Per finished case: Redis commands by name, Redis bytes in and out

@@ -1,5 +1,6 @@
 //! Calls between nodes: a command for a company another node holds is
-//! sent to that node on its channel (`casebroker:node:<n>`), run there
+//! sent to that node on its channel (`casebroker:node:<n>`, or on the
+//! direct link to it, see `super::peers`), run there
 //! while it holds the company, and its answer published back on the
 //! caller's channel. What a call carries is the transport's business
 //! (`transport::forward`); here it is bytes.

@@ -27,6 +27,8 @@
 //! (signals to another node's connections), and `casebroker:node:<n>`
 //! (commands forwarded to node `n` and its answers, see `super::calls`);
 //! `casebroker:node-left:<n>` marks a node that stopped cleanly (an hour).
+//! `casebroker:links` (node number → link address) and
+//! `casebroker:link-secret` are the direct links' (see `super::peers`).
 
 use redis::Script;
 

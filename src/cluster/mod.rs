@@ -18,6 +18,8 @@
 //! - `lease`: which node decides a company: taken when free, kept until
 //!   the node stops (handing it over) or dies (it runs out).
 //! - `calls`: commands forwarded to the holder, and their answers.
+//! - `peers`: direct links between nodes, which carry calls, answers and
+//!   log notices instead of Redis when both ends have one.
 //! - `log`: reading, following and appending a company's log; rebuilding
 //!   a copy that went astray.
 //! - [`nodes`]: the node's own number and heartbeat, the channels it

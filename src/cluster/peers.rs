@@ -38,6 +38,9 @@ pub const SECRET: &str = "casebroker:link-secret";
 /// The largest message on a link (a batch of calls, answers and notices;
 /// a forwarded HTTP body is at most a few MB).
 const MAX_FRAME: usize = 64 << 20;
+/// The largest message of a handshake: nothing larger is read (nor
+/// buffered) from a connection not proven yet.
+const MAX_HANDSHAKE_FRAME: usize = 256;
 /// How long connecting and proving may take.
 const HANDSHAKE: Duration = Duration::from_secs(2);
 /// How long writing one batch may take before the link counts as broken.
@@ -46,6 +49,9 @@ const WRITE_WAIT: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_secs(2);
 /// The first word on a link, so that a stray connection is told apart.
 const VERSION: u32 = 1;
+/// Connections to the link address still in their handshake, at most;
+/// past it a new one is closed at once.
+const HANDSHAKES: usize = 64;
 
 pub(super) type Link = Framed<TcpStream, LengthDelimitedCodec>;
 
@@ -65,10 +71,17 @@ struct Welcome {
     proof: Vec<u8>,
 }
 
+/// A link's framing, for its handshake (see [`proven`]).
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
+        .max_frame_length(MAX_HANDSHAKE_FRAME)
         .new_codec()
+}
+
+/// Lets a link whose other end is proven carry messages up to
+/// [`MAX_FRAME`].
+fn proven(link: &mut Link) {
+    link.codec_mut().set_max_frame_length(MAX_FRAME);
 }
 
 /// A node's proof that it knows `secret`, for one link's two nonces.
@@ -134,6 +147,7 @@ impl Cluster {
         r.map_err(std::io::Error::other)?;
         let me = self.clone();
         let tasks = tracker.clone();
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
         tracker.spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -147,11 +161,19 @@ impl Cluster {
                     },
                     _ = shutdown.cancelled() => return,
                 };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    me.link_refusals.inc();
+                    tracing::warn!(
+                        reason = "too many handshakes at once",
+                        "a link to this node was refused"
+                    );
+                    continue;
+                };
                 let me = me.clone();
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
                     tokio::select! {
-                        _ = me.read_link(stream) => {}
+                        _ = me.read_link(stream, permit) => {}
                         _ = shutdown.cancelled() => {}
                     }
                 });
@@ -162,7 +184,11 @@ impl Cluster {
 
     /// Proves itself to the node that opened `stream`, then runs what it
     /// sends until it closes.
-    async fn read_link(self: Arc<Self>, stream: TcpStream) {
+    async fn read_link(
+        self: Arc<Self>,
+        stream: TcpStream,
+        handshake: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let _ = stream.set_nodelay(true);
         let mut link = Framed::new(stream, codec());
         let from = match tokio::time::timeout(HANDSHAKE, self.accept_link(&mut link)).await {
@@ -178,6 +204,8 @@ impl Cluster {
                 return;
             }
         };
+        drop(handshake);
+        proven(&mut link);
         tracing::debug!(node = from, "linked from a node");
         while let Some(Ok(frame)) = link.next().await {
             self.on_call_channel(&frame);
@@ -259,6 +287,7 @@ impl Cluster {
             .finalize()
             .into_bytes();
         link.send(bytes::Bytes::copy_from_slice(&mine)).await?;
+        proven(&mut link);
         Ok(link)
     }
 }
