@@ -90,23 +90,24 @@ fn main() -> ExitCode {
             .get_or_insert_with(|| casebroker::config::ClusterConfig::new(url.clone()));
         cluster.redis_url = url;
     }
-    if let Some(id) = args.node_id {
-        match &mut config.cluster {
-            Some(c) => c.node_id = Some(id),
-            None => {
-                eprintln!(
-                    "casebroker: --node-id needs a cluster (--redis-url or [cluster] in the config)"
-                );
-                return ExitCode::from(EXIT_CONFIG);
+    // Flags that set a field of the `[cluster]` table need one.
+    let cluster_flags = [
+        ("--node-id", args.node_id.is_some()),
+        ("--link", args.link.is_some()),
+    ];
+    match &mut config.cluster {
+        Some(c) => {
+            if let Some(id) = args.node_id {
+                c.node_id = Some(id);
+            }
+            if let Some(addr) = args.link {
+                c.link = Some(addr);
             }
         }
-    }
-    if let Some(addr) = args.link {
-        match &mut config.cluster {
-            Some(c) => c.link = Some(addr),
-            None => {
+        None => {
+            if let Some((flag, _)) = cluster_flags.iter().find(|(_, given)| *given) {
                 eprintln!(
-                    "casebroker: --link needs a cluster (--redis-url or [cluster] in the config)"
+                    "casebroker: {flag} needs a cluster (--redis-url or [cluster] in the config)"
                 );
                 return ExitCode::from(EXIT_CONFIG);
             }

@@ -276,20 +276,24 @@ async fn a_link_that_cannot_prove_the_secret_is_refused_and_runs_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_address_is_refused_without_a_cluster_or_when_taken() {
     use crate::util::process::{BROKER, Process};
-    // --link without a cluster: a flag error.
-    let broker = Process::start(
-        BROKER,
-        Some(&crate::util::config_text("")),
-        &["--listen", "127.0.0.1:0", "--link", "127.0.0.1:0"],
-        &[],
-    );
-    let status = broker.exit(Duration::from_secs(20)).await;
-    assert_eq!(status.code(), Some(64), "{}", broker.output());
-    assert!(
-        broker.output().contains("--link needs a cluster"),
-        "{}",
-        broker.output()
-    );
+    // --link (as --node-id) without a cluster: a flag error.
+    for (flag, value) in [("--link", "127.0.0.1:0"), ("--node-id", "n")] {
+        let broker = Process::start(
+            BROKER,
+            Some(&crate::util::config_text("")),
+            &["--listen", "127.0.0.1:0", flag, value],
+            &[],
+        );
+        let status = broker.exit(Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(64), "{}", broker.output());
+        assert!(
+            broker
+                .output()
+                .contains(&format!("casebroker: {flag} needs a cluster")),
+            "{}",
+            broker.output()
+        );
+    }
 
     // A link address another process holds: the node does not start.
     let redis = RedisServer::start();
