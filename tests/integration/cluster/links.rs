@@ -70,13 +70,25 @@ async fn linked_nodes_send_each_other_nothing_through_redis() {
         .await
         .unwrap();
     let forwarded = |m: &str| crate::util::value(m, "casebroker_cluster_forwarded_total");
-    let before = forwarded(&scrape(&a).await) + forwarded(&scrape(&b).await);
+    let notices = |m: &str| crate::util::value(m, "casebroker_cluster_log_notices_total");
+    let (ma, mb) = (scrape(&a).await, scrape(&b).await);
+    let before = forwarded(&ma) + forwarded(&mb);
+    let notices_before = notices(&ma) + notices(&mb);
     // Each case's agent on one node and its customer on the other: half
     // the commands are forwarded, every commit is a notice to the other.
     let done = lifecycles(&[&a, &b], 4, Duration::from_secs(2)).await;
     assert!(done > 0, "no lifecycle finished");
-    let after = forwarded(&scrape(&a).await) + forwarded(&scrape(&b).await);
-    assert!(after > before, "no command was forwarded");
+    let (ma, mb) = (scrape(&a).await, scrape(&b).await);
+    assert!(
+        forwarded(&ma) + forwarded(&mb) > before,
+        "no command was forwarded"
+    );
+    // The follower heard of the commits: on the link, since nothing was
+    // published.
+    assert!(
+        notices(&ma) + notices(&mb) > notices_before,
+        "no log notice reached the other node"
+    );
     // The commits are stored (one script call each batch), nothing is
     // published: calls, answers and notices all went over the links.
     assert!(calls_of(&mut conn, "evalsha").await > 0);
