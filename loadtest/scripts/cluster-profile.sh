@@ -9,6 +9,7 @@
 #   RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/fp \
 #     cargo build --release -p casebroker
 #   BROKER=target/fp/release/casebroker loadtest/scripts/cluster-profile.sh
+#   LINKS=1 BROKER=target/fp/release/casebroker loadtest/scripts/cluster-profile.sh   # linked nodes
 #
 # Needs redis-server, `perf` (linux-perf; kernel.perf_event_paranoid at
 # most 1, or root), the load tester's release build, and a broker built
@@ -39,6 +40,7 @@ PARTS = [
     ("commits stored in Redis, then delivered", r"cluster::log::<impl casebroker::cluster::Cluster>::appender::\{\{closure\}\}$"),
     ("another node's commits applied", r"casebroker::core::replica::<impl casebroker::core::Broker>::follow$"),
     ("calls to another node, batched and published", r"cluster::calls::send_batches::\{\{closure\}\}$"),
+    ("direct links: notices, calls, answers in", r"cluster::peers::<impl casebroker::cluster::Cluster>::read_link::\{\{closure\}\}$"),
     ("Redis connection: commands out, answers in", r"redis::aio::multiplexed_connection::PipelineSink<T> as futures_sink::Sink<"),
     ("Redis subscriptions: notices, calls, answers in", r"redis::aio::pubsub::PipelineSink<T> as futures_sink::Sink<"),
 ]
