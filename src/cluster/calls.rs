@@ -251,6 +251,16 @@ async fn send_batches(
     let mut linking: Option<tokio::task::JoinHandle<Option<super::peers::Link>>> = None;
     let mut next_try = tokio::time::Instant::now();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // What the tasks running now queue (answers and notices of the
+        // same commits, calls of the same moment) leaves with these.
+        if batch.len() < BATCH {
+            tokio::task::yield_now().await;
+            while batch.len() < BATCH
+                && let Ok(wire) = rx.try_recv()
+            {
+                batch.push(wire);
+            }
+        }
         let Some(me) = cluster.upgrade() else {
             return;
         };
