@@ -358,6 +358,9 @@ pub struct Cluster {
     links_up: prometheus::IntGauge,
     /// Links to this node refused at their handshake.
     link_refusals: prometheus::IntCounter,
+    /// When a refused link was last logged as a warning, in ms since the
+    /// node started (0: never).
+    refusal_logged: AtomicU64,
 }
 
 struct Scripts {
@@ -541,6 +544,7 @@ impl Cluster {
             linked: dashmap::DashSet::new(),
             links_up,
             link_refusals,
+            refusal_logged: AtomicU64::new(0),
             scripts: Scripts {
                 acquire: keys::acquire(),
                 append: keys::append(),

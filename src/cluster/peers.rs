@@ -49,6 +49,8 @@ const WRITE_WAIT: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_secs(2);
 /// The first word on a link, so that a stray connection is told apart.
 const VERSION: u32 = 1;
+/// At most one warning about refused links in this long.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(60);
 /// Connections to the link address still in their handshake, at most;
 /// past it a new one is closed at once.
 const HANDSHAKES: usize = 64;
@@ -162,11 +164,7 @@ impl Cluster {
                     _ = shutdown.cancelled() => return,
                 };
                 let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                    me.link_refusals.inc();
-                    tracing::warn!(
-                        reason = "too many handshakes at once",
-                        "a link to this node was refused"
-                    );
+                    me.refused_link(&"too many handshakes at once");
                     continue;
                 };
                 let me = me.clone();
@@ -182,6 +180,32 @@ impl Cluster {
         Ok(bound)
     }
 
+    /// Counts a refused link; says so in the log at most once a minute
+    /// (with how many were refused so far), so that a flood of strangers
+    /// does not flood the log.
+    fn refused_link(&self, reason: &dyn std::fmt::Display) {
+        use std::sync::atomic::Ordering;
+        self.link_refusals.inc();
+        // Never 0, which stands for "never logged".
+        let now = (self.born.elapsed().as_millis() as u64).max(1);
+        let last = self.refusal_logged.load(Ordering::Acquire);
+        let due = last == 0 || now.saturating_sub(last) >= REFUSALS_LOGGED_EVERY.as_millis() as u64;
+        if due
+            && self
+                .refusal_logged
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            tracing::warn!(
+                %reason,
+                refused_so_far = self.link_refusals.get(),
+                "a link to this node was refused (logged at most once a minute; casebroker_cluster_link_refusals_total counts them all)"
+            );
+        } else {
+            tracing::debug!(%reason, "a link to this node was refused");
+        }
+    }
+
     /// Proves itself to the node that opened `stream`, then runs what it
     /// sends until it closes.
     async fn read_link(
@@ -194,13 +218,11 @@ impl Cluster {
         let from = match tokio::time::timeout(HANDSHAKE, self.accept_link(&mut link)).await {
             Ok(Ok(from)) => from,
             Ok(Err(e)) => {
-                self.link_refusals.inc();
-                tracing::warn!(reason = %e, "a link to this node was refused");
+                self.refused_link(&e);
                 return;
             }
             Err(_) => {
-                self.link_refusals.inc();
-                tracing::warn!(reason = %Refused::Slow, "a link to this node was refused");
+                self.refused_link(&Refused::Slow);
                 return;
             }
         };

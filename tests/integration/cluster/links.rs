@@ -378,3 +378,38 @@ async fn connections_in_their_handshake_are_bounded() {
     }
     panic!("64 connections could not be opened within the handshake's 2 s, three times");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_links_is_logged_once_and_counted_in_full() {
+    use crate::util::process::{BROKER, Process};
+    let redis = RedisServer::start();
+    let config = crate::util::config_text(&cluster_table(&redis, "p", ""));
+    let broker = Process::start(
+        BROKER,
+        Some(&config),
+        &["--listen", "127.0.0.1:0", "--link", "127.0.0.1:0"],
+        &[],
+    );
+    let at = crate::util::Endpoint::new(broker.listening().await);
+    let mut conn = redis_conn(&redis).await;
+    let (_, addr) = link_of(&mut conn, "p").await;
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        write_frame(&mut s, b"not a hello").await;
+        assert_eq!(read_frame(&mut s).await, None);
+    }
+    crate::util::wait_metric(
+        &at,
+        "casebroker_cluster_link_refusals_total",
+        "20 refusals",
+        |v| v == 20.0,
+    )
+    .await;
+    let out = broker.output();
+    assert_eq!(
+        out.matches("a link to this node was refused").count(),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("refused_so_far=1"), "{out}");
+}
