@@ -1,8 +1,8 @@
 //! Calls between nodes: a command for a company another node holds is
 //! sent to that node on its channel (`casebroker:node:<n>`, or on the
 //! direct link to it, see `super::peers`), run there
-//! while it holds the company, and its answer published back on the
-//! caller's channel. What a call carries is the transport's business
+//! while it holds the company, and its answer sent back the same way
+//! (the caller's channel, or the link to it). What a call carries is the transport's business
 //! (`transport::forward`); here it is bytes.
 //!
 //! A call that reaches a node not holding the company (any more) runs
@@ -266,17 +266,14 @@ async fn send_batches(
         };
         if let Some(h) = linking.take_if(|h| h.is_finished()) {
             link = h.await.ok().flatten();
-            if link.is_some() {
-                me.linked.insert(node);
-                me.links_up.inc();
-            }
+            me.set_linked(node, link.is_some());
         }
         if link.is_none()
             && linking.is_none()
             && me.link_addr.is_some()
             && tokio::time::Instant::now() >= next_try
         {
-            next_try = super::peers::retry_after(tokio::time::Instant::now());
+            next_try = tokio::time::Instant::now() + super::peers::RETRY;
             let me = me.clone();
             linking = Some(tokio::spawn(async move { me.open_link(node).await }));
         }
@@ -288,8 +285,7 @@ async fn send_batches(
             }
             tracing::warn!(node, "the link to a node broke; using Redis");
             link = None;
-            me.linked.remove(&node);
-            me.links_up.dec();
+            me.set_linked(node, false);
             // Calls may have arrived: they are not sent again.
             batch.retain(|w| !matches!(w, Wire::Call { .. }));
         }

@@ -46,7 +46,7 @@ const HANDSHAKE: Duration = Duration::from_secs(2);
 /// How long writing one batch may take before the link counts as broken.
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 /// Between two attempts to link to the same node.
-const RETRY: Duration = Duration::from_secs(2);
+pub(super) const RETRY: Duration = Duration::from_secs(2);
 /// The first word on a link, so that a stray connection is told apart.
 const VERSION: u32 = 1;
 /// At most one warning about refused links in this long.
@@ -167,14 +167,7 @@ impl Cluster {
                     me.refused_link(&"too many handshakes at once");
                     continue;
                 };
-                let me = me.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    tokio::select! {
-                        _ = me.read_link(stream, permit) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                });
+                tasks.spawn(me.clone().read_link(stream, permit, shutdown.clone()));
             }
         });
         Ok(bound)
@@ -207,30 +200,35 @@ impl Cluster {
     }
 
     /// Proves itself to the node that opened `stream`, then runs what it
-    /// sends until it closes.
+    /// sends until it closes or the node stops.
     async fn read_link(
         self: Arc<Self>,
         stream: TcpStream,
         handshake: tokio::sync::OwnedSemaphorePermit,
+        shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
         let mut link = Framed::new(stream, codec());
-        let from = match tokio::time::timeout(HANDSHAKE, self.accept_link(&mut link)).await {
-            Ok(Ok(from)) => from,
-            Ok(Err(e)) => {
-                self.refused_link(&e);
-                return;
-            }
-            Err(_) => {
-                self.refused_link(&Refused::Slow);
-                return;
-            }
+        let proving = tokio::time::timeout(HANDSHAKE, self.accept_link(&mut link));
+        let from = tokio::select! {
+            r = proving => match r {
+                Ok(Ok(from)) => from,
+                Ok(Err(e)) => return self.refused_link(&e),
+                Err(_) => return self.refused_link(&Refused::Slow),
+            },
+            _ = shutdown.cancelled() => return,
         };
         drop(handshake);
         proven(&mut link);
         tracing::debug!(node = from, "linked from a node");
-        while let Some(Ok(frame)) = link.next().await {
-            self.on_call_channel(&frame);
+        loop {
+            tokio::select! {
+                frame = link.next() => match frame {
+                    Some(Ok(frame)) => self.on_call_channel(&frame),
+                    _ => break,
+                },
+                _ = shutdown.cancelled() => return,
+            }
         }
         tracing::debug!(node = from, "a link from a node closed");
     }
@@ -262,10 +260,9 @@ impl Cluster {
         Ok(hello.from)
     }
 
-    /// Opens a link to `node`, if it has a link address; `None` when it
-    /// has none or cannot be linked to now.
+    /// Opens a link to `node` (this node having a link address), if it
+    /// has one; `None` when it has none or cannot be linked to now.
     pub(super) async fn open_link(&self, node: u64) -> Option<Link> {
-        self.link_addr?;
         let mut conn = self.conn.clone();
         let addr: Option<String> = conn.hget(LINKS, node).await.ok()?;
         let addr: SocketAddr = addr?.parse().ok()?;
@@ -315,6 +312,19 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Notes that this node has (or no longer has) a link to `node`: its
+    /// notices go on it, and `casebroker_cluster_links` counts it.
+    pub(super) fn set_linked(&self, node: u64, up: bool) {
+        let changed = if up {
+            self.linked.insert(node)
+        } else {
+            self.linked.remove(&node).is_some()
+        };
+        if changed {
+            self.links_up.set(self.linked.len() as i64);
+        }
+    }
+
     /// The nodes this one has a link to, as the append script reads them:
     /// `,2,5,` (`,` for none).
     pub(super) fn linked_list(&self) -> String {
@@ -333,9 +343,4 @@ pub(super) async fn write(link: &mut Link, bytes: Vec<u8>) -> bool {
         tokio::time::timeout(WRITE_WAIT, link.send(bytes::Bytes::from(bytes))).await,
         Ok(Ok(()))
     )
-}
-
-/// When the next attempt to link may be made after one at `at`.
-pub(super) fn retry_after(at: tokio::time::Instant) -> tokio::time::Instant {
-    at + RETRY
 }

@@ -21,18 +21,8 @@ async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
 
 /// Waits until `node` has `n` links open to other nodes.
 async fn links_up(node: &TestServer, n: f64) {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let up = crate::util::value(&scrape(node).await, "casebroker_cluster_links");
-        if up == n {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{up} links open, not {n}, after 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{n} links open");
+    crate::util::wait_metric(node, "casebroker_cluster_links", &what, |v| v == n).await;
 }
 
 /// Calls Redis ran of `command` since its statistics were last reset.
@@ -185,18 +175,24 @@ async fn link_of(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> (u
 
 /// Waits until `node` counts `n` refused links.
 async fn refusals(node: &TestServer, n: f64) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = crate::util::value(
-            &scrape(node).await,
-            "casebroker_cluster_link_refusals_total",
-        );
-        if seen == n {
-            return;
-        }
-        assert!(Instant::now() < until, "{seen} refusals, not {n}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{n} refused links");
+    let series = "casebroker_cluster_link_refusals_total";
+    crate::util::wait_metric(node, series, &what, |v| v == n).await;
+}
+
+/// A connection to the link at `addr` that said hello to node `to`, with
+/// the hello and the node's welcome.
+async fn greet(addr: &str, to: u64) -> (TcpStream, Hello, Welcome) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let h = Hello {
+        version: 1,
+        from: 999,
+        to,
+        nonce: rand::random(),
+    };
+    write_frame(&mut s, &postcard::to_allocvec(&h).unwrap()).await;
+    let welcome = postcard::from_bytes(&read_frame(&mut s).await.expect("a welcome")).unwrap();
+    (s, h, welcome)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,10 +242,7 @@ async fn a_link_that_cannot_prove_the_secret_is_refused_and_runs_nothing() {
 
     // A hello for a: a proves it knows the secret; a wrong proof back
     // closes the link, and what follows it is not run.
-    let mut s = TcpStream::connect(&addr).await.unwrap();
-    let h = hello(number);
-    write_frame(&mut s, &postcard::to_allocvec(&h).unwrap()).await;
-    let welcome: Welcome = postcard::from_bytes(&read_frame(&mut s).await.unwrap()).unwrap();
+    let (mut s, h, welcome) = greet(&addr, number).await;
     assert_eq!(
         welcome.proof,
         proof(secret.as_bytes(), b"listener", &h, &welcome.nonce),
@@ -267,10 +260,7 @@ async fn a_link_that_cannot_prove_the_secret_is_refused_and_runs_nothing() {
 
     // The right proof is taken: the link stays open (nothing comes back
     // on it), and a is as before.
-    let mut s = TcpStream::connect(&addr).await.unwrap();
-    let h = hello(number);
-    write_frame(&mut s, &postcard::to_allocvec(&h).unwrap()).await;
-    let welcome: Welcome = postcard::from_bytes(&read_frame(&mut s).await.unwrap()).unwrap();
+    let (mut s, h, welcome) = greet(&addr, number).await;
     write_frame(
         &mut s,
         &proof(secret.as_bytes(), b"opener", &h, &welcome.nonce),
