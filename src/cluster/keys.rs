@@ -135,11 +135,12 @@ pub const NOTICE_BYTES: usize = 16 * 1024;
 /// Appends commits when the lease is ours and the log is where we left
 /// it, bumps the head and tells the company's followers, all at once.
 /// KEYS: lease, head, log, followers. ARGV: node, expected head, company,
-/// ttl ms, now (Unix ms), the nodes this one has a link to (`,2,5,`: their
-/// notices are returned for it to send, see `super::peers`), then one
-/// encoded commit each. Returns `{head}`, or `{head, notice, node...}`
-/// with the notice for the linked followers; `{-1}` when the lease is not
-/// ours, `{-2}` when the head moved.
+/// ttl ms, now (Unix ms), the nodes this one has a link to (`,2,5,`: they
+/// are named back rather than published to, see `super::peers`), then one
+/// encoded commit each. Returns `{head, node...}`: the new head and the
+/// linked followers, to which this node sends the notice itself (see
+/// [`Notice::write`]); `{-1}` when the lease is not ours, `{-2}` when the
+/// head moved.
 ///
 /// The notice is `<company> <head>`, followed, when the commits come to at
 /// most [`NOTICE_BYTES`], by ` <first>` (the number of the first commit)
@@ -166,29 +167,28 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local since = tonumber(ARGV[5]) - FOLLOW_MS
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. since)
 local followers = redis.call('ZRANGE', KEYS[4], 0, -1)
-if #followers == 0 or (#followers == 1 and followers[1] == ARGV[1]) then
-  return {head}
-end
-local notice = {ARGV[3], ' ', head}
-if size <= NOTICE_BYTES then
-  notice[#notice + 1] = ' ' .. first
-  for i = 7, #ARGV do
-    notice[#notice + 1] = ' ' .. #ARGV[i] .. ':'
-    notice[#notice + 1] = ARGV[i]
-  end
-end
-local msg = table.concat(notice)
-local out = {head, msg}
+local out = {head}
+local msg
 for _, n in ipairs(followers) do
   if n ~= ARGV[1] then
     if string.find(ARGV[6], ',' .. n .. ',', 1, true) then
       out[#out + 1] = n
     else
+      if not msg then
+        local notice = {ARGV[3], ' ', head}
+        if size <= NOTICE_BYTES then
+          notice[#notice + 1] = ' ' .. first
+          for i = 7, #ARGV do
+            notice[#notice + 1] = ' ' .. #ARGV[i] .. ':'
+            notice[#notice + 1] = ARGV[i]
+          end
+        end
+        msg = table.concat(notice)
+      end
       redis.call('PUBLISH', 'casebroker:log:' .. n, msg)
     end
   end
 end
-if #out == 2 then return {head} end
 return out
 "
         .replace("NOTICE_BYTES", &NOTICE_BYTES.to_string())
@@ -207,6 +207,24 @@ pub struct Notice<'a> {
 }
 
 impl<'a> Notice<'a> {
+    /// Writes the notice [`append`] publishes for `commits`, the commits
+    /// `head - commits.len() + 1` to `head` of `company`: what a holder
+    /// sends its linked followers itself.
+    pub fn write(company: &str, head: u64, commits: &[Vec<u8>]) -> Vec<u8> {
+        use std::io::Write;
+        let size: usize = commits.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(company.len() + 24 + size + 8 * commits.len());
+        let _ = write!(out, "{company} {head}");
+        if size <= NOTICE_BYTES {
+            let _ = write!(out, " {}", head + 1 - commits.len() as u64);
+            for c in commits {
+                let _ = write!(out, " {}:", c.len());
+                out.extend_from_slice(c);
+            }
+        }
+        out
+    }
+
     /// Reads a notice of [`append`]; `None` when it is not one.
     pub fn parse(bytes: &'a [u8]) -> Option<Notice<'a>> {
         fn word(bytes: &[u8]) -> (&[u8], &[u8]) {
@@ -342,6 +360,24 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_holder_writes_the_notice_the_script_publishes() {
+        let commits = vec![b"a b".to_vec(), b"\x00: \xff".to_vec()];
+        let msg = Notice::write("acme", 12, &commits);
+        assert_eq!(msg, b"acme 12 11 3:a b 4:\x00: \xff");
+        let n = Notice::parse(&msg).expect("a notice");
+        assert_eq!(n.commits, Some((11, vec![&b"a b"[..], &b"\x00: \xff"[..]])));
+        // Past NOTICE_BYTES, the head alone: followers read the log.
+        let big = vec![vec![b'x'; NOTICE_BYTES], vec![b'y']];
+        assert_eq!(Notice::write("acme", 7, &big), b"acme 7");
+        let exactly = vec![vec![b'x'; NOTICE_BYTES]];
+        let n = Notice::write("acme", 7, &exactly);
+        assert_eq!(
+            Notice::parse(&n).and_then(|n| n.commits).map(|c| c.0),
+            Some(7)
+        );
     }
 
     #[test]

@@ -285,13 +285,18 @@ impl Cluster {
         match r {
             Ok((head, out)) if head >= 0 && head as u64 == expected + n => {
                 link.applied.store(expected + n, Ordering::Release);
-                // The notice for the followers this node has a link to.
-                if let Some(Ok(msg)) = out.get(1).map(redis::from_redis_value_ref::<Vec<u8>>) {
-                    for node in &out[2..] {
-                        if let Ok(node) = redis::from_redis_value_ref::<u64>(node) {
-                            self.send_to(node, super::calls::Wire::Notice(msg.clone()));
-                        }
+                // The notice for the followers this node has a link to,
+                // written here from the commits it has.
+                let linked: Vec<u64> = out[1..]
+                    .iter()
+                    .filter_map(|n| redis::from_redis_value_ref::<u64>(n).ok())
+                    .collect();
+                if let Some((last, rest)) = linked.split_last() {
+                    let msg = keys::Notice::write(&link.company, expected + n, &commits);
+                    for &node in rest {
+                        self.send_to(node, super::calls::Wire::Notice(msg.clone()));
                     }
+                    self.send_to(*last, super::calls::Wire::Notice(msg));
                 }
                 true
             }
