@@ -17,7 +17,9 @@
 # Needs redis-server and release builds (cargo build --release -p casebroker
 # -p casebroker-loadtest). Prints one line per run (mode, round, cases/s,
 # p99 ms of a whole case, failed) and then the medians and the ratios to
-# the first mode, step by step; the JSON reports and node logs go to $OUT.
+# the first mode, step by step, with per case Redis's commands, bytes and
+# CPU, the nodes' CPU, and the nodes' and Redis's context switches; the
+# JSON reports and node logs go to $OUT.
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
@@ -29,6 +31,17 @@ MODES=${MODES:-one two three}
 ALL_LINKED=${LINKS:-}
 mkdir -p "$OUT"
 start_redis --appendonly yes --appendfsync everysec
+redis_pid() { redis-cli -p "$REDIS_PORT" info server | awk -F: '/^process_id:/{print $2+0}'; }
+# The context switches so far of the nodes (the pids but the last) and of
+# Redis (the last): "NODES REDIS", every thread's, voluntary or not.
+switches() {
+  local n=0 r=0 p t last=${*: -1}
+  for p in "$@"; do
+    t=$(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/{s+=$2} END{print s+0}')
+    if [ "$p" = "$last" ]; then r=$t; else n=$((n + t)); fi
+  done
+  echo "$n $r"
+}
 
 for round in $(seq "$ROUNDS"); do
   for mode in $MODES; do
@@ -40,6 +53,10 @@ for round in $(seq "$ROUNDS"); do
     report="$OUT/$mode-$round.json"
     redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
     cpu0=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/{s+=$2} END{print s}')
+    # Context switches of the nodes and of Redis over the run (a count
+    # the machine's noise hardly moves, unlike CPU time).
+    # shellcheck disable=SC2086
+    cs0=$(switches $pids "$(redis_pid)")
     "$LT" lifecycle --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" \
       "${args[@]}" --no-progress --json "$report" >/dev/null || echo "$mode $round: the run reported failures"
     # Redis's work in the run: commands, bytes in and out, CPU seconds.
@@ -47,6 +64,9 @@ for round in $(seq "$ROUNDS"); do
     redis-cli -p "$REDIS_PORT" info stats >"$OUT/$mode-$round.redis-stats"
     cpu1=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/{s+=$2} END{print s}')
     echo "$cpu0 $cpu1" >"$OUT/$mode-$round.redis-cpu"
+    # shellcheck disable=SC2086
+    cs1=$(switches $pids "$(redis_pid)")
+    echo "$cs0 $cs1" >"$OUT/$mode-$round.switches"
     # Each node's CPU seconds and resident memory.
     : >"$OUT/$mode-$round.nodes"
     # shellcheck disable=SC2086
@@ -88,7 +108,8 @@ for mode in modes:
     print("   p99 ms: " + ", ".join(f"{s} {statistics.median(d['steps'][s]['p99_ms'] for d in rs)}" for s in steps))
     # Per finished case: Redis commands by name, Redis bytes in and out
     # and CPU, the nodes' CPU; the nodes' memory at the end.
-    per = {"calls": [], "in": [], "out": [], "redis_cpu_us": [], "node_cpu_us": [], "rss_mb": []}
+    per = {"calls": [], "in": [], "out": [], "redis_cpu_us": [], "node_cpu_us": [], "rss_mb": [],
+           "node_cs": [], "redis_cs": []}
     names = {}
     for r, d in enumerate(rs, 1):
         cases = max(d["cases"], 1)
@@ -108,9 +129,13 @@ for mode in modes:
         per["redis_cpu_us"].append((c1 - c0) * 1e6 / cases)
         per["node_cpu_us"].append(sum(float(v) for k, v in nodes if k == "cpu_s") * 1e6 / cases)
         per["rss_mb"].append(max(int(v) for k, v in nodes if k == "rss_kb") / 1024)
+        n0, r0, n1, r1 = map(int, open(f"{out}/{mode}-{r}.switches").read().split())
+        per["node_cs"].append((n1 - n0) / cases)
+        per["redis_cs"].append((r1 - r0) / cases)
     med = {k: statistics.median(v) for k, v in per.items()}
     top = sorted(names.items(), key=lambda kv: -statistics.median(kv[1]))[:6]
     print(f"   per case: Redis {med['calls']:.1f} commands ({', '.join(f'{n} {statistics.median(v):.1f}' for n, v in top)}), "
           f"{med['in']:.0f} B in, {med['out']:.0f} B out, {med['redis_cpu_us']:.0f} µs Redis CPU, "
-          f"{med['node_cpu_us']:.0f} µs node CPU (all nodes); largest node RSS {med['rss_mb']:.0f} MB")
+          f"{med['node_cpu_us']:.0f} µs node CPU (all nodes); context switches {med['node_cs']:.1f} on the nodes, "
+          f"{med['redis_cs']:.1f} in Redis; largest node RSS {med['rss_mb']:.0f} MB")
 PY
