@@ -36,6 +36,10 @@ struct Args {
     /// cluster (the config's `[cluster] link`), e.g. 10.0.0.5:7400.
     #[arg(long, value_name = "ADDR")]
     link: Option<SocketAddr>,
+    /// Threads that run the broker's work, overriding the config's
+    /// `workers` (default: one per core it may use).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -83,6 +87,9 @@ fn main() -> ExitCode {
     }
     if args.in_memory {
         config.in_memory = true;
+    }
+    if let Some(n) = args.workers {
+        config.workers = Some(n);
     }
     if let Some(url) = args.redis_url {
         let cluster = config
@@ -145,7 +152,12 @@ fn main() -> ExitCode {
         eprintln!("casebroker: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = config.workers {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("casebroker: cannot start the runtime: {e}");

@@ -191,6 +191,15 @@ impl Metrics {
         .expect("valid metric");
         build.set(1);
         registry.register(Box::new(build)).expect("unique metric");
+        let workers = IntGauge::new(
+            "casebroker_worker_threads",
+            "Threads running the broker's work (the config's workers; by default one per core it may use)",
+        )
+        .expect("valid metric");
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            workers.set(rt.metrics().num_workers() as i64);
+        }
+        registry.register(Box::new(workers)).expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(

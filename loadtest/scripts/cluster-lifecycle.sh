@@ -12,7 +12,9 @@
 #
 # MODES lists the runs of each round (by default "one two three"): one,
 # two or three nodes, "-linked" for nodes with direct links between them
-# ([cluster] link); LINKS=1 links every mode.
+# ([cluster] link), "-shared" for nodes that share the machine's cores out
+# (each runs cores / nodes worker threads, at least one: `workers`);
+# LINKS=1 links every mode. E.g. MODES="one two-linked two-linked-shared".
 #
 # Needs redis-server and release builds (cargo build --release -p casebroker
 # -p casebroker-loadtest). Prints one line per run (mode, round, cases/s,
@@ -48,7 +50,8 @@ for round in $(seq "$ROUNDS"); do
     settle
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     case $mode in one*) n=1 ;; two*) n=2 ;; three*) n=3 ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
-    case $mode in *-linked) LINKS=1 ;; *) LINKS=$ALL_LINKED ;; esac
+    case $mode in *-linked*) LINKS=1 ;; *) LINKS=$ALL_LINKED ;; esac
+    case $mode in *-shared) NODE_WORKERS=$(($(nproc) / n)); NODE_WORKERS=$((NODE_WORKERS > 0 ? NODE_WORKERS : 1)) ;; *) NODE_WORKERS= ;; esac
     lifecycle_nodes "$n" "$round"
     report="$OUT/$mode-$round.json"
     redis-cli -p "$REDIS_PORT" config resetstat >/dev/null

@@ -54,10 +54,12 @@ stop_redis() {
 # A cluster node on the Redis of start_redis: cluster_node NAME PORT
 # [ROUND] starts it on 127.0.0.1:PORT with the load config (its log in
 # $OUT/NAME[-ROUND].log) and prints its pid. With LINKS=1 the nodes link
-# directly ([cluster] link on a free loopback port).
+# directly ([cluster] link on a free loopback port); NODE_WORKERS=N gives
+# each node N worker threads (--workers).
 cluster_node() {
   "$BROKER" --config "$CFG" --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "$1" \
-    --listen "127.0.0.1:$2" ${LINKS:+--link 127.0.0.1:0} >"$OUT/$1${3:+-$3}.log" 2>&1 &
+    --listen "127.0.0.1:$2" ${LINKS:+--link 127.0.0.1:0} ${NODE_WORKERS:+--workers "$NODE_WORKERS"} \
+    >"$OUT/$1${3:+-$3}.log" 2>&1 &
   echo $!
 }
 # The WebSocket URL of the broker on 127.0.0.1:PORT.

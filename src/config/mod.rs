@@ -125,6 +125,10 @@ pub struct Config {
     /// A socket write that takes longer closes the connection. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// Threads that run the broker's work. Default: one per core the
+    /// broker may use (a container's CPU limit included). Brokers sharing
+    /// a machine, such as nodes of one cluster, each take their share.
+    pub workers: Option<usize>,
     /// Initial capacity of a connection's WebSocket read storage, in bytes.
     /// Socket reads always go through tungstenite's fixed 4 KiB chunk; this
     /// only sets what an idle connection keeps beside it. Default 256.
@@ -350,6 +354,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            workers: None,
             read_buffer_bytes: 256,
             write_buffer_bytes: 64 * 1024,
             max_write_buffer_bytes: 64 * 1024 * 1024,
@@ -696,6 +701,26 @@ groups = ["nope"]
         .unwrap();
         assert_eq!(c.operator_hash(), Some(hash_token("operator-token-000001")));
         assert!(!format!("{c:?}").contains("operator-token-000001"));
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_are_bounded() {
+        assert_eq!(Config::demo().workers, None);
+        let c = Config::from_toml("workers = 1").unwrap();
+        assert_eq!(c.workers, Some(1));
+        assert_eq!(
+            Config::from_toml("workers = 1024").unwrap().workers,
+            Some(1024)
+        );
+        for bad in [
+            "workers = 0",
+            "workers = 1025",
+            "workers = -1",
+            "workers = \"two\"",
+        ] {
+            let e = Config::from_toml(bad).unwrap_err().to_string();
+            assert!(e.contains("workers"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@ use super::*;
 
 /// The longest service level a group may set.
 const MAX_SLA: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The most worker threads (`workers`).
+const MAX_WORKERS: usize = 1024;
 /// The longest `closed_message`.
 const MAX_CLOSED_MESSAGE: usize = 500;
 /// The bounds of `offer_timeout`: long enough to read the case, short
@@ -126,6 +128,12 @@ impl Config {
         }
         if let Some(c) = &self.cluster {
             c.validate()?;
+        }
+        if self
+            .workers
+            .is_some_and(|n| !(1..=MAX_WORKERS).contains(&n))
+        {
+            return Err(invalid("workers", "must be between 1 and 1024"));
         }
         if !(256..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
             return Err(invalid(

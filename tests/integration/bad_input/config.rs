@@ -79,6 +79,8 @@ groups = ["nope"]
             "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nlink = \"0.0.0.0:7400\"\n",
             "cluster.link",
         ),
+        ("workers = 0\n", "workers"),
+        ("workers = 5000\n", "workers"),
     ];
     for (text, field) in cases {
         let path = temp_config(text);

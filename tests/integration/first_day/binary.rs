@@ -37,6 +37,59 @@ async fn sighup_is_logged_and_the_broker_goes_on_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_threads_are_the_configs_or_the_flags() {
+    let threads = |at: Endpoint| async move {
+        let text = scrape(&at).await;
+        value(&text, "casebroker_worker_threads")
+    };
+    // By default, one per core the broker may use.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let default = Process::start(
+        BROKER,
+        Some(&config_text("")),
+        &["--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_eq!(
+        threads(Endpoint::new(default.listening().await)).await,
+        cores
+    );
+    let config = Process::start(
+        BROKER,
+        Some(&config_text("workers = 3")),
+        &["--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_eq!(threads(Endpoint::new(config.listening().await)).await, 3.0);
+    // The flag overrides the config.
+    let flag = Process::start(
+        BROKER,
+        Some(&config_text("workers = 3")),
+        &["--listen", "127.0.0.1:0", "--workers", "1"],
+        &[],
+    );
+    assert_eq!(threads(Endpoint::new(flag.listening().await)).await, 1.0);
+    for bad in ["0", "1025", "many"] {
+        let broker = Process::start(
+            BROKER,
+            None,
+            &["--listen", "127.0.0.1:0", "--workers", bad],
+            &[],
+        );
+        let status = broker.exit(WAIT * 2).await;
+        assert_eq!(
+            status.code(),
+            Some(64),
+            "--workers {bad}: {}",
+            broker.output()
+        );
+        let out = broker.output();
+        assert!(out.contains("workers"), "--workers {bad}: {out}");
+        assert!(!out.contains("listening"), "--workers {bad}: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_without_companies_is_refused_before_listening() {
     let broker = Process::start(
         BROKER,
