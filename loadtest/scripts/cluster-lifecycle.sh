@@ -34,15 +34,12 @@ ALL_LINKED=${LINKS:-}
 mkdir -p "$OUT"
 start_redis --appendonly yes --appendfsync everysec
 redis_pid() { redis-cli -p "$REDIS_PORT" info server | awk -F: '/^process_id:/{print $2+0}'; }
-# The context switches so far of the nodes (the pids but the last) and of
-# Redis (the last): "NODES REDIS", every thread's, voluntary or not.
+# The context switches so far of the given processes together, every
+# thread's, voluntary or not.
 switches() {
-  local n=0 r=0 p t last=${*: -1}
-  for p in "$@"; do
-    t=$(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/{s+=$2} END{print s+0}')
-    if [ "$p" = "$last" ]; then r=$t; else n=$((n + t)); fi
-  done
-  echo "$n $r"
+  local p
+  for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+    awk '/^(non)?voluntary_ctxt_switches:/{s+=$2} END{print s+0}'
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -51,7 +48,7 @@ for round in $(seq "$ROUNDS"); do
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     case $mode in one*) n=1 ;; two*) n=2 ;; three*) n=3 ;; *) echo "unknown mode $mode" >&2; exit 2 ;; esac
     case $mode in *-linked*) LINKS=1 ;; *) LINKS=$ALL_LINKED ;; esac
-    case $mode in *-shared) NODE_WORKERS=$(($(nproc) / n)); NODE_WORKERS=$((NODE_WORKERS > 0 ? NODE_WORKERS : 1)) ;; *) NODE_WORKERS= ;; esac
+    case $mode in *-shared) NODE_WORKERS=$(($(nproc) > n ? $(nproc) / n : 1)) ;; *) NODE_WORKERS= ;; esac
     lifecycle_nodes "$n" "$round"
     report="$OUT/$mode-$round.json"
     redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
@@ -59,7 +56,7 @@ for round in $(seq "$ROUNDS"); do
     # Context switches of the nodes and of Redis over the run (a count
     # the machine's noise hardly moves, unlike CPU time).
     # shellcheck disable=SC2086
-    cs0=$(switches $pids "$(redis_pid)")
+    cs0="$(switches $pids) $(switches "$(redis_pid)")"
     "$LT" lifecycle --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" \
       "${args[@]}" --no-progress --json "$report" >/dev/null || echo "$mode $round: the run reported failures"
     # Redis's work in the run: commands, bytes in and out, CPU seconds.
@@ -68,7 +65,7 @@ for round in $(seq "$ROUNDS"); do
     cpu1=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/{s+=$2} END{print s}')
     echo "$cpu0 $cpu1" >"$OUT/$mode-$round.redis-cpu"
     # shellcheck disable=SC2086
-    cs1=$(switches $pids "$(redis_pid)")
+    cs1="$(switches $pids) $(switches "$(redis_pid)")"
     echo "$cs0 $cs1" >"$OUT/$mode-$round.switches"
     # Each node's CPU seconds and resident memory.
     : >"$OUT/$mode-$round.nodes"
@@ -110,7 +107,8 @@ for mode in modes:
     steps = rs[0]["steps"].keys()
     print("   p99 ms: " + ", ".join(f"{s} {statistics.median(d['steps'][s]['p99_ms'] for d in rs)}" for s in steps))
     # Per finished case: Redis commands by name, Redis bytes in and out
-    # and CPU, the nodes' CPU; the nodes' memory at the end.
+    # and CPU, the nodes' CPU, the nodes' and Redis's context switches;
+    # the nodes' memory at the end.
     per = {"calls": [], "in": [], "out": [], "redis_cpu_us": [], "node_cpu_us": [], "rss_mb": [],
            "node_cs": [], "redis_cs": []}
     names = {}

@@ -1,16 +1,17 @@
 //! Calls between nodes: a command for a company another node holds is
 //! sent to that node on its channel (`casebroker:node:<n>`, or on the
-//! direct link to it, see `super::peers`), run there
-//! while it holds the company, and its answer sent back the same way
-//! (the caller's channel, or the link to it). What a call carries is the transport's business
+//! direct link to it, see `super::peers`), run there while it holds the
+//! company, and its answer sent back the same way (the caller's channel,
+//! or the link to it). What a call carries is the transport's business
 //! (`transport::forward`); here it is bytes.
 //!
 //! A call that reaches a node not holding the company (any more) runs
 //! nothing and is answered "not here", so the caller may place it anew.
 //! A call with no answer in time may or may not have run: it is never
-//! sent twice. What a node sends to one other node (calls and answers)
-//! goes out in batches: whatever queued while the last publish was on its
-//! way leaves in the next one.
+//! sent twice. What a node sends to one other node (calls, answers and,
+//! on a link, log notices) goes out in batches: whatever queued while the
+//! last write was on its way, or while the running tasks had their turn,
+//! leaves in the next one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
